@@ -1,0 +1,17 @@
+"""Running psycopg ``sql`` compositions on Django's connection."""
+
+from django.db import connection
+from psycopg import sql
+
+
+def as_text(query: sql.Composable) -> str:
+    """The query as a string, identifiers quoted by psycopg, ready for Django's cursor."""
+    connection.ensure_connection()
+    return query.as_string(connection.connection)
+
+
+def fetchall(query: sql.Composable, params: dict | None = None) -> list[tuple]:
+    """Execute ``query`` with ``params`` (values, never spliced in) and return its rows, if any."""
+    with connection.cursor() as cursor:
+        cursor.execute(as_text(query), params or {})
+        return cursor.fetchall() if cursor.description else []

@@ -1,0 +1,137 @@
+"""The legacy ``products.images`` JSON, read as image rows, in SQL.
+
+One definition serves the migration (which inserts from it) and the validation
+(which compares the table against it), so both read the source the same way.
+
+``source_ctes`` yields these CTEs, for the products matching a filter:
+
+- ``decoded``: one row per product; ``images`` is the JSON array, decoded when the
+  value is a JSON string holding an array, NULL when the value is no array at all.
+- ``checked``: one row per array entry: its url, its source order (the position
+  for plain string entries), its parsed ``created_at``, and the ``problem`` that
+  stops the product from being moved faithfully, if any.
+- ``status``: one row per product: ``image_count`` (entries in the JSON), the
+  ``error`` that keeps it from being migrated, the ``repairs`` applied, and
+  whether its source orders are kept (``keeps_orders``).
+"""
+
+from psycopg import sql
+
+# created_at strings we trust: ISO 8601 date and time, optional fraction and zone
+# (none means UTC, the connection's time zone). A free-form value such as 'now'
+# would parse in PostgreSQL, so the shape is checked first.
+TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}(:?\d{2})?)?$"
+MAX_ORDER = 2_147_483_647  # product_images."order" is a PostgreSQL integer
+
+REPAIR_ORDER_INVALID = "order missing, negative or not an integer: renumbered 0..n-1"
+REPAIR_ORDER_DUPLICATE = "duplicate orders: renumbered 0..n-1"
+REPAIR_CREATED_AT = "created_at missing or unparseable: product's created_at used"
+
+_SOURCE_CTES = """
+decoded AS (
+    SELECT p.id,
+           p.created_at AS product_created_at,
+           p.deleted_at IS NOT NULL AS is_deleted,
+           jsonb_typeof(p.images) AS value_type,
+           CASE jsonb_typeof(p.images)
+               WHEN 'array' THEN p.images
+               WHEN 'string' THEN
+                   CASE WHEN pg_input_is_valid(p.images #>> '{{}}', 'jsonb') THEN
+                       CASE WHEN jsonb_typeof((p.images #>> '{{}}')::jsonb) = 'array'
+                            THEN (p.images #>> '{{}}')::jsonb
+                       END
+                   END
+           END AS images
+    FROM {products} AS p
+    WHERE {product_filter}
+),
+entries AS (
+    SELECT d.id AS product_id,
+           e.position,
+           jsonb_typeof(e.entry) AS entry_type,
+           CASE jsonb_typeof(e.entry)
+               WHEN 'object' THEN e.entry -> 'url'
+               WHEN 'string' THEN e.entry
+           END AS url,
+           CASE jsonb_typeof(e.entry)
+               WHEN 'object' THEN
+                   CASE WHEN jsonb_typeof(e.entry -> 'order') = 'number' THEN (e.entry -> 'order')::numeric END
+               WHEN 'string' THEN e.position - 1
+           END AS source_order,
+           CASE WHEN jsonb_typeof(e.entry -> 'created_at') = 'string'
+                THEN e.entry ->> 'created_at'
+           END AS created_at_text
+    FROM decoded AS d
+    CROSS JOIN LATERAL jsonb_array_elements(d.images) WITH ORDINALITY AS e(entry, position)
+),
+checked AS (
+    SELECT en.product_id,
+           en.position,
+           en.url #>> '{{}}' AS url,
+           en.source_order,
+           CASE
+               WHEN en.entry_type NOT IN ('object', 'string')
+                   THEN 'entry ' || en.position || ' is a JSON ' || en.entry_type || ', not an object or a string'
+               WHEN en.url IS NULL THEN 'entry ' || en.position || ' has no url'
+               WHEN jsonb_typeof(en.url) <> 'string'
+                   THEN 'entry ' || en.position || ' url is a JSON ' || jsonb_typeof(en.url) || ', not a string'
+               WHEN btrim(en.url #>> '{{}}') = '' THEN 'entry ' || en.position || ' url is empty'
+           END AS problem,
+           en.source_order IS NOT NULL AND en.source_order >= 0 AND en.source_order <= {max_order}
+               AND en.source_order = trunc(en.source_order) AS order_is_valid,
+           CASE WHEN en.created_at_text ~ {timestamp_pattern}
+                     AND pg_input_is_valid(en.created_at_text, 'timestamptz')
+                THEN en.created_at_text::timestamptz
+           END AS created_at
+    FROM entries AS en
+),
+product_entries AS (
+    SELECT c.product_id,
+           count(*) AS image_count,
+           (array_agg(c.problem ORDER BY c.position) FILTER (WHERE c.problem IS NOT NULL))[1] AS problem,
+           bool_and(c.order_is_valid) AS orders_are_valid,
+           count(DISTINCT c.source_order) = count(*) AS orders_are_distinct,
+           bool_and(c.created_at IS NOT NULL) AS created_at_all_valid
+    FROM checked AS c
+    GROUP BY c.product_id
+),
+status AS (
+    SELECT d.id,
+           d.is_deleted,
+           d.product_created_at,
+           COALESCE(pe.image_count, 0) AS image_count,
+           CASE
+               WHEN d.value_type IS NULL OR d.value_type = 'null' THEN NULL
+               WHEN d.images IS NULL AND d.value_type = 'string'
+                   THEN 'images is a JSON string that does not hold an array'
+               WHEN d.images IS NULL THEN 'images is a JSON ' || d.value_type || ', not an array'
+               ELSE pe.problem
+           END AS error,
+           array_remove(ARRAY[
+               CASE WHEN NOT pe.orders_are_valid THEN {repair_order_invalid}
+                    WHEN NOT pe.orders_are_distinct THEN {repair_order_duplicate}
+               END,
+               CASE WHEN NOT pe.created_at_all_valid THEN {repair_created_at} END
+           ], NULL) AS repairs,
+           COALESCE(pe.orders_are_valid AND pe.orders_are_distinct, false) AS keeps_orders
+    FROM decoded AS d
+    LEFT JOIN product_entries AS pe ON pe.product_id = d.id
+)"""
+
+
+def table(schema: str, name: str) -> sql.Identifier:
+    """A schema-qualified table name, quoted."""
+    return sql.Identifier(schema, name)
+
+
+def source_ctes(schema: str, product_filter: sql.Composable) -> sql.Composed:
+    """The CTEs described in the module docstring, without the leading WITH."""
+    return sql.SQL(_SOURCE_CTES).format(
+        products=table(schema, "products"),
+        product_filter=product_filter,
+        max_order=sql.Literal(MAX_ORDER),
+        timestamp_pattern=sql.Literal(TIMESTAMP_PATTERN),
+        repair_order_invalid=sql.Literal(REPAIR_ORDER_INVALID),
+        repair_order_duplicate=sql.Literal(REPAIR_ORDER_DUPLICATE),
+        repair_created_at=sql.Literal(REPAIR_CREATED_AT),
+    )

@@ -1,0 +1,174 @@
+"""The migration report as plain data; ``rendering`` turns it into text."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class ExitCode(enum.IntEnum):
+    """Exit status of ``migrate_images``; when several apply, the first listed wins."""
+
+    OK = 0
+    CHECK_FAILED = 3  # a validation check is FAIL
+    PRODUCT_ERRORS = 1  # some products could not be migrated (listed in the report)
+    TENANT_BUSY = 4  # a tenant was skipped: another run holds its lock
+    USAGE = 2  # bad options or unknown --schema: nothing was done
+    INTERRUPTED = 130  # stopped by Ctrl-C: committed batches are kept, re-run to finish
+
+
+@dataclass
+class ProductError:
+    tenant: str
+    product_id: int
+    reason: str
+
+
+@dataclass
+class Repair:
+    """Products whose images needed one kind of repair; ``sample_ids`` holds the first few."""
+
+    reason: str
+    products: int = 0
+    sample_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class TenantRun:
+    """What the migration did (or, in a dry run, would do) in one tenant."""
+
+    products: int = 0  # products with a non-empty images value
+    images_migrated: int = 0
+    labels_detected: int = 0
+    already_migrated: int = 0
+    repaired: int = 0
+    soft_deleted: int = 0
+    repairs: list[Repair] = field(default_factory=list)
+    errors: list[ProductError] = field(default_factory=list)
+
+    def add(self, other: TenantRun) -> None:
+        for name in COUNTERS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for repair in other.repairs:
+            mine = self.repair(repair.reason)
+            mine.products += repair.products
+            mine.sample_ids = (mine.sample_ids + repair.sample_ids)[:REPAIR_SAMPLE_SIZE]
+        self.errors.extend(other.errors)
+
+    def repair(self, reason: str) -> Repair:
+        for repair in self.repairs:
+            if repair.reason == reason:
+                return repair
+        repair = Repair(reason)
+        self.repairs.append(repair)
+        return repair
+
+
+REPAIR_SAMPLE_SIZE = 10
+COUNTERS = ("products", "images_migrated", "labels_detected", "already_migrated", "repaired", "soft_deleted")
+
+
+@dataclass
+class CheckResult:
+    """One of the seed report's six validation queries, run on one tenant."""
+
+    number: int
+    name: str
+    figure: int
+    expected: int
+    sql: str
+
+    @property
+    def passed(self) -> bool:
+        return self.figure == self.expected
+
+
+@dataclass
+class SpotRow:
+    order: int
+    is_label: bool
+    url: str
+
+
+@dataclass
+class SpotCheck:
+    product_id: int
+    rows: list[SpotRow]
+
+
+@dataclass
+class Validation:
+    checks: list[CheckResult]
+    distribution: list[tuple[int, int]]  # (images per product, products), ascending
+    products_with_several_images: int
+    labels: int
+    spot_check: SpotCheck | None
+
+    @property
+    def passed(self) -> bool:
+        return all(check.passed for check in self.checks)
+
+
+@dataclass
+class TenantReport:
+    schema: str
+    busy: bool = False  # another run held the tenant's lock: nothing done
+    run: TenantRun | None = None  # None under --check
+    validation: Validation | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # phase -> seconds
+
+
+@dataclass
+class MigrationReport:
+    mode: str  # "live", "dry-run" or "check"
+    started_at: datetime
+    tenants: list[TenantReport] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def total(self) -> TenantRun:
+        total = TenantRun()
+        for tenant in self.tenants:
+            if tenant.run:
+                total.add(tenant.run)
+        return total
+
+    @property
+    def errors(self) -> list[ProductError]:
+        return [error for tenant in self.tenants if tenant.run for error in tenant.run.errors]
+
+    @property
+    def failed_checks(self) -> list[tuple[str, CheckResult]]:
+        return [
+            (tenant.schema, check)
+            for tenant in self.tenants
+            if tenant.validation
+            for check in tenant.validation.checks
+            if not check.passed
+        ]
+
+    @property
+    def busy_tenants(self) -> list[str]:
+        return [tenant.schema for tenant in self.tenants if tenant.busy]
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        """Time per phase, summed over tenants."""
+        phases: dict[str, float] = {}
+        for tenant in self.tenants:
+            for phase, seconds in tenant.seconds.items():
+                phases[phase] = phases.get(phase, 0.0) + seconds
+        return phases
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if self.interrupted:
+            return ExitCode.INTERRUPTED
+        if self.failed_checks:
+            return ExitCode.CHECK_FAILED
+        if self.errors:
+            return ExitCode.PRODUCT_ERRORS
+        if self.busy_tenants:
+            return ExitCode.TENANT_BUSY
+        return ExitCode.OK

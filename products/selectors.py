@@ -1,0 +1,119 @@
+"""Read-only queries: the tenant registry and the validation of a migrated tenant."""
+
+from django_tenants.utils import get_public_schema_name, get_tenant_model
+from psycopg import sql
+
+from products.db import as_text, fetchall
+from products.image_source import source_ctes, table
+from products.report import CheckResult, SpotCheck, SpotRow, Validation
+
+
+def tenant_schema_names() -> list[str]:
+    """Every registered seller schema, public excluded, in a stable order."""
+    return list(
+        get_tenant_model()
+        .objects.exclude(schema_name=get_public_schema_name())
+        .order_by("schema_name")
+        .values_list("schema_name", flat=True)
+    )
+
+
+# The seed report's six queries, schema-qualified. Queries 1-3, 5 and 6 are the
+# seed's own; query 4 is widened to every product (soft-deleted ones included,
+# whose images the seed's run lost) and reads the JSON as the migration does.
+TOTAL_IMAGES = "SELECT COUNT(*) FROM {product_images};"
+LABEL_COUNT = "SELECT COUNT(*) FROM {product_images} WHERE is_label = true;"
+DUPLICATES = """SELECT COUNT(*) FROM (
+    SELECT product_id, COUNT(*)
+    FROM {product_images}
+    GROUP BY product_id, "order"
+    HAVING COUNT(*) > 1
+) AS duplicates;"""
+JSON_VS_TABLE = """WITH {source},
+table_counts AS (
+    SELECT product_id, COUNT(*) AS table_count
+    FROM {product_images}
+    GROUP BY product_id
+)
+SELECT COUNT(*) FILTER (WHERE s.image_count != COALESCE(t.table_count, 0)) AS mismatches,
+       COALESCE(SUM(s.image_count), 0) AS json_images
+FROM status AS s
+LEFT JOIN table_counts AS t ON s.id = t.product_id
+WHERE s.error IS NULL AND s.id <> ALL(%(excluded_ids)s);"""
+LABEL_ON_HIGHEST_ORDER = """WITH max_orders AS (
+    SELECT product_id, MAX("order") as max_order
+    FROM {product_images}
+    GROUP BY product_id
+),
+labels AS (
+    SELECT product_id, "order"
+    FROM {product_images}
+    WHERE is_label = true
+)
+SELECT COUNT(*) as incorrect_labels
+FROM labels l
+JOIN max_orders m ON l.product_id = m.product_id
+WHERE l."order" != m.max_order;"""
+MULTIPLE_LABELS = """SELECT COUNT(*) FROM (
+    SELECT product_id, COUNT(*)
+    FROM {product_images}
+    WHERE is_label = true
+    GROUP BY product_id
+    HAVING COUNT(*) > 1
+) AS multiple_labels;"""
+DISTRIBUTION = """SELECT image_count, COUNT(*) FROM (
+    SELECT product_id, COUNT(*) AS image_count
+    FROM {product_images}
+    GROUP BY product_id
+) AS per_product
+GROUP BY image_count
+ORDER BY image_count;"""
+SPOT_CHECK = """SELECT product_id, "order", is_label, url
+FROM {product_images}
+WHERE product_id = (SELECT MIN(product_id) FROM {product_images})
+ORDER BY "order";"""
+
+
+def validate_tenant(schema: str, excluded_ids: list[int] = ()) -> Validation:
+    """Run the six checks on ``schema``; ``excluded_ids`` are products listed as errors."""
+    product_images = table(schema, "product_images")
+
+    def run(template: str, **extra) -> tuple[str, tuple]:
+        query = sql.SQL(template).format(product_images=product_images, **extra)
+        return as_text(query), fetchall(query, {"excluded_ids": list(excluded_ids)})[0]
+
+    distribution = [
+        (count, products) for count, products in fetchall(sql.SQL(DISTRIBUTION).format(product_images=product_images))
+    ]
+    several = sum(products for count, products in distribution if count >= 2)
+
+    total_sql, (total_images,) = run(TOTAL_IMAGES)
+    labels_sql, (labels,) = run(LABEL_COUNT)
+    duplicates_sql, (duplicates,) = run(DUPLICATES)
+    json_sql, (mismatches, json_images) = run(JSON_VS_TABLE, source=source_ctes(schema, sql.SQL("TRUE")))
+    highest_sql, (incorrect_labels,) = run(LABEL_ON_HIGHEST_ORDER)
+    multiple_sql, (multiple_labels,) = run(MULTIPLE_LABELS)
+
+    checks = [
+        CheckResult(1, "Total images (table = JSON)", total_images, json_images, total_sql),
+        CheckResult(2, "Label count (= products with 2+ images)", labels, several, labels_sql),
+        CheckResult(3, "Duplicate (product_id, order)", duplicates, 0, duplicates_sql),
+        CheckResult(4, "JSON count vs table count mismatches", mismatches, 0, json_sql),
+        CheckResult(5, "Labels not on highest order", incorrect_labels, 0, highest_sql),
+        CheckResult(6, "Products with several labels", multiple_labels, 0, multiple_sql),
+    ]
+    return Validation(
+        checks=checks,
+        distribution=distribution,
+        products_with_several_images=several,
+        labels=labels,
+        spot_check=spot_check(schema),
+    )
+
+
+def spot_check(schema: str) -> SpotCheck | None:
+    """The rows of the tenant's first migrated product, as the seed report shows them."""
+    rows = fetchall(sql.SQL(SPOT_CHECK).format(product_images=table(schema, "product_images")))
+    if not rows:
+        return None
+    return SpotCheck(product_id=rows[0][0], rows=[SpotRow(order, is_label, url) for _, order, is_label, url in rows])

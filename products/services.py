@@ -1,0 +1,235 @@
+"""The image migration: legacy ``products.images`` JSON to ``product_images`` rows.
+
+Per tenant: take the tenant's advisory lock (or report it busy), walk its
+products in batches of ids, and run one set-based INSERT ... SELECT per batch,
+each batch in its own transaction, so an interrupted run leaves whole batches
+and a re-run finishes the job. The JSON column is only ever read.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from django.db import DatabaseError, connection, transaction
+from psycopg import sql
+
+from products.db import fetchall
+from products.image_source import source_ctes, table
+from products.report import REPAIR_SAMPLE_SIZE, MigrationReport, ProductError, TenantReport, TenantRun
+from products.selectors import validate_tenant
+
+# First key of the two-key advisory lock; the second is the schema's hash.
+ADVISORY_LOCK_NAMESPACE = 0x5709F10
+
+
+@dataclass(frozen=True)
+class MigrationOptions:
+    dry_run: bool = False
+    force: bool = False
+    batch_size: int = 1000
+
+
+class Progress:
+    """Hooks the command uses to show progress; this base shows nothing."""
+
+    def start_tenant(self, schema: str, products: int) -> None: ...
+
+    def advance(self, schema: str, products: int) -> None: ...
+
+    def finish_tenant(self, schema: str) -> None: ...
+
+
+_BATCH_FILTER = sql.SQL("p.id > %(after)s AND p.id <= %(upto)s")
+
+_MIGRATE_BATCH = """WITH {source},
+todo AS (
+    SELECT s.*,
+           EXISTS (SELECT 1 FROM {product_images} AS pi WHERE pi.product_id = s.id) AS has_rows
+    FROM status AS s
+    WHERE s.image_count > 0 OR s.error IS NOT NULL
+),
+new_rows AS (
+    SELECT c.product_id,
+           c.url,
+           CASE WHEN t.keeps_orders THEN c.source_order::integer
+                ELSE (row_number() OVER (PARTITION BY c.product_id
+                                         ORDER BY c.source_order NULLS LAST, c.position) - 1)::integer
+           END AS "order",
+           COALESCE(c.created_at, t.product_created_at, now()) AS created_at,
+           t.image_count
+    FROM checked AS c
+    JOIN todo AS t ON t.id = c.product_id
+    WHERE t.error IS NULL AND (%(force)s OR NOT t.has_rows)
+),
+inserted AS (
+    INSERT INTO {product_images} (product_id, url, "order", is_label, created_at, updated_at)
+    SELECT product_id, url, "order",
+           image_count >= 2 AND "order" = max("order") OVER (PARTITION BY product_id),
+           created_at, now()
+    FROM new_rows
+    RETURNING product_id, is_label
+),
+inserted_per_product AS (
+    SELECT product_id, count(*) AS images, count(*) FILTER (WHERE is_label) AS labels
+    FROM inserted
+    GROUP BY product_id
+)
+SELECT t.error,
+       t.repairs,
+       t.is_deleted,
+       t.has_rows AND NOT %(force)s AS already_migrated,
+       count(*) AS products,
+       COALESCE(sum(i.images), 0)::bigint AS images,
+       COALESCE(sum(i.labels), 0)::bigint AS labels,
+       array_agg(t.id ORDER BY t.id) FILTER (WHERE t.error IS NOT NULL OR cardinality(t.repairs) > 0) AS ids
+FROM todo AS t
+LEFT JOIN inserted_per_product AS i ON i.product_id = t.id
+GROUP BY 1, 2, 3, 4"""
+
+# --force: the rows of every product that migrates cleanly go, in the batch's
+# transaction, so a failure before the INSERT leaves the old rows in place.
+_DELETE_BATCH = """WITH {source}
+DELETE FROM {product_images} AS pi
+USING status AS s
+WHERE pi.product_id = s.id AND s.error IS NULL AND s.image_count > 0"""
+
+_BATCH_END = """SELECT max(id) FROM (
+    SELECT id FROM {products} WHERE id > %(after)s ORDER BY id LIMIT %(batch_size)s
+) AS batch"""
+
+
+def migrate_images(schemas: list[str], options: MigrationOptions, progress: Progress | None = None) -> MigrationReport:
+    """Migrate and validate each tenant in turn; Ctrl-C ends the run with what is done."""
+    report = MigrationReport(mode="dry-run" if options.dry_run else "live", started_at=datetime.now(UTC))
+    progress = progress or Progress()
+    try:
+        for schema in schemas:
+            report.tenants.append(migrate_tenant(schema, options, progress))
+    except KeyboardInterrupt:
+        report.interrupted = True
+    return report
+
+
+def check_images(schemas: list[str]) -> MigrationReport:
+    """Validation only: the six checks per tenant, nothing written."""
+    report = MigrationReport(mode="check", started_at=datetime.now(UTC))
+    for schema in schemas:
+        started = time.perf_counter()
+        validation = validate_tenant(schema)
+        report.tenants.append(
+            TenantReport(schema, validation=validation, seconds={"validate": time.perf_counter() - started})
+        )
+    return report
+
+
+def migrate_tenant(schema: str, options: MigrationOptions, progress: Progress) -> TenantReport:
+    with tenant_lock(schema) as acquired:
+        if not acquired:
+            return TenantReport(schema, busy=True)
+        # A dry run makes the very same writes, then rolls them back.
+        with transaction.atomic() if options.dry_run else nullcontext():
+            tenant = TenantReport(schema)
+            started = time.perf_counter()
+            tenant.run = _migrate_batches(schema, options, progress)
+            tenant.seconds["migrate"] = time.perf_counter() - started
+            started = time.perf_counter()
+            tenant.validation = validate_tenant(schema, [error.product_id for error in tenant.run.errors])
+            tenant.seconds["validate"] = time.perf_counter() - started
+            if options.dry_run:
+                transaction.set_rollback(True)
+        return tenant
+
+
+@contextmanager
+def tenant_lock(schema: str) -> Iterator[bool]:
+    """A session-level advisory lock on the tenant: yields False when another run holds it."""
+    key = {"namespace": ADVISORY_LOCK_NAMESPACE, "schema": schema}
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%(namespace)s, hashtext(%(schema)s))", key)
+        acquired = cursor.fetchone()[0]
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%(namespace)s, hashtext(%(schema)s))", key)
+
+
+def _migrate_batches(schema: str, options: MigrationOptions, progress: Progress) -> TenantRun:
+    products = table(schema, "products")
+    run = TenantRun()
+    remaining = fetchall(sql.SQL("SELECT count(*) FROM {}").format(products), {})[0][0]
+    progress.start_tenant(schema, remaining)
+    batch_end = sql.SQL(_BATCH_END).format(products=products)
+    after = 0
+    while True:
+        (upto,) = fetchall(batch_end, {"after": after, "batch_size": options.batch_size})[0]
+        if upto is None:
+            break
+        _migrate_batch(schema, after, upto, options, run)
+        # Every batch but the last holds exactly batch_size products.
+        progress.advance(schema, min(options.batch_size, remaining))
+        remaining -= options.batch_size
+        after = upto
+    progress.finish_tenant(schema)
+    return run
+
+
+def _migrate_batch(schema: str, after: int, upto: int, options: MigrationOptions, run: TenantRun) -> None:
+    """One transaction for products with ids in (after, upto]."""
+    try:
+        with transaction.atomic():
+            _tally(schema, _write_batch(schema, after, upto, options), run)
+        return
+    except DatabaseError:
+        # Something in the batch broke the statement: redo it one product at a
+        # time, so only the product at fault stays behind, named in the report.
+        pass
+    product_ids = [
+        row[0]
+        for row in fetchall(
+            sql.SQL("SELECT p.id FROM {} AS p WHERE {} ORDER BY p.id").format(table(schema, "products"), _BATCH_FILTER),
+            {"after": after, "upto": upto},
+        )
+    ]
+    for product_id in product_ids:
+        try:
+            with transaction.atomic():
+                _tally(schema, _write_batch(schema, product_id - 1, product_id, options), run)
+        except DatabaseError as exc:
+            run.products += 1
+            reason = f"database refused its rows: {str(exc).splitlines()[0]}"
+            run.errors.append(ProductError(schema, product_id, reason))
+
+
+def _write_batch(schema: str, after: int, upto: int, options: MigrationOptions) -> list[tuple]:
+    params = {"after": after, "upto": upto, "force": options.force}
+    source = source_ctes(schema, _BATCH_FILTER)
+    product_images = table(schema, "product_images")
+    if options.force:
+        fetchall(sql.SQL(_DELETE_BATCH).format(source=source, product_images=product_images), params)
+    return fetchall(sql.SQL(_MIGRATE_BATCH).format(source=source, product_images=product_images), params)
+
+
+def _tally(schema: str, groups: list[tuple], run: TenantRun) -> None:
+    """Add one batch's outcome, grouped by the statement, to the tenant's figures."""
+    for error, repairs, is_deleted, already_migrated, products, images, labels, ids in groups:
+        run.products += products
+        run.soft_deleted += products if is_deleted else 0
+        if error is not None:
+            run.errors.extend(ProductError(schema, product_id, error) for product_id in ids)
+        elif already_migrated:
+            run.already_migrated += products
+        else:
+            run.images_migrated += images
+            run.labels_detected += labels
+            if repairs:
+                run.repaired += products
+                for reason in repairs:
+                    repair = run.repair(reason)
+                    repair.products += products
+                    repair.sample_ids = (repair.sample_ids + ids)[:REPAIR_SAMPLE_SIZE]
