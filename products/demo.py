@@ -11,7 +11,9 @@ from products.db import fetchall
 from products.image_source import table
 
 # The seed report's image distribution: images per product -> products (3,281 products, 19,607 images).
-SEED_DISTRIBUTION = {2: 22, 3: 276, 4: 499, 5: 653, 6: 606, 7: 490, 8: 395, 9: 222, 10: 76, 11: 23, 12: 12, 13: 5, 14: 2}
+SEED_DISTRIBUTION = {
+    2: 22, 3: 276, 4: 499, 5: 653, 6: 606, 7: 490, 8: 395, 9: 222, 10: 76, 11: 23, 12: 12, 13: 5, 14: 2,
+}  # fmt: skip
 DEMO_TENANTS = ["user_1", "user_2", "user_4", "user_5"]
 DEMO_CATALOGUE_TENANT = "user_1"
 PUBLIC_DOMAIN = "localhost"

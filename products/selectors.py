@@ -36,7 +36,7 @@ table_counts AS (
     GROUP BY product_id
 )
 SELECT COUNT(*) FILTER (WHERE s.image_count != COALESCE(t.table_count, 0)) AS mismatches,
-       COALESCE(SUM(s.image_count), 0) AS json_images
+       COALESCE(SUM(s.image_count), 0)::bigint AS json_images
 FROM status AS s
 LEFT JOIN table_counts AS t ON s.id = t.product_id
 WHERE s.error IS NULL AND s.id <> ALL(%(excluded_ids)s);"""

@@ -1,0 +1,152 @@
+import shutil
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from products.progress import RichProgress
+from products.rendering import render_json, render_markdown, render_terminal
+from products.report import ExitCode, MigrationReport
+from products.selectors import tenant_schema_names
+from products.services import MigrationOptions, check_images, migrate_images
+
+EXIT_CODES_HELP = "Exit status: " + "; ".join(
+    f"{code.value} {code.name.lower().replace('_', ' ')}" for code in ExitCode
+)
+
+
+class Command(BaseCommand):
+    help = (
+        "Copy product photos from the legacy JSON column products.images into the product_images table "
+        "of every tenant (or those named by --schema), marking the last image of each product with two or "
+        "more images as its price label, then validate the result with the six checks of the seed report. "
+        "Safe to re-run: products that already have rows are skipped. The JSON column is never modified. "
+        + EXIT_CODES_HELP
+        + " (the first that applies, in that order)."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--schema",
+            action="append",
+            dest="schemas",
+            metavar="NAME",
+            help="Migrate only this tenant schema (repeatable). Default: every tenant.",
+        )
+        mode = parser.add_mutually_exclusive_group()
+        mode.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="Make the very same writes inside a transaction that is rolled back: the report shows "
+            "exactly what a live run would write; nothing persists.",
+        )
+        mode.add_argument(
+            "--check",
+            action="store_true",
+            help="Write nothing: run the validation checks only; exit non-zero when one fails.",
+        )
+        parser.add_argument(
+            "--force",
+            action="store_true",
+            help="Replace the rows of products that already have some (delete and insert in one "
+            "transaction per batch). Asks for confirmation unless --no-input.",
+        )
+        parser.add_argument(
+            "--no-input",
+            "--noinput",
+            action="store_false",
+            dest="interactive",
+            help="Do not prompt the user for input of any kind.",
+        )
+        parser.add_argument(
+            "--batch-size",
+            type=int,
+            default=MigrationOptions.batch_size,
+            metavar="N",
+            help=f"Products per batch; each batch commits on its own (default {MigrationOptions.batch_size}).",
+        )
+        parser.add_argument("--report", metavar="PATH", help="Also write the report as Markdown to PATH.")
+        parser.add_argument("--json", metavar="PATH", help="Also write the report as JSON to PATH ('-' for stdout).")
+
+    def handle(self, *args, **options):
+        if options["batch_size"] < 1:
+            raise CommandError("--batch-size must be at least 1.", returncode=ExitCode.USAGE)
+        if options["check"] and options["force"]:
+            raise CommandError("--check writes nothing; it cannot be combined with --force.", returncode=ExitCode.USAGE)
+        schemas = self.selected_schemas(options["schemas"])
+        if options["force"] and not options["dry_run"] and options["interactive"]:
+            self.confirm_force(schemas)
+
+        if options["check"]:
+            report = check_images(schemas)
+        else:
+            migration_options = MigrationOptions(
+                dry_run=options["dry_run"], force=options["force"], batch_size=options["batch_size"]
+            )
+            with self.progress(options["verbosity"], len(schemas)) as progress:
+                report = migrate_images(schemas, migration_options, progress)
+        self.write_report(report, options)
+
+        if report.exit_code != ExitCode.OK:
+            raise CommandError(self.failure_message(report), returncode=report.exit_code)
+
+    def selected_schemas(self, requested: list[str] | None) -> list[str]:
+        """The tenants to work on, checked against the registry before anything runs."""
+        known = tenant_schema_names()
+        if not requested:
+            return known
+        unknown = [name for name in requested if name not in known]
+        if unknown:
+            raise CommandError(
+                f"Unknown tenant schema(s): {', '.join(map(repr, unknown))}. "
+                f"Valid names: {', '.join(known) or '(no tenants registered)'}. Nothing was done.",
+                returncode=ExitCode.USAGE,
+            )
+        return list(dict.fromkeys(requested))
+
+    def confirm_force(self, schemas: list[str]) -> None:
+        answer = input(
+            f"--force replaces the product_images rows of every product in {', '.join(schemas)}.\n"
+            "Type 'yes' to continue, or 'no' to cancel: "
+        )
+        if answer != "yes":
+            raise CommandError("Cancelled; nothing was done.", returncode=ExitCode.USAGE)
+
+    def progress(self, verbosity: int, tenants: int):
+        # Bars only on a terminal, so reports piped to files stay clean.
+        stream = getattr(self.stdout, "_out", sys.stdout)
+        if verbosity == 0 or not self.stdout.isatty():
+            return nullcontext()
+        return RichProgress(stream, tenants)
+
+    def write_report(self, report: MigrationReport, options: dict) -> None:
+        json_to_stdout = options["json"] == "-"
+        if options["verbosity"] > 0:
+            # With JSON on stdout, the readable report moves to stderr.
+            out = self.stderr if json_to_stdout else self.stdout
+            tty = out.isatty()
+            width = shutil.get_terminal_size((120, 24)).columns if tty else 120
+            out.write(render_terminal(report, width=width, color=tty), style_func=str, ending="")
+        if options["report"]:
+            Path(options["report"]).write_text(render_markdown(report), encoding="utf-8")
+        if options["json"]:
+            if json_to_stdout:
+                self.stdout.write(render_json(report), ending="")
+            else:
+                Path(options["json"]).write_text(render_json(report), encoding="utf-8")
+        if report.exit_code == ExitCode.OK and options["verbosity"] > 0 and not json_to_stdout:
+            self.stdout.write(self.style.SUCCESS("All checks PASS, no errors."))
+
+    @staticmethod
+    def failure_message(report: MigrationReport) -> str:
+        problems = []
+        if report.interrupted:
+            problems.append("interrupted: committed batches are kept, re-run to finish")
+        if report.failed_checks:
+            problems.append(f"{len(report.failed_checks)} check(s) FAIL")
+        if report.errors:
+            problems.append(f"{len(report.errors)} product(s) not migrated (listed above)")
+        if report.busy_tenants:
+            problems.append(f"busy tenant(s) skipped: {', '.join(report.busy_tenants)}")
+        return "; ".join(problems) + "."
