@@ -23,6 +23,9 @@ def database_settings(base_dir: Path) -> dict:
     else:
         config = embedded_database_settings(base_dir / ".pgdata")
     config["ENGINE"] = ENGINE
+    # Tests use their own database, test_<name> unless named here (parallel runs need distinct names).
+    if os.environ.get("STOFLOW_TEST_DATABASE"):
+        config["TEST"] = {"NAME": os.environ["STOFLOW_TEST_DATABASE"]}
     return config
 
 

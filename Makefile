@@ -1,0 +1,31 @@
+# The README's two commands: `make demo` and `make test`. Both set up everything
+# they need: a virtualenv with the pinned requirements and, unless DATABASE_URL is
+# set, an embedded PostgreSQL 16 (pgserver) with its data in .pgdata/.
+
+# pgserver ships wheels for Python 3.9 to 3.12.
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.requirements-installed
+
+.PHONY: demo test install
+
+install: $(INSTALLED)
+
+$(INSTALLED): requirements.txt
+	$(PYTHON) -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] <= (3, 12) else "Python 3.11 or 3.12 is required (pgserver); set PYTHON=...")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+demo: $(INSTALLED)
+	$(BIN)/python manage.py migrate_schemas --noinput -v 0
+	$(BIN)/python manage.py seed_demo
+	mkdir -p var
+	$(BIN)/python manage.py migrate_images --report var/migration-report.md --json var/migration-report.json
+	@echo "Reports written to var/migration-report.md and var/migration-report.json"
+
+test: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest

@@ -1,0 +1,260 @@
+"""migrate_images as an operator runs it: tenants, re-runs, --force, --dry-run, locks, interruptions."""
+
+import threading
+
+import psycopg
+import pytest
+from django.db import connection, connections
+from django_tenants.utils import schema_context
+
+from products import services
+from products.models import Product, ProductImage
+from products.report import ExitCode
+from products.services import ADVISORY_LOCK_NAMESPACE
+from tests.conftest import OTHER_TENANT, entries, image_rows, make_product, run_command
+
+
+def row_count(schema: str) -> int:
+    with schema_context(schema):
+        return ProductImage.objects.count()
+
+
+def table_state(schema: str) -> list[tuple]:
+    """Every image row but its id and updated_at: what a clean run and a resumed run must agree on."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            'SELECT dense_rank() OVER (ORDER BY i.product_id), i."order", i.is_label, i.url, i.created_at '  # noqa: S608
+            f'FROM "{schema}".product_images i ORDER BY i.product_id, i."order"'
+        )
+        return cursor.fetchall()
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["user_999", 'tenant_a"; DROP TABLE "tenant_a".products; --', "public", "tenant_a' OR '1'='1"],
+)
+def test_unknown_or_hostile_schema_is_refused_and_touches_nothing(tenant, tmp_path, name):
+    product = make_product(images=entries(3))
+
+    code, report, output = run_command("--schema", name, tmp_path=tmp_path)
+
+    assert code == ExitCode.USAGE
+    assert report is None
+    assert "Unknown tenant schema" in output
+    assert "Valid names: tenant_a, tenant_b" in output
+    assert image_rows(product.id) == []
+    with schema_context(tenant):
+        assert Product.objects.count() == 1
+
+
+def test_every_tenant_by_default_and_repeatable_schema_option(tenant, tmp_path):
+    make_product(images=entries(2))
+    make_product(OTHER_TENANT, images=entries(3))
+
+    code, report, _ = run_command("--schema", OTHER_TENANT, "--schema", tenant, tmp_path=tmp_path)
+    assert code == 0
+    # The report follows the order asked for, each tenant once.
+    assert [t["schema"] for t in report["tenants"]] == [OTHER_TENANT, tenant]
+    assert report["total"]["images_migrated"] == 5
+
+    code, report, _ = run_command(tmp_path=tmp_path)
+    assert [t["schema"] for t in report["tenants"]] == [tenant, OTHER_TENANT]
+    assert report["total"]["already_migrated"] == 2
+
+
+def test_rerun_skips_migrated_products_and_changes_nothing(tenant, tmp_path):
+    first = make_product(images=entries(4))
+    make_product(images=entries(2))
+    run_command("--schema", tenant)
+    rows_before = image_rows(first.id)
+    third = make_product(images=entries(3))
+
+    code, report, _ = run_command("--schema", tenant, tmp_path=tmp_path)
+
+    assert code == 0
+    run = report["tenants"][0]["run"]
+    assert (run["products"], run["already_migrated"], run["images_migrated"], run["labels_detected"]) == (3, 2, 3, 1)
+    assert image_rows(first.id) == rows_before
+    assert len(image_rows(third.id)) == 3
+    assert row_count(tenant) == 9
+
+
+def test_force_replaces_rows_from_the_current_json(tenant, tmp_path):
+    product = make_product(images=entries(4))
+    run_command("--schema", tenant)
+    with schema_context(tenant):
+        Product.objects.filter(pk=product.pk).update(images=entries(2, first_order=0))
+
+    # Without --force the rows stay, and check 4 sees they no longer match the JSON.
+    code, report, _ = run_command("--schema", tenant, tmp_path=tmp_path)
+    assert code == ExitCode.CHECK_FAILED and report["tenants"][0]["run"]["already_migrated"] == 1
+    assert len(image_rows(product.id)) == 4
+
+    code, report, _ = run_command("--schema", tenant, "--force", tmp_path=tmp_path)
+    assert code == 0
+    assert report["tenants"][0]["run"]["images_migrated"] == 2
+    assert [(order, label) for order, label, *_ in image_rows(product.id)] == [(0, False), (1, True)]
+
+
+def plant_failing_insert(schema: str, url_fragment: str) -> None:
+    """A trigger that makes the database refuse any image row whose url contains ``url_fragment``."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION pg_temp.refuse_image() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF NEW.url LIKE '%{url_fragment}%' THEN RAISE EXCEPTION 'planted failure for %', NEW.url; END IF; "
+            "RETURN NEW; END $$"
+        )
+        cursor.execute(
+            f'CREATE TRIGGER refuse_image BEFORE INSERT ON "{schema}".product_images '
+            "FOR EACH ROW EXECUTE FUNCTION pg_temp.refuse_image()"
+        )
+
+
+def test_a_product_the_database_refuses_is_listed_and_its_batch_neighbours_migrate(tenant, tmp_path):
+    before = make_product(images=entries(2))
+    bad = make_product(images=[{"url": "https://cdn.example/boom.jpeg", "order": 1}, *entries(1, first_order=2)])
+    after = make_product(images=entries(3))
+    plant_failing_insert(tenant, "boom")
+
+    code, report, output = run_command("--schema", tenant, tmp_path=tmp_path)
+
+    assert code == ExitCode.PRODUCT_ERRORS
+    [error] = report["tenants"][0]["run"]["errors"]
+    assert error["product_id"] == bad.id and "planted failure" in error["reason"]
+    assert str(bad.id) in output
+    assert len(image_rows(before.id)) == 2 and len(image_rows(after.id)) == 3
+    assert image_rows(bad.id) == []
+
+
+def test_force_that_fails_keeps_the_old_rows(tenant, tmp_path):
+    product = make_product(images=entries(3))
+    run_command("--schema", tenant)
+    old_rows = image_rows(product.id)
+    with schema_context(tenant):
+        Product.objects.filter(pk=product.pk).update(images=[{"url": "https://cdn.example/boom.jpeg", "order": 0}])
+    plant_failing_insert(tenant, "boom")
+
+    code, report, _ = run_command("--schema", tenant, "--force", tmp_path=tmp_path)
+
+    assert code == ExitCode.PRODUCT_ERRORS
+    assert [e["product_id"] for e in report["tenants"][0]["run"]["errors"]] == [product.id]
+    assert image_rows(product.id) == old_rows
+
+
+def test_force_asks_for_confirmation_unless_no_input(tenant, monkeypatch):
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    product = make_product(images=entries(2))
+    monkeypatch.setattr("builtins.input", lambda prompt: "no")
+    with pytest.raises(CommandError) as exc_info:
+        call_command("migrate_images", "--schema", tenant, "--force", stdout=StringIO())
+    assert exc_info.value.returncode == ExitCode.USAGE
+    assert image_rows(product.id) == []
+
+    monkeypatch.setattr("builtins.input", lambda prompt: "yes")
+    call_command("migrate_images", "--schema", tenant, "--force", stdout=StringIO())
+    assert len(image_rows(product.id)) == 2
+
+
+def test_dry_run_writes_nothing_and_reports_what_the_live_run_writes(tenant, tmp_path):
+    make_product(images=entries(4))
+    make_product(images=[{"url": "a", "order": 0}, {"url": "b", "order": 0}])  # repaired
+    make_product(images=[{"order": 1}])  # error
+    make_product(images=entries(2), deleted_at="2025-01-01T00:00:00Z")
+
+    code_dry, dry, _ = run_command("--schema", tenant, "--dry-run", tmp_path=tmp_path)
+    assert row_count(tenant) == 0
+    code_live, live, _ = run_command("--schema", tenant, tmp_path=tmp_path)
+
+    assert dry["mode"] == "dry-run" and live["mode"] == "live"
+    assert code_dry == code_live == ExitCode.PRODUCT_ERRORS
+    assert dry["tenants"][0]["run"] == live["tenants"][0]["run"]
+    assert dry["tenants"][0]["run"]["images_migrated"] == 8
+    assert [c["figure"] for c in dry["tenants"][0]["validation"]["checks"]] == [
+        c["figure"] for c in live["tenants"][0]["validation"]["checks"]
+    ]
+    assert row_count(tenant) == 8
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--check", "--force"], "cannot be combined with --force"),
+    ],
+)
+def test_bad_options_are_usage_errors(tenant, args, message):
+    code, _, output = run_command(*args)
+    assert code == ExitCode.USAGE
+    assert message in output
+
+
+def test_a_tenant_locked_by_another_run_is_reported_busy_and_skipped(tenant, tmp_path):
+    product = make_product(images=entries(2))
+    other = make_product(OTHER_TENANT, images=entries(2))
+    with psycopg.connect(**connection.get_connection_params()) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", [ADVISORY_LOCK_NAMESPACE, tenant])
+
+        code, report, output = run_command(tmp_path=tmp_path)
+
+    assert code == ExitCode.TENANT_BUSY
+    assert [t["busy"] for t in report["tenants"]] == [True, False]
+    assert "tenant_a: busy" in output
+    assert image_rows(product.id) == []
+    assert len(image_rows(other.id, OTHER_TENANT)) == 2
+
+
+def test_two_runs_at_once_leave_no_duplicates(committed_db, tmp_path):
+    for count in [2, 5, 14] * 100:
+        make_product(images=entries(count))
+    codes = []
+
+    def run():
+        try:
+            codes.append(run_command("--batch-size", "20")[0])
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # Either the second run found the tenant busy, or it came after and found everything migrated.
+    assert sorted(codes) in ([0, 0], [0, ExitCode.TENANT_BUSY])
+    code, report, _ = run_command("--check", tmp_path=tmp_path)
+    assert code == 0
+    assert report["tenants"][0]["validation"]["checks"][0]["figure"] == 100 * (2 + 5 + 14)
+    assert report["tenants"][0]["validation"]["checks"][2]["figure"] == 0
+
+
+def test_batches_commit_separately_and_an_interrupted_run_resumes_to_the_clean_state(committed_db, monkeypatch):
+    counts = [3, 2, 4, 5, 2, 6, 2, 3, 7, 2]
+    for count in counts:
+        make_product(images=entries(count))
+        make_product(OTHER_TENANT, images=entries(count))
+    write_batch = services._write_batch
+    calls = []
+
+    def interrupt_third_batch(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return write_batch(*args, **kwargs)
+
+    monkeypatch.setattr(services, "_write_batch", interrupt_third_batch)
+    code, _, output = run_command("--schema", "tenant_a", "--batch-size", "3")
+    assert code == ExitCode.INTERRUPTED
+    assert "re-run to finish" in output
+    # Two whole batches (six products) committed, nothing of the third.
+    assert row_count("tenant_a") == sum(counts[:6])
+
+    monkeypatch.setattr(services, "_write_batch", write_batch)
+    assert run_command("--schema", "tenant_a", "--batch-size", "3")[0] == 0
+    assert run_command("--schema", OTHER_TENANT)[0] == 0
+    assert table_state("tenant_a") == table_state(OTHER_TENANT)
+    assert row_count("tenant_a") == sum(counts)

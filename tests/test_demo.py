@@ -1,0 +1,43 @@
+"""The demo reproduces the seed report's figures."""
+
+from collections import Counter
+from io import StringIO
+
+from django.core.management import call_command
+
+from products.demo import DEMO_TENANTS, SEED_DISTRIBUTION, demo_image_counts
+from tests.conftest import run_command
+
+
+def test_demo_counts_follow_the_seed_distribution_exactly():
+    counts = demo_image_counts()
+    assert Counter(counts) == SEED_DISTRIBUTION
+    assert (len(counts), sum(counts)) == (3281, 19607)
+    assert counts[0] == 4  # the seed report's spot-check product has four images
+
+
+def test_seed_demo_then_migrate_images_gives_the_seed_report_figures(db, tmp_path):
+    out = StringIO()
+    call_command("seed_demo", stdout=out)
+    assert "user_1: created, 3,281 products added" in out.getvalue()
+    call_command("seed_demo", stdout=out)  # safe to re-run
+    assert "user_1: exists, products already there" in out.getvalue()
+
+    args = [arg for schema in DEMO_TENANTS for arg in ("--schema", schema)]
+    code, report, output = run_command(*args, tmp_path=tmp_path)
+
+    assert code == 0, output
+    rows = {t["schema"]: t["run"] for t in report["tenants"]}
+    assert [rows["user_1"][k] for k in ("products", "images_migrated", "labels_detected")] == [3281, 19607, 3281]
+    assert len(rows["user_1"]["errors"]) == 0
+    assert all(rows[s]["products"] == 0 for s in ("user_2", "user_4", "user_5"))
+    user_1 = report["tenants"][0]["validation"]
+    assert dict(map(tuple, user_1["distribution"])) == SEED_DISTRIBUTION
+    assert [c["passed"] for t in report["tenants"] for c in t["validation"]["checks"]] == [True] * 24
+    assert user_1["spot_check"]["product_id"] == 1
+    assert [r["is_label"] for r in user_1["spot_check"]["rows"]] == [False, False, False, True]
+    assert "user_1   3281       19,607            3,281             0" in output
+
+    code, report, _ = run_command(*args, tmp_path=tmp_path)
+    assert code == 0
+    assert report["total"]["already_migrated"] == 3281 and report["total"]["images_migrated"] == 0
