@@ -4,11 +4,11 @@ import random
 from dataclasses import dataclass
 
 from django.db import transaction
-from django_tenants.utils import get_public_schema_name, get_tenant_domain_model, get_tenant_model
 from psycopg import sql
 
-from products.db import fetchall
 from products.image_source import table
+from stoflow.db import fetchall
+from stoflow.tenants.services import ensure_public_tenant, ensure_tenant
 
 # The seed report's image distribution: images per product -> products (3,281 products, 19,607 images).
 SEED_DISTRIBUTION = {
@@ -16,7 +16,6 @@ SEED_DISTRIBUTION = {
 }  # fmt: skip
 DEMO_TENANTS = ["user_1", "user_2", "user_4", "user_5"]
 DEMO_CATALOGUE_TENANT = "user_1"
-PUBLIC_DOMAIN = "localhost"
 
 _FILL_PRODUCTS = """INSERT INTO {products} (title, images, created_at, updated_at, deleted_at)
 SELECT 'Demo product ' || c.n,
@@ -51,25 +50,6 @@ def demo_image_counts(distribution: dict[int, int] = SEED_DISTRIBUTION, seed: in
         four = counts.index(4)
         counts[0], counts[four] = counts[four], counts[0]
     return counts
-
-
-def ensure_tenant(schema: str) -> bool:
-    """Register the tenant (creating and migrating its schema) unless it exists; True when created."""
-    tenant_model = get_tenant_model()
-    if tenant_model.objects.filter(schema_name=schema).exists():
-        return False
-    tenant_model(schema_name=schema, name=schema).save(verbosity=0)
-    return True
-
-
-def ensure_public_tenant() -> None:
-    """django-tenants routes requests by domain: localhost is the public site (and the admin)."""
-    tenant, _ = get_tenant_model().objects.get_or_create(
-        schema_name=get_public_schema_name(), defaults={"name": "Stoflow"}
-    )
-    get_tenant_domain_model().objects.get_or_create(
-        domain=PUBLIC_DOMAIN, defaults={"tenant": tenant, "is_primary": True}
-    )
 
 
 def fill_products(schema: str, image_counts: list[int]) -> int:

@@ -1,22 +1,10 @@
-"""Read-only queries: the tenant registry and the validation of a migrated tenant."""
+"""Read-only queries: the validation of a migrated tenant."""
 
-from django_tenants.utils import get_public_schema_name, get_tenant_model
 from psycopg import sql
 
-from products.db import as_text, fetchall
 from products.image_source import source_ctes, table
 from products.report import CheckResult, SpotCheck, SpotRow, Validation
-
-
-def tenant_schema_names() -> list[str]:
-    """Every registered seller schema, public excluded, in a stable order."""
-    return list(
-        get_tenant_model()
-        .objects.exclude(schema_name=get_public_schema_name())
-        .order_by("schema_name")
-        .values_list("schema_name", flat=True)
-    )
-
+from stoflow.db import as_text, fetchall
 
 # The seed report's six queries, schema-qualified. Queries 1-3, 5 and 6 are the
 # seed's own; query 4 is widened to every product (soft-deleted ones included,

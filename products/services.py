@@ -17,10 +17,10 @@ from datetime import UTC, datetime
 from django.db import DatabaseError, connection, transaction
 from psycopg import sql
 
-from products.db import fetchall
 from products.image_source import source_ctes, table
 from products.report import REPAIR_SAMPLE_SIZE, MigrationReport, ProductError, TenantReport, TenantRun
 from products.selectors import validate_tenant
+from stoflow.db import fetchall
 
 # First key of the two-key advisory lock; the second is the schema's hash.
 ADVISORY_LOCK_NAMESPACE = 0x5709F10

@@ -10,8 +10,8 @@ from django.db import connection
 from django_tenants.utils import schema_context
 from psycopg import sql
 
-from products.db import as_text
-from products.demo import ensure_tenant
+from stoflow.db import as_text
+from stoflow.tenants.services import ensure_tenant
 from tests.factories import ProductFactory
 
 TENANT = "tenant_a"

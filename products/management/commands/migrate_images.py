@@ -8,8 +8,8 @@ from django.core.management.base import BaseCommand, CommandError
 from products.progress import RichProgress
 from products.rendering import render_json, render_markdown, render_terminal
 from products.report import ExitCode, MigrationReport
-from products.selectors import tenant_schema_names
 from products.services import MigrationOptions, check_images, migrate_images
+from stoflow.tenants.selectors import tenant_schema_names
 
 EXIT_CODES_HELP = "Exit status: " + "; ".join(
     f"{code.value} {code.name.lower().replace('_', ' ')}" for code in ExitCode
