@@ -36,17 +36,16 @@ def embedded_database_settings(pgdata: Path) -> dict:
     import psycopg
     from psycopg import sql
 
+    was_running = (pgdata / "postmaster.pid").exists()
     server = pgserver.get_server(pgdata, cleanup_mode=None)
     socket_dir = str(server.get_postmaster_info().socket_dir)
+    if not was_running:
+        print(f"Embedded PostgreSQL 16 started: data in {pgdata}, socket in {socket_dir}", file=sys.stderr)
     with psycopg.connect(host=socket_dir, user="postgres", dbname="postgres", autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [EMBEDDED_DATABASE_NAME]).fetchone()
         if not exists:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(EMBEDDED_DATABASE_NAME)))
-            print(
-                f"Embedded PostgreSQL: created database {EMBEDDED_DATABASE_NAME!r} "
-                f"(data in {pgdata}, socket in {socket_dir})",
-                file=sys.stderr,
-            )
+            print(f"Embedded PostgreSQL: created database {EMBEDDED_DATABASE_NAME!r}", file=sys.stderr)
     return {
         "NAME": EMBEDDED_DATABASE_NAME,
         "USER": "postgres",

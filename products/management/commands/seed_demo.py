@@ -1,4 +1,5 @@
 from django.core.management.base import BaseCommand
+from django.db import connection
 
 from products.demo import DEMO_CATALOGUE_TENANT, seed_demo
 
@@ -18,4 +19,9 @@ class Command(BaseCommand):
             elif tenant.schema == DEMO_CATALOGUE_TENANT:
                 line += ", products already there"
             self.stdout.write(line)
-        self.stdout.write(self.style.SUCCESS("Demo data ready."))
+        database = connection.settings_dict
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Demo data ready in database {database['NAME']!r} on {database['HOST'] or 'localhost'}."
+            )
+        )
