@@ -11,11 +11,11 @@ class ExitCode(enum.IntEnum):
     """Exit status of ``migrate_images``; when several apply, the first listed wins."""
 
     OK = 0
+    INTERRUPTED = 130  # stopped by Ctrl-C: committed batches are kept, re-run to finish
     CHECK_FAILED = 3  # a validation check is FAIL
     PRODUCT_ERRORS = 1  # some products could not be migrated (listed in the report)
     TENANT_BUSY = 4  # a tenant was skipped: another run holds its lock
-    USAGE = 2  # bad options or unknown --schema: nothing was done
-    INTERRUPTED = 130  # stopped by Ctrl-C: committed batches are kept, re-run to finish
+    USAGE = 2  # bad options, unknown --schema, --force not confirmed: nothing was done
 
 
 @dataclass

@@ -258,3 +258,12 @@ def test_batches_commit_separately_and_an_interrupted_run_resumes_to_the_clean_s
     assert run_command("--schema", OTHER_TENANT)[0] == 0
     assert table_state("tenant_a") == table_state(OTHER_TENANT)
     assert row_count("tenant_a") == sum(counts)
+
+
+def test_help_documents_every_exit_status():
+    from products.management.commands.migrate_images import Command
+
+    help_text = Command().create_parser("manage.py", "migrate_images").format_help()
+    for code in ExitCode:
+        assert f"{code.value:>5}  " in help_text
+    assert "--dry-run" in help_text and "--no-input" in help_text

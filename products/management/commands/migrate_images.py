@@ -1,9 +1,11 @@
+import argparse
 import shutil
 import sys
+import textwrap
 from contextlib import nullcontext
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, DjangoHelpFormatter
 
 from products.progress import RichProgress
 from products.rendering import render_json, render_markdown, render_terminal
@@ -11,20 +13,36 @@ from products.report import ExitCode, MigrationReport
 from products.services import MigrationOptions, check_images, migrate_images
 from stoflow.tenants.selectors import tenant_schema_names
 
-EXIT_CODES_HELP = "Exit status: " + "; ".join(
-    f"{code.value} {code.name.lower().replace('_', ' ')}" for code in ExitCode
+EXIT_STATUS_MEANINGS = {
+    ExitCode.OK: "every product migrated or already there, no errors, every check PASS",
+    ExitCode.INTERRUPTED: "interrupted: committed batches are kept, re-run to finish",
+    ExitCode.CHECK_FAILED: "a validation check is FAIL",
+    ExitCode.PRODUCT_ERRORS: "some products could not be migrated (listed with tenant, id and reason)",
+    ExitCode.TENANT_BUSY: "a tenant was skipped: another run holds its lock",
+    ExitCode.USAGE: "usage error (bad option, unknown --schema, --force not confirmed): nothing done",
+}
+EXIT_STATUS_HELP = "exit status (the first that applies, in this order):\n" + "\n".join(
+    f"  {code.value:>3}  {meaning}" for code, meaning in EXIT_STATUS_MEANINGS.items()
 )
 
 
+class HelpFormatter(DjangoHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Django's option order, with the exit status table kept as written."""
+
+
 class Command(BaseCommand):
-    help = (
+    help = textwrap.fill(
         "Copy product photos from the legacy JSON column products.images into the product_images table "
         "of every tenant (or those named by --schema), marking the last image of each product with two or "
         "more images as its price label, then validate the result with the six checks of the seed report. "
-        "Safe to re-run: products that already have rows are skipped. The JSON column is never modified. "
-        + EXIT_CODES_HELP
-        + " (the first that applies, in that order)."
+        "Safe to re-run: products that already have rows are skipped. The JSON column is never modified.",
+        width=79,
     )
+
+    def create_parser(self, prog_name, subcommand, **kwargs):
+        return super().create_parser(
+            prog_name, subcommand, formatter_class=HelpFormatter, epilog=EXIT_STATUS_HELP, **kwargs
+        )
 
     def add_arguments(self, parser):
         parser.add_argument(
