@@ -11,11 +11,12 @@ class ExitCode(enum.IntEnum):
     """Exit status of ``migrate_images``; when several apply, the first listed wins."""
 
     OK = 0
+    DATABASE_FAILURE = 5  # the database failed mid-run: committed batches are kept, re-run to finish
     INTERRUPTED = 130  # stopped by Ctrl-C: committed batches are kept, re-run to finish
     CHECK_FAILED = 3  # a validation check is FAIL
     PRODUCT_ERRORS = 1  # some products could not be migrated (listed in the report)
     TENANT_BUSY = 4  # a tenant was skipped: another run holds its lock
-    USAGE = 2  # bad options, unknown --schema, --force not confirmed: nothing was done
+    USAGE = 2  # bad options, unknown --schema, --force not confirmed, unusable database: nothing was done
 
 
 @dataclass

@@ -26,6 +26,17 @@ from stoflow.db import fetchall
 ADVISORY_LOCK_NAMESPACE = 0x5709F10
 
 
+MINIMUM_SERVER_VERSION = 160000  # pg_input_is_valid, used to read bad JSON without failing
+
+
+class MigrationAborted(Exception):
+    """The database failed in a way no single product explains; the run stops."""
+
+    def __init__(self, schema: str, cause: DatabaseError):
+        super().__init__(f"{schema}: {str(cause).strip()}")
+        self.schema = schema
+
+
 @dataclass(frozen=True)
 class MigrationOptions:
     dry_run: bool = False
@@ -42,6 +53,11 @@ class Progress:
 
     def finish_tenant(self, schema: str) -> None: ...
 
+
+# SQLSTATE classes a product's own rows can cause: data exception, integrity
+# constraint violation, an error raised by a trigger. Any other database error
+# (connection lost, missing table, out of memory) stops the run.
+ROW_ERROR_CLASSES = ("22", "23", "P0")
 
 _BATCH_FILTER = sql.SQL("p.id > %(after)s AND p.id <= %(upto)s")
 
@@ -108,10 +124,32 @@ def migrate_images(schemas: list[str], options: MigrationOptions, progress: Prog
     progress = progress or Progress()
     try:
         for schema in schemas:
-            report.tenants.append(migrate_tenant(schema, options, progress))
+            try:
+                report.tenants.append(migrate_tenant(schema, options, progress))
+            except DatabaseError as exc:
+                raise MigrationAborted(schema, exc) from exc
     except KeyboardInterrupt:
         report.interrupted = True
     return report
+
+
+def preflight_problems(schemas: list[str]) -> list[str]:
+    """What keeps the migration from running at all: an old server, tenants without the tables."""
+    problems = []
+    if connection.pg_version < MINIMUM_SERVER_VERSION:
+        problems.append(f"PostgreSQL 16 or newer is needed; this server is version {connection.pg_version}.")
+    missing = fetchall(
+        sql.SQL(
+            "SELECT schema_name FROM unnest(%(schemas)s::text[]) AS schema_name "
+            "WHERE to_regclass(quote_ident(schema_name) || '.products') IS NULL "
+            "OR to_regclass(quote_ident(schema_name) || '.product_images') IS NULL"
+        ),
+        {"schemas": schemas},
+    )
+    if missing:
+        names = ", ".join(name for (name,) in missing)
+        problems.append(f"No products/product_images tables in {names}: run `manage.py migrate_schemas` first.")
+    return problems
 
 
 def check_images(schemas: list[str]) -> MigrationReport:
@@ -185,10 +223,11 @@ def _migrate_batch(schema: str, after: int, upto: int, options: MigrationOptions
         with transaction.atomic():
             _tally(schema, _write_batch(schema, after, upto, options), run)
         return
-    except DatabaseError:
-        # Something in the batch broke the statement: redo it one product at a
-        # time, so only the product at fault stays behind, named in the report.
-        pass
+    except DatabaseError as exc:
+        if not _caused_by_rows(exc):
+            raise
+        # Some row broke the statement: redo the batch one product at a time,
+        # so only the product at fault stays behind, named in the report.
     product_ids = [
         row[0]
         for row in fetchall(
@@ -201,9 +240,16 @@ def _migrate_batch(schema: str, after: int, upto: int, options: MigrationOptions
             with transaction.atomic():
                 _tally(schema, _write_batch(schema, product_id - 1, product_id, options), run)
         except DatabaseError as exc:
+            if not _caused_by_rows(exc):
+                raise
             run.products += 1
             reason = f"database refused its rows: {str(exc).splitlines()[0]}"
             run.errors.append(ProductError(schema, product_id, reason))
+
+
+def _caused_by_rows(exc: DatabaseError) -> bool:
+    sqlstate = getattr(exc.__cause__, "sqlstate", None) or ""
+    return sqlstate[:2] in ROW_ERROR_CLASSES
 
 
 def _write_batch(schema: str, after: int, upto: int, options: MigrationOptions) -> list[tuple]:
@@ -217,11 +263,12 @@ def _write_batch(schema: str, after: int, upto: int, options: MigrationOptions) 
 
 def _tally(schema: str, groups: list[tuple], run: TenantRun) -> None:
     """Add one batch's outcome, grouped by the statement, to the tenant's figures."""
+    errors = []
     for error, repairs, is_deleted, already_migrated, products, images, labels, ids in groups:
         run.products += products
         run.soft_deleted += products if is_deleted else 0
         if error is not None:
-            run.errors.extend(ProductError(schema, product_id, error) for product_id in ids)
+            errors.extend(ProductError(schema, product_id, error) for product_id in ids)
         elif already_migrated:
             run.already_migrated += products
         else:
@@ -232,4 +279,6 @@ def _tally(schema: str, groups: list[tuple], run: TenantRun) -> None:
                 for reason in repairs:
                     repair = run.repair(reason)
                     repair.products += products
-                    repair.sample_ids = (repair.sample_ids + ids)[:REPAIR_SAMPLE_SIZE]
+                    # Batches come in id order: the lowest ids make the sample.
+                    repair.sample_ids = sorted(repair.sample_ids + ids)[:REPAIR_SAMPLE_SIZE]
+    run.errors.extend(sorted(errors, key=lambda product_error: product_error.product_id))

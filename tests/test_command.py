@@ -267,3 +267,40 @@ def test_help_documents_every_exit_status():
     for code in ExitCode:
         assert f"{code.value:>5}  " in help_text
     assert "--dry-run" in help_text and "--no-input" in help_text
+
+
+def test_a_tenant_without_the_tables_is_refused_before_anything_runs(tenant, tmp_path):
+    product = make_product(images=entries(2))
+    with connection.cursor() as cursor:
+        cursor.execute(f'ALTER TABLE "{OTHER_TENANT}".product_images RENAME TO product_images_old')
+
+    code, report, output = run_command(tmp_path=tmp_path)
+
+    assert code == ExitCode.USAGE and report is None
+    assert f"No products/product_images tables in {OTHER_TENANT}" in output
+    assert "migrate_schemas" in output
+    assert image_rows(product.id) == []
+
+
+def test_a_database_failure_stops_the_run_keeping_committed_batches(tenant, monkeypatch):
+    from django.db import OperationalError
+
+    for count in [2, 3, 4]:
+        make_product(images=entries(count))
+    write_batch = services._write_batch
+    calls = []
+
+    def lose_connection_on_second_batch(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            raise OperationalError("server closed the connection unexpectedly")
+        return write_batch(*args, **kwargs)
+
+    monkeypatch.setattr(services, "_write_batch", lose_connection_on_second_batch)
+    code, _, output = run_command("--schema", tenant, "--batch-size", "1")
+
+    assert code == ExitCode.DATABASE_FAILURE
+    assert "database failure in tenant_a: server closed the connection" in output
+    # No product is blamed for it, one at a time: the first batch stays, the run stops.
+    assert len(calls) == 2
+    assert row_count(tenant) == 2

@@ -10,16 +10,18 @@ from django.core.management.base import BaseCommand, CommandError, DjangoHelpFor
 from products.progress import RichProgress
 from products.rendering import render_json, render_markdown, render_terminal
 from products.report import ExitCode, MigrationReport
-from products.services import MigrationOptions, check_images, migrate_images
+from products.services import MigrationAborted, MigrationOptions, check_images, migrate_images, preflight_problems
 from stoflow.tenants.selectors import tenant_schema_names
 
 EXIT_STATUS_MEANINGS = {
     ExitCode.OK: "every product migrated or already there, no errors, every check PASS",
+    ExitCode.DATABASE_FAILURE: "the database failed mid-run: committed batches are kept, re-run to finish",
     ExitCode.INTERRUPTED: "interrupted: committed batches are kept, re-run to finish",
     ExitCode.CHECK_FAILED: "a validation check is FAIL",
     ExitCode.PRODUCT_ERRORS: "some products could not be migrated (listed with tenant, id and reason)",
     ExitCode.TENANT_BUSY: "a tenant was skipped: another run holds its lock",
-    ExitCode.USAGE: "usage error (bad option, unknown --schema, --force not confirmed): nothing done",
+    ExitCode.USAGE: "usage error (bad option, unknown --schema, --force not confirmed, server too old, "
+    "tables missing): nothing done",
 }
 EXIT_STATUS_HELP = "exit status (the first that applies, in this order):\n" + "\n".join(
     f"  {code.value:>3}  {meaning}" for code, meaning in EXIT_STATUS_MEANINGS.items()
@@ -93,6 +95,9 @@ class Command(BaseCommand):
         if options["check"] and options["force"]:
             raise CommandError("--check writes nothing; it cannot be combined with --force.", returncode=ExitCode.USAGE)
         schemas = self.selected_schemas(options["schemas"])
+        problems = preflight_problems(schemas)
+        if problems:
+            raise CommandError(" ".join(problems) + " Nothing was done.", returncode=ExitCode.USAGE)
         if options["force"] and not options["dry_run"] and options["interactive"]:
             self.confirm_force(schemas)
 
@@ -102,8 +107,14 @@ class Command(BaseCommand):
             migration_options = MigrationOptions(
                 dry_run=options["dry_run"], force=options["force"], batch_size=options["batch_size"]
             )
-            with self.progress(options["verbosity"], len(schemas)) as progress:
-                report = migrate_images(schemas, migration_options, progress)
+            try:
+                with self.progress(options["verbosity"], len(schemas)) as progress:
+                    report = migrate_images(schemas, migration_options, progress)
+            except MigrationAborted as exc:
+                raise CommandError(
+                    f"Stopped by a database failure in {exc}. Batches committed before it are kept; re-run to finish.",
+                    returncode=ExitCode.DATABASE_FAILURE,
+                ) from exc
         self.write_report(report, options)
 
         if report.exit_code != ExitCode.OK:

@@ -1,0 +1,386 @@
+"""Reading rules: which JSON values move, how orders, labels and timestamps come out, what is refused."""
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from django.utils import timezone
+from django_tenants.utils import schema_context
+from psycopg import sql
+
+from products.image_source import REPAIR_CREATED_AT, REPAIR_ORDER_DUPLICATE, REPAIR_ORDER_INVALID
+from products.models import Product
+from products.report import ProductError
+from products.services import MigrationOptions, migrate_images
+from stoflow.db import fetchall
+from tests.conftest import TENANT, entries, image_rows, make_product
+
+PRODUCT_CREATED_AT = datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC)
+ENTRY_CREATED_AT = "2025-03-01T10:00:00Z"
+MISSING = object()  # an entry without an "order" key
+
+
+def _product(images, **fields) -> Product:
+    """A product in TENANT whose created_at is PRODUCT_CREATED_AT."""
+    product = make_product(images=images, **fields)
+    with schema_context(TENANT):
+        Product.objects.filter(pk=product.pk).update(created_at=PRODUCT_CREATED_AT)
+    return product
+
+
+def _store_raw(product: Product, json_text: str | None) -> None:
+    """Write ``images`` as raw JSON text (None: SQL NULL), bypassing the JSONField's encoding."""
+    query = sql.SQL("UPDATE {} SET images = %(value)s::jsonb WHERE id = %(id)s").format(
+        sql.Identifier(TENANT, "products")
+    )
+    fetchall(query, {"value": json_text, "id": product.pk})
+
+
+def _migrate(**options):
+    """Run the migration on TENANT; the six validation checks must pass whatever the data."""
+    tenant = migrate_images([TENANT], MigrationOptions(**options)).tenants[0]
+    assert tenant.validation.passed, [c for c in tenant.validation.checks if not c.passed]
+    return tenant.run
+
+
+def _rows(product: Product) -> list[tuple]:
+    """(order, is_label, url) by order."""
+    return [(order, is_label, url) for order, is_label, url, _ in image_rows(product.pk)]
+
+
+def _repairs(run) -> dict[str, tuple[int, list[int]]]:
+    return {repair.reason: (repair.products, repair.sample_ids) for repair in run.repairs}
+
+
+def _url(position: int) -> str:
+    return f"https://cdn.example/p{position}.jpeg"
+
+
+def _object_entries(orders: list) -> list[dict]:
+    """Object entries at positions 1..n with the given source orders."""
+    built = []
+    for position, order in enumerate(orders, start=1):
+        entry = {"url": _url(position), "created_at": ENTRY_CREATED_AT}
+        if order is not MISSING:
+            entry["order"] = order
+        built.append(entry)
+    return built
+
+
+def _expected(orders_by_position: list[int]) -> list[tuple]:
+    """(order, is_label, url) by order, the entry at position i+1 stored with orders_by_position[i]."""
+    labelled = max(orders_by_position) if len(orders_by_position) >= 2 else None
+    return sorted((order, order == labelled, _url(position)) for position, order in enumerate(orders_by_position, 1))
+
+
+# Labels
+
+
+@pytest.mark.parametrize("count", [1, 2, 14])
+def test_label_on_last_image_only_when_two_or_more(tenant, count):
+    product = _product(entries(count))
+
+    run = _migrate()
+
+    rows = _rows(product)
+    assert [order for order, _, _ in rows] == list(range(1, count + 1))
+    assert [is_label for _, is_label, _ in rows] == [False] * (count - 1) + [count >= 2]
+    assert (run.products, run.images_migrated, run.labels_detected) == (1, count, int(count >= 2))
+    assert (run.repaired, run.repairs, run.errors) == (0, [], [])
+
+
+# Orders
+
+
+@pytest.mark.parametrize(
+    "source_orders",
+    [
+        pytest.param([0, 1, 2], id="0-based"),
+        pytest.param([1, 2, 3], id="1-based"),
+        pytest.param([5, 0, 2], id="distinct-unsorted"),
+        pytest.param([0, 2_147_483_647], id="integer-maximum"),
+    ],
+)
+def test_distinct_non_negative_orders_are_kept(tenant, source_orders):
+    product = _product(_object_entries(source_orders))
+
+    run = _migrate()
+
+    assert _rows(product) == _expected(source_orders)
+    assert (run.images_migrated, run.labels_detected, run.repaired, run.repairs) == (len(source_orders), 1, 0, [])
+
+
+@pytest.mark.parametrize(
+    "source_orders, stored_orders, reason",
+    [
+        pytest.param([1, 2, 3, 3], [0, 1, 2, 3], REPAIR_ORDER_DUPLICATE, id="duplicate-highest"),
+        pytest.param([3, 3, 1, 2], [2, 3, 0, 1], REPAIR_ORDER_DUPLICATE, id="duplicate-highest-first"),
+        pytest.param([0, 0, 0], [0, 1, 2], REPAIR_ORDER_DUPLICATE, id="all-zero"),
+        pytest.param([2, -5, 1], [2, 0, 1], REPAIR_ORDER_INVALID, id="negative"),
+        pytest.param([1.5, 0.5, 2], [1, 0, 2], REPAIR_ORDER_INVALID, id="fractional"),
+        pytest.param(["2", "1"], [0, 1], REPAIR_ORDER_INVALID, id="string"),
+        pytest.param([MISSING, MISSING, MISSING], [0, 1, 2], REPAIR_ORDER_INVALID, id="missing"),
+        pytest.param([1, 3_000_000_000], [0, 1], REPAIR_ORDER_INVALID, id="huge-last"),
+        pytest.param([2_147_483_648, 5], [1, 0], REPAIR_ORDER_INVALID, id="huge-first"),
+    ],
+)
+def test_unusable_orders_are_renumbered_by_order_then_position(tenant, source_orders, stored_orders, reason):
+    product = _product(_object_entries(source_orders))
+    neighbour = _product(entries(2))
+
+    run = _migrate()
+
+    assert _rows(product) == _expected(stored_orders)
+    assert [order for order, _, _ in _rows(neighbour)] == [1, 2]
+    assert (run.images_migrated, run.labels_detected, run.repaired) == (len(source_orders) + 2, 2, 1)
+    assert _repairs(run) == {reason: (1, [product.pk])}
+    assert run.errors == []
+
+
+# Timestamps
+
+
+def test_entry_timestamps_are_kept_exactly(tenant):
+    images = [
+        {"url": _url(1), "order": 1, "created_at": "2019-12-31T23:59:59Z"},
+        {"url": _url(2), "order": 2, "created_at": "2024-02-29T00:00:01Z"},
+    ]
+    product = _product(images)
+
+    run = _migrate()
+
+    assert [created_at for _, _, _, created_at in image_rows(product.pk)] == [
+        datetime(2019, 12, 31, 23, 59, 59, tzinfo=UTC),
+        datetime(2024, 2, 29, 0, 0, 1, tzinfo=UTC),
+    ]
+    assert (run.repaired, run.repairs) == (0, [])
+
+
+@pytest.mark.parametrize(
+    "bad_created_at",
+    [
+        pytest.param(MISSING, id="missing"),
+        pytest.param(None, id="null"),
+        pytest.param("", id="empty"),
+        pytest.param("not a date", id="text"),
+        pytest.param("now", id="now"),
+        pytest.param("2025-02-30T10:00:00Z", id="impossible-date"),
+        pytest.param("2025-03-01T25:00:00Z", id="impossible-hour"),
+        pytest.param(1700000000, id="number"),
+    ],
+)
+def test_unparseable_created_at_falls_back_to_products(tenant, bad_created_at):
+    second = {"url": _url(2), "order": 2}
+    if bad_created_at is not MISSING:
+        second["created_at"] = bad_created_at
+    product = _product([{"url": _url(1), "order": 1, "created_at": "2024-05-06T07:08:09Z"}, second])
+
+    run = _migrate()
+
+    assert [(order, created_at) for order, _, _, created_at in image_rows(product.pk)] == [
+        (1, datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)),
+        (2, PRODUCT_CREATED_AT),
+    ]
+    assert run.repaired == 1
+    assert _repairs(run) == {REPAIR_CREATED_AT: (1, [product.pk])}
+
+
+# Accepted shapes
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_string_entries_take_their_position_as_order(tenant, count):
+    product = _product([_url(position) for position in range(1, count + 1)])
+
+    run = _migrate()
+
+    assert _rows(product) == _expected(list(range(count)))
+    assert [created_at for *_, created_at in image_rows(product.pk)] == [PRODUCT_CREATED_AT] * count
+    assert (run.images_migrated, run.labels_detected) == (count, int(count >= 2))
+    # String entries carry no timestamp: the product's is used, and said so.
+    assert _repairs(run) == {REPAIR_CREATED_AT: (1, [product.pk])}
+
+
+def test_string_and_object_entries_mix(tenant):
+    product = _product([_url(1), {"url": _url(2), "order": 1, "created_at": ENTRY_CREATED_AT}, _url(3)])
+
+    run = _migrate()
+
+    assert image_rows(product.pk) == [
+        (0, False, _url(1), PRODUCT_CREATED_AT),
+        (1, False, _url(2), datetime(2025, 3, 1, 10, 0, tzinfo=UTC)),
+        (2, True, _url(3), PRODUCT_CREATED_AT),
+    ]
+    assert (run.images_migrated, run.labels_detected) == (3, 1)
+    assert _repairs(run) == {REPAIR_CREATED_AT: (1, [product.pk])}
+
+
+@pytest.mark.parametrize(
+    "images",
+    [
+        pytest.param(entries(3), id="objects"),
+        pytest.param([_url(1), _url(2)], id="strings"),
+        pytest.param(_object_entries([1, 1]), id="needs-renumbering"),
+    ],
+)
+def test_double_encoded_array_migrates_like_the_array(tenant, images):
+    plain = _product(images)
+    encoded = _product(json.dumps(images))
+    value_types = fetchall(
+        sql.SQL("SELECT jsonb_typeof(images) FROM {} WHERE id = %(id)s").format(sql.Identifier(TENANT, "products")),
+        {"id": encoded.pk},
+    )
+    assert value_types == [("string",)]
+
+    run = _migrate()
+
+    assert image_rows(encoded.pk) == image_rows(plain.pk) != []
+    assert (run.products, run.images_migrated, run.errors) == (2, 2 * len(images), [])
+    assert all(products == 2 for products, _ in _repairs(run).values())
+
+
+# Refused products
+
+
+GOOD = {"url": _url(1), "order": 1, "created_at": ENTRY_CREATED_AT}
+
+
+@pytest.mark.parametrize(
+    "images, reason_words",
+    [
+        pytest.param({"url": _url(1), "order": 1}, ["object", "not an array"], id="object"),
+        pytest.param(42, ["number", "not an array"], id="number"),
+        pytest.param(True, ["boolean", "not an array"], id="boolean"),
+        pytest.param("https://cdn.example/p1.jpeg", ["string", "array"], id="string-not-json"),
+        pytest.param(json.dumps({"url": _url(1)}), ["string", "array"], id="string-holding-object"),
+        pytest.param([GOOD, 7], ["entry 2", "number"], id="entry-number"),
+        pytest.param([GOOD, None], ["entry 2", "null"], id="entry-null"),
+        pytest.param([GOOD, [_url(2)]], ["entry 2", "array"], id="entry-array"),
+        pytest.param([GOOD, {"order": 2}], ["entry 2", "no url"], id="url-missing"),
+        pytest.param([GOOD, {"url": "", "order": 2}], ["entry 2", "url", "empty"], id="url-empty"),
+        pytest.param([GOOD, ""], ["entry 2", "url", "empty"], id="string-entry-empty"),
+        pytest.param([GOOD, {"url": None, "order": 2}], ["entry 2", "url"], id="url-null"),
+        pytest.param([GOOD, {"url": 5, "order": 2}], ["entry 2", "url", "number"], id="url-number"),
+        pytest.param([GOOD, {"url": [_url(2)], "order": 2}], ["entry 2", "url", "array"], id="url-array"),
+        pytest.param(json.dumps([GOOD, {"order": 2}]), ["entry 2", "no url"], id="double-encoded-url-missing"),
+    ],
+)
+def test_product_that_cannot_move_faithfully_is_listed_and_neighbours_migrate(tenant, images, reason_words):
+    before = _product(entries(2))
+    bad = _product(images)
+    after = _product(entries(3))
+
+    run = _migrate()
+
+    assert image_rows(bad.pk) == []
+    assert [error.product_id for error in run.errors] == [bad.pk]
+    error = run.errors[0]
+    assert error == ProductError(TENANT, bad.pk, error.reason)
+    assert all(word in error.reason for word in reason_words), error.reason
+    assert len(_rows(before)) == 2 and len(_rows(after)) == 3
+    assert (run.products, run.images_migrated, run.labels_detected, run.repaired) == (3, 5, 2, 0)
+
+
+# Which products are read
+
+
+def test_soft_deleted_products_are_migrated_and_counted(tenant):
+    deleted = _product(entries(2), deleted_at=timezone.now())
+    live = _product(entries(1))
+
+    run = _migrate()
+
+    assert _rows(deleted) == [(1, False, entries(2)[0]["url"]), (2, True, entries(2)[1]["url"])]
+    assert len(_rows(live)) == 1
+    assert (run.products, run.soft_deleted, run.images_migrated, run.labels_detected) == (2, 1, 3, 1)
+
+
+@pytest.mark.parametrize(
+    "raw, stored_as",
+    [
+        pytest.param(None, (True, None), id="sql-null"),
+        pytest.param("null", (False, "null"), id="json-null"),
+        pytest.param("[]", (False, "array"), id="empty-array"),
+    ],
+)
+def test_empty_values_are_not_counted(tenant, raw, stored_as):
+    empty = _product([])
+    _store_raw(empty, raw)
+    deleted_empty = _product([], deleted_at=timezone.now())
+    _store_raw(deleted_empty, raw)
+    good = _product(entries(2))
+    stored = fetchall(
+        sql.SQL("SELECT images IS NULL, jsonb_typeof(images) FROM {} WHERE id = %(id)s").format(
+            sql.Identifier(TENANT, "products")
+        ),
+        {"id": empty.pk},
+    )
+    assert stored == [stored_as]
+
+    run = _migrate()
+
+    assert image_rows(empty.pk) == image_rows(deleted_empty.pk) == []
+    assert len(_rows(good)) == 2
+    assert (run.products, run.soft_deleted, run.images_migrated, run.errors) == (1, 0, 2, [])
+
+
+# What the migration must not touch, and must not depend on
+
+
+def _json_column() -> list[tuple]:
+    return fetchall(sql.SQL("SELECT id, images::text FROM {} ORDER BY id").format(sql.Identifier(TENANT, "products")))
+
+
+def _mixed_products() -> list[Product]:
+    """Good, repaired, refused, soft-deleted and empty products, interleaved."""
+    return [
+        _product(entries(3)),
+        _product({"url": _url(1)}),
+        _product(_object_entries([1, 1, 0])),
+        _product([_url(1), _url(2)]),
+        _product([GOOD, {"order": 2}]),
+        _product(json.dumps(entries(2))),
+        _product(None),
+        _product(_object_entries([-1, 4]), deleted_at=timezone.now()),
+        _product([]),
+        _product("not json"),
+        _product(entries(14, first_order=0)),
+    ]
+
+
+def test_json_column_is_left_byte_for_byte(tenant):
+    _mixed_products()
+    before = _json_column()
+
+    run = _migrate()
+
+    assert run.images_migrated > 0 and len(run.errors) == 3
+    assert _json_column() == before
+
+
+def _image_table() -> list[tuple]:
+    return fetchall(
+        sql.SQL('SELECT product_id, "order", is_label, url, created_at FROM {} ORDER BY product_id, "order"').format(
+            sql.Identifier(TENANT, "product_images")
+        )
+    )
+
+
+def _figures(run) -> tuple:
+    counters = (run.products, run.images_migrated, run.labels_detected, run.repaired, run.soft_deleted)
+    repairs = sorted((r.reason, r.products, sorted(r.sample_ids)) for r in run.repairs)
+    errors = sorted((e.product_id, e.reason) for e in run.errors)
+    return counters, repairs, errors
+
+
+def test_small_batches_give_the_same_rows_and_figures(tenant):
+    _mixed_products()
+
+    small = _migrate(batch_size=2)
+    rows = _image_table()
+    fetchall(sql.SQL("DELETE FROM {}").format(sql.Identifier(TENANT, "product_images")))
+    large = _migrate(batch_size=1000)
+
+    assert rows != [] and len(small.errors) == 3
+    assert _image_table() == rows
+    assert _figures(small) == _figures(large)
