@@ -28,6 +28,11 @@ MODE_TITLES = {
     "check": "Product images validation (--check, nothing written)",
 }
 
+INTERRUPTED_NOTE = (
+    "Interrupted while migrating {schema}: its committed batches are kept; tenants after it were not "
+    "started. Re-run to finish."
+)
+
 
 # Pieces shared by the terminal and Markdown renderings.
 
@@ -146,6 +151,8 @@ def render_terminal(report: MigrationReport, *, width: int = 120, color: bool = 
         console.print(table)
     for schema in report.busy_tenants:
         console.print(f"[yellow]{schema}: busy, another migrate_images run holds its lock; skipped.[/]")
+    if report.interrupted_in:
+        console.print(f"[yellow]{INTERRUPTED_NOTE.format(schema=report.interrupted_in)}[/]")
 
     console.print("Time: " + ", ".join(f"{phase} {seconds:.2f} s" for phase, seconds in _phase_rows(report)))
     return buffer.getvalue()
@@ -222,6 +229,8 @@ def render_markdown(report: MigrationReport) -> str:
     if report.busy_tenants:
         lines += ["## Skipped", ""] + [f"- {s}: busy (another run held its lock)" for s in report.busy_tenants] + [""]
 
+    if report.interrupted_in:
+        lines += ["## Interrupted", "", INTERRUPTED_NOTE.format(schema=report.interrupted_in), ""]
     lines += ["## Performance", ""] + [f"- **{phase}:** {seconds:.2f} s" for phase, seconds in _phase_rows(report)]
     lines += ["", f"**Exit status:** {int(report.exit_code)} ({report.exit_code.name})", ""]
     return "\n".join(lines)

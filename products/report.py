@@ -125,7 +125,7 @@ class MigrationReport:
     mode: str  # "live", "dry-run" or "check"
     started_at: datetime
     tenants: list[TenantReport] = field(default_factory=list)
-    interrupted: bool = False
+    interrupted_in: str | None = None  # the tenant being migrated when Ctrl-C came
 
     @property
     def total(self) -> TenantRun:
@@ -164,7 +164,7 @@ class MigrationReport:
 
     @property
     def exit_code(self) -> ExitCode:
-        if self.interrupted:
+        if self.interrupted_in:
             return ExitCode.INTERRUPTED
         if self.failed_checks:
             return ExitCode.CHECK_FAILED

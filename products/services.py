@@ -122,14 +122,14 @@ def migrate_images(schemas: list[str], options: MigrationOptions, progress: Prog
     """Migrate and validate each tenant in turn; Ctrl-C ends the run with what is done."""
     report = MigrationReport(mode="dry-run" if options.dry_run else "live", started_at=datetime.now(UTC))
     progress = progress or Progress()
-    try:
-        for schema in schemas:
-            try:
-                report.tenants.append(migrate_tenant(schema, options, progress))
-            except DatabaseError as exc:
-                raise MigrationAborted(schema, exc) from exc
-    except KeyboardInterrupt:
-        report.interrupted = True
+    for schema in schemas:
+        try:
+            report.tenants.append(migrate_tenant(schema, options, progress))
+        except DatabaseError as exc:
+            raise MigrationAborted(schema, exc) from exc
+        except KeyboardInterrupt:
+            report.interrupted_in = schema
+            break
     return report
 
 

@@ -249,7 +249,7 @@ def test_batches_commit_separately_and_an_interrupted_run_resumes_to_the_clean_s
     monkeypatch.setattr(services, "_write_batch", interrupt_third_batch)
     code, _, output = run_command("--schema", "tenant_a", "--batch-size", "3")
     assert code == ExitCode.INTERRUPTED
-    assert "re-run to finish" in output
+    assert "interrupted in tenant_a" in output and "re-run to finish" in output
     # Two whole batches (six products) committed, nothing of the third.
     assert row_count("tenant_a") == sum(counts[:6])
 

@@ -170,8 +170,8 @@ class Command(BaseCommand):
     @staticmethod
     def failure_message(report: MigrationReport) -> str:
         problems = []
-        if report.interrupted:
-            problems.append("interrupted: committed batches are kept, re-run to finish")
+        if report.interrupted_in:
+            problems.append(f"interrupted in {report.interrupted_in}: committed batches are kept, re-run to finish")
         if report.failed_checks:
             problems.append(f"{len(report.failed_checks)} check(s) FAIL")
         if report.errors:
