@@ -8,6 +8,7 @@ import json
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from products.report import CheckResult, MigrationReport, TenantReport, TenantRun, Validation
@@ -75,7 +76,7 @@ def label_analysis(tenant: TenantReport) -> str:
         f"{tenant.schema}: {validation.products_with_several_images:,} products with 2+ images, "
         f"{validation.labels:,} labels"
     )
-    if with_images and validation.labels == with_images:
+    if with_images and validation.labels == with_images == validation.products_with_several_images:
         low, high = validation.distribution[0][0], validation.distribution[-1][0]
         text += (
             f" ({validation.labels:,} of {with_images:,} products, 100%): every product has 2 or more images "
@@ -135,19 +136,21 @@ def render_terminal(report: MigrationReport, *, width: int = 120, color: bool = 
     if spot:
         table = Table("order", "is_label", "url", title=f"Spot check: product {spot.product_id}", box=box.SIMPLE)
         for row in spot.rows:
-            table.add_row(str(row.order), str(row.is_label).lower(), row.url + ("  <- label" if row.is_label else ""))
+            table.add_row(
+                str(row.order), str(row.is_label).lower(), escape(row.url) + ("  <- label" if row.is_label else "")
+            )
         console.print(table)
 
     total = report.total
     if total.repairs:
         table = Table("Repair", "Products", "Sample ids", title="Repaired products", box=box.SIMPLE)
         for repair in total.repairs:
-            table.add_row(repair.reason, f"{repair.products:,}", ", ".join(map(str, repair.sample_ids)))
+            table.add_row(escape(repair.reason), f"{repair.products:,}", ", ".join(map(str, repair.sample_ids)))
         console.print(table)
     if report.errors:
         table = Table("Schema", "Product id", "Reason", title="Errors: products not migrated", box=box.SIMPLE)
         for error in report.errors:
-            table.add_row(error.tenant, str(error.product_id), error.reason, style="red")
+            table.add_row(escape(error.tenant), str(error.product_id), escape(error.reason), style="red")
         console.print(table)
     for schema in report.busy_tenants:
         console.print(f"[yellow]{schema}: busy, another migrate_images run holds its lock; skipped.[/]")

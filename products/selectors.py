@@ -4,7 +4,7 @@ from psycopg import sql
 
 from products.image_source import source_ctes, table
 from products.report import CheckResult, SpotCheck, SpotRow, Validation
-from stoflow.db import as_text, fetchall
+from stoflow.db import bind, fetchall
 
 # The seed report's six queries, schema-qualified. Queries 1-3, 5 and 6 are the
 # seed's own; query 4 is widened to every product (soft-deleted ones included,
@@ -73,8 +73,11 @@ def validate_tenant(schema: str, excluded_ids: list[int] = ()) -> Validation:
     product_images = table(schema, "product_images")
 
     def run(template: str, **extra) -> tuple[str, tuple]:
-        query = sql.SQL(template).format(product_images=product_images, **extra)
-        return as_text(query), fetchall(query, {"excluded_ids": list(excluded_ids)})[0]
+        # The report shows the query exactly as run, values filled in, so it can be pasted into psql.
+        query = bind(
+            sql.SQL(template).format(product_images=product_images, **extra), {"excluded_ids": list(excluded_ids)}
+        )
+        return query, fetchall(sql.SQL(query))[0]
 
     distribution = [
         (count, products) for count, products in fetchall(sql.SQL(DISTRIBUTION).format(product_images=product_images))

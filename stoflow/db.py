@@ -1,7 +1,7 @@
 """Running psycopg ``sql`` compositions on Django's connection."""
 
 from django.db import connection
-from psycopg import sql
+from psycopg import ClientCursor, sql
 
 
 def as_text(query: sql.Composable) -> str:
@@ -15,3 +15,8 @@ def fetchall(query: sql.Composable, params: dict | None = None) -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(as_text(query), params or {})
         return cursor.fetchall() if cursor.description else []
+
+
+def bind(query: sql.Composable, params: dict) -> str:
+    """The query with its values filled in by psycopg's quoting: for showing a query as it ran."""
+    return ClientCursor(connection.connection).mogrify(as_text(query), params)

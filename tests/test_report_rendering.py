@@ -1,0 +1,580 @@
+"""The migration report: the command's --report / --json outputs, and the renderers on a hand-built report."""
+
+import dataclasses
+import json
+from datetime import UTC, datetime
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection
+
+from products.image_source import REPAIR_CREATED_AT, REPAIR_ORDER_DUPLICATE
+from products.rendering import SUMMARY_COLUMNS, render_json, render_markdown, render_terminal, report_as_dict
+from products.report import (
+    REPAIR_SAMPLE_SIZE,
+    CheckResult,
+    ExitCode,
+    MigrationReport,
+    ProductError,
+    Repair,
+    SpotCheck,
+    SpotRow,
+    TenantReport,
+    TenantRun,
+    Validation,
+)
+from tests.conftest import entries, image_rows, make_product, run_command
+
+BAD_JSON_REASON = "images is a JSON object, not an array"
+
+
+def md_table(markdown: str, after: str) -> tuple[list[str], list[list[str]]]:
+    """The first Markdown table after the line ``after``: (header cells, body rows of cells)."""
+    lines = markdown.splitlines()
+    rest = lines[lines.index(after) + 1 :]
+    start = next(i for i, line in enumerate(rest) if line.startswith("|"))
+    table = []
+    for line in rest[start:]:
+        if not line.startswith("|"):
+            break
+        table.append([cell.strip() for cell in line.strip("|").split("|")])
+    header, separator, *rows = table
+    assert all(set(cell) <= {"-"} for cell in separator), separator
+    return header, rows
+
+
+def md_section(markdown: str, heading: str) -> str:
+    """The text of the ``## heading`` section, up to the next ``## `` heading."""
+    start = markdown.index(f"\n## {heading}\n")
+    end = markdown.find("\n## ", start + 1)
+    return markdown[start : end if end != -1 else None]
+
+
+def db_count(where: str = "TRUE") -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(f'SELECT count(*) FROM "tenant_a"."product_images" WHERE {where}')  # noqa: S608 (fixed text)
+        return cursor.fetchone()[0]
+
+
+# Command level: a run over four products, one of which cannot be migrated.
+
+
+@pytest.fixture
+def catalogue(tenant):
+    """4 + 2 + 1 images, and a product whose images value is no list (an error)."""
+    first = make_product(images=entries(4))
+    make_product(images=entries(2))
+    make_product(images=entries(1))
+    bad = make_product(images={"url": "https://cdn.example/not-a-list.jpeg"})
+    return first, bad
+
+
+def test_markdown_report_is_shaped_like_the_seed_report(catalogue, tenant, tmp_path):
+    first, bad = catalogue
+    path = tmp_path / "migration-report.md"
+
+    code, report, out = run_command("--schema", tenant, "--report", str(path), tmp_path=tmp_path)
+
+    assert code == ExitCode.PRODUCT_ERRORS, out
+    markdown = path.read_text(encoding="utf-8")
+    assert markdown.startswith("# Product Images Migration Report\n")
+
+    header, rows = md_table(markdown, "## Results")
+    assert header == SUMMARY_COLUMNS
+    assert rows == [
+        ["tenant_a", "4", "7", "2", "1", "0", "0", "0"],
+        ["**TOTAL**", "**4**", "**7**", "**2**", "**1**", "**0**", "**0**", "**0**"],
+    ]
+
+    assert md_table(markdown, "**Image Distribution (tenant_a):**") == (
+        ["Image Count", "Product Count"],
+        [["1", "1"], ["2", "1"], ["4", "1"]],
+    )
+    assert "- tenant_a: 2 products with 2+ images, 2 labels" in markdown
+
+    _, validation_rows = md_table(markdown, "## Validation")
+    assert validation_rows == [
+        ["tenant_a", "✅ PASS 7", "✅ PASS 2", "✅ PASS 0", "✅ PASS 0", "✅ PASS 0", "✅ PASS 0"]
+    ]
+
+    queries = md_section(markdown, "Validation Queries")
+    for check in report["tenants"][0]["validation"]["checks"]:
+        assert f"### Query {check['number']}: {check['name']}\n```sql\n{check['sql']}\n```\n" in queries
+    assert '```sql\nSELECT COUNT(*) FROM "tenant_a"."product_images";\n```\n**Result:** tenant_a PASS 7\n' in queries
+    assert 'SELECT COUNT(*) FROM "tenant_a"."product_images" WHERE is_label = true;' in queries
+
+    spot = md_section(markdown, "Spot Check Sample")
+    assert f"**Product ID: {first.id}** (4 images)" in spot
+    block = spot.split("```\n")[1].splitlines()
+    assert [cell.strip() for cell in block[0].split("|")] == ["order", "is_label", "url"]
+    shown = [[cell.strip() for cell in line.split("|")] for line in block[2:]]
+    expected = [
+        [str(order), str(is_label).lower(), url + (" ← Label" if is_label else "")]
+        for order, is_label, url, _ in image_rows(first.id)
+    ]
+    assert shown == expected
+    assert shown[-1][2].endswith("4-3.jpeg ← Label")
+    assert sum("← Label" in line for line in block) == 1
+
+    assert md_table(markdown, "## Errors") == (
+        ["Schema", "Product id", "Reason"],
+        [["tenant_a", str(bad.id), BAD_JSON_REASON]],
+    )
+    assert "**Exit status:** 1 (PRODUCT_ERRORS)" in markdown
+
+
+def test_json_report_figures_equal_the_run(catalogue, tenant, tmp_path):
+    first, bad = catalogue
+
+    code, report, out = run_command("--schema", tenant, tmp_path=tmp_path)
+
+    assert code == ExitCode.PRODUCT_ERRORS, out
+    assert report == json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
+    assert report["exit_code"] == code
+    assert report["mode"] == "live"
+    assert report["interrupted_in"] is None
+    assert datetime.fromisoformat(report["started_at"]).tzinfo is not None
+    [tenant_report] = report["tenants"]
+    assert tenant_report["schema"] == tenant and tenant_report["busy"] is False
+    run = tenant_report["run"]
+    assert run["products"] == 4
+    assert run["images_migrated"] == db_count() == 7
+    assert run["labels_detected"] == db_count("is_label") == 2
+    assert (run["already_migrated"], run["repaired"], run["soft_deleted"]) == (0, 0, 0)
+    assert run["errors"] == [{"tenant": tenant, "product_id": bad.id, "reason": BAD_JSON_REASON}]
+    assert report["total"] == run
+
+    validation = tenant_report["validation"]
+    assert validation["passed"] is True
+    assert [(c["number"], c["figure"], c["expected"], c["passed"]) for c in validation["checks"]] == [
+        (1, 7, 7, True),
+        (2, 2, 2, True),
+        (3, 0, 0, True),
+        (4, 0, 0, True),
+        (5, 0, 0, True),
+        (6, 0, 0, True),
+    ]
+    assert validation["distribution"] == [[1, 1], [2, 1], [4, 1]]
+    assert validation["spot_check"]["product_id"] == first.id
+    assert [[r["order"], r["is_label"], r["url"]] for r in validation["spot_check"]["rows"]] == [
+        [order, is_label, url] for order, is_label, url, _ in image_rows(first.id)
+    ]
+    assert set(tenant_report["seconds"]) == {"migrate", "validate"}
+
+
+def test_json_on_stdout_is_only_json_and_the_readable_report_goes_to_stderr(tenant):
+    make_product(images=entries(3))
+    out, err = StringIO(), StringIO()
+
+    call_command("migrate_images", "--schema", tenant, "--json", "-", "--no-input", stdout=out, stderr=err)
+
+    report = json.loads(out.getvalue())
+    assert report["exit_code"] == ExitCode.OK
+    assert report["tenants"][0]["run"]["images_migrated"] == 3
+    assert "Product images migration" in err.getvalue()
+    assert "PASS 3" in err.getvalue()
+    assert "Product images migration" not in out.getvalue()
+    assert "All checks PASS" not in out.getvalue()
+
+
+def test_json_on_stdout_stays_parseable_when_the_run_fails(tenant):
+    make_product(images=entries(2))
+    bad = make_product(images={"url": "https://cdn.example/not-a-list.jpeg"})
+    out, err = StringIO(), StringIO()
+
+    with pytest.raises(CommandError) as failure:
+        call_command("migrate_images", "--schema", tenant, "--json", "-", "--no-input", stdout=out, stderr=err)
+
+    assert failure.value.returncode == ExitCode.PRODUCT_ERRORS
+    report = json.loads(out.getvalue())
+    assert report["exit_code"] == ExitCode.PRODUCT_ERRORS
+    assert [e["product_id"] for e in report["tenants"][0]["run"]["errors"]] == [bad.id]
+    assert "Errors: products not migrated" in err.getvalue()
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+    ],
+)
+def test_the_reported_queries_reproduce_their_figures(catalogue, tenant, tmp_path, number):
+    code, report, out = run_command("--schema", tenant, tmp_path=tmp_path)
+    assert code == ExitCode.PRODUCT_ERRORS, out
+    check = report["tenants"][0]["validation"]["checks"][number - 1]
+    assert check["number"] == number
+
+    # As a reader would: paste the query from the report and run it.
+    with connection.cursor() as cursor:
+        cursor.execute(check["sql"])
+        assert cursor.fetchone()[0] == check["figure"]
+
+
+def test_a_url_that_looks_like_console_markup_does_not_break_the_run(tenant, tmp_path):
+    product = make_product(images=[{"url": "https://cdn.example/front[/x].jpeg", "order": 1}, *entries(1, 2)])
+    path = tmp_path / "migration-report.md"
+
+    code, report, out = run_command("--schema", tenant, "--report", str(path), tmp_path=tmp_path)
+
+    assert code == ExitCode.OK
+    assert report["tenants"][0]["run"]["images_migrated"] == 2
+    assert "https://cdn.example/front[/x].jpeg" in out
+    assert "https://cdn.example/front[/x].jpeg" in path.read_text(encoding="utf-8")
+    assert len(image_rows(product.id)) == 2
+
+
+# Unit level: a report built by hand, no database.
+
+STARTED = datetime(2026, 1, 15, 9, 30, tzinfo=UTC)
+
+
+def checks(failures: dict[int, tuple[int, int]] | None = None) -> list[CheckResult]:
+    """Six checks, PASS unless ``failures`` gives {number: (figure, expected)}."""
+    failures = failures or {}
+    names = ["Total", "Labels", "Duplicates", "JSON vs table", "Label on highest", "Several labels"]
+    return [
+        CheckResult(number, name, *failures.get(number, (0, 0)), sql=f"SELECT {number};")
+        for number, name in enumerate(names, start=1)
+    ]
+
+
+def busy_report(**changes) -> MigrationReport:
+    """tenant_a migrated with an error, a repair and a FAIL check; tenant_b busy; tenant_c clean."""
+    tenant_a = TenantReport(
+        "tenant_a",
+        run=TenantRun(
+            products=3290,
+            images_migrated=19_607,
+            labels_detected=3281,
+            already_migrated=1,
+            repaired=1,
+            soft_deleted=2,
+            repairs=[Repair(REPAIR_ORDER_DUPLICATE, 1, [7])],
+            errors=[ProductError("tenant_a", 9, BAD_JSON_REASON)],
+        ),
+        validation=Validation(
+            checks=checks({5: (1, 0)}),
+            distribution=[(1, 1), (3, 2), (4, 1)],
+            products_with_several_images=3,
+            labels=3,
+            spot_check=SpotCheck(
+                3,
+                [
+                    SpotRow(0, False, "https://cdn.example/a.jpeg"),
+                    SpotRow(1, False, "https://cdn.example/b.jpeg"),
+                    SpotRow(2, True, "https://cdn.example/étiquette.jpeg"),
+                ],
+            ),
+        ),
+        seconds={"migrate": 1.25, "validate": 0.5},
+    )
+    tenant_b = TenantReport("tenant_b", busy=True)
+    tenant_c = TenantReport(
+        "tenant_c",
+        run=TenantRun(
+            products=2,
+            images_migrated=5,
+            labels_detected=2,
+            repaired=2,
+            repairs=[Repair(REPAIR_ORDER_DUPLICATE, 1, [21]), Repair(REPAIR_CREATED_AT, 1, [22])],
+        ),
+        validation=Validation(
+            checks=checks(),
+            distribution=[(2, 1), (3, 1)],
+            products_with_several_images=2,
+            labels=2,
+            spot_check=SpotCheck(21, [SpotRow(0, False, "https://cdn.example/c.jpeg")]),
+        ),
+        seconds={"migrate": 0.25, "validate": 0.5},
+    )
+    fields = {"mode": "live", "started_at": STARTED, "tenants": [tenant_a, tenant_b, tenant_c]} | changes
+    return MigrationReport(**fields)
+
+
+def test_total_adds_up_the_tenants_and_leaves_them_as_they_were():
+    report = busy_report()
+    tenant_a_run = dataclasses.replace(report.tenants[0].run, repairs=list(report.tenants[0].run.repairs))
+    before = dataclasses.asdict(report)
+
+    total = report.total
+
+    assert (total.products, total.images_migrated, total.labels_detected) == (3292, 19_612, 3283)
+    assert (total.already_migrated, total.repaired, total.soft_deleted) == (1, 3, 2)
+    assert total.errors == [ProductError("tenant_a", 9, BAD_JSON_REASON)]
+    assert total.repairs == [Repair(REPAIR_ORDER_DUPLICATE, 2, [7, 21]), Repair(REPAIR_CREATED_AT, 1, [22])]
+    assert report.errors == total.errors
+    assert report.busy_tenants == ["tenant_b"]
+    assert report.failed_checks == [("tenant_a", report.tenants[0].validation.checks[4])]
+    assert report.seconds == {"migrate": 1.5, "validate": 1.0}
+    # Computing the total twice gives the same figures and changes no tenant.
+    assert dataclasses.asdict(report.total) == dataclasses.asdict(total)
+    assert dataclasses.asdict(report) == before
+    assert report.tenants[0].run == tenant_a_run
+
+
+def test_repair_samples_are_capped_when_tenants_add_up():
+    tenants = [
+        TenantReport(f"t{n}", run=TenantRun(repaired=8, repairs=[Repair(REPAIR_CREATED_AT, 8, list(range(n, n + 8)))]))
+        for n in (0, 100)
+    ]
+    total = MigrationReport("live", STARTED, tenants).total
+    assert total.repairs[0].products == 16
+    assert total.repairs[0].sample_ids == [*range(8), 100, 101][:REPAIR_SAMPLE_SIZE]
+    assert len(total.repairs[0].sample_ids) == REPAIR_SAMPLE_SIZE
+
+
+def without_failed_check(report: MigrationReport) -> MigrationReport:
+    report.tenants[0].validation.checks = checks()
+    return report
+
+
+def without_errors(report: MigrationReport) -> MigrationReport:
+    report.tenants[0].run.errors = []
+    return report
+
+
+def without_busy(report: MigrationReport) -> MigrationReport:
+    del report.tenants[1]
+    return report
+
+
+@pytest.mark.parametrize(
+    ("remove", "interrupted_in", "expected"),
+    [
+        ([], "tenant_c", ExitCode.INTERRUPTED),
+        ([], None, ExitCode.CHECK_FAILED),
+        ([without_failed_check], None, ExitCode.PRODUCT_ERRORS),
+        ([without_failed_check, without_errors], None, ExitCode.TENANT_BUSY),
+        ([without_failed_check, without_errors, without_busy], None, ExitCode.OK),
+        ([without_failed_check, without_errors, without_busy], "tenant_c", ExitCode.INTERRUPTED),
+    ],
+)
+def test_exit_code(remove, interrupted_in, expected):
+    report = busy_report(interrupted_in=interrupted_in)
+    for change in remove:
+        report = change(report)
+    assert report.exit_code == expected
+    assert report_as_dict(report)["exit_code"] == int(expected)
+    assert f"**Exit status:** {int(expected)} ({expected.name})" in render_markdown(report)
+
+
+def test_exit_code_precedence_is_the_order_exit_codes_are_listed_in():
+    """ExitCode says: when several apply, the first listed wins (--help repeats it)."""
+    conditions = {
+        ExitCode.INTERRUPTED: lambda r: setattr(r, "interrupted_in", "t"),
+        ExitCode.CHECK_FAILED: lambda r: setattr(r.tenants[0].validation, "checks", checks({1: (1, 2)})),
+        ExitCode.PRODUCT_ERRORS: lambda r: r.tenants[0].run.errors.append(ProductError("t", 1, "bad")),
+        ExitCode.TENANT_BUSY: lambda r: r.tenants.append(TenantReport("busy", busy=True)),
+    }
+    listed = list(ExitCode)
+    for first, make_first in conditions.items():
+        for second, make_second in conditions.items():
+            report = MigrationReport(
+                "live",
+                STARTED,
+                [TenantReport("t", run=TenantRun(), validation=Validation(checks(), [], 0, 0, None))],
+            )
+            make_first(report)
+            make_second(report)
+            winner = min(first, second, key=listed.index)
+            assert report.exit_code == winner, (first.name, second.name)
+
+
+def test_markdown_rendering():
+    markdown = render_markdown(busy_report())
+
+    assert markdown.startswith("# Product Images Migration Report\n\n**Date:** 2026-01-15 09:30 UTC\n")
+    assert "**Mode:** Product images migration\n" in markdown
+    header, rows = md_table(markdown, "## Results")
+    assert header == SUMMARY_COLUMNS
+    assert rows == [
+        ["tenant_a", "3290", "19,607", "3,281", "1", "1", "1", "2"],
+        ["tenant_b", "busy: skipped", "", "", "", "", "", ""],
+        ["tenant_c", "2", "5", "2", "0", "0", "2", "0"],
+        ["**TOTAL**", "**3292**", "**19,612**", "**3,283**", "**1**", "**1**", "**3**", "**2**"],
+    ]
+
+    assert "- tenant_a: 3 products with 2+ images, 3 labels\n" in markdown
+    assert (
+        "- tenant_c: 2 products with 2+ images, 2 labels (2 of 2 products, 100%): every product has 2 or more "
+        "images (minimum 2, maximum 3), so the rule marks the last image of every product as its label."
+    ) in markdown
+    assert md_table(markdown, "**Image Distribution (tenant_a):**")[1] == [["1", "1"], ["3", "2"], ["4", "1"]]
+    assert md_table(markdown, "**Image Distribution (tenant_c):**")[1] == [["2", "1"], ["3", "1"]]
+
+    header, rows = md_table(markdown, "## Validation")
+    assert header[0] == "Schema" and header[5] == "5. Label on highest"
+    assert rows == [
+        ["tenant_a", "✅ PASS 0", "✅ PASS 0", "✅ PASS 0", "✅ PASS 0", "❌ FAIL 1 (expected 0)", "✅ PASS 0"],
+        ["tenant_c"] + ["✅ PASS 0"] * 6,
+    ]
+    queries = md_section(markdown, "Validation Queries")
+    assert "### Query 5: Label on highest\n```sql\nSELECT 5;\n```\n" in queries
+    assert "**Result:** tenant_a FAIL 1 (expected 0), tenant_c PASS 0\n" in queries
+
+    spot = md_section(markdown, "Spot Check Sample")
+    assert "**Product ID: 3** (3 images)" in spot
+    assert "https://cdn.example/étiquette.jpeg ← Label" in spot
+    assert spot.count("← Label") == 1
+    assert "cdn.example/c.jpeg" not in spot  # the first tenant's product only
+
+    assert md_table(markdown, "## Repairs")[1] == [
+        [REPAIR_ORDER_DUPLICATE, "2", "7, 21"],
+        [REPAIR_CREATED_AT, "1", "22"],
+    ]
+    assert md_table(markdown, "## Errors")[1] == [["tenant_a", "9", BAD_JSON_REASON]]
+    assert "## Skipped\n\n- tenant_b: busy (another run held its lock)\n" in markdown
+    assert "- **migrate:** 1.50 s\n- **validate:** 1.00 s\n- **total:** 2.50 s\n" in markdown
+    assert markdown.endswith("**Exit status:** 3 (CHECK_FAILED)\n")
+
+
+def test_an_interrupted_run_names_its_tenant_in_every_rendering():
+    report = busy_report(interrupted_in="tenant_c")
+
+    markdown = render_markdown(report)
+    interrupted = md_section(markdown, "Interrupted")
+    assert "Interrupted while migrating tenant_c" in interrupted and "Re-run to finish." in interrupted
+    assert markdown.endswith("**Exit status:** 130 (INTERRUPTED)\n")
+    assert "Interrupted while migrating tenant_c" in " ".join(render_terminal(report).split())
+    assert json.loads(render_json(report))["interrupted_in"] == "tenant_c"
+    assert "Interrupted" not in render_markdown(busy_report()) + render_terminal(busy_report())
+
+
+def test_markdown_of_a_check_run_has_no_results_table():
+    report = busy_report(mode="check")
+    for tenant in report.tenants:
+        tenant.run = None
+        tenant.busy = False
+
+    markdown = render_markdown(report)
+
+    assert "**Mode:** Product images validation (--check, nothing written)" in markdown
+    assert "## Results" not in markdown
+    assert "## Errors" not in markdown and "## Repairs" not in markdown and "## Skipped" not in markdown
+    assert "❌ FAIL 1 (expected 0)" in markdown
+    assert markdown.endswith("**Exit status:** 3 (CHECK_FAILED)\n")
+
+
+def test_json_rendering():
+    report = busy_report()
+
+    data = json.loads(render_json(report))
+
+    assert data == json.loads(json.dumps(report_as_dict(report)))
+    assert "étiquette" in render_json(report)  # kept as written, not \u-escaped
+    assert data["mode"] == "live"
+    assert data["started_at"] == "2026-01-15T09:30:00+00:00"
+    assert data["exit_code"] == 3
+    assert data["interrupted_in"] is None
+    assert data["seconds"] == {"migrate": 1.5, "validate": 1.0}
+    assert data["total"] == dataclasses.asdict(report.total)
+    assert data["total"]["images_migrated"] == 19_612
+    a, b, c = data["tenants"]
+    assert a["run"]["errors"] == [{"tenant": "tenant_a", "product_id": 9, "reason": BAD_JSON_REASON}]
+    assert a["validation"]["passed"] is False
+    assert [check["passed"] for check in a["validation"]["checks"]] == [True, True, True, True, False, True]
+    assert a["validation"]["checks"][4] | {"sql": None} == {
+        "number": 5,
+        "name": "Label on highest",
+        "figure": 1,
+        "expected": 0,
+        "sql": None,
+        "passed": False,
+    }
+    assert a["validation"]["spot_check"]["rows"][2] == {
+        "order": 2,
+        "is_label": True,
+        "url": "https://cdn.example/étiquette.jpeg",
+    }
+    assert b == {"schema": "tenant_b", "busy": True, "run": None, "validation": None, "seconds": {}}
+    assert c["validation"]["passed"] is True
+    assert c["run"]["repairs"] == [
+        {"reason": REPAIR_ORDER_DUPLICATE, "products": 1, "sample_ids": [21]},
+        {"reason": REPAIR_CREATED_AT, "products": 1, "sample_ids": [22]},
+    ]
+
+
+def test_terminal_rendering():
+    text = render_terminal(busy_report(), width=200)
+
+    assert "\x1b[" not in text
+    lines = text.splitlines()
+    assert "Product images migration" in lines[0]
+
+    def line_with(*words: str) -> str:
+        [line] = [line for line in lines if all(word in line for word in words)]
+        return line
+
+    assert line_with("tenant_a", "3290").split() == ["tenant_a", "3290", "19,607", "3,281", "1", "1", "1", "2"]
+    assert line_with("tenant_b", "busy: skipped")
+    assert line_with("TOTAL").split() == ["TOTAL", "3292", "19,612", "3,283", "1", "1", "3", "2"]
+    assert "Image distribution: tenant_a" in text and "Image distribution: tenant_c" in text
+    assert "tenant_c: 2 products with 2+ images, 2 labels (2 of 2 products, 100%): every product" in text
+    validation_a = line_with("tenant_a", "PASS")
+    assert "FAIL 1 (expected 0)" in validation_a and validation_a.count("PASS 0") == 5
+    assert line_with("tenant_c", "PASS").count("PASS 0") == 6
+    assert "5: Label on highest" in text
+    assert "Spot check: product 3" in text
+    assert line_with("étiquette.jpeg").split() == ["2", "true", "https://cdn.example/étiquette.jpeg", "<-", "label"]
+    assert "<- label" not in line_with("cdn.example/a.jpeg")
+    assert "Repaired products" in text
+    assert line_with("duplicate orders").split()[-3:] == ["2", "7,", "21"]
+    assert "Errors: products not migrated" in text
+    assert line_with(BAD_JSON_REASON).split()[:2] == ["tenant_a", "9"]
+    assert "tenant_b: busy, another migrate_images run holds its lock; skipped." in text
+    assert lines[-1] == "Time: migrate 1.50 s, validate 1.00 s, total 2.50 s"
+
+
+def test_terminal_colours_only_when_asked():
+    assert "\x1b[" in render_terminal(busy_report(), color=True)
+
+
+def test_terminal_of_a_check_run_has_no_results_table():
+    report = busy_report(mode="check")
+    for tenant in report.tenants:
+        tenant.run = None
+        tenant.busy = False
+
+    text = render_terminal(report)
+
+    assert "Product images validation (--check, nothing written)" in text.splitlines()[0]
+    assert "Results" not in text and "TOTAL" not in text
+    assert "FAIL 1 (expected 0)" in text
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("https://cdn.example/photo[front].jpeg", BAD_JSON_REASON),
+        ("https://cdn.example/photo[/x].jpeg", BAD_JSON_REASON),
+        ("https://cdn.example/a.jpeg", "database refused its rows: planted failure for https://x/[/b].jpeg"),
+    ],
+    ids=["url-style-tag-dropped", "url-closing-tag-crashes", "error-reason-crashes"],
+)
+def test_terminal_shows_urls_and_reasons_verbatim(url, reason):
+    report = busy_report()
+    report.tenants[0].validation.spot_check.rows[0].url = url
+    report.tenants[0].run.errors[0].reason = reason
+
+    text = render_terminal(report, width=200)
+
+    assert url in text
+    assert reason in text
+
+
+def test_label_analysis_does_not_claim_every_product_has_two_images_when_one_has_one():
+    report = busy_report()
+    # A 1-image product and a 2-image product carrying two labels: 2 labels for 2 products.
+    report.tenants[2].validation = Validation(checks({6: (1, 0)}), [(1, 1), (2, 1)], 1, 2, None)
+
+    text = render_markdown(report)
+
+    assert "tenant_c: 1 products with 2+ images, 2 labels" in text
+    assert "every product has 2 or more images" not in text

@@ -1,0 +1,236 @@
+"""The six validation checks of ``migrate_images``: each one turns FAIL on the defect it is meant to catch.
+
+Every test migrates a few products cleanly, plants one defect by hand with SQL in the tenant's schema
+(DDL included: the ``tenant`` fixture rolls the whole test back), then validates with ``--check``.
+"""
+
+from datetime import UTC, datetime
+from types import SimpleNamespace
+
+import pytest
+from django.db import connection
+from psycopg import sql
+
+from products.report import ExitCode
+from stoflow.db import as_text
+from tests.conftest import OTHER_TENANT, TENANT, entries, image_rows, make_product, run_command
+
+
+def execute(statement: str, params: dict | None = None, schema: str = TENANT, **names: str) -> None:
+    """Run ``statement``; ``{images}``, ``{products}``, ``{schema}`` and ``names`` are quoted identifiers."""
+    query = sql.SQL(statement).format(
+        images=sql.Identifier(schema, "product_images"),
+        products=sql.Identifier(schema, "products"),
+        schema=sql.Identifier(schema),
+        **{key: sql.Identifier(value) for key, value in names.items()},
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(as_text(query), params or {})
+
+
+def scalar(statement: str, params: dict | None = None, schema: str = TENANT):
+    query = sql.SQL(statement).format(
+        images=sql.Identifier(schema, "product_images"), products=sql.Identifier(schema, "products")
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(as_text(query), params or {})
+        return cursor.fetchone()[0]
+
+
+def all_rows(schema: str = TENANT) -> list[tuple]:
+    query = sql.SQL('SELECT id, product_id, "order", is_label, url, created_at, updated_at FROM {} ORDER BY id').format(
+        sql.Identifier(schema, "product_images")
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(as_text(query))
+        return cursor.fetchall()
+
+
+def checks_of(report: dict, schema: str = TENANT) -> dict[int, dict]:
+    """The JSON report's checks of ``schema``, by number."""
+    (tenant,) = [t for t in report["tenants"] if t["schema"] == schema]
+    return {check["number"]: check for check in tenant["validation"]["checks"]}
+
+
+def failing(report: dict, schema: str = TENANT) -> dict[int, tuple[int, int]]:
+    """The FAIL checks of ``schema`` as {number: (figure, expected)}."""
+    return {
+        number: (check["figure"], check["expected"])
+        for number, check in checks_of(report, schema).items()
+        if not check["passed"]
+    }
+
+
+@pytest.fixture
+def migrated(tenant, tmp_path):
+    """Four products migrated cleanly: 4 + 3 + 1 images, and a soft-deleted one with 2.
+
+    10 rows, 3 labels (on the highest order of a, b and deleted), no label for the single-image product.
+    """
+    products = SimpleNamespace(
+        a=make_product(images=entries(4)),
+        b=make_product(images=entries(3)),
+        single=make_product(images=entries(1)),
+        deleted=make_product(images=entries(2), deleted_at=datetime(2025, 1, 1, tzinfo=UTC)),
+    )
+    code, report, out = run_command("--schema", tenant, tmp_path=tmp_path)
+    assert code == ExitCode.OK, out
+    assert report["tenants"][0]["run"]["images_migrated"] == 10
+    assert report["tenants"][0]["run"]["labels_detected"] == 3
+    assert [row[1] for row in image_rows(products.a.id)] == [False, False, False, True]
+    return products
+
+
+def alter_table(statement: str, params: dict | None = None, **names: str) -> None:
+    # The test's earlier inserts left deferred foreign-key checks pending, which ALTER TABLE refuses to run past.
+    execute("SET CONSTRAINTS ALL IMMEDIATE")
+    execute(statement, params, **names)
+
+
+def plant_orphan_rows(p):
+    # The table keeps the rows of a product that is gone: no product's JSON accounts for them, so only
+    # the total (check 1) can see them. Dropping the foreign key lets the product row go.
+    foreign_key = scalar(
+        "SELECT conname FROM pg_constraint WHERE conrelid = %(table)s::regclass AND contype = 'f'",
+        {"table": f"{TENANT}.product_images"},
+    )
+    alter_table("ALTER TABLE {images} DROP CONSTRAINT {fk}", fk=foreign_key)
+    execute("DELETE FROM {products} WHERE id = %(id)s", {"id": p.single.id})
+
+
+def plant_missing_label(p):
+    execute("UPDATE {images} SET is_label = false WHERE product_id = %(id)s AND is_label", {"id": p.b.id})
+
+
+def plant_duplicate_order(p):
+    # Same row count, so checks 1 and 4 stay PASS; order 2 becomes a second order 1.
+    alter_table("ALTER TABLE {images} DROP CONSTRAINT product_images_product_order_uniq")
+    execute('UPDATE {images} SET "order" = 1 WHERE product_id = %(id)s AND "order" = 2', {"id": p.a.id})
+
+
+def plant_moved_row(p):
+    # One unlabelled row of a moves to b under a free, lowest order: a has 3 rows for 4 in its JSON, b 4 for 3,
+    # while the total, the labels and their orders stay right.
+    execute(
+        'UPDATE {images} SET product_id = %(b)s, "order" = 0 WHERE product_id = %(a)s AND "order" = 1',
+        {"a": p.a.id, "b": p.b.id},
+    )
+
+
+def plant_label_not_on_highest(p):
+    execute("UPDATE {images} SET is_label = false WHERE product_id = %(id)s AND is_label", {"id": p.a.id})
+    execute('UPDATE {images} SET is_label = true WHERE product_id = %(id)s AND "order" = 2', {"id": p.a.id})
+
+
+def plant_second_label(p):
+    # Two labels on one product cannot both be on its (single) highest order: check 5 fails with 6,
+    # and the extra label makes check 2 one label too many.
+    alter_table("DROP INDEX {schema}.product_images_one_label_per_product")
+    execute('UPDATE {images} SET is_label = true WHERE product_id = %(id)s AND "order" = 1', {"id": p.a.id})
+
+
+DEFECTS = [
+    pytest.param(1, plant_orphan_rows, {1: (10, 9)}, id="1-total-images"),
+    pytest.param(2, plant_missing_label, {2: (2, 3)}, id="2-label-count"),
+    pytest.param(3, plant_duplicate_order, {3: (1, 0)}, id="3-duplicates"),
+    pytest.param(4, plant_moved_row, {4: (2, 0)}, id="4-json-vs-table"),
+    pytest.param(5, plant_label_not_on_highest, {5: (1, 0)}, id="5-label-not-highest"),
+    pytest.param(6, plant_second_label, {2: (4, 3), 5: (1, 0), 6: (1, 0)}, id="6-several-labels"),
+]
+
+
+@pytest.mark.parametrize(("number", "plant", "expected_failures"), DEFECTS)
+def test_check_fails_on_its_defect(migrated, tenant, tmp_path, number, plant, expected_failures):
+    code, before, out = run_command("--check", "--schema", tenant, tmp_path=tmp_path)
+    assert code == ExitCode.OK, out
+    assert checks_of(before)[number]["passed"] is True
+    assert failing(before) == {}
+
+    plant(migrated)
+
+    code, report, out = run_command("--check", "--schema", tenant, tmp_path=tmp_path)
+    assert code == ExitCode.CHECK_FAILED, out
+    assert report["exit_code"] == ExitCode.CHECK_FAILED
+    assert report["mode"] == "check"
+    assert failing(report) == expected_failures
+    assert checks_of(report)[number]["passed"] is False
+    assert report["tenants"][0]["validation"]["passed"] is False
+    figure, expected = expected_failures[number]
+    assert f"FAIL {figure} (expected {expected})" in out
+
+    # A live run migrates nothing more (every product has rows) and validates again: same verdict.
+    code, live, out = run_command("--schema", tenant, tmp_path=tmp_path)
+    assert code == ExitCode.CHECK_FAILED, out
+    assert live["mode"] == "live"
+    assert live["tenants"][0]["run"]["images_migrated"] == 0
+    assert failing(live) == expected_failures
+
+
+def test_check_on_clean_tenant_passes_and_writes_nothing(migrated, tenant, tmp_path):
+    rows = all_rows()
+    products = scalar("SELECT count(*) FROM {products}")
+
+    code, report, out = run_command("--check", "--schema", tenant, tmp_path=tmp_path)
+
+    assert code == ExitCode.OK, out
+    assert report["exit_code"] == ExitCode.OK
+    assert report["tenants"][0]["run"] is None
+    assert report["tenants"][0]["validation"]["passed"] is True
+    assert [check["figure"] for check in checks_of(report).values()] == [10, 3, 0, 0, 0, 0]
+    assert [check["expected"] for check in checks_of(report).values()] == [10, 3, 0, 0, 0, 0]
+    assert "All checks PASS" in out
+    assert all_rows() == rows
+    assert scalar("SELECT count(*) FROM {products}") == products
+
+
+def test_check_on_unmigrated_tenant_fails_and_migrates_nothing(tenant, tmp_path):
+    make_product(images=entries(4))
+    make_product(images=entries(2))
+
+    code, report, out = run_command("--check", "--schema", tenant, tmp_path=tmp_path)
+
+    assert code == ExitCode.CHECK_FAILED, out
+    assert failing(report) == {1: (0, 6), 4: (2, 0)}
+    assert all_rows() == []
+
+
+def test_check_reports_each_tenant_on_its_own(migrated, tenant, tmp_path):
+    make_product(schema=OTHER_TENANT, images=entries(3))
+    code, _, out = run_command("--schema", OTHER_TENANT, tmp_path=tmp_path)
+    assert code == ExitCode.OK, out
+    plant_missing_label(migrated)
+
+    code, report, out = run_command("--check", "--schema", tenant, "--schema", OTHER_TENANT, tmp_path=tmp_path)
+
+    assert code == ExitCode.CHECK_FAILED, out
+    assert failing(report, TENANT) == {2: (2, 3)}
+    assert failing(report, OTHER_TENANT) == {}
+    assert checks_of(report, OTHER_TENANT)[1]["figure"] == 3
+
+
+def test_check_4_counts_soft_deleted_products(migrated, tenant, tmp_path):
+    # Its label row goes: the labels still match the products with 2+ rows, only the counts are off.
+    execute("DELETE FROM {images} WHERE product_id = %(id)s AND is_label", {"id": migrated.deleted.id})
+
+    code, report, out = run_command("--check", "--schema", tenant, tmp_path=tmp_path)
+
+    assert code == ExitCode.CHECK_FAILED, out
+    # One row fewer in the table (check 1) and one product, the soft-deleted one, off by one (check 4).
+    assert failing(report) == {1: (9, 10), 4: (1, 0)}
+
+
+def test_error_products_are_listed_not_counted_as_check_failures(tenant, tmp_path):
+    make_product(images=entries(3))
+    bad = make_product(images={"url": "https://cdn.example/a.jpeg"})
+
+    code, report, out = run_command("--schema", tenant, tmp_path=tmp_path)
+
+    # The product is listed as an error (exit 1), not counted as a validation failure (exit 3).
+    assert code == ExitCode.PRODUCT_ERRORS, out
+    assert [error["product_id"] for error in report["tenants"][0]["run"]["errors"]] == [bad.id]
+    assert failing(report) == {}
+    assert checks_of(report)[1]["figure"] == checks_of(report)[1]["expected"] == 3
+
+    code, report, out = run_command("--check", "--schema", tenant, tmp_path=tmp_path)
+    assert code == ExitCode.OK, out
+    assert failing(report) == {}
