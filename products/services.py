@@ -24,8 +24,6 @@ from stoflow.db import fetchall
 
 # First key of the two-key advisory lock; the second is the schema's hash.
 ADVISORY_LOCK_NAMESPACE = 0x5709F10
-
-
 MINIMUM_SERVER_VERSION = 160000  # pg_input_is_valid, used to read bad JSON without failing
 
 
@@ -156,11 +154,10 @@ def check_images(schemas: list[str]) -> MigrationReport:
     """Validation only: the six checks per tenant, nothing written."""
     report = MigrationReport(mode="check", started_at=datetime.now(UTC))
     for schema in schemas:
-        started = time.perf_counter()
-        validation = validate_tenant(schema)
-        report.tenants.append(
-            TenantReport(schema, validation=validation, seconds={"validate": time.perf_counter() - started})
-        )
+        tenant = TenantReport(schema)
+        with _timed(tenant, "validate"):
+            tenant.validation = validate_tenant(schema)
+        report.tenants.append(tenant)
     return report
 
 
@@ -171,15 +168,20 @@ def migrate_tenant(schema: str, options: MigrationOptions, progress: Progress) -
         # A dry run makes the very same writes, then rolls them back.
         with transaction.atomic() if options.dry_run else nullcontext():
             tenant = TenantReport(schema)
-            started = time.perf_counter()
-            tenant.run = _migrate_batches(schema, options, progress)
-            tenant.seconds["migrate"] = time.perf_counter() - started
-            started = time.perf_counter()
-            tenant.validation = validate_tenant(schema, [error.product_id for error in tenant.run.errors])
-            tenant.seconds["validate"] = time.perf_counter() - started
+            with _timed(tenant, "migrate"):
+                tenant.run = _migrate_batches(schema, options, progress)
+            with _timed(tenant, "validate"):
+                tenant.validation = validate_tenant(schema, [error.product_id for error in tenant.run.errors])
             if options.dry_run:
                 transaction.set_rollback(True)
         return tenant
+
+
+@contextmanager
+def _timed(tenant: TenantReport, phase: str) -> Iterator[None]:
+    started = time.perf_counter()
+    yield
+    tenant.seconds[phase] = time.perf_counter() - started
 
 
 @contextmanager
