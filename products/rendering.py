@@ -62,6 +62,28 @@ def summary_rows(report: MigrationReport) -> list[list[str]]:
     return rows
 
 
+def summary_sentence(report: MigrationReport) -> str:
+    """The outcome in one sentence, as the seed report opens."""
+    schemas = sum(1 for tenant in report.tenants if not tenant.busy)
+    failed = len(report.failed_checks)
+    verdict = "every check PASS" if not failed else f"{failed} check(s) FAIL"
+    if report.mode == "check":
+        return f"Validated product_images in {schemas} schema(s): {verdict}."
+    total = report.total
+    verb = "Would migrate" if report.mode == "dry-run" else "Migrated"
+    return (
+        f"{verb} {total.images_migrated:,} images ({total.labels_detected:,} labels) from the JSONB column "
+        f"products.images to the product_images table across {schemas} schema(s); "
+        f"{total.already_migrated:,} products already migrated, {len(total.errors):,} errors; {verdict}."
+    )
+
+
+DATA_SAFETY = (
+    "The JSON column products.images is only read, never modified. Re-running skips migrated products; "
+    "`--force` rebuilds their rows from the JSON."
+)
+
+
 def check_cell(check: CheckResult) -> str:
     if check.passed:
         return f"PASS {check.figure:,}"
@@ -105,6 +127,7 @@ def render_terminal(report: MigrationReport, *, width: int = 120, color: bool = 
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, force_terminal=color, no_color=not color, highlight=False)
     console.rule(MODE_TITLES[report.mode])
+    console.print(summary_sentence(report))
     if report.mode != "check":
         table = Table(*SUMMARY_COLUMNS, title="Results", box=box.SIMPLE_HEAVY)
         rows = summary_rows(report)
@@ -181,6 +204,12 @@ def render_markdown(report: MigrationReport) -> str:
         f"**Date:** {report.started_at:%Y-%m-%d %H:%M} UTC",
         "**Command:** `python manage.py migrate_images`",
         f"**Mode:** {MODE_TITLES[report.mode]}",
+        "",
+        "## Summary",
+        "",
+        summary_sentence(report),
+        "",
+        f"**Data safety:** {DATA_SAFETY}",
         "",
     ]
     if report.mode != "check":

@@ -578,3 +578,20 @@ def test_label_analysis_does_not_claim_every_product_has_two_images_when_one_has
 
     assert "tenant_c: 1 products with 2+ images, 2 labels" in text
     assert "every product has 2 or more images" not in text
+
+
+@pytest.mark.parametrize(
+    ("mode", "opening"),
+    [
+        ("live", "Migrated 5 images (1 labels)"),
+        ("dry-run", "Would migrate 5 images (1 labels)"),
+        ("check", "Validated product_images in 1 schema(s)"),
+    ],
+)
+def test_summary_sentence_opens_every_rendering(mode, opening):
+    run = TenantRun(products=2, images_migrated=5, labels_detected=1) if mode != "check" else None
+    report = MigrationReport(mode, datetime(2026, 1, 15, tzinfo=UTC), [TenantReport("user_1", run=run)])
+
+    assert render_markdown(report).split("## Summary\n\n")[1].startswith(opening)
+    assert render_terminal(report).splitlines()[1].startswith(opening)
+    assert "every check PASS" in render_markdown(report)
