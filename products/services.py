@@ -22,8 +22,10 @@ from products.report import REPAIR_SAMPLE_SIZE, MigrationReport, ProductError, T
 from products.selectors import validate_tenant
 from stoflow.db import fetchall
 
-# First key of the two-key advisory lock; the second is the schema's hash.
+# The tenant's advisory lock key: this namespace in the high 32 bits, the
+# schema's OID (unique in the database, unlike a hash of its name) in the low ones.
 ADVISORY_LOCK_NAMESPACE = 0x5709F10
+LOCK_KEY_SQL = "(%(namespace)s::bigint << 32) | (SELECT oid::bigint FROM pg_namespace WHERE nspname = %(schema)s)"
 MINIMUM_SERVER_VERSION = 160000  # pg_input_is_valid, used to read bad JSON without failing
 
 
@@ -189,14 +191,14 @@ def tenant_lock(schema: str) -> Iterator[bool]:
     """A session-level advisory lock on the tenant: yields False when another run holds it."""
     key = {"namespace": ADVISORY_LOCK_NAMESPACE, "schema": schema}
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%(namespace)s, hashtext(%(schema)s))", key)
+        cursor.execute(f"SELECT pg_try_advisory_lock({LOCK_KEY_SQL})", key)
         acquired = cursor.fetchone()[0]
     try:
         yield acquired
     finally:
         if acquired:
             with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%(namespace)s, hashtext(%(schema)s))", key)
+                cursor.execute(f"SELECT pg_advisory_unlock({LOCK_KEY_SQL})", key)
 
 
 def _migrate_batches(schema: str, options: MigrationOptions, progress: Progress) -> TenantRun:

@@ -10,7 +10,7 @@ from django_tenants.utils import schema_context
 from products import services
 from products.models import Product, ProductImage
 from products.report import ExitCode
-from products.services import ADVISORY_LOCK_NAMESPACE
+from products.services import ADVISORY_LOCK_NAMESPACE, LOCK_KEY_SQL
 from tests.conftest import OTHER_TENANT, entries, image_rows, make_product, run_command
 
 
@@ -196,7 +196,9 @@ def test_a_tenant_locked_by_another_run_is_reported_busy_and_skipped(tenant, tmp
     product = make_product(images=entries(2))
     other = make_product(OTHER_TENANT, images=entries(2))
     with psycopg.connect(**connection.get_connection_params()) as holder:
-        holder.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", [ADVISORY_LOCK_NAMESPACE, tenant])
+        holder.execute(
+            f"SELECT pg_advisory_lock({LOCK_KEY_SQL})", {"namespace": ADVISORY_LOCK_NAMESPACE, "schema": tenant}
+        )
 
         code, report, output = run_command(tmp_path=tmp_path)
 
