@@ -108,7 +108,7 @@ class Command(BaseCommand):
                 dry_run=options["dry_run"], force=options["force"], batch_size=options["batch_size"]
             )
             try:
-                with self.progress(options["verbosity"], len(schemas)) as progress:
+                with self.progress(options, len(schemas)) as progress:
                     report = migrate_images(schemas, migration_options, progress)
             except MigrationAborted as exc:
                 raise CommandError(
@@ -142,12 +142,14 @@ class Command(BaseCommand):
         if answer != "yes":
             raise CommandError("Cancelled; nothing was done.", returncode=ExitCode.USAGE)
 
-    def progress(self, verbosity: int, tenants: int):
-        # Bars only on a terminal, so reports piped to files stay clean.
-        stream = getattr(self.stdout, "_out", sys.stdout)
-        if verbosity == 0 or not self.stdout.isatty():
+    def progress(self, options: dict, tenants: int):
+        # Bars only on a terminal, so reports piped to files stay clean; beside the
+        # readable report, so JSON on stdout stays clean too.
+        out = self.stderr if options["json"] == "-" else self.stdout
+        if options["verbosity"] == 0 or not out.isatty():
             return nullcontext()
-        return RichProgress(stream, tenants)
+        # Rich writes partial lines: give it the raw stream, not Django's line-ending wrapper.
+        return RichProgress(getattr(out, "_out", sys.stdout), tenants)
 
     def write_report(self, report: MigrationReport, options: dict) -> None:
         json_to_stdout = options["json"] == "-"
