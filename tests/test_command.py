@@ -1,6 +1,7 @@
 """migrate_images as an operator runs it: tenants, re-runs, --force, --dry-run, locks, interruptions."""
 
 import threading
+from io import StringIO
 
 import psycopg
 import pytest
@@ -305,4 +306,24 @@ def test_a_database_failure_stops_the_run_keeping_committed_batches(tenant, monk
     assert "database failure in tenant_a: server closed the connection" in output
     # No product is blamed for it, one at a time: the first batch stays, the run stops.
     assert len(calls) == 2
+    assert row_count(tenant) == 2
+
+
+class TerminalOutput(StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize(
+    ("stream", "args", "shows_progress"),
+    [(TerminalOutput, [], True), (StringIO, [], False), (TerminalOutput, ["-v", "0"], False)],
+    ids=["terminal", "pipe", "verbosity-0"],
+)
+def test_progress_bars_only_on_a_terminal(tenant, stream, args, shows_progress):
+    from django.core.management import call_command
+
+    make_product(images=entries(2))
+    out = stream()
+    call_command("migrate_images", "--schema", tenant, *args, stdout=out)
+    assert ("all tenants" in out.getvalue()) is shows_progress
     assert row_count(tenant) == 2
