@@ -1,10 +1,14 @@
 """migrate_images as an operator runs it: tenants, re-runs, --force, --dry-run, locks, interruptions."""
 
+import os
+import subprocess
+import sys
 import threading
 from io import StringIO
 
 import psycopg
 import pytest
+from django.conf import settings
 from django.db import connection, connections
 from django_tenants.utils import schema_context
 
@@ -327,3 +331,28 @@ def test_progress_bars_only_on_a_terminal(tenant, stream, args, shows_progress):
     call_command("migrate_images", "--schema", tenant, *args, stdout=out)
     assert ("all tenants" in out.getvalue()) is shows_progress
     assert row_count(tenant) == 2
+
+
+def test_an_unreachable_database_is_a_clear_error_not_a_traceback():
+    env = {**os.environ, "DATABASE_URL": "postgres://nobody@127.0.0.1:1/stoflow"}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "migrate_images"],
+        cwd=settings.BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == ExitCode.DATABASE_FAILURE
+    assert "Cannot reach the database" in result.stderr and "Nothing was done" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_database_without_the_tenant_registry_is_a_clear_error(tenant):
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE tenants_tenant RENAME TO tenants_tenant_elsewhere")
+
+    code, _, output = run_command()
+
+    assert code == ExitCode.USAGE
+    assert "migrate_schemas --shared" in output

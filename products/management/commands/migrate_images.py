@@ -6,6 +6,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, DjangoHelpFormatter
+from django.db import OperationalError, ProgrammingError
 
 from products.progress import RichProgress
 from products.rendering import render_json, render_markdown, render_terminal
@@ -15,7 +16,8 @@ from stoflow.tenants.selectors import tenant_schema_names
 
 EXIT_STATUS_MEANINGS = {
     ExitCode.OK: "every product migrated or already there, no errors, every check PASS",
-    ExitCode.DATABASE_FAILURE: "the database failed mid-run: committed batches are kept, re-run to finish",
+    ExitCode.DATABASE_FAILURE: "the database is unreachable or failed mid-run: committed batches are kept, "
+    "re-run to finish",
     ExitCode.INTERRUPTED: "interrupted: committed batches are kept, re-run to finish",
     ExitCode.CHECK_FAILED: "a validation check is FAIL",
     ExitCode.PRODUCT_ERRORS: "some products could not be migrated (listed with tenant, id and reason)",
@@ -122,7 +124,19 @@ class Command(BaseCommand):
 
     def selected_schemas(self, requested: list[str] | None) -> list[str]:
         """The tenants to work on, checked against the registry before anything runs."""
-        known = tenant_schema_names()
+        try:
+            known = tenant_schema_names()
+        except OperationalError as exc:
+            raise CommandError(
+                f"Cannot reach the database: {str(exc).strip().splitlines()[0]}. Nothing was done.",
+                returncode=ExitCode.DATABASE_FAILURE,
+            ) from exc
+        except ProgrammingError as exc:
+            raise CommandError(
+                "No tenant registry in this database: run `manage.py migrate_schemas --shared` first. "
+                "Nothing was done.",
+                returncode=ExitCode.USAGE,
+            ) from exc
         if not requested:
             return known
         unknown = [name for name in requested if name not in known]
