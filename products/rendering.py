@@ -33,6 +33,10 @@ INTERRUPTED_NOTE = (
     "Interrupted while migrating {schema}: its committed batches are kept; tenants after it were not "
     "started. Re-run to finish."
 )
+DATA_SAFETY = (
+    "The JSON column products.images is only read, never modified. Re-running skips migrated products; "
+    "`--force` rebuilds their rows from the JSON."
+)
 
 
 # Pieces shared by the terminal and Markdown renderings.
@@ -76,12 +80,6 @@ def summary_sentence(report: MigrationReport) -> str:
         f"products.images to the product_images table across {schemas} schema(s); "
         f"{total.already_migrated:,} products already migrated, {len(total.errors):,} errors; {verdict}."
     )
-
-
-DATA_SAFETY = (
-    "The JSON column products.images is only read, never modified. Re-running skips migrated products; "
-    "`--force` rebuilds their rows from the JSON."
-)
 
 
 def check_cell(check: CheckResult) -> str:
