@@ -4,9 +4,65 @@ from collections import Counter
 from io import StringIO
 
 from django.core.management import call_command
+from django.db import connection
 
 from products.demo import DEMO_TENANTS, SEED_DISTRIBUTION, demo_image_counts
 from tests.conftest import run_command
+
+# Copied from ../shared/seed/migration-report.md ("Validation Queries"), with their results there.
+SEED_QUERIES = [
+    ("SELECT COUNT(*) FROM user_1.product_images;", [(19607,)]),
+    ("SELECT COUNT(*) FROM user_1.product_images WHERE is_label = true;", [(3281,)]),
+    (
+        """SELECT product_id, COUNT(*)
+FROM user_1.product_images
+GROUP BY product_id, "order"
+HAVING COUNT(*) > 1;""",
+        [],
+    ),
+    (
+        """WITH jsonb_counts AS (
+    SELECT id, jsonb_array_length(images) as jsonb_count
+    FROM user_1.products
+    WHERE images IS NOT NULL AND deleted_at IS NULL
+),
+table_counts AS (
+    SELECT product_id, COUNT(*) as table_count
+    FROM user_1.product_images
+    GROUP BY product_id
+)
+SELECT COUNT(*) as mismatches
+FROM jsonb_counts j
+LEFT JOIN table_counts t ON j.id = t.product_id
+WHERE j.jsonb_count != COALESCE(t.table_count, 0);""",
+        [(0,)],
+    ),
+    (
+        """WITH max_orders AS (
+    SELECT product_id, MAX("order") as max_order
+    FROM user_1.product_images
+    GROUP BY product_id
+),
+labels AS (
+    SELECT product_id, "order"
+    FROM user_1.product_images
+    WHERE is_label = true
+)
+SELECT COUNT(*) as incorrect_labels
+FROM labels l
+JOIN max_orders m ON l.product_id = m.product_id
+WHERE l."order" != m.max_order;""",
+        [(0,)],
+    ),
+    (
+        """SELECT product_id, COUNT(*)
+FROM user_1.product_images
+WHERE is_label = true
+GROUP BY product_id
+HAVING COUNT(*) > 1;""",
+        [],
+    ),
+]
 
 
 def test_demo_counts_follow_the_seed_distribution_exactly():
@@ -37,6 +93,12 @@ def test_seed_demo_then_migrate_images_gives_the_seed_report_figures(db, tmp_pat
     assert user_1["spot_check"]["product_id"] == 1
     assert [r["is_label"] for r in user_1["spot_check"]["rows"]] == [False, False, False, True]
     assert "user_1   3281       19,607            3,281             0" in output
+
+    # The seed report's six queries, verbatim, give the seed report's results.
+    with connection.cursor() as cursor:
+        for query, expected in SEED_QUERIES:
+            cursor.execute(query)
+            assert cursor.fetchall() == expected, query
 
     code, report, _ = run_command(*args, tmp_path=tmp_path)
     assert code == 0
