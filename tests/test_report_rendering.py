@@ -447,13 +447,17 @@ def test_an_interrupted_run_names_its_tenant_in_every_rendering():
     assert "Interrupted" not in render_markdown(busy_report()) + render_terminal(busy_report())
 
 
-def test_markdown_of_a_check_run_has_no_results_table():
+def check_run_report() -> MigrationReport:
+    """The hand-built report as ``--check`` makes it: validations only."""
     report = busy_report(mode="check")
     for tenant in report.tenants:
         tenant.run = None
         tenant.busy = False
+    return report
 
-    markdown = render_markdown(report)
+
+def test_markdown_of_a_check_run_has_no_results_table():
+    markdown = render_markdown(check_run_report())
 
     assert "**Mode:** Product images validation (--check, nothing written)" in markdown
     assert "## Results" not in markdown
@@ -537,12 +541,7 @@ def test_terminal_colours_only_when_asked():
 
 
 def test_terminal_of_a_check_run_has_no_results_table():
-    report = busy_report(mode="check")
-    for tenant in report.tenants:
-        tenant.run = None
-        tenant.busy = False
-
-    text = render_terminal(report)
+    text = render_terminal(check_run_report())
 
     assert "Product images validation (--check, nothing written)" in text.splitlines()[0]
     assert "Results" not in text and "TOTAL" not in text
