@@ -28,11 +28,15 @@ class ProductError:
 
 @dataclass
 class Repair:
-    """Products whose images needed one kind of repair; ``sample_ids`` holds the first few."""
+    """Products whose images needed one kind of repair; ``sample_ids`` holds the lowest few ids."""
 
     reason: str
     products: int = 0
     sample_ids: list[int] = field(default_factory=list)
+
+    def add(self, products: int, ids: list[int]) -> None:
+        self.products += products
+        self.sample_ids = sorted(self.sample_ids + ids)[:REPAIR_SAMPLE_SIZE]
 
 
 @dataclass
@@ -52,9 +56,7 @@ class TenantRun:
         for name in COUNTERS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for repair in other.repairs:
-            mine = self.repair(repair.reason)
-            mine.products += repair.products
-            mine.sample_ids = (mine.sample_ids + repair.sample_ids)[:REPAIR_SAMPLE_SIZE]
+            self.repair(repair.reason).add(repair.products, repair.sample_ids)
         self.errors.extend(other.errors)
 
     def repair(self, reason: str) -> Repair:

@@ -1,5 +1,7 @@
 """Read-only queries: the validation of a migrated tenant."""
 
+from collections.abc import Sequence
+
 from psycopg import sql
 
 from products.image_source import source_ctes, table
@@ -68,7 +70,7 @@ WHERE product_id = (SELECT MIN(product_id) FROM {product_images})
 ORDER BY "order";"""
 
 
-def validate_tenant(schema: str, excluded_ids: list[int] = ()) -> Validation:
+def validate_tenant(schema: str, excluded_ids: Sequence[int] = ()) -> Validation:
     """Run the six checks on ``schema``; ``excluded_ids`` are products listed as errors."""
     product_images = table(schema, "product_images")
 
@@ -79,9 +81,7 @@ def validate_tenant(schema: str, excluded_ids: list[int] = ()) -> Validation:
         )
         return query, fetchall(sql.SQL(query))[0]
 
-    distribution = [
-        (count, products) for count, products in fetchall(sql.SQL(DISTRIBUTION).format(product_images=product_images))
-    ]
+    distribution = fetchall(sql.SQL(DISTRIBUTION).format(product_images=product_images))
     several = sum(products for count, products in distribution if count >= 2)
 
     total_sql, (total_images,) = run(TOTAL_IMAGES)

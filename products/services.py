@@ -18,7 +18,7 @@ from django.db import DatabaseError, connection, transaction
 from psycopg import sql
 
 from products.image_source import source_ctes, table
-from products.report import REPAIR_SAMPLE_SIZE, MigrationReport, ProductError, TenantReport, TenantRun
+from products.report import MigrationReport, ProductError, TenantReport, TenantRun
 from products.selectors import validate_tenant
 from stoflow.db import fetchall
 
@@ -281,8 +281,5 @@ def _tally(schema: str, groups: list[tuple], run: TenantRun) -> None:
             if repairs:
                 run.repaired += products
                 for reason in repairs:
-                    repair = run.repair(reason)
-                    repair.products += products
-                    # Batches come in id order: the lowest ids make the sample.
-                    repair.sample_ids = sorted(repair.sample_ids + ids)[:REPAIR_SAMPLE_SIZE]
+                    run.repair(reason).add(products, ids)
     run.errors.extend(sorted(errors, key=lambda product_error: product_error.product_id))
