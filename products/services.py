@@ -190,15 +190,12 @@ def _timed(tenant: TenantReport, phase: str) -> Iterator[None]:
 def tenant_lock(schema: str) -> Iterator[bool]:
     """A session-level advisory lock on the tenant: yields False when another run holds it."""
     key = {"namespace": ADVISORY_LOCK_NAMESPACE, "schema": schema}
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT pg_try_advisory_lock({LOCK_KEY_SQL})", key)
-        acquired = cursor.fetchone()[0]
+    ((acquired,),) = fetchall(sql.SQL(f"SELECT pg_try_advisory_lock({LOCK_KEY_SQL})"), key)
     try:
         yield acquired
     finally:
         if acquired:
-            with connection.cursor() as cursor:
-                cursor.execute(f"SELECT pg_advisory_unlock({LOCK_KEY_SQL})", key)
+            fetchall(sql.SQL(f"SELECT pg_advisory_unlock({LOCK_KEY_SQL})"), key)
 
 
 def _migrate_batches(schema: str, options: MigrationOptions, progress: Progress) -> TenantRun:

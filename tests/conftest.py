@@ -6,11 +6,10 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
 from django_tenants.utils import schema_context
 from psycopg import sql
 
-from stoflow.db import as_text
+from stoflow.db import fetchall
 from stoflow.tenants.services import ensure_tenant
 from tests.factories import ProductFactory
 
@@ -40,15 +39,12 @@ def committed_db(django_db_setup, django_db_blocker):
         try:
             yield
         finally:
-            with connection.cursor() as cursor:
-                for schema in TEST_TENANTS:
-                    cursor.execute(
-                        as_text(
-                            sql.SQL("TRUNCATE {}, {} RESTART IDENTITY CASCADE").format(
-                                sql.Identifier(schema, "product_images"), sql.Identifier(schema, "products")
-                            )
-                        )
+            for schema in TEST_TENANTS:
+                fetchall(
+                    sql.SQL("TRUNCATE {}, {} RESTART IDENTITY CASCADE").format(
+                        sql.Identifier(schema, "product_images"), sql.Identifier(schema, "products")
                     )
+                )
 
 
 def make_product(schema: str = TENANT, **fields):
@@ -70,16 +66,8 @@ def entries(count: int, first_order: int = 1) -> list[dict]:
 
 def image_rows(product_id: int, schema: str = TENANT) -> list[tuple]:
     """The product's rows as (order, is_label, url, created_at), by order."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            as_text(
-                sql.SQL(
-                    'SELECT "order", is_label, url, created_at FROM {} WHERE product_id = %s ORDER BY "order"'
-                ).format(sql.Identifier(schema, "product_images"))
-            ),
-            [product_id],
-        )
-        return cursor.fetchall()
+    query = sql.SQL('SELECT "order", is_label, url, created_at FROM {} WHERE product_id = %(id)s ORDER BY "order"')
+    return fetchall(query.format(sql.Identifier(schema, "product_images")), {"id": product_id})
 
 
 def run_command(*args: str, tmp_path: Path | None = None) -> tuple[int, dict | None, str]:

@@ -8,11 +8,10 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
-from django.db import connection
 from psycopg import sql
 
 from products.report import ExitCode
-from stoflow.db import as_text
+from stoflow.db import fetchall
 from tests.conftest import OTHER_TENANT, TENANT, entries, image_rows, make_product, run_command
 
 
@@ -24,26 +23,21 @@ def execute(statement: str, params: dict | None = None, schema: str = TENANT, **
         schema=sql.Identifier(schema),
         **{key: sql.Identifier(value) for key, value in names.items()},
     )
-    with connection.cursor() as cursor:
-        cursor.execute(as_text(query), params or {})
+    fetchall(query, params)
 
 
 def scalar(statement: str, params: dict | None = None, schema: str = TENANT):
     query = sql.SQL(statement).format(
         images=sql.Identifier(schema, "product_images"), products=sql.Identifier(schema, "products")
     )
-    with connection.cursor() as cursor:
-        cursor.execute(as_text(query), params or {})
-        return cursor.fetchone()[0]
+    return fetchall(query, params)[0][0]
 
 
 def all_rows(schema: str = TENANT) -> list[tuple]:
     query = sql.SQL('SELECT id, product_id, "order", is_label, url, created_at, updated_at FROM {} ORDER BY id').format(
         sql.Identifier(schema, "product_images")
     )
-    with connection.cursor() as cursor:
-        cursor.execute(as_text(query))
-        return cursor.fetchall()
+    return fetchall(query)
 
 
 def checks_of(report: dict, schema: str = TENANT) -> dict[int, dict]:
