@@ -27,8 +27,10 @@ REPAIR_ORDER_INVALID = "order missing, negative or not an integer: renumbered 0.
 REPAIR_ORDER_DUPLICATE = "duplicate orders: renumbered 0..n-1"
 REPAIR_CREATED_AT = "created_at missing or unparseable: product's created_at used"
 
+# decoded is read twice; NOT MATERIALIZED keeps PostgreSQL from spooling every
+# product's JSON to a temporary store (and sorting it) where an index scan serves.
 _SOURCE_CTES = """
-decoded AS (
+decoded AS NOT MATERIALIZED (
     SELECT p.id,
            p.created_at AS product_created_at,
            p.deleted_at IS NOT NULL AS is_deleted,

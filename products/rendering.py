@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from products.report import CheckResult, MigrationReport, TenantReport, TenantRun, Validation
+from products.report import CheckResult, Interruption, MigrationReport, TenantReport, TenantRun, Validation
 
 SUMMARY_COLUMNS = [
     "Schema",
@@ -29,10 +29,6 @@ MODE_TITLES = {
     "check": "Product images validation (--check, nothing written)",
 }
 
-INTERRUPTED_NOTE = (
-    "Interrupted while migrating {schema}: its committed batches are kept; tenants after it were not "
-    "started. Re-run to finish."
-)
 DATA_SAFETY = (
     "The JSON column products.images is only read, never modified. Re-running skips migrated products; "
     "`--force` rebuilds their rows from the JSON."
@@ -40,6 +36,14 @@ DATA_SAFETY = (
 
 
 # Pieces shared by the terminal and Markdown renderings.
+
+
+def interruption_note(interruption: Interruption) -> str:
+    stopped = ", ".join(interruption.stopped_in) or "no tenant (between tenants)"
+    return (
+        f"Interrupted while migrating {stopped}: committed batches are kept; "
+        f"{len(interruption.not_started)} tenant(s) not started. Re-run to finish."
+    )
 
 
 def _run_cells(run: TenantRun) -> list[str]:
@@ -175,8 +179,8 @@ def render_terminal(report: MigrationReport, *, width: int = 120, color: bool = 
         console.print(table)
     for schema in report.busy_tenants:
         console.print(f"[yellow]{schema}: busy, another migrate_images run holds its lock; skipped.[/]")
-    if report.interrupted_in:
-        console.print(f"[yellow]{INTERRUPTED_NOTE.format(schema=report.interrupted_in)}[/]")
+    if report.interruption:
+        console.print(f"[yellow]{escape(interruption_note(report.interruption))}[/]")
 
     console.print("Time: " + ", ".join(f"{phase} {seconds:.2f} s" for phase, seconds in _phase_rows(report)))
     return buffer.getvalue()
@@ -259,8 +263,8 @@ def render_markdown(report: MigrationReport) -> str:
     if report.busy_tenants:
         lines += ["## Skipped", ""] + [f"- {s}: busy (another run held its lock)" for s in report.busy_tenants] + [""]
 
-    if report.interrupted_in:
-        lines += ["## Interrupted", "", INTERRUPTED_NOTE.format(schema=report.interrupted_in), ""]
+    if report.interruption:
+        lines += ["## Interrupted", "", interruption_note(report.interruption), ""]
     lines += ["## Performance", ""] + [f"- **{phase}:** {seconds:.2f} s" for phase, seconds in _phase_rows(report)]
     lines += ["", f"**Exit status:** {int(report.exit_code)} ({report.exit_code.name})", ""]
     return "\n".join(lines)

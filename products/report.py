@@ -123,11 +123,19 @@ class TenantReport:
 
 
 @dataclass
+class Interruption:
+    """Ctrl-C stopped the run: committed batches are kept, a re-run finishes the job."""
+
+    stopped_in: list[str]  # tenants being migrated when it came
+    not_started: list[str]
+
+
+@dataclass
 class MigrationReport:
     mode: str  # "live", "dry-run" or "check"
     started_at: datetime
     tenants: list[TenantReport] = field(default_factory=list)
-    interrupted_in: str | None = None  # the tenant being migrated when Ctrl-C came
+    interruption: Interruption | None = None
 
     @property
     def total(self) -> TenantRun:
@@ -166,7 +174,7 @@ class MigrationReport:
 
     @property
     def exit_code(self) -> ExitCode:
-        if self.interrupted_in:
+        if self.interruption:
             return ExitCode.INTERRUPTED
         if self.failed_checks:
             return ExitCode.CHECK_FAILED

@@ -8,8 +8,10 @@ and a re-run finishes the job. The JSON column is only ever read.
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,7 +20,7 @@ from django.db import DatabaseError, connection, transaction
 from psycopg import sql
 
 from products.image_source import source_ctes, table
-from products.report import MigrationReport, ProductError, TenantReport, TenantRun
+from products.report import Interruption, MigrationReport, ProductError, TenantReport, TenantRun
 from products.selectors import validate_tenant
 from stoflow.db import fetchall
 
@@ -42,6 +44,7 @@ class MigrationOptions:
     dry_run: bool = False
     force: bool = False
     batch_size: int = 1000
+    jobs: int = 1  # tenants migrated at once, each worker on its own database connection
 
 
 class Progress:
@@ -119,18 +122,97 @@ _BATCH_END = """SELECT max(id) FROM (
 
 
 def migrate_images(schemas: list[str], options: MigrationOptions, progress: Progress | None = None) -> MigrationReport:
-    """Migrate and validate each tenant in turn; Ctrl-C ends the run with what is done."""
+    """Migrate and validate each tenant; Ctrl-C ends the run with what is done."""
     report = MigrationReport(mode="dry-run" if options.dry_run else "live", started_at=datetime.now(UTC))
     progress = progress or Progress()
-    for schema in schemas:
-        try:
-            report.tenants.append(migrate_tenant(schema, options, progress))
-        except DatabaseError as exc:
-            raise MigrationAborted(schema, exc) from exc
-        except KeyboardInterrupt:
-            report.interrupted_in = schema
-            break
+    report.tenants, report.interruption = for_each_tenant(
+        schemas, options.jobs, lambda schema, stop: migrate_tenant(schema, options, progress, stop)
+    )
     return report
+
+
+TenantWork = Callable[[str, threading.Event], TenantReport]
+
+
+def for_each_tenant(schemas: list[str], jobs: int, work: TenantWork) -> tuple[list[TenantReport], Interruption | None]:
+    """Run ``work`` on each tenant, ``jobs`` at a time; reports come back in the order of ``schemas``.
+
+    ``work`` gets an event set on Ctrl-C (parallel workers never see the signal
+    themselves) and stops between batches by raising KeyboardInterrupt.
+    """
+    if jobs == 1:
+        # In the calling thread and on its connection (tests run inside their transaction).
+        reports = []
+        for number, schema in enumerate(schemas):
+            try:
+                reports.append(_run_work(work, schema, threading.Event()))
+            except KeyboardInterrupt:
+                return reports, Interruption(stopped_in=[schema], not_started=schemas[number + 1 :])
+        return reports, None
+    return _for_each_tenant_in_parallel(schemas, jobs, work)
+
+
+def _for_each_tenant_in_parallel(
+    schemas: list[str], jobs: int, work: TenantWork
+) -> tuple[list[TenantReport], Interruption | None]:
+    pending: queue.SimpleQueue[str] = queue.SimpleQueue()
+    for schema in schemas:
+        pending.put(schema)
+    stop = threading.Event()
+    done: dict[str, TenantReport] = {}
+    stopped_in: list[str] = []
+    failures: list[MigrationAborted] = []
+
+    def worker() -> None:
+        try:
+            while not stop.is_set():
+                try:
+                    schema = pending.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    done[schema] = _run_work(work, schema, stop)
+                except KeyboardInterrupt:
+                    stopped_in.append(schema)
+                except MigrationAborted as exc:
+                    failures.append(exc)
+                    stop.set()
+        finally:
+            connection.close()  # each worker thread opened its own
+            finished.put(threading.current_thread().name)
+
+    # Workers report their end on a queue rather than being joined: on Python 3.11
+    # a join cut short by Ctrl-C can mark a thread that is still running as stopped.
+    finished: queue.SimpleQueue[str] = queue.SimpleQueue()
+    running = min(jobs, len(schemas))
+    for number in range(running):
+        threading.Thread(target=worker, name=f"migrate_images-{number}").start()
+    interrupted = False
+    while running:
+        try:
+            # A short wait, so Ctrl-C is handled promptly whichever thread the signal reached.
+            finished.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        except KeyboardInterrupt:
+            interrupted = True
+            stop.set()
+            continue
+        running -= 1
+    if failures:
+        raise failures[0]
+    reports = [done[schema] for schema in schemas if schema in done]
+    if not interrupted:
+        return reports, None
+    not_started = [schema for schema in schemas if schema not in done and schema not in stopped_in]
+    return reports, Interruption(stopped_in=sorted(stopped_in, key=schemas.index), not_started=not_started)
+
+
+def _run_work(work: TenantWork, schema: str, stop: threading.Event) -> TenantReport:
+    try:
+        return work(schema, stop)
+    except DatabaseError as exc:
+        raise MigrationAborted(schema, exc) from exc
 
 
 def preflight_problems(schemas: list[str]) -> list[str]:
@@ -152,18 +234,23 @@ def preflight_problems(schemas: list[str]) -> list[str]:
     return problems
 
 
-def check_images(schemas: list[str]) -> MigrationReport:
+def check_images(schemas: list[str], jobs: int = 1) -> MigrationReport:
     """Validation only: the six checks per tenant, nothing written."""
     report = MigrationReport(mode="check", started_at=datetime.now(UTC))
-    for schema in schemas:
-        tenant = TenantReport(schema)
-        with _timed(tenant, "validate"):
-            tenant.validation = validate_tenant(schema)
-        report.tenants.append(tenant)
+    report.tenants, report.interruption = for_each_tenant(schemas, jobs, lambda schema, stop: check_tenant(schema))
     return report
 
 
-def migrate_tenant(schema: str, options: MigrationOptions, progress: Progress) -> TenantReport:
+def check_tenant(schema: str) -> TenantReport:
+    tenant = TenantReport(schema)
+    with _timed(tenant, "validate"):
+        tenant.validation = validate_tenant(schema)
+    return tenant
+
+
+def migrate_tenant(
+    schema: str, options: MigrationOptions, progress: Progress, stop: threading.Event | None = None
+) -> TenantReport:
     with tenant_lock(schema) as acquired:
         if not acquired:
             return TenantReport(schema, busy=True)
@@ -171,7 +258,7 @@ def migrate_tenant(schema: str, options: MigrationOptions, progress: Progress) -
         with transaction.atomic() if options.dry_run else nullcontext():
             tenant = TenantReport(schema)
             with _timed(tenant, "migrate"):
-                tenant.run = _migrate_batches(schema, options, progress)
+                tenant.run = _migrate_batches(schema, options, progress, stop or threading.Event())
             with _timed(tenant, "validate"):
                 tenant.validation = validate_tenant(schema, [error.product_id for error in tenant.run.errors])
             if options.dry_run:
@@ -198,7 +285,7 @@ def tenant_lock(schema: str) -> Iterator[bool]:
             fetchall(sql.SQL(f"SELECT pg_advisory_unlock({LOCK_KEY_SQL})"), key)
 
 
-def _migrate_batches(schema: str, options: MigrationOptions, progress: Progress) -> TenantRun:
+def _migrate_batches(schema: str, options: MigrationOptions, progress: Progress, stop: threading.Event) -> TenantRun:
     products = table(schema, "products")
     run = TenantRun()
     remaining = fetchall(sql.SQL("SELECT count(*) FROM {}").format(products), {})[0][0]
@@ -206,6 +293,8 @@ def _migrate_batches(schema: str, options: MigrationOptions, progress: Progress)
     batch_end = sql.SQL(_BATCH_END).format(products=products)
     after = 0
     while True:
+        if stop.is_set():
+            raise KeyboardInterrupt
         (upto,) = fetchall(batch_end, {"after": after, "batch_size": options.batch_size})[0]
         if upto is None:
             break

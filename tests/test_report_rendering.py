@@ -16,6 +16,7 @@ from products.report import (
     REPAIR_SAMPLE_SIZE,
     CheckResult,
     ExitCode,
+    Interruption,
     MigrationReport,
     ProductError,
     Repair,
@@ -134,7 +135,7 @@ def test_json_report_figures_equal_the_run(catalogue, tenant, tmp_path):
     assert report == json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
     assert report["exit_code"] == code
     assert report["mode"] == "live"
-    assert report["interrupted_in"] is None
+    assert report["interruption"] is None
     assert datetime.fromisoformat(report["started_at"]).tzinfo is not None
     [tenant_report] = report["tenants"]
     assert tenant_report["schema"] == tenant and tenant_report["busy"] is False
@@ -245,6 +246,9 @@ def checks(failures: dict[int, tuple[int, int]] | None = None) -> list[CheckResu
     ]
 
 
+INTERRUPTED_IN_C = Interruption(stopped_in=["tenant_c"], not_started=["tenant_d"])
+
+
 def busy_report(**changes) -> MigrationReport:
     """tenant_a migrated with an error, a repair and a FAIL check; tenant_b busy; tenant_c clean."""
     tenant_a = TenantReport(
@@ -346,18 +350,18 @@ def without_busy(report: MigrationReport) -> MigrationReport:
 
 
 @pytest.mark.parametrize(
-    ("remove", "interrupted_in", "expected"),
+    ("remove", "interruption", "expected"),
     [
-        ([], "tenant_c", ExitCode.INTERRUPTED),
+        ([], INTERRUPTED_IN_C, ExitCode.INTERRUPTED),
         ([], None, ExitCode.CHECK_FAILED),
         ([without_failed_check], None, ExitCode.PRODUCT_ERRORS),
         ([without_failed_check, without_errors], None, ExitCode.TENANT_BUSY),
         ([without_failed_check, without_errors, without_busy], None, ExitCode.OK),
-        ([without_failed_check, without_errors, without_busy], "tenant_c", ExitCode.INTERRUPTED),
+        ([without_failed_check, without_errors, without_busy], INTERRUPTED_IN_C, ExitCode.INTERRUPTED),
     ],
 )
-def test_exit_code(remove, interrupted_in, expected):
-    report = busy_report(interrupted_in=interrupted_in)
+def test_exit_code(remove, interruption, expected):
+    report = busy_report(interruption=interruption)
     for change in remove:
         report = change(report)
     assert report.exit_code == expected
@@ -368,7 +372,7 @@ def test_exit_code(remove, interrupted_in, expected):
 def test_exit_code_precedence_is_the_order_exit_codes_are_listed_in():
     """ExitCode says: when several apply, the first listed wins (--help repeats it)."""
     conditions = {
-        ExitCode.INTERRUPTED: lambda r: setattr(r, "interrupted_in", "t"),
+        ExitCode.INTERRUPTED: lambda r: setattr(r, "interruption", INTERRUPTED_IN_C),
         ExitCode.CHECK_FAILED: lambda r: setattr(r.tenants[0].validation, "checks", checks({1: (1, 2)})),
         ExitCode.PRODUCT_ERRORS: lambda r: r.tenants[0].run.errors.append(ProductError("t", 1, "bad")),
         ExitCode.TENANT_BUSY: lambda r: r.tenants.append(TenantReport("busy", busy=True)),
@@ -436,14 +440,15 @@ def test_markdown_rendering():
 
 
 def test_an_interrupted_run_names_its_tenant_in_every_rendering():
-    report = busy_report(interrupted_in="tenant_c")
+    report = busy_report(interruption=INTERRUPTED_IN_C)
 
     markdown = render_markdown(report)
     interrupted = md_section(markdown, "Interrupted")
     assert "Interrupted while migrating tenant_c" in interrupted and "Re-run to finish." in interrupted
+    assert "1 tenant(s) not started" in interrupted
     assert markdown.endswith("**Exit status:** 130 (INTERRUPTED)\n")
     assert "Interrupted while migrating tenant_c" in " ".join(render_terminal(report).split())
-    assert json.loads(render_json(report))["interrupted_in"] == "tenant_c"
+    assert json.loads(render_json(report))["interruption"] == {"stopped_in": ["tenant_c"], "not_started": ["tenant_d"]}
     assert "Interrupted" not in render_markdown(busy_report()) + render_terminal(busy_report())
 
 
@@ -476,7 +481,7 @@ def test_json_rendering():
     assert data["mode"] == "live"
     assert data["started_at"] == "2026-01-15T09:30:00+00:00"
     assert data["exit_code"] == 3
-    assert data["interrupted_in"] is None
+    assert data["interruption"] is None
     assert data["seconds"] == {"migrate": 1.5, "validate": 1.0}
     assert data["total"] == dataclasses.asdict(report.total)
     assert data["total"]["images_migrated"] == 19_612

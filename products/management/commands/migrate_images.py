@@ -82,6 +82,14 @@ class Command(BaseCommand):
             help="Do not prompt the user for input of any kind.",
         )
         parser.add_argument(
+            "--jobs",
+            type=int,
+            default=MigrationOptions.jobs,
+            metavar="N",
+            help="Tenants to work on at once, each on its own database connection (default "
+            f"{MigrationOptions.jobs}). The report is the same as a serial run's, in tenant order.",
+        )
+        parser.add_argument(
             "--batch-size",
             type=int,
             default=MigrationOptions.batch_size,
@@ -92,8 +100,9 @@ class Command(BaseCommand):
         parser.add_argument("--json", metavar="PATH", help="Also write the report as JSON to PATH ('-' for stdout).")
 
     def handle(self, *args, **options):
-        if options["batch_size"] < 1:
-            raise CommandError("--batch-size must be at least 1.", returncode=ExitCode.USAGE)
+        for option in ("batch_size", "jobs"):
+            if options[option] < 1:
+                raise CommandError(f"--{option.replace('_', '-')} must be at least 1.", returncode=ExitCode.USAGE)
         if options["check"] and options["force"]:
             raise CommandError("--check writes nothing; it cannot be combined with --force.", returncode=ExitCode.USAGE)
         schemas = self.selected_schemas(options["schemas"])
@@ -103,20 +112,23 @@ class Command(BaseCommand):
         if options["force"] and not options["dry_run"] and options["interactive"]:
             self.confirm_force(schemas)
 
-        if options["check"]:
-            report = check_images(schemas)
-        else:
-            migration_options = MigrationOptions(
-                dry_run=options["dry_run"], force=options["force"], batch_size=options["batch_size"]
-            )
-            try:
+        try:
+            if options["check"]:
+                report = check_images(schemas, options["jobs"])
+            else:
+                migration_options = MigrationOptions(
+                    dry_run=options["dry_run"],
+                    force=options["force"],
+                    batch_size=options["batch_size"],
+                    jobs=options["jobs"],
+                )
                 with self.progress(options, len(schemas)) as progress:
                     report = migrate_images(schemas, migration_options, progress)
-            except MigrationAborted as exc:
-                raise CommandError(
-                    f"Stopped by a database failure in {exc}. Batches committed before it are kept; re-run to finish.",
-                    returncode=ExitCode.DATABASE_FAILURE,
-                ) from exc
+        except MigrationAborted as exc:
+            raise CommandError(
+                f"Stopped by a database failure in {exc}. Batches committed before it are kept; re-run to finish.",
+                returncode=ExitCode.DATABASE_FAILURE,
+            ) from exc
         self.write_report(report, options)
 
         if report.exit_code != ExitCode.OK:
@@ -186,8 +198,9 @@ class Command(BaseCommand):
     @staticmethod
     def failure_message(report: MigrationReport) -> str:
         problems = []
-        if report.interrupted_in:
-            problems.append(f"interrupted in {report.interrupted_in}: committed batches are kept, re-run to finish")
+        if report.interruption:
+            stopped = ", ".join(report.interruption.stopped_in) or "between tenants"
+            problems.append(f"interrupted in {stopped}: committed batches are kept, re-run to finish")
         if report.failed_checks:
             problems.append(f"{len(report.failed_checks)} check(s) FAIL")
         if report.errors:

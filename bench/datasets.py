@@ -1,0 +1,106 @@
+"""The benchmark's data sets: the seed report's catalogue scaled up, and many small tenants.
+
+Each set lives in tenants of its own (``bench_1x``, ``bench_30x``, ...), in the
+benchmark's own database, and is built once: a later run finds it and reuses it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.core.management import call_command
+from django.db import transaction
+from psycopg import sql
+
+from products.demo import SEED_DISTRIBUTION, demo_image_counts, fill_products
+from products.image_source import table
+from stoflow.db import fetchall
+from stoflow.tenants.models import Tenant
+from stoflow.tenants.services import ensure_public_tenant, ensure_tenant, register_existing_schemas
+
+FAN_OUT_PREFIX = "bench_fan_"
+
+
+@dataclass(frozen=True)
+class DataSet:
+    name: str
+    schemas: list[str]
+    image_counts: list[int]  # images per product, the same in every schema of the set
+
+    @property
+    def products(self) -> int:
+        return len(self.schemas) * len(self.image_counts)
+
+    @property
+    def images(self) -> int:
+        return len(self.schemas) * sum(self.image_counts)
+
+
+def scaled_set(factor: int) -> DataSet:
+    """The seed catalogue (3,281 products, 19,607 images) times ``factor``, in one tenant."""
+    distribution = {images: products * factor for images, products in SEED_DISTRIBUTION.items()}
+    return DataSet(f"{factor}x", [f"bench_{factor}x"], demo_image_counts(distribution))
+
+
+def fan_out_set(tenants: int = 1000, products: int = 20) -> DataSet:
+    """Many small tenants, each holding the first ``products`` products of the seed catalogue."""
+    schemas = [f"{FAN_OUT_PREFIX}{number:04d}" for number in range(1, tenants + 1)]
+    return DataSet(f"{tenants} tenants x {products}", schemas, demo_image_counts()[:products])
+
+
+def prepare_database() -> None:
+    call_command("migrate_schemas", "--shared", interactive=False, verbosity=0)
+    ensure_public_tenant()
+
+
+def ensure_data_set(data_set: DataSet) -> bool:
+    """Build the set unless it is already there, whole; True when it was built."""
+    if _is_complete(data_set):
+        return False
+    template, *copies = data_set.schemas
+    ensure_tenant(template)
+    # Creating a tenant runs every migration (about a second each); copying the
+    # template's tables takes milliseconds, which matters for a thousand tenants.
+    existing = set(Tenant.objects.filter(schema_name__in=copies).values_list("schema_name", flat=True))
+    new_copies = [schema for schema in copies if schema not in existing]
+    with transaction.atomic():
+        for schema in new_copies:
+            _copy_tenant_tables(template, schema)
+        register_existing_schemas(new_copies)
+    for schema in data_set.schemas:
+        fetchall(
+            sql.SQL("TRUNCATE {}, {} RESTART IDENTITY").format(
+                table(schema, "product_images"), table(schema, "products")
+            )
+        )
+        fill_products(schema, data_set.image_counts)
+        fetchall(sql.SQL("ANALYZE {}").format(table(schema, "products")))
+    return True
+
+
+def _is_complete(data_set: DataSet) -> bool:
+    registered = Tenant.objects.filter(schema_name__in=data_set.schemas).count()
+    if registered != len(data_set.schemas):
+        return False
+    counts = sql.SQL(" UNION ALL ").join(
+        sql.SQL("SELECT count(*) FROM {}").format(table(schema, "products")) for schema in data_set.schemas
+    )
+    total = fetchall(sql.SQL("SELECT sum(count) FROM ({}) AS counts").format(counts))[0][0]
+    return total == data_set.products
+
+
+def _copy_tenant_tables(template: str, schema: str) -> None:
+    """A new tenant schema with the template's tables (constraints, indexes, migration records)."""
+    statements = [
+        "CREATE SCHEMA {new}",
+        "CREATE TABLE {new}.django_migrations (LIKE {template}.django_migrations INCLUDING ALL)",
+        "INSERT INTO {new}.django_migrations SELECT * FROM {template}.django_migrations",
+        "CREATE TABLE {new}.products (LIKE {template}.products INCLUDING ALL)",
+        "CREATE TABLE {new}.product_images (LIKE {template}.product_images INCLUDING ALL)",
+        # LIKE copies no foreign key: add Django's, deferred as Django makes it.
+        "ALTER TABLE {new}.product_images ADD CONSTRAINT product_images_product_id_fk FOREIGN KEY (product_id) "
+        "REFERENCES {new}.products (id) DEFERRABLE INITIALLY DEFERRED",
+    ]
+    names = {"new": sql.Identifier(schema), "template": sql.Identifier(template)}
+    for statement in statements:
+        fetchall(sql.SQL(statement).format(**names))

@@ -1,0 +1,206 @@
+"""The benchmark's figures, its targets (issue 3) and their rendering."""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from django.db import connection
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from bench.run import SetResult
+
+
+@dataclass(frozen=True)
+class Figures:
+    """One data set's medians, and what follows from them."""
+
+    name: str
+    tenants: int
+    products: int
+    images: int
+    jobs: int
+    migrate: float
+    dry_run: float
+    validate: float
+    whole: float
+    peak_rss_mb: float
+    reference: float
+    floor: float
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.migrate
+
+    @property
+    def speedup_over_reference(self) -> float:
+        return self.reference / self.migrate
+
+    @property
+    def ratio_to_floor(self) -> float:
+        return self.migrate / self.floor
+
+    @property
+    def per_tenant_ms(self) -> float:
+        return 1000 * (self.migrate + self.validate) / self.tenants
+
+
+@dataclass(frozen=True)
+class Target:
+    description: str
+    measured: str
+    met: bool
+    shortfall: str = ""
+
+
+def figures(result: SetResult) -> Figures:
+    data_set = result.data_set
+    return Figures(
+        name=data_set.name,
+        tenants=len(data_set.schemas),
+        products=data_set.products,
+        images=data_set.images,
+        jobs=result.jobs,
+        migrate=result.median("live", "migrate"),
+        dry_run=result.median("dry_run", "migrate"),
+        validate=result.median("live", "validate"),
+        whole=result.median("live", "wall"),
+        peak_rss_mb=max(run.peak_rss_mb for run in result.live + result.dry_run),
+        reference=result.median("reference"),
+        floor=result.median("floor"),
+    )
+
+
+def targets(results: list[SetResult]) -> list[Target]:
+    """Issue 3's targets for the sets measured in this run."""
+    by_name = {figures(result).name: figures(result) for result in results}
+    found = []
+    if one := by_name.get("1x"):
+        found.append(_at_most("1x: whole command (start-up, migrate, validate, report)", one.whole, 1.5, "s"))
+    if thirty := by_name.get("30x"):
+        found += [
+            _at_least("30x: migrate faster than the per-row reference", thirty.speedup_over_reference, 12, "x"),
+            _at_most("30x: migrate time / insert floor", thirty.ratio_to_floor, 1.5, "x"),
+            _at_most("30x: validation of the tenant", thirty.validate, 1.5, "s"),
+            # Medians of separate runs jitter by a few percent: 5% counts as equal.
+            _at_most("30x: dry run / live run (5% noise allowed)", thirty.dry_run / thirty.migrate, 1.05, "x"),
+        ]
+    if hundred := by_name.get("100x"):
+        found.append(_at_most("100x: peak RSS of the command", hundred.peak_rss_mb, 150, "MB"))
+        if one:
+            growth = hundred.peak_rss_mb / one.peak_rss_mb - 1
+            found.append(_at_most("100x: peak RSS growth over 1x", 100 * growth, 30, "%"))
+    for fan_out in (values for values in by_name.values() if values.tenants > 1):
+        found.append(_at_most(f"{fan_out.name}: migrate and validate, --jobs {fan_out.jobs}", fan_out.whole, 30, "s"))
+    return found
+
+
+def _at_most(description: str, measured: float, limit: float, unit: str) -> Target:
+    met = measured <= limit
+    over = f"{measured - limit:.2f} {unit} over ({(measured / limit - 1) * 100:.0f}% above the limit)"
+    return Target(f"{description} <= {limit:g} {unit}", f"{measured:.2f} {unit}", met, "" if met else over)
+
+
+def _at_least(description: str, measured: float, limit: float, unit: str) -> Target:
+    met = measured >= limit
+    under = f"{limit - measured:.2f} {unit} short ({(1 - measured / limit) * 100:.0f}% below the target)"
+    return Target(f"{description} >= {limit:g} {unit}", f"{measured:.2f} {unit}", met, "" if met else under)
+
+
+def machine_description() -> dict[str, str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        (server_version,) = cursor.fetchone()
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": _cpu_model(),
+        "cores": str(os.cpu_count()),
+        "memory": _memory(),
+        "python": platform.python_version(),
+        "postgresql": f"{server_version} ({'DATABASE_URL' if os.environ.get('DATABASE_URL') else 'embedded, local'})",
+        "os": platform.platform(),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):  # noqa: SIM115
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _memory() -> str:
+    try:
+        pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return "unknown"
+    return f"{pages * page_size / 2**30:.0f} GiB"
+
+
+FIGURE_COLUMNS = [
+    ("Data set", lambda f: f.name),
+    ("Tenants", lambda f: f"{f.tenants:,}"),
+    ("Products", lambda f: f"{f.products:,}"),
+    ("Images", lambda f: f"{f.images:,}"),
+    ("Migrate s", lambda f: f"{f.migrate:.2f}"),
+    ("Dry run s", lambda f: f"{f.dry_run:.2f}"),
+    ("Validate s", lambda f: f"{f.validate:.2f}"),
+    ("Whole s", lambda f: f"{f.whole:.2f}"),
+    ("Images/s", lambda f: f"{f.images_per_second:,.0f}"),
+    ("Per-row s", lambda f: f"{f.reference:.2f}"),
+    ("vs per-row", lambda f: f"{f.speedup_over_reference:.1f}x faster"),
+    ("Floor s", lambda f: f"{f.floor:.2f}"),
+    ("vs floor", lambda f: f"{f.ratio_to_floor:.2f}x"),
+    ("Peak RSS MB", lambda f: f"{f.peak_rss_mb:.0f}"),
+    ("Per tenant ms", lambda f: f"{f.per_tenant_ms:.1f}"),
+]
+
+NOTES = [
+    "Migrate, dry run and validate: the command's own phase timings (its JSON report), summed over tenants.",
+    "Whole: the live command as a process, Django start-up and report included (with --jobs for many tenants).",
+    "Per-row: bench/per_row_reference.py, the seed script's method. Floor: one INSERT ... SELECT from "
+    "generate_series of as many rows into a copy of product_images (constraints, indexes, foreign key).",
+    "Per tenant: (migrate + validate) / tenants; on the many-tenant set it is almost all per-tenant overhead.",
+]
+
+
+def render_terminal(results: list[SetResult], machine: dict[str, str]) -> str:
+    console = Console(record=True, width=200)
+    table = Table(title=f"migrate_images benchmark (medians of {len(results[0].live)} runs)")
+    for header, _ in FIGURE_COLUMNS:
+        table.add_column(header, justify="left" if header == "Data set" else "right")
+    for result in results:
+        values = figures(result)
+        table.add_row(*(cell(values) for _, cell in FIGURE_COLUMNS))
+    with console.capture() as capture:
+        console.print(table)
+        console.print("Machine: " + ", ".join(f"{key} {value}" for key, value in machine.items()))
+        for target in targets(results):
+            verdict = "[green]MET[/]" if target.met else f"[red]MISSED[/] by {target.shortfall}"
+            console.print(f"  {target.description}: {target.measured} {verdict}")
+    return capture.get()
+
+
+def render_markdown(results: list[SetResult], machine: dict[str, str], command: str) -> str:
+    lines = ["# migrate_images benchmark results", "", f"Produced by `{command}` (see `bench/run.py`).", ""]
+    lines += ["## Machine", ""] + [f"- **{key}:** {value}" for key, value in machine.items()] + [""]
+    lines += [f"## Figures (medians of {len(results[0].live)} runs)", ""]
+    lines += ["| " + " | ".join(header for header, _ in FIGURE_COLUMNS) + " |"]
+    lines += ["|" + "|".join("---" for _ in FIGURE_COLUMNS) + "|"]
+    for result in results:
+        values = figures(result)
+        lines.append("| " + " | ".join(cell(values) for _, cell in FIGURE_COLUMNS) + " |")
+    lines += [""] + [f"- {note}" for note in NOTES] + ["", "## Targets", "", "| Target | Measured | Result |"]
+    lines += ["|---|---|---|"]
+    for target in targets(results):
+        verdict = "met" if target.met else f"MISSED by {target.shortfall}"
+        lines.append(f"| {target.description} | {target.measured} | {verdict} |")
+    return "\n".join(lines) + "\n"

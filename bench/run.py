@@ -1,0 +1,185 @@
+"""Benchmark of ``migrate_images``: ``make bench`` (or ``python -m bench.run --help``).
+
+On the same rows, in one run, it times three things per data set:
+
+- our command, run as a user runs it (a separate process; live and dry run),
+- the seed script's per-row method (``bench/per_row_reference.py``),
+- the insert floor: one INSERT ... SELECT from generate_series of as many rows
+  into a table shaped like product_images (same constraints, indexes, foreign key).
+
+Each is timed ``--runs`` times, interleaved, and the medians are reported, with
+the targets of issue 3 and, when one is missed, by how much. The figures and the
+machine's description go to ``bench/RESULTS.md``.
+
+The data sets live in a database of their own (``stoflow_bench``), built on the
+first run and reused afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("STOFLOW_DATABASE_NAME", "stoflow_bench")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "stoflow.settings")
+sys.path.insert(0, str(ROOT))
+
+import django  # noqa: E402
+
+django.setup()
+
+import psycopg  # noqa: E402
+from django.db import connection  # noqa: E402
+from psycopg import sql  # noqa: E402
+
+from bench import per_row_reference  # noqa: E402
+from bench.datasets import DataSet, ensure_data_set, fan_out_set, prepare_database, scaled_set  # noqa: E402
+from bench.report import machine_description, render_markdown, render_terminal, targets  # noqa: E402
+from stoflow.database import connection_kwargs  # noqa: E402
+
+SET_BUILDERS = {
+    "1x": lambda: scaled_set(1),
+    "30x": lambda: scaled_set(30),
+    "100x": lambda: scaled_set(100),
+    "fanout": fan_out_set,
+}
+
+
+@dataclass
+class CommandRun:
+    wall: float  # the whole process: Django start-up, migrate, validate, report
+    migrate: float  # summed over tenants, from the command's own JSON report
+    validate: float
+    peak_rss_mb: float
+
+
+@dataclass
+class SetResult:
+    data_set: DataSet
+    jobs: int
+    live: list[CommandRun] = field(default_factory=list)
+    dry_run: list[CommandRun] = field(default_factory=list)
+    reference: list[float] = field(default_factory=list)
+    floor: list[float] = field(default_factory=list)
+
+    def median(self, runs: str, figure: str | None = None) -> float:
+        values = getattr(self, runs)
+        return statistics.median(getattr(value, figure) for value in values) if figure else statistics.median(values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sets", default=",".join(SET_BUILDERS), help="Data sets to run (default: all).")
+    parser.add_argument("--runs", type=int, default=3, help="Timed runs of each thing; medians reported.")
+    parser.add_argument("--jobs", type=int, default=2, help="--jobs for the many-tenant set (default 2).")
+    parser.add_argument("--batch-size", type=int, help="--batch-size for the command (default: its own).")
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md", help="Markdown output.")
+    args = parser.parse_args(argv)
+
+    prepare_database()
+    command_options = ["--batch-size", str(args.batch_size)] if args.batch_size else []
+    results = []
+    for name in args.sets.split(","):
+        data_set = SET_BUILDERS[name]()
+        started = time.perf_counter()
+        if ensure_data_set(data_set):
+            print(f"built data set {data_set.name} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        jobs = args.jobs if len(data_set.schemas) > 1 else 1
+        results.append(measure(data_set, args.runs, [*command_options, "--jobs", str(jobs)], jobs))
+        print(f"measured {data_set.name}", file=sys.stderr)
+
+    machine = machine_description()
+    print(render_terminal(results, machine))
+    args.results.write_text(render_markdown(results, machine, " ".join(["make bench", *(argv or sys.argv[1:])])))
+    print(f"Figures written to {args.results}")
+    return 0 if all(target.met for target in targets(results)) else 1
+
+
+def measure(data_set: DataSet, runs: int, command_options: list[str], jobs: int) -> SetResult:
+    result = SetResult(data_set, jobs)
+    conninfo = {**connection_kwargs(connection.settings_dict), "dbname": connection.settings_dict["NAME"]}
+    for _ in range(runs):
+        reset(data_set)
+        result.dry_run.append(run_command(data_set, ["--dry-run", *command_options]))
+        result.live.append(run_command(data_set, command_options))
+        reset(data_set)
+        started = time.perf_counter()
+        inserted = per_row_reference.migrate(conninfo, data_set.schemas)
+        result.reference.append(time.perf_counter() - started)
+        assert inserted == data_set.images, f"reference inserted {inserted} images, expected {data_set.images}"
+        result.floor.append(time_insert_floor(data_set, conninfo))
+    return result
+
+
+def run_command(data_set: DataSet, options: list[str]) -> CommandRun:
+    """One ``migrate_images`` process; its peak RSS comes from the kernel (wait4)."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as report_file:
+        argv = [sys.executable, str(ROOT / "manage.py"), "migrate_images", "--no-input", "--json", report_file.name]
+        argv += [argument for schema in data_set.schemas for argument in ("--schema", schema)] + options
+        started = time.perf_counter()
+        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, cwd=ROOT)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode != 0:
+            raise SystemExit(f"migrate_images {' '.join(options)} exited {process.returncode} on {data_set.name}")
+        report = json.loads(Path(report_file.name).read_text())
+    expected = data_set.images
+    migrated = report["total"]["images_migrated"]
+    if migrated != expected:
+        raise SystemExit(f"migrate_images migrated {migrated} images of {data_set.name}, expected {expected}")
+    return CommandRun(wall, report["seconds"]["migrate"], report["seconds"]["validate"], usage.ru_maxrss / 1024)
+
+
+def reset(data_set: DataSet) -> None:
+    tables = sql.SQL(", ").join(sql.Identifier(schema, "product_images") for schema in data_set.schemas)
+    with connection.cursor() as cursor:
+        cursor.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY").format(tables).as_string(connection.connection))
+
+
+def time_insert_floor(data_set: DataSet, conninfo: dict) -> float:
+    """The fastest way to write as many rows: one INSERT ... SELECT, no JSON to read."""
+    schema = data_set.schemas[0]
+    names = {
+        "floor": sql.Identifier(schema, "insert_floor"),
+        "product_images": sql.Identifier(schema, "product_images"),
+        "products": sql.Identifier(schema, "products"),
+    }
+    with psycopg.connect(**conninfo, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {floor}").format(**names))
+        conn.execute(sql.SQL("CREATE TABLE {floor} (LIKE {product_images} INCLUDING ALL)").format(**names))
+        conn.execute(
+            sql.SQL(
+                "ALTER TABLE {floor} ADD FOREIGN KEY (product_id) REFERENCES {products} (id) "
+                "DEFERRABLE INITIALLY DEFERRED"
+            ).format(**names)
+        )
+        bounds = sql.SQL("SELECT min(id), count(*) FROM {products}").format(**names)
+        first_id, products = conn.execute(bounds).fetchone()
+        started = time.perf_counter()
+        conn.execute(
+            sql.SQL(
+                'INSERT INTO {floor} (product_id, url, "order", is_label, created_at, updated_at) '
+                "SELECT %(first_id)s + g %% %(products)s, "
+                "'https://cdn.stoflow.example/products/' || md5(g::text) || '.jpeg', "
+                "g / %(products)s, g / %(products)s = 0, now(), now() "
+                "FROM generate_series(0, %(rows)s - 1) AS g"
+            ).format(**names),
+            {"first_id": first_id, "products": products, "rows": data_set.images},
+        )
+        seconds = time.perf_counter() - started
+        conn.execute(sql.SQL("DROP TABLE {floor}").format(**names))
+    return seconds
+
+
+if __name__ == "__main__":
+    sys.exit(main())
