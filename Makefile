@@ -7,8 +7,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v p
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.requirements-installed
+ADMIN_PORT ?= 8000
 
-.PHONY: demo test install
+.PHONY: demo test install admin
 
 install: $(INSTALLED)
 
@@ -29,3 +30,11 @@ test: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+# The demo in the admin: set up the demo data if needed (quietly), then serve it.
+admin: $(INSTALLED)
+	$(BIN)/python manage.py migrate_schemas --noinput -v 0
+	$(BIN)/python manage.py seed_demo
+	$(BIN)/python manage.py migrate_images -v 0 > /dev/null
+	@echo "Admin: http://127.0.0.1:$(ADMIN_PORT)/admin/ (Ctrl-C stops the server)"
+	$(BIN)/python manage.py runserver 127.0.0.1:$(ADMIN_PORT)

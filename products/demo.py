@@ -3,7 +3,9 @@
 import random
 from dataclasses import dataclass
 
+from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.templatetags.static import static
 from psycopg import sql
 
 from products.image_source import table
@@ -16,11 +18,18 @@ SEED_DISTRIBUTION = {
 }  # fmt: skip
 DEMO_TENANTS = ["user_1", "user_2", "user_4", "user_5"]
 DEMO_CATALOGUE_TENANT = "user_1"
+# Demo image URLs point at pictures the project serves itself (products/static/products/placeholders/
+# 1.svg to 6.svg), so the admin shows them offline; the query string keeps every URL distinct.
+PLACEHOLDER_PICTURES = 6
+# The demo's staff login for the admin; seed_demo prints it. Demo databases only.
+DEMO_STAFF_USERNAME = "staff"
+DEMO_STAFF_PASSWORD = "stoflow-demo"
 
 _FILL_PRODUCTS = """INSERT INTO {products} (title, images, created_at, updated_at, deleted_at)
 SELECT 'Demo product ' || c.n,
        (SELECT jsonb_agg(jsonb_build_object(
-                   'url', 'https://cdn.stoflow.example/products/' || md5(c.n || '-' || k) || '.jpeg',
+                   'url', %(placeholders)s::text || (mod(c.n + k, %(pictures)s) + 1)
+                          || '.svg?image=' || c.n || '-' || k,
                    'order', k,
                    'created_at', to_char(
                        (%(start)s::timestamptz + c.n * interval '1 hour' + k * interval '1 second') AT TIME ZONE 'UTC',
@@ -56,7 +65,15 @@ def fill_products(schema: str, image_counts: list[int]) -> int:
     """Insert one product per entry of ``image_counts``, images in the legacy JSON shape (1-based orders)."""
     query = sql.SQL(_FILL_PRODUCTS).format(products=table(schema, "products"))
     with transaction.atomic():
-        fetchall(query, {"counts": image_counts, "start": "2025-06-01T08:00:00Z"})
+        fetchall(
+            query,
+            {
+                "counts": image_counts,
+                "start": "2025-06-01T08:00:00Z",
+                "placeholders": static("products/placeholders/"),
+                "pictures": PLACEHOLDER_PICTURES,
+            },
+        )
     return len(image_counts)
 
 
@@ -73,3 +90,12 @@ def seed_demo() -> list[DemoTenant]:
             added = fill_products(schema, demo_image_counts())
         result.append(DemoTenant(schema, created, added))
     return result
+
+
+def ensure_demo_staff() -> bool:
+    """The demo staff user, a superuser whose password is the printed one; True when created."""
+    user, created = get_user_model().objects.get_or_create(username=DEMO_STAFF_USERNAME)
+    user.is_staff = user.is_superuser = user.is_active = True
+    user.set_password(DEMO_STAFF_PASSWORD)  # reset on every run, so the printed login always works
+    user.save()
+    return created

@@ -14,7 +14,7 @@ ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1
 SHARED_APPS = [
     "django_tenants",
     "stoflow.tenants",
-    "django.contrib.admin",
+    "stoflow.tenants.sites.PublicAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -29,13 +29,16 @@ INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_
 TENANT_MODEL = "tenants.Tenant"
 TENANT_DOMAIN_MODEL = "tenants.Domain"
 PUBLIC_SCHEMA_NAME = "public"
+# A seller's pages live under /sellers/<schema>/ (its Domain row is named after the schema),
+# so one host and one session cookie serve every seller; other paths are the public site.
+TENANT_SUBFOLDER_PREFIX = "sellers"
 
 DATABASES = {"default": database_settings(BASE_DIR)}
 DATABASE_ROUTERS = ["django_tenants.routers.TenantSyncRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 MIDDLEWARE = [
-    "django_tenants.middleware.main.TenantMainMiddleware",
+    "django_tenants.middleware.subfolder.TenantSubfolderMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -45,7 +48,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
-ROOT_URLCONF = "stoflow.urls"
+ROOT_URLCONF = "stoflow.urls"  # a seller's URLs, served under its subfolder
+PUBLIC_SCHEMA_URLCONF = "stoflow.urls_public"
 
 TEMPLATES = [
     {

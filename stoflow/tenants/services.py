@@ -7,16 +7,30 @@ PUBLIC_DOMAIN = "localhost"
 
 
 def ensure_tenant(schema: str) -> bool:
-    """Register the tenant (creating and migrating its schema) unless it exists; True when created."""
+    """Register the tenant (creating and migrating its schema) unless it exists; True when created.
+
+    Either way the tenant ends up with its subfolder domain, so tenants registered
+    before subfolder routing get one too."""
     tenant_model = get_tenant_model()
-    if tenant_model.objects.filter(schema_name=schema).exists():
-        return False
-    tenant_model(schema_name=schema, name=schema).save(verbosity=0)
-    return True
+    tenant = tenant_model.objects.filter(schema_name=schema).first()
+    created = tenant is None
+    if created:
+        tenant = tenant_model(schema_name=schema, name=schema)
+        tenant.save(verbosity=0)
+    ensure_subfolder_domain(tenant)
+    return created
+
+
+def ensure_subfolder_domain(tenant) -> None:
+    """Requests under /sellers/<schema>/ reach the tenant whose Domain row is named after its schema."""
+    domains = get_tenant_domain_model().objects
+    if not domains.filter(domain=tenant.schema_name).exists():
+        # Primary unless the tenant has a host name already (which saving a primary would demote).
+        domains.create(domain=tenant.schema_name, tenant=tenant, is_primary=not tenant.domains.exists())
 
 
 def ensure_public_tenant() -> None:
-    """django-tenants routes requests by domain: localhost is the public site (and the admin)."""
+    """The public tenant serves every path outside /sellers/: the shared admin and the seller picker."""
     tenant, _ = get_tenant_model().objects.get_or_create(
         schema_name=get_public_schema_name(), defaults={"name": "Stoflow"}
     )
@@ -33,3 +47,4 @@ def register_existing_schemas(schemas: list[str]) -> None:
             tenant = tenant_model(schema_name=schema, name=schema)
             tenant.auto_create_schema = False
             tenant.save(verbosity=0)
+            ensure_subfolder_domain(tenant)

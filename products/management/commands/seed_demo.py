@@ -1,13 +1,22 @@
 from django.core.management.base import BaseCommand
 from django.db import connection
 
-from products.demo import DEMO_CATALOGUE_TENANT, seed_demo
+from products.demo import (
+    DEMO_CATALOGUE_TENANT,
+    DEMO_STAFF_PASSWORD,
+    DEMO_STAFF_USERNAME,
+    ensure_demo_staff,
+    seed_demo,
+)
+
+ADMIN_URL = "http://127.0.0.1:8000/admin/"
 
 
 class Command(BaseCommand):
     help = (
         "Create the demo tenants (user_1, user_2, user_4, user_5) and fill user_1 with 3,281 products "
-        "holding 19,607 images in the legacy JSON shape. Safe to re-run: existing data is left alone."
+        "holding 19,607 images in the legacy JSON shape, and a demo staff login for the admin. "
+        "Safe to re-run: existing data is left alone."
     )
 
     def handle(self, *args, **options):
@@ -19,6 +28,11 @@ class Command(BaseCommand):
             elif tenant.schema == DEMO_CATALOGUE_TENANT:
                 line += ", products already there"
             self.stdout.write(line)
+        state = "created" if ensure_demo_staff() else "exists"
+        self.stdout.write(
+            f"Staff user {DEMO_STAFF_USERNAME!r}: {state}, password {DEMO_STAFF_PASSWORD!r}. "
+            f"Admin: `make admin`, then {ADMIN_URL}"
+        )
         database = connection.settings_dict
         self.stdout.write(
             self.style.SUCCESS(

@@ -1,0 +1,87 @@
+"""The two admin sites. django-tenants routes by subfolder: /admin/ is the public site
+(users, tenants, and the seller picker), /sellers/<schema>/admin/ is one seller's
+catalogue. Sessions and users live in the public schema, so one login serves both."""
+
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.contrib.admin import AdminSite
+from django.contrib.admin.apps import AdminConfig
+from django.urls import NoReverseMatch, reverse
+from django_tenants.utils import get_subfolder_prefix
+
+from stoflow.tenants.selectors import tenant_schema_names
+
+SELLER_ADMIN = "seller_admin"
+SELLER_LANDING_PAGE = f"{SELLER_ADMIN}:products_product_changelist"
+SELLER_IMAGES_PAGE = f"{SELLER_ADMIN}:products_productimage_changelist"
+
+
+def seller_admin_url(schema: str, viewname: str = SELLER_LANDING_PAGE) -> str:
+    """A seller admin page's path under the seller's subfolder (its Domain row is named after the schema)."""
+    return f"/{get_subfolder_prefix()}/{schema}" + reverse(viewname, urlconf=settings.ROOT_URLCONF)
+
+
+@dataclass(frozen=True)
+class SellerLink:
+    schema: str
+    url: str
+    images_url: str = ""
+
+
+class PublicAdminSite(AdminSite):
+    """The admin outside /sellers/: its index lists the sellers, each a link to its catalogue."""
+
+    site_header = "Stoflow admin"
+    site_title = "Stoflow admin"
+    site_url = None  # the public site has no pages of its own
+    index_template = "admin/stoflow/public_index.html"
+
+    def index(self, request, extra_context=None):
+        sellers = [
+            SellerLink(schema, seller_admin_url(schema), seller_admin_url(schema, SELLER_IMAGES_PAGE))
+            for schema in tenant_schema_names()
+        ]
+        return super().index(request, {"sellers": sellers, **(extra_context or {})})
+
+
+class SellerAdminSite(AdminSite):
+    """One seller's admin: every page names the seller and links to the same page for the others."""
+
+    site_header = "Stoflow admin"
+    site_title = "Stoflow seller admin"
+    site_url = None
+    index_title = "Seller catalogue"
+
+    def each_context(self, request):
+        context = super().each_context(request)
+        context["seller"] = request.tenant.schema_name
+        if self.has_permission(request):  # the login page lists no sellers
+            same_page = self._same_page_viewname(request)
+            context["seller_switch"] = [
+                SellerLink(schema, seller_admin_url(schema, same_page)) for schema in tenant_schema_names()
+            ]
+            context["public_admin_url"] = reverse("admin:index", urlconf=settings.PUBLIC_SCHEMA_URLCONF)
+        return context
+
+    @staticmethod
+    def _same_page_viewname(request) -> str:
+        # Lists and the index exist for every seller; an object page does not, so it switches to the product list.
+        match = request.resolver_match
+        if match is None:
+            return SELLER_LANDING_PAGE
+        viewname = f"{SELLER_ADMIN}:{match.url_name}"
+        try:
+            reverse(viewname, urlconf=settings.ROOT_URLCONF)
+        except NoReverseMatch:
+            return SELLER_LANDING_PAGE
+        return viewname
+
+
+seller_admin_site = SellerAdminSite(name=SELLER_ADMIN)
+
+
+class PublicAdminConfig(AdminConfig):
+    """django.contrib.admin, with the public site as its default site (``admin.site``)."""
+
+    default_site = "stoflow.tenants.sites.PublicAdminSite"
