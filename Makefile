@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.requirements-installed
 ADMIN_PORT ?= 8000
 
-.PHONY: demo test install admin
+.PHONY: demo test install admin bench
 
 install: $(INSTALLED)
 
@@ -38,3 +38,8 @@ admin: $(INSTALLED)
 	$(BIN)/python manage.py migrate_images -v 0 > /dev/null
 	@echo "Admin: http://127.0.0.1:$(ADMIN_PORT)/admin/ (Ctrl-C stops the server)"
 	$(BIN)/python manage.py runserver 127.0.0.1:$(ADMIN_PORT)
+
+# Not part of `make test`: times the command against the per-row method and the
+# insert floor on scaled data sets; writes bench/RESULTS.md. BENCH_ARGS passes options.
+bench: $(INSTALLED)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)

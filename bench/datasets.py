@@ -63,10 +63,11 @@ def ensure_data_set(data_set: DataSet) -> bool:
     # template's tables takes milliseconds, which matters for a thousand tenants.
     existing = set(Tenant.objects.filter(schema_name__in=copies).values_list("schema_name", flat=True))
     new_copies = [schema for schema in copies if schema not in existing]
-    with transaction.atomic():
-        for schema in new_copies:
+    for schema in new_copies:
+        # One transaction each: a thousand schemas in one would exhaust the lock table.
+        with transaction.atomic():
             _copy_tenant_tables(template, schema)
-        register_existing_schemas(new_copies)
+            register_existing_schemas([schema])
     for schema in data_set.schemas:
         fetchall(
             sql.SQL("TRUNCATE {}, {} RESTART IDENTITY").format(

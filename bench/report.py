@@ -163,6 +163,7 @@ FIGURE_COLUMNS = [
     ("Per tenant ms", lambda f: f"{f.per_tenant_ms:.1f}"),
 ]
 
+SWEEP_TITLE = "Batch size (30x set, live migrate, medians)"
 NOTES = [
     "Migrate, dry run and validate: the command's own phase timings (its JSON report), summed over tenants.",
     "Whole: the live command as a process, Django start-up and report included (with --jobs for many tenants).",
@@ -172,7 +173,7 @@ NOTES = [
 ]
 
 
-def render_terminal(results: list[SetResult], machine: dict[str, str]) -> str:
+def render_terminal(results: list[SetResult], sweep: dict[int, float], machine: dict[str, str]) -> str:
     console = Console(record=True, width=200)
     table = Table(title=f"migrate_images benchmark (medians of {len(results[0].live)} runs)")
     for header, _ in FIGURE_COLUMNS:
@@ -182,6 +183,8 @@ def render_terminal(results: list[SetResult], machine: dict[str, str]) -> str:
         table.add_row(*(cell(values) for _, cell in FIGURE_COLUMNS))
     with console.capture() as capture:
         console.print(table)
+        if sweep:
+            console.print(f"{SWEEP_TITLE}: " + ", ".join(f"{size}: {seconds:.2f} s" for size, seconds in sweep.items()))
         console.print("Machine: " + ", ".join(f"{key} {value}" for key, value in machine.items()))
         for target in targets(results):
             verdict = "[green]MET[/]" if target.met else f"[red]MISSED[/] by {target.shortfall}"
@@ -189,7 +192,7 @@ def render_terminal(results: list[SetResult], machine: dict[str, str]) -> str:
     return capture.get()
 
 
-def render_markdown(results: list[SetResult], machine: dict[str, str], command: str) -> str:
+def render_markdown(results: list[SetResult], sweep: dict[int, float], machine: dict[str, str], command: str) -> str:
     lines = ["# migrate_images benchmark results", "", f"Produced by `{command}` (see `bench/run.py`).", ""]
     lines += ["## Machine", ""] + [f"- **{key}:** {value}" for key, value in machine.items()] + [""]
     lines += [f"## Figures (medians of {len(results[0].live)} runs)", ""]
@@ -198,7 +201,11 @@ def render_markdown(results: list[SetResult], machine: dict[str, str], command: 
     for result in results:
         values = figures(result)
         lines.append("| " + " | ".join(cell(values) for _, cell in FIGURE_COLUMNS) + " |")
-    lines += [""] + [f"- {note}" for note in NOTES] + ["", "## Targets", "", "| Target | Measured | Result |"]
+    lines += [""] + [f"- {note}" for note in NOTES] + [""]
+    if sweep:
+        lines += [f"## {SWEEP_TITLE}", "", "| --batch-size | Migrate s |", "|---|---|"]
+        lines += [f"| {size} | {seconds:.2f} |" for size, seconds in sweep.items()] + [""]
+    lines += ["## Targets", "", "| Target | Measured | Result |"]
     lines += ["|---|---|---|"]
     for target in targets(results):
         verdict = "met" if target.met else f"MISSED by {target.shortfall}"

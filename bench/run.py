@@ -82,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="Timed runs of each thing; medians reported.")
     parser.add_argument("--jobs", type=int, default=2, help="--jobs for the many-tenant set (default 2).")
     parser.add_argument("--batch-size", type=int, help="--batch-size for the command (default: its own).")
+    parser.add_argument(
+        "--batch-sizes",
+        default="500,1000,2500,5000",
+        help="--batch-size values timed on the 30x set, to choose the default ('' to skip).",
+    )
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md", help="Markdown output.")
     args = parser.parse_args(argv)
 
@@ -96,10 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         jobs = args.jobs if len(data_set.schemas) > 1 else 1
         results.append(measure(data_set, args.runs, [*command_options, "--jobs", str(jobs)], jobs))
         print(f"measured {data_set.name}", file=sys.stderr)
+    batch_sizes = [int(size) for size in args.batch_sizes.split(",") if size]
+    sweep = sweep_batch_sizes(SET_BUILDERS["30x"](), batch_sizes, args.runs) if batch_sizes else {}
 
     machine = machine_description()
-    print(render_terminal(results, machine))
-    args.results.write_text(render_markdown(results, machine, " ".join(["make bench", *(argv or sys.argv[1:])])))
+    print(render_terminal(results, sweep, machine))
+    command = " ".join(["make bench", *(argv or sys.argv[1:])])
+    args.results.write_text(render_markdown(results, sweep, machine, command))
     print(f"Figures written to {args.results}")
     return 0 if all(target.met for target in targets(results)) else 1
 
@@ -118,6 +126,18 @@ def measure(data_set: DataSet, runs: int, command_options: list[str], jobs: int)
         assert inserted == data_set.images, f"reference inserted {inserted} images, expected {data_set.images}"
         result.floor.append(time_insert_floor(data_set, conninfo))
     return result
+
+
+def sweep_batch_sizes(data_set: DataSet, batch_sizes: list[int], runs: int) -> dict[int, float]:
+    """Median migrate seconds of the live command per --batch-size, runs interleaved."""
+    ensure_data_set(data_set)
+    seconds: dict[int, list[float]] = {size: [] for size in batch_sizes}
+    for _ in range(runs):
+        for size in batch_sizes:
+            reset(data_set)
+            seconds[size].append(run_command(data_set, ["--batch-size", str(size)]).migrate)
+    print("measured batch sizes", file=sys.stderr)
+    return {size: statistics.median(values) for size, values in seconds.items()}
 
 
 def run_command(data_set: DataSet, options: list[str]) -> CommandRun:
