@@ -141,23 +141,26 @@ def sweep_batch_sizes(data_set: DataSet, batch_sizes: list[int], runs: int) -> d
 
 
 def run_command(data_set: DataSet, options: list[str]) -> CommandRun:
-    """One ``migrate_images`` process; its peak RSS comes from the kernel (wait4)."""
-    with tempfile.NamedTemporaryFile(suffix=".json") as report_file:
-        argv = [sys.executable, str(ROOT / "manage.py"), "migrate_images", "--no-input", "--json", report_file.name]
+    """One ``migrate_images`` process, as a user runs it, reporting its own peak RSS."""
+    with tempfile.TemporaryDirectory() as scratch:
+        report_path, rss_path = Path(scratch) / "report.json", Path(scratch) / "peak_rss"
+        argv = [sys.executable, str(ROOT / "bench" / "peak_rss.py"), "migrate_images", "--no-input"]
+        argv += ["--json", str(report_path)]
         argv += [argument for schema in data_set.schemas for argument in ("--schema", schema)] + options
         started = time.perf_counter()
-        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, cwd=ROOT)
-        _, status, usage = os.wait4(process.pid, 0)
+        exit_code = subprocess.run(
+            argv, stdout=subprocess.DEVNULL, cwd=ROOT, env={**os.environ, "PEAK_RSS_FILE": str(rss_path)}
+        ).returncode
         wall = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
-        if process.returncode != 0:
-            raise SystemExit(f"migrate_images {' '.join(options)} exited {process.returncode} on {data_set.name}")
-        report = json.loads(Path(report_file.name).read_text())
+        if exit_code != 0:
+            raise SystemExit(f"migrate_images {' '.join(options)} exited {exit_code} on {data_set.name}")
+        report = json.loads(report_path.read_text())
+        peak_rss_mb = int(rss_path.read_text()) / 1024
     expected = data_set.images
     migrated = report["total"]["images_migrated"]
     if migrated != expected:
         raise SystemExit(f"migrate_images migrated {migrated} images of {data_set.name}, expected {expected}")
-    return CommandRun(wall, report["seconds"]["migrate"], report["seconds"]["validate"], usage.ru_maxrss / 1024)
+    return CommandRun(wall, report["seconds"]["migrate"], report["seconds"]["validate"], peak_rss_mb)
 
 
 def reset(data_set: DataSet) -> None:
