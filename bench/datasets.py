@@ -13,8 +13,7 @@ from django.db import transaction
 from psycopg import sql
 
 from products.demo import SEED_DISTRIBUTION, demo_image_counts, fill_products
-from products.image_source import table
-from stoflow.db import fetchall
+from stoflow.raw_sql import execute, fetch_rows, table
 from stoflow.tenants.models import Tenant
 from stoflow.tenants.services import ensure_public_tenant, ensure_tenant, register_existing_schemas
 
@@ -69,13 +68,13 @@ def ensure_data_set(data_set: DataSet) -> bool:
             _copy_tenant_tables(template, schema)
             register_existing_schemas([schema])
     for schema in data_set.schemas:
-        fetchall(
+        execute(
             sql.SQL("TRUNCATE {}, {} RESTART IDENTITY").format(
                 table(schema, "product_images"), table(schema, "products")
             )
         )
         fill_products(schema, data_set.image_counts)
-        fetchall(sql.SQL("ANALYZE {}").format(table(schema, "products")))
+        execute(sql.SQL("ANALYZE {}").format(table(schema, "products")))
     return True
 
 
@@ -86,7 +85,7 @@ def _is_complete(data_set: DataSet) -> bool:
     counts = sql.SQL(" UNION ALL ").join(
         sql.SQL("SELECT count(*) FROM {}").format(table(schema, "products")) for schema in data_set.schemas
     )
-    total = fetchall(sql.SQL("SELECT sum(count) FROM ({}) AS counts").format(counts))[0][0]
+    total = fetch_rows(sql.SQL("SELECT sum(count) FROM ({}) AS counts").format(counts))[0][0]
     return total == data_set.products
 
 
@@ -104,4 +103,4 @@ def _copy_tenant_tables(template: str, schema: str) -> None:
     ]
     names = {"new": sql.Identifier(schema), "template": sql.Identifier(template)}
     for statement in statements:
-        fetchall(sql.SQL(statement).format(**names))
+        execute(sql.SQL(statement).format(**names))

@@ -45,7 +45,7 @@ from bench import per_row_reference  # noqa: E402
 from bench.datasets import DataSet, ensure_data_set, fan_out_set, prepare_database, scaled_set  # noqa: E402
 from bench.report import machine_description, render_markdown, render_terminal, targets  # noqa: E402
 from stoflow.database import connection_kwargs  # noqa: E402
-from stoflow.db import fetchall  # noqa: E402
+from stoflow.raw_sql import execute  # noqa: E402
 
 SET_BUILDERS = {
     "1x": lambda: scaled_set(1),
@@ -166,7 +166,7 @@ def run_command(data_set: DataSet, options: list[str]) -> CommandRun:
 
 def reset(data_set: DataSet) -> None:
     tables = sql.SQL(", ").join(sql.Identifier(schema, "product_images") for schema in data_set.schemas)
-    fetchall(sql.SQL("TRUNCATE {} RESTART IDENTITY").format(tables))
+    execute(sql.SQL("TRUNCATE {} RESTART IDENTITY").format(tables))
 
 
 def time_insert_floor(data_set: DataSet, conninfo: dict) -> float:

@@ -8,8 +8,7 @@ from django.db import transaction
 from django.templatetags.static import static
 from psycopg import sql
 
-from products.image_source import table
-from stoflow.db import fetchall
+from stoflow.raw_sql import execute, fetch_rows, table
 from stoflow.tenants.services import ensure_public_tenant, ensure_tenant
 
 # The seed report's image distribution: images per product -> products (3,281 products, 19,607 images).
@@ -65,7 +64,7 @@ def fill_products(schema: str, image_counts: list[int]) -> int:
     """Insert one product per entry of ``image_counts``, images in the legacy JSON shape (1-based orders)."""
     query = sql.SQL(_FILL_PRODUCTS).format(products=table(schema, "products"))
     with transaction.atomic():
-        fetchall(
+        execute(
             query,
             {
                 "counts": image_counts,
@@ -84,7 +83,7 @@ def seed_demo() -> list[DemoTenant]:
     for schema in DEMO_TENANTS:
         created = ensure_tenant(schema)
         added = 0
-        if schema == DEMO_CATALOGUE_TENANT and not fetchall(
+        if schema == DEMO_CATALOGUE_TENANT and not fetch_rows(
             sql.SQL("SELECT 1 FROM {} LIMIT 1").format(table(schema, "products"))
         ):
             added = fill_products(schema, demo_image_counts())

@@ -9,7 +9,7 @@ from django.core.management.base import CommandError
 from django_tenants.utils import schema_context
 from psycopg import sql
 
-from stoflow.db import fetchall
+from stoflow.raw_sql import execute, fetch_rows
 from stoflow.tenants.services import ensure_tenant
 from tests.factories import ProductFactory
 
@@ -40,7 +40,7 @@ def committed_db(django_db_setup, django_db_blocker):
             yield
         finally:
             for schema in TEST_TENANTS:
-                fetchall(
+                execute(
                     sql.SQL("TRUNCATE {}, {} RESTART IDENTITY CASCADE").format(
                         sql.Identifier(schema, "product_images"), sql.Identifier(schema, "products")
                     )
@@ -67,7 +67,7 @@ def entries(count: int, first_order: int = 1) -> list[dict]:
 def image_rows(product_id: int, schema: str = TENANT) -> list[tuple]:
     """The product's rows as (order, is_label, url, created_at), by order."""
     query = sql.SQL('SELECT "order", is_label, url, created_at FROM {} WHERE product_id = %(id)s ORDER BY "order"')
-    return fetchall(query.format(sql.Identifier(schema, "product_images")), {"id": product_id})
+    return fetch_rows(query.format(sql.Identifier(schema, "product_images")), {"id": product_id})
 
 
 def run_command(*args: str, tmp_path: Path | None = None) -> tuple[int, dict | None, str]:

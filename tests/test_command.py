@@ -12,10 +12,10 @@ from django.conf import settings
 from django.db import connection, connections
 from django_tenants.utils import schema_context
 
-from products import services
+from products.migration import batches
+from products.migration.report import ExitCode
 from products.models import Product, ProductImage
-from products.report import ExitCode
-from products.services import ADVISORY_LOCK_NAMESPACE, LOCK_KEY_SQL
+from stoflow.tenants.locks import ADVISORY_LOCK_NAMESPACE, LOCK_KEY_SQL
 from tests.conftest import OTHER_TENANT, entries, image_rows, make_product, run_command
 
 
@@ -244,7 +244,7 @@ def test_batches_commit_separately_and_an_interrupted_run_resumes_to_the_clean_s
     for count in counts:
         make_product(images=entries(count))
         make_product(OTHER_TENANT, images=entries(count))
-    write_batch = services._write_batch
+    write_batch = batches._write_batch
     calls = []
 
     def interrupt_third_batch(*args, **kwargs):
@@ -253,14 +253,14 @@ def test_batches_commit_separately_and_an_interrupted_run_resumes_to_the_clean_s
             raise KeyboardInterrupt
         return write_batch(*args, **kwargs)
 
-    monkeypatch.setattr(services, "_write_batch", interrupt_third_batch)
+    monkeypatch.setattr(batches, "_write_batch", interrupt_third_batch)
     code, _, output = run_command("--schema", "tenant_a", "--batch-size", "3")
     assert code == ExitCode.INTERRUPTED
     assert "interrupted in tenant_a" in output and "re-run to finish" in output
     # Two whole batches (six products) committed, nothing of the third.
     assert row_count("tenant_a") == sum(counts[:6])
 
-    monkeypatch.setattr(services, "_write_batch", write_batch)
+    monkeypatch.setattr(batches, "_write_batch", write_batch)
     assert run_command("--schema", "tenant_a", "--batch-size", "3")[0] == 0
     assert run_command("--schema", OTHER_TENANT)[0] == 0
     assert table_state("tenant_a") == table_state(OTHER_TENANT)
@@ -294,7 +294,7 @@ def test_a_database_failure_stops_the_run_keeping_committed_batches(tenant, monk
 
     for count in [2, 3, 4]:
         make_product(images=entries(count))
-    write_batch = services._write_batch
+    write_batch = batches._write_batch
     calls = []
 
     def lose_connection_on_second_batch(*args, **kwargs):
@@ -303,7 +303,7 @@ def test_a_database_failure_stops_the_run_keeping_committed_batches(tenant, monk
             raise OperationalError("server closed the connection unexpectedly")
         return write_batch(*args, **kwargs)
 
-    monkeypatch.setattr(services, "_write_batch", lose_connection_on_second_batch)
+    monkeypatch.setattr(batches, "_write_batch", lose_connection_on_second_batch)
     code, _, output = run_command("--schema", tenant, "--batch-size", "1")
 
     assert code == ExitCode.DATABASE_FAILURE

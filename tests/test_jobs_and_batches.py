@@ -9,8 +9,8 @@ import pytest
 from django.db import connection
 from psycopg import sql
 
-from products import services
-from products.report import ExitCode
+from products.migration import batches, runs
+from products.migration.report import ExitCode
 from stoflow.database import connection_kwargs
 from tests.conftest import OTHER_TENANT, TENANT, entries, make_product, run_command
 from tests.test_command import table_state
@@ -59,7 +59,7 @@ def test_jobs_gives_the_serial_run_s_report_and_rows(committed_db, tmp_path):
 
 def test_jobs_uses_one_connection_per_worker(committed_db, monkeypatch):
     seller_catalogues()
-    migrate_tenant = services.migrate_tenant
+    migrate_tenant = runs.migrate_tenant
     backends = {}
 
     def record_backend(schema, *args, **kwargs):
@@ -68,7 +68,7 @@ def test_jobs_uses_one_connection_per_worker(committed_db, monkeypatch):
             backends[schema] = cursor.fetchone()[0]
         return migrate_tenant(schema, *args, **kwargs)
 
-    monkeypatch.setattr(services, "migrate_tenant", record_backend)
+    monkeypatch.setattr(runs, "migrate_tenant", record_backend)
     run_command(*BOTH_TENANTS, "--jobs", "2")
 
     assert set(backends) == {TENANT, OTHER_TENANT}
@@ -89,18 +89,18 @@ def test_check_with_jobs_gives_the_serial_check(committed_db, tmp_path):
 
 def test_ctrl_c_with_jobs_stops_the_workers_between_batches_and_a_rerun_finishes(committed_db, tmp_path, monkeypatch):
     seller_catalogues()
-    write_batch = services._write_batch
-    batches = []
+    write_batch = batches._write_batch
+    written = []
 
     def ctrl_c_during_the_second_batch(*args, **kwargs):
-        batches.append(args)
-        if len(batches) == 2:
+        written.append(args)
+        if len(written) == 2:
             os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, whichever thread the kernel hands it to
-        if len(batches) >= 2:
+        if len(written) >= 2:
             time.sleep(0.3)  # slow batches from now on: no tenant can finish before the signal is handled
         return write_batch(*args, **kwargs)
 
-    monkeypatch.setattr(services, "_write_batch", ctrl_c_during_the_second_batch)
+    monkeypatch.setattr(batches, "_write_batch", ctrl_c_during_the_second_batch)
     code, report, output = run_command(*BOTH_TENANTS, "--jobs", "2", "--batch-size", "2", tmp_path=tmp_path)
 
     assert code == ExitCode.INTERRUPTED
@@ -109,9 +109,9 @@ def test_ctrl_c_with_jobs_stops_the_workers_between_batches_and_a_rerun_finishes
     assert report["tenants"] == [] and interruption["stopped_in"]
     assert sorted(interruption["stopped_in"] + interruption["not_started"]) == [TENANT, OTHER_TENANT]
     # Each worker finishes the batch it is in, then stops (2 tenants x 5 batches were due).
-    assert len(batches) <= 4
+    assert len(written) <= 4
 
-    monkeypatch.setattr(services, "_write_batch", write_batch)
+    monkeypatch.setattr(batches, "_write_batch", write_batch)
     rerun = run_command(*BOTH_TENANTS, "--jobs", "2", tmp_path=tmp_path)
     assert rerun[0] == ExitCode.PRODUCT_ERRORS, rerun[2]
     assert table_state(TENANT) == table_state(OTHER_TENANT)
@@ -128,8 +128,8 @@ def test_a_database_failure_in_one_worker_stops_the_run(committed_db, monkeypatc
             raise OperationalError("server closed the connection unexpectedly")
         return write_batch(schema, *args, **kwargs)
 
-    write_batch = services._write_batch
-    monkeypatch.setattr(services, "_write_batch", fail_in_other_tenant)
+    write_batch = batches._write_batch
+    monkeypatch.setattr(batches, "_write_batch", fail_in_other_tenant)
     code, _, output = run_command(*BOTH_TENANTS, "--jobs", "2")
 
     assert code == ExitCode.DATABASE_FAILURE
@@ -149,14 +149,14 @@ def committed_rows(schema: str) -> int:
 def test_each_batch_of_batch_size_products_commits_before_the_next_starts(committed_db, monkeypatch, batch_size):
     for count in IMAGE_COUNTS:
         make_product(images=entries(count))
-    write_batch = services._write_batch
+    write_batch = batches._write_batch
     seen = []
 
     def record(schema, after, upto, options):
         seen.append((after, upto, committed_rows(schema)))
         return write_batch(schema, after, upto, options)
 
-    monkeypatch.setattr(services, "_write_batch", record)
+    monkeypatch.setattr(batches, "_write_batch", record)
     assert run_command("--schema", TENANT, "--batch-size", str(batch_size))[0] == ExitCode.OK
 
     first_id = seen[0][0] + 1

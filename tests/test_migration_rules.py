@@ -8,11 +8,12 @@ from django.utils import timezone
 from django_tenants.utils import schema_context
 from psycopg import sql
 
-from products.image_source import REPAIR_CREATED_AT, REPAIR_ORDER_DUPLICATE, REPAIR_ORDER_INVALID
+from products.migration.batches import MigrationOptions
+from products.migration.report import ProductError
+from products.migration.runs import migrate_images
+from products.migration.source import REPAIR_CREATED_AT, REPAIR_ORDER_DUPLICATE, REPAIR_ORDER_INVALID
 from products.models import Product
-from products.report import ProductError
-from products.services import MigrationOptions, migrate_images
-from stoflow.db import fetchall
+from stoflow.raw_sql import execute, fetch_rows
 from tests.conftest import TENANT, entries, image_rows, make_product
 
 PRODUCT_CREATED_AT = datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -33,7 +34,7 @@ def _store_raw(product: Product, json_text: str | None) -> None:
     query = sql.SQL("UPDATE {} SET images = %(value)s::jsonb WHERE id = %(id)s").format(
         sql.Identifier(TENANT, "products")
     )
-    fetchall(query, {"value": json_text, "id": product.pk})
+    execute(query, {"value": json_text, "id": product.pk})
 
 
 def _migrate(**options):
@@ -226,7 +227,7 @@ def test_string_and_object_entries_mix(tenant):
 def test_double_encoded_array_migrates_like_the_array(tenant, images):
     plain = _product(images)
     encoded = _product(json.dumps(images))
-    value_types = fetchall(
+    value_types = fetch_rows(
         sql.SQL("SELECT jsonb_typeof(images) FROM {} WHERE id = %(id)s").format(sql.Identifier(TENANT, "products")),
         {"id": encoded.pk},
     )
@@ -309,7 +310,7 @@ def test_empty_values_are_not_counted(tenant, raw, stored_as):
     deleted_empty = _product([], deleted_at=timezone.now())
     _store_raw(deleted_empty, raw)
     good = _product(entries(2))
-    stored = fetchall(
+    stored = fetch_rows(
         sql.SQL("SELECT images IS NULL, jsonb_typeof(images) FROM {} WHERE id = %(id)s").format(
             sql.Identifier(TENANT, "products")
         ),
@@ -328,7 +329,7 @@ def test_empty_values_are_not_counted(tenant, raw, stored_as):
 
 
 def _json_column() -> list[tuple]:
-    return fetchall(sql.SQL("SELECT id, images::text FROM {} ORDER BY id").format(sql.Identifier(TENANT, "products")))
+    return fetch_rows(sql.SQL("SELECT id, images::text FROM {} ORDER BY id").format(sql.Identifier(TENANT, "products")))
 
 
 def _mixed_products() -> list[Product]:
@@ -359,7 +360,7 @@ def test_json_column_is_left_byte_for_byte(tenant):
 
 
 def _image_table() -> list[tuple]:
-    return fetchall(
+    return fetch_rows(
         sql.SQL('SELECT product_id, "order", is_label, url, created_at FROM {} ORDER BY product_id, "order"').format(
             sql.Identifier(TENANT, "product_images")
         )
@@ -378,7 +379,7 @@ def test_small_batches_give_the_same_rows_and_figures(tenant):
 
     small = _migrate(batch_size=2)
     rows = _image_table()
-    fetchall(sql.SQL("DELETE FROM {}").format(sql.Identifier(TENANT, "product_images")))
+    execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(TENANT, "product_images")))
     large = _migrate(batch_size=1000)
 
     assert rows != [] and len(small.errors) == 3

@@ -10,9 +10,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 
-from products.image_source import REPAIR_CREATED_AT, REPAIR_ORDER_DUPLICATE
-from products.rendering import SUMMARY_COLUMNS, render_json, render_markdown, render_terminal, report_as_dict
-from products.report import (
+from products.migration.rendering import SUMMARY_COLUMNS, render_json, render_markdown, render_terminal, report_as_dict
+from products.migration.report import (
     REPAIR_SAMPLE_SIZE,
     CheckResult,
     ExitCode,
@@ -26,6 +25,7 @@ from products.report import (
     TenantRun,
     Validation,
 )
+from products.migration.source import REPAIR_CREATED_AT, REPAIR_ORDER_DUPLICATE
 from tests.conftest import entries, image_rows, make_product, run_command
 
 BAD_JSON_REASON = "images is a JSON object, not an array"

@@ -10,8 +10,9 @@ from types import SimpleNamespace
 import pytest
 from psycopg import sql
 
-from products.report import ExitCode
-from stoflow.db import fetchall
+from products.migration.report import ExitCode
+from stoflow.raw_sql import execute as execute_sql
+from stoflow.raw_sql import fetch_rows
 from tests.conftest import OTHER_TENANT, TENANT, entries, image_rows, make_product, run_command
 
 
@@ -23,21 +24,21 @@ def execute(statement: str, params: dict | None = None, schema: str = TENANT, **
         schema=sql.Identifier(schema),
         **{key: sql.Identifier(value) for key, value in names.items()},
     )
-    fetchall(query, params)
+    execute_sql(query, params)
 
 
 def scalar(statement: str, params: dict | None = None, schema: str = TENANT):
     query = sql.SQL(statement).format(
         images=sql.Identifier(schema, "product_images"), products=sql.Identifier(schema, "products")
     )
-    return fetchall(query, params)[0][0]
+    return fetch_rows(query, params)[0][0]
 
 
 def all_rows(schema: str = TENANT) -> list[tuple]:
     query = sql.SQL('SELECT id, product_id, "order", is_label, url, created_at, updated_at FROM {} ORDER BY id').format(
         sql.Identifier(schema, "product_images")
     )
-    return fetchall(query)
+    return fetch_rows(query)
 
 
 def checks_of(report: dict, schema: str = TENANT) -> dict[int, dict]:

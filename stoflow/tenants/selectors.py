@@ -3,7 +3,7 @@
 from django_tenants.utils import get_public_schema_name, get_tenant_model
 from psycopg import sql
 
-from stoflow.db import fetchall
+from stoflow.raw_sql import fetch_rows
 
 
 def tenant_schema_names() -> list[str]:
@@ -20,6 +20,6 @@ def _natural_key(schema: str) -> tuple[int, str]:
 
 def unregistered_seller_schemas() -> list[str]:
     """Seller schemas (user_N) present in the database but not registered as tenants."""
-    present = fetchall(sql.SQL(r"SELECT nspname FROM pg_namespace WHERE nspname ~ '^user_\d+$'"))
+    present = fetch_rows(sql.SQL(r"SELECT nspname FROM pg_namespace WHERE nspname ~ '^user_\d+$'"))
     registered = set(tenant_schema_names())
     return sorted((name for (name,) in present if name not in registered), key=_natural_key)

@@ -8,10 +8,12 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError, DjangoHelpFormatter
 from django.db import OperationalError, ProgrammingError
 
-from products.progress import RichProgress
-from products.rendering import render_json, render_markdown, render_terminal
-from products.report import ExitCode, MigrationReport
-from products.services import MigrationAborted, MigrationOptions, check_images, migrate_images, preflight_problems
+from products.migration.batches import MigrationOptions
+from products.migration.progress import RichProgress
+from products.migration.rendering import render_json, render_markdown, render_terminal
+from products.migration.report import ExitCode, MigrationReport
+from products.migration.runs import migrate_images, preflight_problems, validate_images
+from stoflow.tenants.runner import TenantJobFailed
 from stoflow.tenants.selectors import tenant_schema_names
 
 EXIT_STATUS_MEANINGS = {
@@ -114,7 +116,7 @@ class Command(BaseCommand):
 
         try:
             if options["check"]:
-                report = check_images(schemas, options["jobs"])
+                report = validate_images(schemas, options["jobs"])
             else:
                 migration_options = MigrationOptions(
                     dry_run=options["dry_run"],
@@ -124,7 +126,7 @@ class Command(BaseCommand):
                 )
                 with self.progress(options, len(schemas)) as progress:
                     report = migrate_images(schemas, migration_options, progress)
-        except MigrationAborted as exc:
+        except TenantJobFailed as exc:
             raise CommandError(
                 f"Stopped by a database failure in {exc}. Batches committed before it are kept; re-run to finish.",
                 returncode=ExitCode.DATABASE_FAILURE,

@@ -17,6 +17,8 @@ One definition serves the migration (which inserts from it) and the validation
 
 from psycopg import sql
 
+from stoflow.raw_sql import table
+
 # created_at strings we trust: ISO 8601 date and time, optional fraction and zone
 # (none means UTC, the connection's time zone). A free-form value such as 'now'
 # would parse in PostgreSQL, so the shape is checked first.
@@ -119,11 +121,6 @@ status AS (
     FROM decoded AS d
     LEFT JOIN product_entries AS pe ON pe.product_id = d.id
 )"""
-
-
-def table(schema: str, name: str) -> sql.Identifier:
-    """A schema-qualified table name, quoted."""
-    return sql.Identifier(schema, name)
 
 
 def source_ctes(schema: str, product_filter: sql.Composable) -> sql.Composed:

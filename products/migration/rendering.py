@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from products.report import CheckResult, Interruption, MigrationReport, TenantReport, TenantRun, Validation
+from products.migration.report import CheckResult, Interruption, MigrationReport, TenantReport, TenantRun, Validation
 
 SUMMARY_COLUMNS = [
     "Schema",

@@ -3,7 +3,7 @@
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from products.services import Progress as ProgressHooks
+from products.migration.batches import Progress as ProgressHooks
 
 
 class RichProgress(ProgressHooks):

@@ -4,9 +4,9 @@ from collections.abc import Sequence
 
 from psycopg import sql
 
-from products.image_source import source_ctes, table
-from products.report import CheckResult, SpotCheck, SpotRow, Validation
-from stoflow.db import bind, fetchall
+from products.migration.report import CheckResult, SpotCheck, SpotRow, Validation
+from products.migration.source import source_ctes
+from stoflow.raw_sql import bind, fetch_rows, table
 
 # The seed report's six queries, schema-qualified. Queries 1-3, 5 and 6 are the
 # seed's own; query 4 is widened to every product (soft-deleted ones included,
@@ -79,9 +79,9 @@ def validate_tenant(schema: str, excluded_ids: Sequence[int] = ()) -> Validation
         query = bind(
             sql.SQL(template).format(product_images=product_images, **extra), {"excluded_ids": list(excluded_ids)}
         )
-        return query, fetchall(sql.SQL(query))[0]
+        return query, fetch_rows(sql.SQL(query))[0]
 
-    distribution = fetchall(sql.SQL(DISTRIBUTION).format(product_images=product_images))
+    distribution = fetch_rows(sql.SQL(DISTRIBUTION).format(product_images=product_images))
     several = sum(products for count, products in distribution if count >= 2)
 
     total_sql, (total_images,) = run(TOTAL_IMAGES)
@@ -110,7 +110,7 @@ def validate_tenant(schema: str, excluded_ids: Sequence[int] = ()) -> Validation
 
 def spot_check(schema: str) -> SpotCheck | None:
     """The rows of the tenant's first migrated product, as the seed report shows them."""
-    rows = fetchall(sql.SQL(SPOT_CHECK).format(product_images=table(schema, "product_images")))
+    rows = fetch_rows(sql.SQL(SPOT_CHECK).format(product_images=table(schema, "product_images")))
     if not rows:
         return None
     return SpotCheck(product_id=rows[0][0], rows=[SpotRow(order, is_label, url) for _, order, is_label, url in rows])

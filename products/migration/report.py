@@ -6,6 +6,8 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from stoflow.tenants.runner import Interruption
+
 
 class ExitCode(enum.IntEnum):
     """Exit status of ``migrate_images``; when several apply, the first listed wins."""
@@ -120,14 +122,6 @@ class TenantReport:
     run: TenantRun | None = None  # None under --check
     validation: Validation | None = None
     seconds: dict[str, float] = field(default_factory=dict)  # phase -> seconds
-
-
-@dataclass
-class Interruption:
-    """Ctrl-C stopped the run: committed batches are kept, a re-run finishes the job."""
-
-    stopped_in: list[str]  # tenants being migrated when it came
-    not_started: list[str]
 
 
 @dataclass
