@@ -1,21 +1,11 @@
 """Test set-up: a real PostgreSQL (the same rule as the project), two tenants made once per session."""
 
-import json
-from pathlib import Path
-
 import pytest
-from django.core.management import call_command
-from django.core.management.base import CommandError
-from django_tenants.utils import schema_context
 from psycopg import sql
 
-from stoflow.raw_sql import execute, fetch_rows
+from stoflow.raw_sql import execute
 from stoflow.tenants.services import ensure_tenant
-from tests.factories import ProductFactory
-
-TENANT = "tenant_a"
-OTHER_TENANT = "tenant_b"
-TEST_TENANTS = [TENANT, OTHER_TENANT]
+from tests.helpers import TENANT, TEST_TENANTS
 
 
 @pytest.fixture(scope="session")
@@ -45,46 +35,3 @@ def committed_db(django_db_setup, django_db_blocker):
                         sql.Identifier(schema, "product_images"), sql.Identifier(schema, "products")
                     )
                 )
-
-
-def make_product(schema: str = TENANT, **fields):
-    with schema_context(schema):
-        return ProductFactory(**fields)
-
-
-def entries(count: int, first_order: int = 1) -> list[dict]:
-    """``count`` image entries in the legacy shape, orders from ``first_order``."""
-    return [
-        {
-            "url": f"https://cdn.example/{first_order + i}-{i}.jpeg",
-            "order": first_order + i,
-            "created_at": f"2025-03-0{1 + i % 9}T10:00:0{i % 10}Z",
-        }
-        for i in range(count)
-    ]
-
-
-def image_rows(product_id: int, schema: str = TENANT) -> list[tuple]:
-    """The product's rows as (order, is_label, url, created_at), by order."""
-    query = sql.SQL('SELECT "order", is_label, url, created_at FROM {} WHERE product_id = %(id)s ORDER BY "order"')
-    return fetch_rows(query.format(sql.Identifier(schema, "product_images")), {"id": product_id})
-
-
-def run_command(*args: str, tmp_path: Path | None = None) -> tuple[int, dict | None, str]:
-    """Run migrate_images; returns (exit code, JSON report or None, terminal output)."""
-    from io import StringIO
-
-    out, err = StringIO(), StringIO()
-    argv = list(args)
-    json_path = None
-    if tmp_path is not None:
-        json_path = tmp_path / "report.json"
-        argv += ["--json", str(json_path)]
-    try:
-        call_command("migrate_images", *argv, "--no-input", stdout=out, stderr=err)
-        code = 0
-    except CommandError as exc:
-        code = exc.returncode
-        err.write(str(exc))
-    report = json.loads(json_path.read_text()) if json_path and json_path.exists() else None
-    return code, report, out.getvalue() + err.getvalue()

@@ -12,7 +12,7 @@ from products.labels import make_labels
 from products.models import ProductImage
 from stoflow.tenants.models import Domain
 from stoflow.tenants.services import ensure_public_tenant
-from tests.conftest import OTHER_TENANT, TENANT, make_product
+from tests.helpers import OTHER_TENANT, TENANT, make_product
 
 SELLER = f"/sellers/{TENANT}/admin"
 PRODUCTS = f"{SELLER}/products/product/"

@@ -21,7 +21,7 @@ from pytest_django.live_server_helper import LiveServer
 from products.admin_html import LABEL_BADGE_TEXT
 from products.models import Product
 from stoflow.tenants.services import ensure_public_tenant, ensure_tenant
-from tests.conftest import TENANT
+from tests.helpers import TENANT
 
 # django_db: pytest-django creates the test database only for the tests that ask for one.
 pytestmark = [pytest.mark.browser, pytest.mark.django_db]

@@ -16,22 +16,12 @@ from products.migration import batches
 from products.migration.report import ExitCode
 from products.models import Product, ProductImage
 from stoflow.tenants.locks import ADVISORY_LOCK_NAMESPACE, LOCK_KEY_SQL
-from tests.conftest import OTHER_TENANT, entries, image_rows, make_product, run_command
+from tests.helpers import OTHER_TENANT, entries, image_rows, make_product, run_command, table_state
 
 
 def row_count(schema: str) -> int:
     with schema_context(schema):
         return ProductImage.objects.count()
-
-
-def table_state(schema: str) -> list[tuple]:
-    """Every image row but its id and updated_at: what a clean run and a resumed run must agree on."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            'SELECT dense_rank() OVER (ORDER BY i.product_id), i."order", i.is_label, i.url, i.created_at '  # noqa: S608
-            f'FROM "{schema}".product_images i ORDER BY i.product_id, i."order"'
-        )
-        return cursor.fetchall()
 
 
 @pytest.mark.parametrize(

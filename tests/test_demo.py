@@ -7,7 +7,7 @@ from django.core.management import call_command
 from django.db import connection
 
 from products.demo import DEMO_TENANTS, SEED_DISTRIBUTION, demo_image_counts
-from tests.conftest import run_command
+from tests.helpers import run_command
 
 # Copied from ../shared/seed/migration-report.md ("Validation Queries"), with their results there.
 SEED_QUERIES = [

@@ -6,7 +6,7 @@ from io import StringIO
 from django.core.management import call_command
 from django.db import connection
 
-from tests.conftest import entries, run_command
+from tests.helpers import entries, run_command
 
 LEGACY_SCHEMA = "user_77"
 

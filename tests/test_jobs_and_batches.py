@@ -12,8 +12,7 @@ from psycopg import sql
 from products.migration import batches, runs
 from products.migration.report import ExitCode
 from stoflow.database import connection_kwargs
-from tests.conftest import OTHER_TENANT, TENANT, entries, make_product, run_command
-from tests.test_command import table_state
+from tests.helpers import OTHER_TENANT, TENANT, entries, make_product, run_command, table_state
 
 IMAGE_COUNTS = [3, 1, 4, 2, 6, 2, 5, 3, 2]
 BOTH_TENANTS = ["--schema", TENANT, "--schema", OTHER_TENANT]

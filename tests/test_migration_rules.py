@@ -14,7 +14,7 @@ from products.migration.runs import migrate_images
 from products.migration.source import REPAIR_CREATED_AT, REPAIR_ORDER_DUPLICATE, REPAIR_ORDER_INVALID
 from products.models import Product
 from stoflow.raw_sql import execute, fetch_rows
-from tests.conftest import TENANT, entries, image_rows, make_product
+from tests.helpers import TENANT, entries, image_rows, make_product
 
 PRODUCT_CREATED_AT = datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC)
 ENTRY_CREATED_AT = "2025-03-01T10:00:00Z"

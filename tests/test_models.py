@@ -7,7 +7,7 @@ from django.db import IntegrityError, transaction
 from django_tenants.utils import schema_context
 
 from products.models import Product, ProductImage
-from tests.conftest import TENANT
+from tests.helpers import TENANT
 
 NOW = datetime(2026, 1, 15, tzinfo=UTC)
 

@@ -26,7 +26,7 @@ from products.migration.report import (
     Validation,
 )
 from products.migration.source import REPAIR_CREATED_AT, REPAIR_ORDER_DUPLICATE
-from tests.conftest import entries, image_rows, make_product, run_command
+from tests.helpers import entries, image_rows, make_product, run_command
 
 BAD_JSON_REASON = "images is a JSON object, not an array"
 

@@ -13,7 +13,7 @@ from psycopg import sql
 from products.migration.report import ExitCode
 from stoflow.raw_sql import execute as execute_sql
 from stoflow.raw_sql import fetch_rows
-from tests.conftest import OTHER_TENANT, TENANT, entries, image_rows, make_product, run_command
+from tests.helpers import OTHER_TENANT, TENANT, entries, image_rows, make_product, run_command
 
 
 def execute(statement: str, params: dict | None = None, schema: str = TENANT, **names: str) -> None:
