@@ -1,10 +1,12 @@
 """migrate_images as an operator runs it: tenants, re-runs, --force, --dry-run, locks, interruptions."""
 
 import os
+import re
 import subprocess
 import sys
 import threading
 from io import StringIO
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -264,6 +266,15 @@ def test_help_documents_every_exit_status():
     for code in ExitCode:
         assert f"{code.value:>5}  " in help_text
     assert "--dry-run" in help_text and "--no-input" in help_text
+
+
+def test_the_readme_exit_status_table_is_the_enum_s():
+    readme = (Path(settings.BASE_DIR) / "README.md").read_text()
+    section = readme.split("### Exit status", 1)[1].split("###", 1)[0]
+    rows = re.findall(r"^\| (\d+) \| (.+) \|$", section, flags=re.MULTILINE)
+    assert {int(code): meaning for code, meaning in rows} == {int(code): code.meaning for code in ExitCode}
+    precedence = ", ".join(str(int(code)) for code in ExitCode if code not in (ExitCode.OK, ExitCode.USAGE))
+    assert f"the first in this order wins: {precedence}." in section
 
 
 def test_a_tenant_without_the_tables_is_refused_before_anything_runs(tenant, tmp_path):

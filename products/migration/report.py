@@ -10,15 +10,33 @@ from stoflow.tenants.runner import Interruption
 
 
 class ExitCode(enum.IntEnum):
-    """Exit status of ``migrate_images``; when several apply, the first listed wins."""
+    """Exit status of ``migrate_images``, each with its meaning: the one table that ``--help``,
+    the failure message and the README's table (checked by a test) all come from.
+    When several apply, the first listed wins."""
 
-    OK = 0
-    DATABASE_FAILURE = 5  # the database failed mid-run: committed batches are kept, re-run to finish
-    INTERRUPTED = 130  # stopped by Ctrl-C: committed batches are kept, re-run to finish
-    CHECK_FAILED = 3  # a validation check is FAIL
-    PRODUCT_ERRORS = 1  # some products could not be migrated (listed in the report)
-    TENANT_BUSY = 4  # a tenant was skipped: another run holds its lock
-    USAGE = 2  # bad options, unknown --schema, --force not confirmed, unusable database: nothing was done
+    meaning: str
+
+    def __new__(cls, value: int, meaning: str):
+        member = int.__new__(cls, value)
+        member._value_ = value
+        member.meaning = meaning
+        return member
+
+    OK = 0, "Every product migrated (or already), no errors, every check PASS"
+    DATABASE_FAILURE = (
+        5,
+        "The database is unreachable, or failed mid-run (connection lost, ...): whole batches already "
+        "committed are kept; re-run to finish",
+    )
+    INTERRUPTED = 130, "Interrupted (Ctrl-C): whole batches already committed are kept; re-run to finish"
+    CHECK_FAILED = 3, "A validation check is FAIL"
+    PRODUCT_ERRORS = 1, "Some products could not be migrated; they are listed with tenant, id and reason"
+    TENANT_BUSY = 4, "A tenant was skipped: another run holds its lock"
+    USAGE = (
+        2,
+        "Usage error: bad option, unknown `--schema`, `--force` not confirmed, server older than PostgreSQL 16, "
+        "no tenant registry or a tenant without its tables (run `migrate_schemas`). Nothing was done",
+    )
 
 
 @dataclass

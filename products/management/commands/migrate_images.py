@@ -16,19 +16,9 @@ from products.migration.runs import migrate_images, preflight_problems, validate
 from stoflow.tenants.runner import TenantJobFailed
 from stoflow.tenants.selectors import tenant_schema_names
 
-EXIT_STATUS_MEANINGS = {
-    ExitCode.OK: "every product migrated or already there, no errors, every check PASS",
-    ExitCode.DATABASE_FAILURE: "the database is unreachable or failed mid-run: committed batches are kept, "
-    "re-run to finish",
-    ExitCode.INTERRUPTED: "interrupted: committed batches are kept, re-run to finish",
-    ExitCode.CHECK_FAILED: "a validation check is FAIL",
-    ExitCode.PRODUCT_ERRORS: "some products could not be migrated (listed with tenant, id and reason)",
-    ExitCode.TENANT_BUSY: "a tenant was skipped: another run holds its lock",
-    ExitCode.USAGE: "usage error (bad option, unknown --schema, --force not confirmed, server too old, "
-    "tables missing): nothing done",
-}
 EXIT_STATUS_HELP = "exit status (the first that applies, in this order):\n" + "\n".join(
-    f"  {code.value:>3}  {meaning}" for code, meaning in EXIT_STATUS_MEANINGS.items()
+    textwrap.fill(code.meaning, width=79, initial_indent=f"  {code.value:>3}  ", subsequent_indent=" " * 7)
+    for code in ExitCode
 )
 
 
@@ -128,7 +118,7 @@ class Command(BaseCommand):
                     report = migrate_images(schemas, migration_options, progress)
         except TenantJobFailed as exc:
             raise CommandError(
-                f"Stopped by a database failure in {exc}. Batches committed before it are kept; re-run to finish.",
+                f"Stopped by a database failure in {exc}. {ExitCode.DATABASE_FAILURE.meaning}.",
                 returncode=ExitCode.DATABASE_FAILURE,
             ) from exc
         self.write_report(report, options)
@@ -209,4 +199,4 @@ class Command(BaseCommand):
             problems.append(f"{len(report.errors)} product(s) not migrated (listed above)")
         if report.busy_tenants:
             problems.append(f"busy tenant(s) skipped: {', '.join(report.busy_tenants)}")
-        return "; ".join(problems) + "."
+        return "; ".join(problems) + f". Exit status {int(report.exit_code)}: {report.exit_code.meaning}."
