@@ -9,11 +9,23 @@ from tests.helpers import TENANT, TEST_TENANTS
 
 
 @pytest.fixture(scope="session")
-def django_db_setup(django_db_setup, django_db_blocker):
-    # Creating a tenant runs every tenant migration: make the few we need once.
+def django_db_setup(request, django_test_environment, django_db_blocker, django_db_keepdb, django_db_createdb):
+    """pytest-django's set-up, for the default database whatever tests were collected.
+
+    pytest-django creates a test database only when a collected test asks for ``db``;
+    ``committed_db`` tests run alone would otherwise reach the development database."""
+    from django.test.utils import setup_databases, teardown_databases
+
+    keepdb = django_db_keepdb and not django_db_createdb
     with django_db_blocker.unblock():
+        config = setup_databases(verbosity=request.config.option.verbose, interactive=False, keepdb=keepdb)
+        # Creating a tenant runs every tenant migration: make the few we need once.
         for schema in TEST_TENANTS:
             ensure_tenant(schema)
+    yield
+    if not keepdb:
+        with django_db_blocker.unblock():
+            teardown_databases(config, verbosity=request.config.option.verbose)
 
 
 @pytest.fixture
