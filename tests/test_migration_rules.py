@@ -11,7 +11,14 @@ from psycopg import sql
 from products.migration.batches import MigrationOptions
 from products.migration.report import ProductError
 from products.migration.runs import migrate_images
-from products.migration.source import REPAIR_CREATED_AT, REPAIR_ORDER_DUPLICATE, REPAIR_ORDER_INVALID
+from products.migration.source import (
+    REPAIR_CREATED_AT,
+    REPAIR_LABEL_MOVED,
+    REPAIR_ORDER_DUPLICATE,
+    REPAIR_ORDER_INVALID,
+    REPAIR_SEVERAL_LABELS,
+    REPAIR_SINGLE_IMAGE_LABEL,
+)
 from products.models import Product
 from stoflow.raw_sql import execute, fetch_rows
 from tests.helpers import TENANT, entries, image_rows, make_product
@@ -88,6 +95,71 @@ def test_label_on_last_image_only_when_two_or_more(tenant, count):
     assert [is_label for _, is_label, _ in rows] == [False] * (count - 1) + [count >= 2]
     assert (run.products, run.images_migrated, run.labels_detected) == (1, count, int(count >= 2))
     assert (run.repaired, run.repairs, run.errors) == (0, [], [])
+
+
+def _flagged(orders: list[int], flags: list[bool | None]) -> list[dict]:
+    """Object entries as the image service's JSON mirror writes them; None leaves ``is_label`` out."""
+    built = _object_entries(orders)
+    for entry, flag in zip(built, flags, strict=True):
+        if flag is not None:
+            entry["is_label"] = flag
+    return built
+
+
+def test_entries_marking_the_last_image_keep_their_orders_and_label(tenant):
+    product = _product(_flagged([1, 2, 3], [False, False, True]))
+
+    run = _migrate()
+
+    assert _rows(product) == [(1, False, _url(1)), (2, False, _url(2)), (3, True, _url(3))]
+    assert run.repaired == 0
+
+
+def test_entries_all_false_give_no_label(tenant):
+    product = _product(_flagged([0, 1, 2], [False, False, False]))
+
+    run = _migrate()
+
+    assert _rows(product) == [(0, False, _url(1)), (1, False, _url(2)), (2, False, _url(3))]
+    assert (run.labels_detected, run.repaired) == (0, 0)
+
+
+def test_a_marked_label_that_is_not_last_is_moved_last_and_counted_repaired(tenant):
+    product = _product(_flagged([1, 2, 3, 4], [False, True, False, False]))
+
+    run = _migrate()
+
+    assert _rows(product) == [(0, False, _url(1)), (1, False, _url(3)), (2, False, _url(4)), (3, True, _url(2))]
+    assert _repairs(run) == {REPAIR_LABEL_MOVED: (1, [product.pk])}
+
+
+def test_several_marked_labels_keep_the_last_of_them_and_are_listed(tenant):
+    product = _product(_flagged([1, 2, 3, 4], [True, False, True, False]))
+
+    run = _migrate()
+
+    assert _rows(product) == [(0, False, _url(1)), (1, False, _url(2)), (2, False, _url(4)), (3, True, _url(3))]
+    assert _repairs(run) == {REPAIR_SEVERAL_LABELS: (1, [product.pk]), REPAIR_LABEL_MOVED: (1, [product.pk])}
+    assert run.labels_detected == 1
+
+
+def test_a_one_image_product_marked_as_label_gets_none(tenant):
+    product = _product(_flagged([1], [True]))
+
+    run = _migrate()
+
+    assert _rows(product) == [(1, False, _url(1))]
+    assert _repairs(run) == {REPAIR_SINGLE_IMAGE_LABEL: (1, [product.pk])}
+
+
+def test_entries_without_the_key_beside_flagged_products_follow_the_seed_rule(tenant):
+    seed_rule = _product(_flagged([1, 2, 3], [None, None, None]))
+    flagged = _product(_flagged([1, 2, 3], [False, False, False]))
+
+    _migrate()
+
+    assert [is_label for _, is_label, _ in _rows(seed_rule)] == [False, False, True]
+    assert [is_label for _, is_label, _ in _rows(flagged)] == [False, False, False]
 
 
 # Orders

@@ -54,20 +54,20 @@ new_rows AS (
     SELECT c.product_id,
            c.url,
            CASE WHEN t.keeps_orders THEN c.source_order::integer
+                -- Renumbered by (order, position), the label last.
                 ELSE (row_number() OVER (PARTITION BY c.product_id
-                                         ORDER BY c.source_order NULLS LAST, c.position) - 1)::integer
+                                         ORDER BY c.position IS NOT DISTINCT FROM t.label_position,
+                                                  c.source_order NULLS LAST, c.position) - 1)::integer
            END AS "order",
-           COALESCE(c.created_at, t.product_created_at, now()) AS created_at,
-           t.image_count
+           c.position IS NOT DISTINCT FROM t.label_position AS is_label,
+           COALESCE(c.created_at, t.product_created_at, now()) AS created_at
     FROM checked AS c
     JOIN todo AS t ON t.id = c.product_id
     WHERE t.error IS NULL AND (%(force)s OR NOT t.has_rows)
 ),
 inserted AS (
     INSERT INTO {product_images} (product_id, url, "order", is_label, created_at, updated_at)
-    SELECT product_id, url, "order",
-           image_count >= 2 AND "order" = max("order") OVER (PARTITION BY product_id),
-           created_at, now()
+    SELECT product_id, url, "order", is_label, created_at, now()
     FROM new_rows
     RETURNING product_id, is_label
 ),
@@ -94,6 +94,13 @@ _DELETE_BATCH = """WITH {source}
 DELETE FROM {product_images} AS pi
 USING status AS s
 WHERE pi.product_id = s.id AND s.error IS NULL AND s.image_count > 0"""
+
+# The batch's products, locked as the image service locks a product before it
+# writes: a service call and a batch on the same product queue up, and the
+# batch's later statements read the JSON the service committed.
+_LOCK_BATCH = """SELECT count(*) FROM (
+    SELECT 1 FROM {products} AS p WHERE {product_filter} ORDER BY p.id FOR UPDATE
+) AS locked"""
 
 _BATCH_END = """SELECT max(id) FROM (
     SELECT id FROM {products} WHERE id > %(after)s ORDER BY id LIMIT %(batch_size)s
@@ -161,6 +168,7 @@ def _write_batch(schema: str, after: int, upto: int, options: MigrationOptions) 
     params = {"after": after, "upto": upto, "force": options.force}
     source = source_ctes(schema, _BATCH_FILTER)
     product_images = table(schema, "product_images")
+    fetch_rows(sql.SQL(_LOCK_BATCH).format(products=table(schema, "products"), product_filter=_BATCH_FILTER), params)
     if options.force:
         execute(sql.SQL(_DELETE_BATCH).format(source=source, product_images=product_images), params)
     return fetch_rows(sql.SQL(_MIGRATE_BATCH).format(source=source, product_images=product_images), params)

@@ -11,8 +11,16 @@ One definition serves the migration (which inserts from it) and the validation
   for plain string entries), its parsed ``created_at``, and the ``problem`` that
   stops the product from being moved faithfully, if any.
 - ``status``: one row per product: ``image_count`` (entries in the JSON), the
-  ``error`` that keeps it from being migrated, the ``repairs`` applied, and
-  whether its source orders are kept (``keeps_orders``).
+  ``error`` that keeps it from being migrated, the ``repairs`` applied,
+  whether its source orders are kept (``keeps_orders``), and its label: the
+  array ``label_position`` of the entry that becomes the label (NULL: none),
+  ``yields_label``.
+
+The label: a product with one image has none. Entries that carry ``is_label``
+(the image service's JSON mirror writes it) decide: exactly one true is the
+label (moved last if it is not), all false is no label, several true keep the
+last of them. Entries without the key follow the seed's rule: the last image by
+(order, position) of a product with two or more.
 """
 
 from psycopg import sql
@@ -28,6 +36,9 @@ MAX_ORDER = 2_147_483_647  # product_images."order" is a PostgreSQL integer
 REPAIR_ORDER_INVALID = "order missing, negative or not an integer: renumbered 0..n-1"
 REPAIR_ORDER_DUPLICATE = "duplicate orders: renumbered 0..n-1"
 REPAIR_CREATED_AT = "created_at missing or unparseable: product's created_at used"
+REPAIR_SEVERAL_LABELS = "several entries marked is_label: the last of them kept as the label"
+REPAIR_LABEL_MOVED = "is_label marked on a photo that is not the last: label moved last, renumbered 0..n-1"
+REPAIR_SINGLE_IMAGE_LABEL = "the only image marked is_label: a one-image product has no label"
 
 # decoded is read twice; NOT MATERIALIZED keeps PostgreSQL from spooling every
 # product's JSON to a temporary store (and sorting it) where an index scan serves.
@@ -64,7 +75,11 @@ entries AS (
            END AS source_order,
            CASE WHEN jsonb_typeof(e.entry -> 'created_at') = 'string'
                 THEN e.entry ->> 'created_at'
-           END AS created_at_text
+           END AS created_at_text,
+           -- Written by the image service's JSON mirror; NULL when the entry does not say.
+           CASE WHEN jsonb_typeof(e.entry -> 'is_label') = 'boolean'
+                THEN (e.entry -> 'is_label')::boolean
+           END AS label_flag
     FROM decoded AS d
     CROSS JOIN LATERAL jsonb_array_elements(d.images) WITH ORDINALITY AS e(entry, position)
 ),
@@ -73,6 +88,7 @@ checked AS (
            en.position,
            en.url #>> '{{}}' AS url,
            en.source_order,
+           en.label_flag,
            CASE
                WHEN en.entry_type NOT IN ('object', 'string')
                    THEN 'entry ' || en.position || ' is a JSON ' || en.entry_type || ', not an object or a string'
@@ -95,9 +111,24 @@ product_entries AS (
            (array_agg(c.problem ORDER BY c.position) FILTER (WHERE c.problem IS NOT NULL))[1] AS problem,
            bool_and(c.order_is_valid) AS orders_are_valid,
            count(DISTINCT c.source_order) = count(*) AS orders_are_distinct,
-           bool_and(c.created_at IS NOT NULL) AS created_at_all_valid
+           bool_and(c.created_at IS NOT NULL) AS created_at_all_valid,
+           bool_or(c.label_flag IS NOT NULL) AS says_which_is_label,
+           count(*) FILTER (WHERE c.label_flag) AS marked_labels,
+           -- The label by the seed's rule: the last entry by (order, position).
+           (array_agg(c.position ORDER BY c.source_order DESC NULLS FIRST, c.position DESC))[1] AS last_position,
+           -- The label the entries mark; of several, the last of them.
+           (array_agg(c.position ORDER BY c.source_order DESC NULLS FIRST, c.position DESC)
+                FILTER (WHERE c.label_flag))[1] AS marked_position
     FROM checked AS c
     GROUP BY c.product_id
+),
+labelled AS (
+    SELECT pe.*,
+           CASE WHEN pe.image_count < 2 THEN NULL
+                WHEN pe.says_which_is_label THEN pe.marked_position
+                ELSE pe.last_position
+           END AS label_position
+    FROM product_entries AS pe
 ),
 status AS (
     SELECT d.id,
@@ -115,11 +146,19 @@ status AS (
                CASE WHEN NOT pe.orders_are_valid THEN {repair_order_invalid}
                     WHEN NOT pe.orders_are_distinct THEN {repair_order_duplicate}
                END,
-               CASE WHEN NOT pe.created_at_all_valid THEN {repair_created_at} END
+               CASE WHEN NOT pe.created_at_all_valid THEN {repair_created_at} END,
+               CASE WHEN pe.image_count >= 2 AND pe.marked_labels > 1 THEN {repair_several_labels} END,
+               CASE WHEN pe.image_count >= 2 AND pe.label_position <> pe.last_position THEN {repair_label_moved} END,
+               CASE WHEN pe.image_count = 1 AND pe.marked_labels > 0 THEN {repair_single_image_label} END
            ], NULL) AS repairs,
-           COALESCE(pe.orders_are_valid AND pe.orders_are_distinct, false) AS keeps_orders
+           -- Orders are kept when valid, distinct and the label (if any) is already the last.
+           COALESCE(pe.orders_are_valid AND pe.orders_are_distinct
+                    AND pe.label_position IS NOT DISTINCT FROM
+                        CASE WHEN pe.label_position IS NOT NULL THEN pe.last_position END, false) AS keeps_orders,
+           pe.label_position,
+           pe.label_position IS NOT NULL AS yields_label
     FROM decoded AS d
-    LEFT JOIN product_entries AS pe ON pe.product_id = d.id
+    LEFT JOIN labelled AS pe ON pe.product_id = d.id
 )"""
 
 
@@ -133,4 +172,7 @@ def source_ctes(schema: str, product_filter: sql.Composable) -> sql.Composed:
         repair_order_invalid=sql.Literal(REPAIR_ORDER_INVALID),
         repair_order_duplicate=sql.Literal(REPAIR_ORDER_DUPLICATE),
         repair_created_at=sql.Literal(REPAIR_CREATED_AT),
+        repair_several_labels=sql.Literal(REPAIR_SEVERAL_LABELS),
+        repair_label_moved=sql.Literal(REPAIR_LABEL_MOVED),
+        repair_single_image_label=sql.Literal(REPAIR_SINGLE_IMAGE_LABEL),
     )
