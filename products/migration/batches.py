@@ -51,19 +51,10 @@ todo AS (
     WHERE s.image_count > 0 OR s.error IS NOT NULL
 ),
 new_rows AS (
-    SELECT c.product_id,
-           c.url,
-           CASE WHEN t.keeps_orders THEN c.source_order::integer
-                -- Renumbered by (order, position), the label last.
-                ELSE (row_number() OVER (PARTITION BY c.product_id
-                                         ORDER BY c.position IS NOT DISTINCT FROM t.label_position,
-                                                  c.source_order NULLS LAST, c.position) - 1)::integer
-           END AS "order",
-           c.position IS NOT DISTINCT FROM t.label_position AS is_label,
-           COALESCE(c.created_at, t.product_created_at, now()) AS created_at
-    FROM checked AS c
-    JOIN todo AS t ON t.id = c.product_id
-    WHERE t.error IS NULL AND (%(force)s OR NOT t.has_rows)
+    SELECT y.*
+    FROM yielded AS y
+    JOIN todo AS t ON t.id = y.product_id
+    WHERE %(force)s OR NOT t.has_rows
 ),
 inserted AS (
     INSERT INTO {product_images} (product_id, url, "order", is_label, created_at, updated_at)

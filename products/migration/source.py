@@ -15,6 +15,10 @@ One definition serves the migration (which inserts from it) and the validation
   whether its source orders are kept (``keeps_orders``), and its label: the
   array ``label_position`` of the entry that becomes the label (NULL: none),
   ``yields_label``.
+- ``yielded``: the image rows the JSON yields, one per entry of every product
+  without an error: ``product_id``, ``url``, ``order``, ``is_label``,
+  ``created_at``. The migration inserts them; the validation compares the
+  table with them.
 
 The label: a product with one image has none. Entries that carry ``is_label``
 (the image service's JSON mirror writes it) decide: exactly one true is the
@@ -159,6 +163,21 @@ status AS (
            pe.label_position IS NOT NULL AS yields_label
     FROM decoded AS d
     LEFT JOIN labelled AS pe ON pe.product_id = d.id
+),
+yielded AS (
+    SELECT c.product_id,
+           c.url,
+           CASE WHEN s.keeps_orders THEN c.source_order::integer
+                -- Renumbered by (order, position), the label last.
+                ELSE (row_number() OVER (PARTITION BY c.product_id
+                                         ORDER BY c.position IS NOT DISTINCT FROM s.label_position,
+                                                  c.source_order NULLS LAST, c.position) - 1)::integer
+           END AS "order",
+           c.position IS NOT DISTINCT FROM s.label_position AS is_label,
+           COALESCE(c.created_at, s.product_created_at, now()) AS created_at
+    FROM checked AS c
+    JOIN status AS s ON s.id = c.product_id
+    WHERE s.error IS NULL
 )"""
 
 
