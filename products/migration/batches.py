@@ -157,7 +157,7 @@ def _caused_by_rows(exc: DatabaseError) -> bool:
 
 def _write_batch(schema: str, after: int, upto: int, options: MigrationOptions) -> list[tuple]:
     params = {"after": after, "upto": upto, "force": options.force}
-    source = source_ctes(schema, _BATCH_FILTER)
+    source = source_ctes(schema, _BATCH_FILTER, yielded=True)
     product_images = table(schema, "product_images")
     fetch_rows(sql.SQL(_LOCK_BATCH).format(products=table(schema, "products"), product_filter=_BATCH_FILTER), params)
     if options.force:
