@@ -12,7 +12,7 @@ from django.db import connection
 
 from products.migration.rendering import SUMMARY_COLUMNS, render_json, render_markdown, render_terminal, report_as_dict
 from products.migration.report import (
-    REPAIR_SAMPLE_SIZE,
+    SAMPLE_SIZE,
     CheckResult,
     ExitCode,
     Interruption,
@@ -97,7 +97,7 @@ def test_markdown_report_is_shaped_like_the_seed_report(catalogue, tenant, tmp_p
 
     _, validation_rows = md_table(markdown, "## Validation")
     assert validation_rows == [
-        ["tenant_a", "✅ PASS 7", "✅ PASS 2", "✅ PASS 0", "✅ PASS 0", "✅ PASS 0", "✅ PASS 0"]
+        ["tenant_a", "✅ PASS 7", "✅ PASS 2", "✅ PASS 0", "✅ PASS 0", "✅ PASS 0", "✅ PASS 0", "✅ PASS 0"]
     ]
 
     queries = md_section(markdown, "Validation Queries")
@@ -156,6 +156,7 @@ def test_json_report_figures_equal_the_run(catalogue, tenant, tmp_path):
         (4, 0, 0, True),
         (5, 0, 0, True),
         (6, 0, 0, True),
+        (7, 0, 0, True),
     ]
     assert validation["distribution"] == [[1, 1], [2, 1], [4, 1]]
     assert validation["spot_check"]["product_id"] == first.id
@@ -330,8 +331,8 @@ def test_repair_samples_are_capped_when_tenants_add_up():
     ]
     total = MigrationReport("live", STARTED, tenants).total
     assert total.repairs[0].products == 16
-    assert total.repairs[0].sample_ids == [*range(8), 100, 101][:REPAIR_SAMPLE_SIZE]
-    assert len(total.repairs[0].sample_ids) == REPAIR_SAMPLE_SIZE
+    assert total.repairs[0].sample_ids == [*range(8), 100, 101][:SAMPLE_SIZE]
+    assert len(total.repairs[0].sample_ids) == SAMPLE_SIZE
 
 
 def without_failed_check(report: MigrationReport) -> MigrationReport:
@@ -495,6 +496,8 @@ def test_json_rendering():
         "figure": 1,
         "expected": 0,
         "sql": None,
+        "products_at_fault": 0,
+        "product_ids": [],
         "passed": False,
     }
     assert a["validation"]["spot_check"]["rows"][2] == {

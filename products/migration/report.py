@@ -56,7 +56,7 @@ class Repair:
 
     def add(self, products: int, ids: list[int]) -> None:
         self.products += products
-        self.sample_ids = sorted(self.sample_ids + ids)[:REPAIR_SAMPLE_SIZE]
+        self.sample_ids = sorted(self.sample_ids + ids)[:SAMPLE_SIZE]
 
 
 @dataclass
@@ -88,23 +88,25 @@ class TenantRun:
         return repair
 
 
-REPAIR_SAMPLE_SIZE = 10
+SAMPLE_SIZE = 10  # product ids shown per repair and per failing check
 COUNTERS = ("products", "images_migrated", "labels_detected", "already_migrated", "repaired", "soft_deleted")
 
 
 @dataclass
 class CheckResult:
-    """One of the seed report's six validation queries, run on one tenant."""
+    """One validation check (the seed report's six queries, check 4 made per product), run on one tenant."""
 
     number: int
     name: str
     figure: int
     expected: int
     sql: str
+    products_at_fault: int = 0  # products the check fails for, where it looks per product
+    product_ids: list[int] = field(default_factory=list)  # the first SAMPLE_SIZE of them
 
     @property
     def passed(self) -> bool:
-        return self.figure == self.expected
+        return self.figure == self.expected and self.products_at_fault == 0
 
 
 @dataclass

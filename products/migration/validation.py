@@ -4,7 +4,7 @@ from collections.abc import Sequence
 
 from psycopg import sql
 
-from products.migration.report import CheckResult, SpotCheck, SpotRow, Validation
+from products.migration.report import SAMPLE_SIZE, CheckResult, SpotCheck, SpotRow, Validation
 from products.migration.source import source_ctes
 from stoflow.raw_sql import bind, fetch_rows, table
 
@@ -19,25 +19,49 @@ DUPLICATES = """SELECT COUNT(*) FROM (
     GROUP BY product_id, "order"
     HAVING COUNT(*) > 1
 ) AS duplicates;"""
+# Every product against the JSON it has today, set-based: the seed's count comparison,
+# the labels per product, and the rows themselves (url, order, label).
 JSON_VS_TABLE = """WITH {source},
+excluded AS (
+    -- Products listed as errors keep whatever rows they have.
+    SELECT id FROM status WHERE error IS NOT NULL
+    UNION
+    SELECT unnest(%(excluded_ids)s::bigint[])
+),
+table_rows AS (
+    SELECT product_id, url, "order", is_label FROM {product_images}
+),
 table_counts AS (
     SELECT product_id, COUNT(*) AS table_count, COUNT(*) FILTER (WHERE is_label) AS table_labels
-    FROM {product_images}
+    FROM table_rows
     GROUP BY product_id
 ),
 compared AS (
-    SELECT s.image_count AS json_count,
+    SELECT s.id,
+           s.image_count AS json_count,
            s.yields_label,
            COALESCE(t.table_count, 0) AS table_count,
            COALESCE(t.table_labels, 0) AS table_labels,
-           s.error IS NOT NULL OR s.id = ANY(%(excluded_ids)s) AS is_error
+           s.id IN (SELECT id FROM excluded) AS is_error
     FROM status AS s
     LEFT JOIN table_counts AS t ON s.id = t.product_id
+),
+differing AS (
+    SELECT DISTINCT product_id FROM (
+        (SELECT product_id, url, "order", is_label FROM yielded EXCEPT ALL SELECT * FROM table_rows)
+        UNION ALL
+        (SELECT * FROM table_rows EXCEPT ALL SELECT product_id, url, "order", is_label FROM yielded)
+    ) AS differences
+    WHERE product_id NOT IN (SELECT id FROM excluded)
 )
-SELECT COUNT(*) FILTER (WHERE NOT is_error AND json_count != table_count) AS mismatches,
-       -- Products listed as errors keep whatever rows they have.
+SELECT COUNT(*) FILTER (WHERE NOT is_error AND json_count != table_count) AS count_mismatches,
+       (array_agg(id ORDER BY id) FILTER (WHERE NOT is_error AND json_count != table_count))[1:%(sample)s],
        COALESCE(SUM(CASE WHEN is_error THEN table_count ELSE json_count END), 0)::bigint AS expected_images,
-       COALESCE(SUM(CASE WHEN is_error THEN table_labels ELSE yields_label::int END), 0)::bigint AS expected_labels
+       COALESCE(SUM(CASE WHEN is_error THEN table_labels ELSE yields_label::int END), 0)::bigint AS expected_labels,
+       COUNT(*) FILTER (WHERE NOT is_error AND table_labels != yields_label::int) AS label_mismatches,
+       (array_agg(id ORDER BY id) FILTER (WHERE NOT is_error AND table_labels != yields_label::int))[1:%(sample)s],
+       (SELECT COUNT(*) FROM differing) AS differing_products,
+       (SELECT (array_agg(product_id ORDER BY product_id))[1:%(sample)s] FROM differing)
 FROM compared;"""
 LABEL_ON_HIGHEST_ORDER = """WITH max_orders AS (
     SELECT product_id, MAX("order") as max_order
@@ -67,6 +91,15 @@ DISTRIBUTION = """SELECT image_count, COUNT(*) FROM (
 ) AS per_product
 GROUP BY image_count
 ORDER BY image_count;"""
+# The first products at fault, asked for only when a check on the table alone fails.
+DUPLICATE_IDS = """SELECT DISTINCT product_id FROM (
+    SELECT product_id FROM {product_images} GROUP BY product_id, "order" HAVING COUNT(*) > 1
+) AS duplicates ORDER BY product_id LIMIT %(sample)s"""
+LABEL_NOT_HIGHEST_IDS = """SELECT l.product_id FROM {product_images} AS l
+WHERE l.is_label AND l."order" != (SELECT MAX("order") FROM {product_images} WHERE product_id = l.product_id)
+ORDER BY l.product_id LIMIT %(sample)s"""
+MULTIPLE_LABEL_IDS = """SELECT product_id FROM {product_images} WHERE is_label
+GROUP BY product_id HAVING COUNT(*) > 1 ORDER BY product_id LIMIT %(sample)s"""
 SPOT_CHECK = """SELECT product_id, "order", is_label, url
 FROM {product_images}
 WHERE product_id = (SELECT MIN(product_id) FROM {product_images})
@@ -74,15 +107,19 @@ ORDER BY "order";"""
 
 
 def validate_tenant(schema: str, excluded_ids: Sequence[int] = ()) -> Validation:
-    """Run the six checks on ``schema``; ``excluded_ids`` are products listed as errors."""
+    """Run the checks on ``schema``; ``excluded_ids`` are products listed as errors."""
     product_images = table(schema, "product_images")
+    params = {"excluded_ids": list(excluded_ids), "sample": SAMPLE_SIZE}
 
     def run(template: str, **extra) -> tuple[str, tuple]:
         # The report shows the query exactly as run, values filled in, so it can be pasted into psql.
-        query = bind(
-            sql.SQL(template).format(product_images=product_images, **extra), {"excluded_ids": list(excluded_ids)}
-        )
+        query = bind(sql.SQL(template).format(product_images=product_images, **extra), params)
         return query, fetch_rows(sql.SQL(query))[0]
+
+    def first_ids(template: str) -> list[int]:
+        return [
+            product_id for (product_id,) in fetch_rows(sql.SQL(template).format(product_images=product_images), params)
+        ]
 
     distribution = fetch_rows(sql.SQL(DISTRIBUTION).format(product_images=product_images))
     several = sum(products for count, products in distribution if count >= 2)
@@ -90,19 +127,70 @@ def validate_tenant(schema: str, excluded_ids: Sequence[int] = ()) -> Validation
     total_sql, (total_images,) = run(TOTAL_IMAGES)
     labels_sql, (labels,) = run(LABEL_COUNT)
     duplicates_sql, (duplicates,) = run(DUPLICATES)
-    json_sql, (mismatches, expected_images, expected_labels) = run(
-        JSON_VS_TABLE, source=source_ctes(schema, sql.SQL("TRUE"))
-    )
+    json_sql, compared = run(JSON_VS_TABLE, source=source_ctes(schema, sql.SQL("TRUE"), yielded=True))
+    (count_mismatches, count_ids, expected_images, expected_labels) = compared[:4]
+    (label_mismatches, label_ids, differing, differing_ids) = compared[4:]
     highest_sql, (incorrect_labels,) = run(LABEL_ON_HIGHEST_ORDER)
     multiple_sql, (multiple_labels,) = run(MULTIPLE_LABELS)
 
     checks = [
-        CheckResult(1, "Total images (table = JSON)", total_images, expected_images, total_sql),
-        CheckResult(2, "Label count (= labels the JSON yields)", labels, expected_labels, labels_sql),
-        CheckResult(3, "Duplicate (product_id, order)", duplicates, 0, duplicates_sql),
-        CheckResult(4, "JSON count vs table count mismatches", mismatches, 0, json_sql),
-        CheckResult(5, "Labels not on highest order", incorrect_labels, 0, highest_sql),
-        CheckResult(6, "Products with several labels", multiple_labels, 0, multiple_sql),
+        # Passes on the totals, as the seed's; names the products whose counts differ when it fails.
+        CheckResult(1, "Total images (table = JSON)", total_images, expected_images, total_sql, 0, count_ids or []),
+        CheckResult(
+            2,
+            "Label count (= labels the JSON yields, per product)",
+            labels,
+            expected_labels,
+            labels_sql,
+            label_mismatches,
+            label_ids or [],
+        ),
+        CheckResult(
+            3,
+            "Duplicate (product_id, order)",
+            duplicates,
+            0,
+            duplicates_sql,
+            duplicates,
+            first_ids(DUPLICATE_IDS) if duplicates else [],
+        ),
+        CheckResult(
+            4,
+            "Products whose rows differ from their JSON (url, order, label)",
+            differing,
+            0,
+            json_sql,
+            differing,
+            differing_ids or [],
+        ),
+        CheckResult(
+            5,
+            "Labels not on highest order",
+            incorrect_labels,
+            0,
+            highest_sql,
+            incorrect_labels,
+            first_ids(LABEL_NOT_HIGHEST_IDS) if incorrect_labels else [],
+        ),
+        CheckResult(
+            6,
+            "Products with several labels",
+            multiple_labels,
+            0,
+            multiple_sql,
+            multiple_labels,
+            first_ids(MULTIPLE_LABEL_IDS) if multiple_labels else [],
+        ),
+        # The seed's query 4, kept beside the stronger check 4.
+        CheckResult(
+            7,
+            "JSON count vs table count mismatches (seed query 4)",
+            count_mismatches,
+            0,
+            json_sql,
+            count_mismatches,
+            count_ids or [],
+        ),
     ]
     return Validation(
         checks=checks,
