@@ -44,7 +44,7 @@ from psycopg import sql  # noqa: E402
 from bench import per_row_reference  # noqa: E402
 from bench.datasets import DataSet, ensure_data_set, fan_out_set, prepare_database, scaled_set  # noqa: E402
 from bench.report import machine_description, render_markdown, render_terminal, targets  # noqa: E402
-from stoflow.database import connection_kwargs  # noqa: E402
+from stoflow.database_settings import connection_kwargs  # noqa: E402
 from stoflow.raw_sql import execute  # noqa: E402
 
 SET_BUILDERS = {

@@ -3,7 +3,7 @@
 import os
 from pathlib import Path
 
-from stoflow.database import database_settings
+from stoflow.database_settings import database_settings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -33,6 +33,7 @@ PUBLIC_SCHEMA_NAME = "public"
 # so one host and one session cookie serve every seller; other paths are the public site.
 TENANT_SUBFOLDER_PREFIX = "sellers"
 
+# Describes the database only: its backend, stoflow.db_backend, starts the embedded server on the first connection.
 DATABASES = {"default": database_settings(BASE_DIR)}
 DATABASE_ROUTERS = ["django_tenants.routers.TenantSyncRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

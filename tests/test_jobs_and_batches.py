@@ -11,7 +11,7 @@ from psycopg import sql
 
 from products.migration import batches, runs
 from products.migration.report import ExitCode
-from stoflow.database import connection_kwargs
+from stoflow.database_settings import connection_kwargs
 from tests.helpers import OTHER_TENANT, TENANT, entries, make_product, run_command, table_state
 
 IMAGE_COUNTS = [3, 1, 4, 2, 6, 2, 5, 3, 2]

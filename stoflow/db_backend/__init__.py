@@ -1,0 +1,1 @@
+"""The project's database backend (``ENGINE = "stoflow.db_backend"``): see ``base``."""
