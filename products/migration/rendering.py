@@ -1,15 +1,24 @@
-"""The migration report rendered three ways: terminal (rich), Markdown (shaped like the seed report), JSON."""
+"""The migration report rendered three ways: terminal (rich), Markdown (shaped like the seed report), JSON.
+
+The terminal and the Markdown file show the same sections in the same order: ``report_sections`` walks the
+report once and describes them as neutral blocks (paragraphs, tables, code), and the two formatters below
+only lay those blocks out. Where the outputs differ on purpose, a block says which one shows it (``only``):
+the file, a record kept after the run, adds the data-safety note and every check's SQL; the terminal, read
+at a glance, keeps to shorter lines.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import io
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from rich import box
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Table as RichTable
 
 from products.migration.report import CheckResult, Interruption, MigrationReport, TenantReport, TenantRun, Validation
 
@@ -35,7 +44,115 @@ DATA_SAFETY = (
 )
 
 
-# Pieces shared by the terminal and Markdown renderings.
+# Blocks: what a section holds, whichever output shows it.
+
+TERMINAL = "terminal"
+MARKDOWN = "markdown"
+
+# Tones colour text in the terminal; the Markdown file has no colours.
+PLAIN = "plain"
+OK = "ok"
+WARNING = "warning"
+ERROR = "error"
+
+
+@dataclass(frozen=True)
+class Block:
+    """One piece of a section; both outputs show it unless ``only`` names one."""
+
+    only: str | None = field(default=None, kw_only=True)  # TERMINAL or MARKDOWN
+
+
+@dataclass(frozen=True)
+class Paragraph(Block):
+    """A line of text after an optional lead, which the file sets in bold ("**Data safety:** ...")."""
+
+    text: str
+    lead: str = ""
+    tone: str = PLAIN
+
+
+@dataclass(frozen=True)
+class Bullets(Block):
+    """A list: bulleted in the file, one line per item in the terminal."""
+
+    items: list[str]
+    tone: str = PLAIN
+
+
+@dataclass(frozen=True)
+class Figures(Block):
+    """Named figures: one line in the terminal ("Time: migrate 1.50 s, ..."), a bulleted list in the file."""
+
+    title: str
+    figures: list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A check's result in a table cell: green or red in the terminal, marked ✅ or ❌ in the file."""
+
+    text: str
+    passed: bool
+
+
+# A table cell: text as it is, a count (an int: the terminal writes 1,234, the file 1234), or an Outcome.
+Cell = str | int | Outcome
+
+
+@dataclass(frozen=True)
+class Table(Block):
+    """Rows under a header; the terminal prints the title over it, the file names it by its section's heading."""
+
+    title: str
+    header: list[str]
+    rows: list[list[Cell]]
+    caption: str = ""  # the file only: a bold line over the table, where a section holds several
+    # (column, name) pairs: the file spells the names out in the header; the terminal, short of width,
+    # keeps the columns' short names and prints the legend under the table.
+    legend: Sequence[tuple[str, str]] = ()
+    total_row: bool = False  # the last row is the total, set in bold
+    headline: bool = False  # the terminal rules a headline table's header heavier
+    tone: str = PLAIN  # colours every row in the terminal
+    marks: Sequence[str] = ()  # per row, a word the terminal points at after the row ("<- label"), or ""
+
+
+@dataclass(frozen=True)
+class Code(Block):
+    """Preformatted text, fenced; in the file only (the terminal shows tables)."""
+
+    text: str
+    language: str = ""
+
+
+@dataclass(frozen=True)
+class Heading(Block):
+    """A heading inside a section: the file's "### ..." (the terminal titles its tables instead)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Group(Block):
+    """Blocks the file writes without blank lines between them: a query's heading, its SQL, its result.
+
+    In the file only: the terminal prints no blank lines between blocks anyway.
+    """
+
+    blocks: list[Block]
+
+
+@dataclass(frozen=True)
+class Section:
+    heading: str  # the file's "## heading"; the terminal has titled tables instead
+    blocks: list[Block]
+
+
+def shown_in(output: str, blocks: list[Block]) -> list[Block]:
+    return [block for block in blocks if block.only in (None, output)]
+
+
+# The sections, in reading order.
 
 
 def interruption_note(interruption: Interruption) -> str:
@@ -113,90 +230,253 @@ def _validated(report: MigrationReport) -> list[tuple[TenantReport, Validation]]
     return [(tenant, tenant.validation) for tenant in report.tenants if tenant.validation]
 
 
-def _first_spot_check(report: MigrationReport):
-    return next((v.spot_check for _, v in _validated(report) if v.spot_check), None)
+def _summary(report: MigrationReport) -> Section:
+    return Section(
+        "Summary",
+        [Paragraph(summary_sentence(report)), Paragraph(DATA_SAFETY, lead="Data safety:", only=MARKDOWN)],
+    )
 
 
-def _phase_rows(report: MigrationReport) -> list[tuple[str, float]]:
-    phases = report.seconds
-    return [(phase, seconds) for phase, seconds in phases.items()] + [("total", sum(phases.values()))]
+def _results(report: MigrationReport) -> Section | None:
+    if report.mode == "check":
+        return None  # --check migrates nothing
+    table = Table("Results", SUMMARY_COLUMNS, summary_rows(report), total_row=True, headline=True)
+    return Section("Results", [table])
+
+
+def _label_analysis(report: MigrationReport) -> Section | None:
+    blocks = []
+    for tenant, validation in _validated(report):
+        if not validation.distribution:
+            continue
+        finding = label_analysis(tenant)
+        distribution = Table(
+            f"Image distribution: {tenant.schema}",
+            ["Image Count", "Product Count"],
+            [[str(images), products] for images, products in validation.distribution],
+            caption=f"Image Distribution ({tenant.schema}):",
+        )
+        # The file states the finding, then shows its table; the terminal shows the table, then the finding.
+        blocks += [Bullets([finding], only=MARKDOWN), distribution, Paragraph(finding, only=TERMINAL)]
+    return Section("Label Detection Analysis", blocks) if blocks else None
+
+
+def _validation(report: MigrationReport) -> Section | None:
+    validated = _validated(report)
+    if not validated:
+        return None
+    checks = validated[0][1].checks  # every tenant runs the same checks
+    table = Table(
+        "Validation checks",
+        ["Schema", *(str(check.number) for check in checks)],
+        [
+            [tenant.schema, *(Outcome(check_cell(check), check.passed) for check in validation.checks)]
+            for tenant, validation in validated
+        ],
+        legend=[(str(check.number), check.name) for check in checks],
+        headline=True,
+    )
+    return Section("Validation", [table])
+
+
+def _validation_queries(report: MigrationReport) -> Section | None:
+    """Each check's SQL and its figure per tenant, in the file only: a reader can paste and re-run them."""
+    validated = _validated(report)
+    if not validated:
+        return None
+    blocks = []
+    for check in validated[0][1].checks:
+        figures = ", ".join(
+            f"{tenant.schema} {check_cell(validation.checks[check.number - 1])}" for tenant, validation in validated
+        )
+        query = [
+            Heading(f"Query {check.number}: {check.name}"),
+            Code(check.sql, "sql"),
+            Paragraph(figures, lead="Result:"),
+        ]
+        blocks.append(Group(query, only=MARKDOWN))
+    return Section("Validation Queries", blocks)
+
+
+def _spot_check(report: MigrationReport) -> Section | None:
+    """The first validated tenant's sample product, image by image."""
+    spot = next((v.spot_check for _, v in _validated(report) if v.spot_check), None)
+    if not spot:
+        return None
+    table = Table(
+        f"Spot check: product {spot.product_id}",
+        ["order", "is_label", "url"],
+        [[str(row.order), str(row.is_label).lower(), row.url] for row in spot.rows],
+        marks=["label" if row.is_label else "" for row in spot.rows],
+        only=TERMINAL,
+    )
+    # The file shows the rows as psql prints them, as the seed report does.
+    psql = [" order | is_label | url", "-------+----------+-----"] + [
+        f" {row.order:>5} | {str(row.is_label).lower():<8} | {row.url}" + (" ← Label" if row.is_label else "")
+        for row in spot.rows
+    ]
+    caption = Paragraph(f"({len(spot.rows)} images)", lead=f"Product ID: {spot.product_id}")
+    return Section("Spot Check Sample", [table, Group([caption, Code("\n".join(psql))], only=MARKDOWN)])
+
+
+def _repairs(report: MigrationReport) -> Section | None:
+    repairs = report.total.repairs
+    if not repairs:
+        return None
+    rows = [[repair.reason, repair.products, ", ".join(map(str, repair.sample_ids))] for repair in repairs]
+    return Section("Repairs", [Table("Repaired products", ["Repair", "Products", "Sample ids"], rows)])
+
+
+def _errors(report: MigrationReport) -> Section | None:
+    if not report.errors:
+        return None
+    rows = [[error.tenant, str(error.product_id), error.reason] for error in report.errors]
+    table = Table("Errors: products not migrated", ["Schema", "Product id", "Reason"], rows, tone=ERROR)
+    return Section("Errors", [table])
+
+
+def _skipped(report: MigrationReport) -> Section | None:
+    busy = report.busy_tenants
+    if not busy:
+        return None
+    # The terminal speaks while the run is on; the file, read afterwards, in the past.
+    return Section(
+        "Skipped",
+        [
+            Bullets(
+                [f"{schema}: busy, another migrate_images run holds its lock; skipped." for schema in busy],
+                tone=WARNING,
+                only=TERMINAL,
+            ),
+            Bullets([f"{schema}: busy (another run held its lock)" for schema in busy], only=MARKDOWN),
+        ],
+    )
+
+
+def _interruption(report: MigrationReport) -> Section | None:
+    if not report.interruption:
+        return None
+    return Section("Interrupted", [Paragraph(interruption_note(report.interruption), tone=WARNING)])
+
+
+def _performance(report: MigrationReport) -> Section:
+    seconds = report.seconds  # per phase, summed over tenants
+    phases = [*seconds.items(), ("total", sum(seconds.values()))]
+    return Section("Performance", [Figures("Time", [(phase, f"{time:.2f} s") for phase, time in phases])])
+
+
+def report_sections(report: MigrationReport) -> list[Section]:
+    """The sections both outputs show, in reading order; one with nothing to say is left out."""
+    sections = [
+        _summary(report),
+        _results(report),
+        _label_analysis(report),
+        _validation(report),
+        _validation_queries(report),
+        _spot_check(report),
+        _repairs(report),
+        _errors(report),
+        _skipped(report),
+        _interruption(report),
+        _performance(report),
+    ]
+    return [section for section in sections if section]
 
 
 # Terminal
+
+
+COLOURS = {OK: "green", WARNING: "yellow", ERROR: "red"}
+
+
+def _markup(text: str, tone: str = PLAIN) -> str:
+    """Text as rich markup: printed as written (a url may hold "[/x]"), in its tone's colour."""
+    text = escape(text)
+    return f"[{COLOURS[tone]}]{text}[/]" if tone in COLOURS else text
+
+
+def _terminal_cell(cell: Cell) -> str:
+    if isinstance(cell, Outcome):
+        return _markup(cell.text, OK if cell.passed else ERROR)
+    if isinstance(cell, int):
+        return f"{cell:,}"
+    return _markup(cell)
+
+
+def _rich_table(table: Table) -> RichTable:
+    rich_table = RichTable(*table.header, title=table.title, box=box.SIMPLE_HEAVY if table.headline else box.SIMPLE)
+    marks = table.marks or [""] * len(table.rows)
+    for number, (row, mark) in enumerate(zip(table.rows, marks, strict=True), start=1):
+        cells = [_terminal_cell(cell) for cell in row]
+        if mark:
+            cells[-1] += f"  <- {mark}"
+        is_total = table.total_row and number == len(table.rows)
+        rich_table.add_row(*cells, style="bold" if is_total else COLOURS.get(table.tone))
+    return rich_table
+
+
+def _print_block(console: Console, block: Block) -> None:
+    if isinstance(block, Paragraph):
+        console.print(_markup(f"{block.lead} {block.text}" if block.lead else block.text, block.tone))
+    elif isinstance(block, Bullets):
+        for item in block.items:
+            console.print(_markup(item, block.tone))
+    elif isinstance(block, Figures):
+        console.print(_markup(f"{block.title}: " + ", ".join(f"{name} {value}" for name, value in block.figures)))
+    elif isinstance(block, Table):
+        console.print(_rich_table(block))
+        if block.legend:
+            console.print("  " + _markup("; ".join(f"{column}: {name}" for column, name in block.legend)))
+    else:
+        raise TypeError(f"the terminal has no layout for {type(block).__name__}")
 
 
 def render_terminal(report: MigrationReport, *, width: int = 120, color: bool = False) -> str:
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, force_terminal=color, no_color=not color, highlight=False)
     console.rule(MODE_TITLES[report.mode])
-    console.print(summary_sentence(report))
-    if report.mode != "check":
-        table = Table(*SUMMARY_COLUMNS, title="Results", box=box.SIMPLE_HEAVY)
-        rows = summary_rows(report)
-        for row in rows[:-1]:
-            table.add_row(*row)
-        table.add_row(*rows[-1], style="bold")
-        console.print(table)
-
-    for tenant, validation in _validated(report):
-        if validation.distribution:
-            dist = Table("Image Count", "Product Count", title=f"Image distribution: {tenant.schema}", box=box.SIMPLE)
-            for images, products in validation.distribution:
-                dist.add_row(str(images), f"{products:,}")
-            console.print(dist)
-            console.print(label_analysis(tenant))
-
-    checks = Table("Schema", *(f"{n}" for n in range(1, 7)), title="Validation checks", box=box.SIMPLE_HEAVY)
-    for tenant, validation in _validated(report):
-        checks.add_row(
-            tenant.schema,
-            *(f"[{'green' if c.passed else 'red'}]{check_cell(c)}[/]" for c in validation.checks),
-        )
-    if checks.row_count:
-        console.print(checks)
-        first = _validated(report)[0][1].checks
-        console.print("  " + "; ".join(f"{c.number}: {c.name}" for c in first))
-
-    spot = _first_spot_check(report)
-    if spot:
-        table = Table("order", "is_label", "url", title=f"Spot check: product {spot.product_id}", box=box.SIMPLE)
-        for row in spot.rows:
-            table.add_row(
-                str(row.order), str(row.is_label).lower(), escape(row.url) + ("  <- label" if row.is_label else "")
-            )
-        console.print(table)
-
-    total = report.total
-    if total.repairs:
-        table = Table("Repair", "Products", "Sample ids", title="Repaired products", box=box.SIMPLE)
-        for repair in total.repairs:
-            table.add_row(escape(repair.reason), f"{repair.products:,}", ", ".join(map(str, repair.sample_ids)))
-        console.print(table)
-    if report.errors:
-        table = Table("Schema", "Product id", "Reason", title="Errors: products not migrated", box=box.SIMPLE)
-        for error in report.errors:
-            table.add_row(escape(error.tenant), str(error.product_id), escape(error.reason), style="red")
-        console.print(table)
-    for schema in report.busy_tenants:
-        console.print(f"[yellow]{schema}: busy, another migrate_images run holds its lock; skipped.[/]")
-    if report.interruption:
-        console.print(f"[yellow]{escape(interruption_note(report.interruption))}[/]")
-
-    console.print("Time: " + ", ".join(f"{phase} {seconds:.2f} s" for phase, seconds in _phase_rows(report)))
+    for section in report_sections(report):
+        for block in shown_in(TERMINAL, section.blocks):
+            _print_block(console, block)
     return buffer.getvalue()
 
 
 # Markdown
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("-" * (len(h) + 2) for h in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return lines
+def _markdown_cell(cell: Cell) -> str:
+    if isinstance(cell, Outcome):
+        return f"{'✅' if cell.passed else '❌'} {cell.text}"
+    return str(cell)
 
 
-def _mark(passed: bool) -> str:
-    return "✅" if passed else "❌"
+def _markdown_table(table: Table) -> list[str]:
+    names = dict(table.legend)
+    header = [f"{column}. {names[column]}" if column in names else column for column in table.header]
+    rows = [[_markdown_cell(cell) for cell in row] for row in table.rows]
+    if table.total_row:
+        rows[-1] = [f"**{cell}**" if cell else cell for cell in rows[-1]]
+    lines = [f"**{table.caption}**"] if table.caption else []
+    lines += ["| " + " | ".join(header) + " |", "|" + "|".join("-" * (len(h) + 2) for h in header) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _markdown_lines(block: Block) -> list[str]:
+    if isinstance(block, Paragraph):
+        return [f"**{block.lead}** {block.text}" if block.lead else block.text]
+    if isinstance(block, Bullets):
+        return [f"- {item}" for item in block.items]
+    if isinstance(block, Figures):
+        return [f"- **{name}:** {value}" for name, value in block.figures]
+    if isinstance(block, Table):
+        return _markdown_table(block)
+    if isinstance(block, Code):
+        return [f"```{block.language}", block.text, "```"]
+    if isinstance(block, Heading):
+        return [f"### {block.text}"]
+    if isinstance(block, Group):
+        return [line for member in shown_in(MARKDOWN, block.blocks) for line in _markdown_lines(member)]
+    raise TypeError(f"the file has no layout for {type(block).__name__}")
 
 
 def render_markdown(report: MigrationReport) -> str:
@@ -207,66 +487,12 @@ def render_markdown(report: MigrationReport) -> str:
         "**Command:** `python manage.py migrate_images`",
         f"**Mode:** {MODE_TITLES[report.mode]}",
         "",
-        "## Summary",
-        "",
-        summary_sentence(report),
-        "",
-        f"**Data safety:** {DATA_SAFETY}",
-        "",
     ]
-    if report.mode != "check":
-        rows = summary_rows(report)
-        rows[-1] = [f"**{cell}**" if cell else cell for cell in rows[-1]]
-        lines += ["## Results", ""] + _md_table(SUMMARY_COLUMNS, rows) + [""]
-
-    validated = _validated(report)
-    if any(v.distribution for _, v in validated):
-        lines += ["## Label Detection Analysis", ""]
-        for tenant, validation in validated:
-            if validation.distribution:
-                lines += [f"- {label_analysis(tenant)}", ""]
-                lines += [f"**Image Distribution ({tenant.schema}):**"]
-                lines += _md_table(
-                    ["Image Count", "Product Count"], [[str(i), str(p)] for i, p in validation.distribution]
-                )
-                lines.append("")
-
-    if validated:
-        lines += ["## Validation", ""]
-        header = ["Schema"] + [f"{c.number}. {c.name}" for c in validated[0][1].checks]
-        rows = [[t.schema] + [f"{_mark(c.passed)} {check_cell(c)}" for c in v.checks] for t, v in validated]
-        lines += _md_table(header, rows) + [""]
-        lines += ["## Validation Queries", ""]
-        for check in validated[0][1].checks:
-            lines += [f"### Query {check.number}: {check.name}", "```sql", check.sql, "```"]
-            results = ", ".join(f"{t.schema} {check_cell(v.checks[check.number - 1])}" for t, v in validated)
-            lines += [f"**Result:** {results}", ""]
-
-    spot = _first_spot_check(report)
-    if spot:
-        lines += ["## Spot Check Sample", "", f"**Product ID: {spot.product_id}** ({len(spot.rows)} images)", "```"]
-        lines += [" order | is_label | url", "-------+----------+-----"]
-        for row in spot.rows:
-            label = " ← Label" if row.is_label else ""
-            lines.append(f" {row.order:>5} | {str(row.is_label).lower():<8} | {row.url}{label}")
-        lines += ["```", ""]
-
-    total = report.total
-    if total.repairs:
-        lines += ["## Repairs", ""]
-        rows = [[r.reason, str(r.products), ", ".join(map(str, r.sample_ids))] for r in total.repairs]
-        lines += _md_table(["Repair", "Products", "Sample ids"], rows) + [""]
-    if report.errors:
-        lines += ["## Errors", ""]
-        rows = [[e.tenant, str(e.product_id), e.reason] for e in report.errors]
-        lines += _md_table(["Schema", "Product id", "Reason"], rows) + [""]
-    if report.busy_tenants:
-        lines += ["## Skipped", ""] + [f"- {s}: busy (another run held its lock)" for s in report.busy_tenants] + [""]
-
-    if report.interruption:
-        lines += ["## Interrupted", "", interruption_note(report.interruption), ""]
-    lines += ["## Performance", ""] + [f"- **{phase}:** {seconds:.2f} s" for phase, seconds in _phase_rows(report)]
-    lines += ["", f"**Exit status:** {int(report.exit_code)} ({report.exit_code.name})", ""]
+    for section in report_sections(report):
+        lines += [f"## {section.heading}", ""]
+        for block in shown_in(MARKDOWN, section.blocks):
+            lines += _markdown_lines(block) + [""]
+    lines += [f"**Exit status:** {int(report.exit_code)} ({report.exit_code.name})", ""]
     return "\n".join(lines)
 
 
