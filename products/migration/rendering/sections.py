@@ -1,0 +1,275 @@
+"""The report's sections, described once for the terminal and the Markdown file.
+
+``report_sections`` walks the report and describes each section as neutral blocks (``blocks.py``); the
+terminal and Markdown formatters only lay those blocks out. Where the outputs differ on purpose, a block says
+which one shows it (``only``): the file, a record kept after the run, adds the data-safety note and every
+check's SQL; the terminal, read at a glance, keeps to shorter lines.
+"""
+
+from __future__ import annotations
+
+from products.migration.rendering.blocks import (
+    ERROR,
+    MARKDOWN,
+    TERMINAL,
+    WARNING,
+    Bullets,
+    Code,
+    Figures,
+    Group,
+    Heading,
+    Outcome,
+    Paragraph,
+    Section,
+    Table,
+)
+from products.migration.report import CheckResult, Interruption, MigrationReport, TenantReport, TenantRun, Validation
+
+SUMMARY_COLUMNS = [
+    "Schema",
+    "Products",
+    "Images Migrated",
+    "Labels Detected",
+    "Errors",
+    "Already migrated",
+    "Repaired",
+    "Soft-deleted",
+]
+MODE_TITLES = {
+    "live": "Product images migration",
+    "dry-run": "Product images migration: DRY RUN (rolled back, nothing written)",
+    "check": "Product images validation (--check, nothing written)",
+}
+
+DATA_SAFETY = (
+    "The JSON column products.images is only read, never modified. Re-running skips migrated products; "
+    "`--force` rebuilds their rows from the JSON."
+)
+
+
+def interruption_note(interruption: Interruption) -> str:
+    stopped = ", ".join(interruption.stopped_in) or "no tenant (between tenants)"
+    return (
+        f"Interrupted while migrating {stopped}: committed batches are kept; "
+        f"{len(interruption.not_started)} tenant(s) not started. Re-run to finish."
+    )
+
+
+def _run_cells(run: TenantRun) -> list[str]:
+    return [
+        str(run.products),
+        f"{run.images_migrated:,}",
+        f"{run.labels_detected:,}",
+        str(len(run.errors)),
+        f"{run.already_migrated:,}",
+        f"{run.repaired:,}",
+        f"{run.soft_deleted:,}",
+    ]
+
+
+def summary_rows(report: MigrationReport) -> list[list[str]]:
+    """One row per tenant, then TOTAL; a busy tenant's figures read 'busy'."""
+    rows = []
+    for tenant in report.tenants:
+        if tenant.busy:
+            rows.append([tenant.schema] + ["busy: skipped"] + [""] * (len(SUMMARY_COLUMNS) - 2))
+        elif tenant.run:
+            rows.append([tenant.schema] + _run_cells(tenant.run))
+    rows.append(["TOTAL"] + _run_cells(report.total))
+    return rows
+
+
+def summary_sentence(report: MigrationReport) -> str:
+    """The outcome in one sentence, as the seed report opens."""
+    schemas = sum(1 for tenant in report.tenants if not tenant.busy)
+    failed = len(report.failed_checks)
+    verdict = "every check PASS" if not failed else f"{failed} check(s) FAIL"
+    if report.mode == "check":
+        return f"Validated product_images in {schemas} schema(s): {verdict}."
+    total = report.total
+    verb = "Would migrate" if report.mode == "dry-run" else "Migrated"
+    return (
+        f"{verb} {total.images_migrated:,} images ({total.labels_detected:,} labels) from the JSONB column "
+        f"products.images to the product_images table across {schemas} schema(s); "
+        f"{total.already_migrated:,} products already migrated, {len(total.errors):,} errors; {verdict}."
+    )
+
+
+def check_cell(check: CheckResult) -> str:
+    if check.passed:
+        return f"PASS {check.figure:,}"
+    return f"FAIL {check.figure:,} (expected {check.expected:,})"
+
+
+def label_analysis(tenant: TenantReport) -> str:
+    """Products with 2+ images against labels, explained as the seed report does."""
+    validation = tenant.validation
+    with_images = sum(products for _, products in validation.distribution)
+    text = (
+        f"{tenant.schema}: {validation.products_with_several_images:,} products with 2+ images, "
+        f"{validation.labels:,} labels"
+    )
+    if with_images and validation.labels == with_images == validation.products_with_several_images:
+        low, high = validation.distribution[0][0], validation.distribution[-1][0]
+        text += (
+            f" ({validation.labels:,} of {with_images:,} products, 100%): every product has 2 or more images "
+            f"(minimum {low}, maximum {high}), so the rule marks the last image of every product as its label."
+        )
+    return text
+
+
+def _validated(report: MigrationReport) -> list[tuple[TenantReport, Validation]]:
+    return [(tenant, tenant.validation) for tenant in report.tenants if tenant.validation]
+
+
+def _summary(report: MigrationReport) -> Section:
+    return Section(
+        "Summary",
+        [Paragraph(summary_sentence(report)), Paragraph(DATA_SAFETY, lead="Data safety:", only=MARKDOWN)],
+    )
+
+
+def _results(report: MigrationReport) -> Section | None:
+    if report.mode == "check":
+        return None  # --check migrates nothing
+    table = Table("Results", SUMMARY_COLUMNS, summary_rows(report), total_row=True, headline=True)
+    return Section("Results", [table])
+
+
+def _label_analysis(report: MigrationReport) -> Section | None:
+    blocks = []
+    for tenant, validation in _validated(report):
+        if not validation.distribution:
+            continue
+        finding = label_analysis(tenant)
+        distribution = Table(
+            f"Image distribution: {tenant.schema}",
+            ["Image Count", "Product Count"],
+            [[str(images), products] for images, products in validation.distribution],
+            caption=f"Image Distribution ({tenant.schema}):",
+        )
+        # The file states the finding, then shows its table; the terminal shows the table, then the finding.
+        blocks += [Bullets([finding], only=MARKDOWN), distribution, Paragraph(finding, only=TERMINAL)]
+    return Section("Label Detection Analysis", blocks) if blocks else None
+
+
+def _validation(report: MigrationReport) -> Section | None:
+    validated = _validated(report)
+    if not validated:
+        return None
+    checks = validated[0][1].checks  # every tenant runs the same checks
+    table = Table(
+        "Validation checks",
+        ["Schema", *(str(check.number) for check in checks)],
+        [
+            [tenant.schema, *(Outcome(check_cell(check), check.passed) for check in validation.checks)]
+            for tenant, validation in validated
+        ],
+        legend=[(str(check.number), check.name) for check in checks],
+        headline=True,
+    )
+    return Section("Validation", [table])
+
+
+def _validation_queries(report: MigrationReport) -> Section | None:
+    """Each check's SQL and its figure per tenant, in the file only: a reader can paste and re-run them."""
+    validated = _validated(report)
+    if not validated:
+        return None
+    blocks = []
+    for check in validated[0][1].checks:
+        figures = ", ".join(
+            f"{tenant.schema} {check_cell(validation.checks[check.number - 1])}" for tenant, validation in validated
+        )
+        query = [
+            Heading(f"Query {check.number}: {check.name}"),
+            Code(check.sql, "sql"),
+            Paragraph(figures, lead="Result:"),
+        ]
+        blocks.append(Group(query, only=MARKDOWN))
+    return Section("Validation Queries", blocks)
+
+
+def _spot_check(report: MigrationReport) -> Section | None:
+    """The first validated tenant's sample product, image by image."""
+    spot = next((v.spot_check for _, v in _validated(report) if v.spot_check), None)
+    if not spot:
+        return None
+    table = Table(
+        f"Spot check: product {spot.product_id}",
+        ["order", "is_label", "url"],
+        [[str(row.order), str(row.is_label).lower(), row.url] for row in spot.rows],
+        marks=["label" if row.is_label else "" for row in spot.rows],
+        only=TERMINAL,
+    )
+    # The file shows the rows as psql prints them, as the seed report does.
+    psql = [" order | is_label | url", "-------+----------+-----"] + [
+        f" {row.order:>5} | {str(row.is_label).lower():<8} | {row.url}" + (" ← Label" if row.is_label else "")
+        for row in spot.rows
+    ]
+    caption = Paragraph(f"({len(spot.rows)} images)", lead=f"Product ID: {spot.product_id}")
+    return Section("Spot Check Sample", [table, Group([caption, Code("\n".join(psql))], only=MARKDOWN)])
+
+
+def _repairs(report: MigrationReport) -> Section | None:
+    repairs = report.total.repairs
+    if not repairs:
+        return None
+    rows = [[repair.reason, repair.products, ", ".join(map(str, repair.sample_ids))] for repair in repairs]
+    return Section("Repairs", [Table("Repaired products", ["Repair", "Products", "Sample ids"], rows)])
+
+
+def _errors(report: MigrationReport) -> Section | None:
+    if not report.errors:
+        return None
+    rows = [[error.tenant, str(error.product_id), error.reason] for error in report.errors]
+    table = Table("Errors: products not migrated", ["Schema", "Product id", "Reason"], rows, tone=ERROR)
+    return Section("Errors", [table])
+
+
+def _skipped(report: MigrationReport) -> Section | None:
+    busy = report.busy_tenants
+    if not busy:
+        return None
+    # The terminal speaks while the run is on; the file, read afterwards, in the past.
+    return Section(
+        "Skipped",
+        [
+            Bullets(
+                [f"{schema}: busy, another migrate_images run holds its lock; skipped." for schema in busy],
+                tone=WARNING,
+                only=TERMINAL,
+            ),
+            Bullets([f"{schema}: busy (another run held its lock)" for schema in busy], only=MARKDOWN),
+        ],
+    )
+
+
+def _interruption(report: MigrationReport) -> Section | None:
+    if not report.interruption:
+        return None
+    return Section("Interrupted", [Paragraph(interruption_note(report.interruption), tone=WARNING)])
+
+
+def _performance(report: MigrationReport) -> Section:
+    seconds = report.seconds  # per phase, summed over tenants
+    phases = [*seconds.items(), ("total", sum(seconds.values()))]
+    return Section("Performance", [Figures("Time", [(phase, f"{time:.2f} s") for phase, time in phases])])
+
+
+def report_sections(report: MigrationReport) -> list[Section]:
+    """The sections both outputs show, in reading order; one with nothing to say is left out."""
+    sections = [
+        _summary(report),
+        _results(report),
+        _label_analysis(report),
+        _validation(report),
+        _validation_queries(report),
+        _spot_check(report),
+        _repairs(report),
+        _errors(report),
+        _skipped(report),
+        _interruption(report),
+        _performance(report),
+    ]
+    return [section for section in sections if section]
