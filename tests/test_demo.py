@@ -89,7 +89,7 @@ def test_seed_demo_then_migrate_images_gives_the_seed_report_figures(db, tmp_pat
     assert all(rows[s]["products"] == 0 for s in ("user_2", "user_4", "user_5"))
     user_1 = report["tenants"][0]["validation"]
     assert dict(map(tuple, user_1["distribution"])) == SEED_DISTRIBUTION
-    assert [c["passed"] for t in report["tenants"] for c in t["validation"]["checks"]] == [True] * 28
+    assert [c["passed"] for t in report["tenants"] for c in t["validation"]["checks"]] == [True] * 24
     assert user_1["spot_check"]["product_id"] == 1
     assert [r["is_label"] for r in user_1["spot_check"]["rows"]] == [False, False, False, True]
     assert "user_1   3281       19,607            3,281             0" in output

@@ -125,12 +125,12 @@ def plant_second_label(p):
 
 
 # Check 4 compares each product's rows (url, order, label) with its JSON's, so every planted
-# defect fails it too, naming the products; check 7 is the seed's per-product count comparison.
+# defect fails it too, naming the products.
 DEFECTS = [
     pytest.param(1, plant_orphan_rows, {1: (10, 9), 4: (1, 0)}, id="1-total-images"),
     pytest.param(2, plant_missing_label, {2: (2, 3), 4: (1, 0)}, id="2-label-count"),
     pytest.param(3, plant_duplicate_order, {3: (1, 0), 4: (1, 0)}, id="3-duplicates"),
-    pytest.param(4, plant_moved_row, {4: (2, 0), 7: (2, 0)}, id="4-json-vs-table"),
+    pytest.param(4, plant_moved_row, {4: (2, 0)}, id="4-json-vs-table"),
     pytest.param(5, plant_label_not_on_highest, {4: (1, 0), 5: (1, 0)}, id="5-label-not-highest"),
     pytest.param(6, plant_second_label, {2: (4, 3), 4: (1, 0), 5: (1, 0), 6: (1, 0)}, id="6-several-labels"),
 ]
@@ -173,8 +173,8 @@ def test_check_on_clean_tenant_passes_and_writes_nothing(migrated, tenant, tmp_p
     assert report["exit_code"] == ExitCode.OK
     assert report["tenants"][0]["run"] is None
     assert report["tenants"][0]["validation"]["passed"] is True
-    assert [check["figure"] for check in checks_of(report).values()] == [10, 3, 0, 0, 0, 0, 0]
-    assert [check["expected"] for check in checks_of(report).values()] == [10, 3, 0, 0, 0, 0, 0]
+    assert [check["figure"] for check in checks_of(report).values()] == [10, 3, 0, 0, 0, 0]
+    assert [check["expected"] for check in checks_of(report).values()] == [10, 3, 0, 0, 0, 0]
     assert "All checks PASS" in out
     assert all_rows() == rows
     assert scalar("SELECT count(*) FROM {products}") == products
@@ -188,7 +188,7 @@ def test_check_on_unmigrated_tenant_fails_and_migrates_nothing(tenant, tmp_path)
 
     assert code == ExitCode.CHECK_FAILED, out
     # Check 2 expects the labels the JSON yields, as checks 1 and 4 expect its images.
-    assert failing(report) == {1: (0, 6), 2: (0, 2), 4: (2, 0), 7: (2, 0)}
+    assert failing(report) == {1: (0, 6), 2: (0, 2), 4: (2, 0)}
     assert all_rows() == []
 
 
@@ -218,7 +218,7 @@ def test_check_4_counts_soft_deleted_products(migrated, tenant, tmp_path):
 
     assert code == ExitCode.CHECK_FAILED, out
     # One row fewer in the table (check 1) and one product, the soft-deleted one, off by one (check 4).
-    assert failing(report) == {1: (9, 10), 4: (1, 0), 7: (1, 0)}
+    assert failing(report) == {1: (9, 10), 4: (1, 0)}
 
 
 def test_error_products_are_listed_not_counted_as_check_failures(tenant, tmp_path):

@@ -103,6 +103,7 @@ class CheckResult:
     sql: str
     products_at_fault: int = 0  # products the check fails for, where it looks per product
     product_ids: list[int] = field(default_factory=list)  # the first SAMPLE_SIZE of them
+    note: str = ""  # a further figure the check's query gives
 
     @property
     def passed(self) -> bool:
