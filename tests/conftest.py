@@ -1,11 +1,9 @@
 """Test set-up: a real PostgreSQL (the same rule as the project), two tenants made once per session."""
 
 import pytest
-from psycopg import sql
 
-from stoflow.raw_sql import execute
 from stoflow.tenants.services import ensure_tenant
-from tests.helpers import TENANT, TEST_TENANTS
+from tests.helpers import TENANT, TEST_TENANTS, run_sql
 
 
 @pytest.fixture(scope="session")
@@ -30,8 +28,4 @@ def committed_db(django_db_setup, django_db_blocker):
             yield
         finally:
             for schema in TEST_TENANTS:
-                execute(
-                    sql.SQL("TRUNCATE {}, {} RESTART IDENTITY CASCADE").format(
-                        sql.Identifier(schema, "product_images"), sql.Identifier(schema, "products")
-                    )
-                )
+                run_sql("TRUNCATE {images}, {products} RESTART IDENTITY CASCADE", schema=schema)

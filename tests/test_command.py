@@ -6,17 +6,25 @@ import sys
 import threading
 from io import StringIO
 
-import psycopg
 import pytest
 from django.conf import settings
-from django.db import connection, connections
+from django.db import connections
 from django_tenants.utils import schema_context
+from psycopg import sql
 
 from products.migration import batches
 from products.migration.report import ExitCode
 from products.models import Product, ProductImage
-from stoflow.tenants.locks import ADVISORY_LOCK_NAMESPACE, LOCK_KEY_SQL
-from tests.helpers import OTHER_TENANT, entries, image_rows, make_product, run_command, table_state
+from tests.helpers import (
+    OTHER_TENANT,
+    entries,
+    image_rows,
+    make_product,
+    run_command,
+    run_sql,
+    table_state,
+    tenant_locked_elsewhere,
+)
 
 
 def row_count(schema: str) -> int:
@@ -93,16 +101,18 @@ def test_force_replaces_rows_from_the_current_json(tenant, tmp_path):
 
 def plant_failing_insert(schema: str, url_fragment: str) -> None:
     """A trigger that makes the database refuse any image row whose url contains ``url_fragment``."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "CREATE FUNCTION pg_temp.refuse_image() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-            f"IF NEW.url LIKE '%{url_fragment}%' THEN RAISE EXCEPTION 'planted failure for %', NEW.url; END IF; "
-            "RETURN NEW; END $$"
-        )
-        cursor.execute(
-            f'CREATE TRIGGER refuse_image BEFORE INSERT ON "{schema}".product_images '
-            "FOR EACH ROW EXECUTE FUNCTION pg_temp.refuse_image()"
-        )
+    # The fragment reaches the function as the trigger's argument (TG_ARGV), a quoted literal.
+    run_sql(
+        "CREATE FUNCTION pg_temp.refuse_image() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF strpos(NEW.url, TG_ARGV[0]) > 0 THEN RAISE EXCEPTION USING MESSAGE = 'planted failure for ' || NEW.url; "
+        "END IF; RETURN NEW; END $$"
+    )
+    run_sql(
+        "CREATE TRIGGER refuse_image BEFORE INSERT ON {images} "
+        "FOR EACH ROW EXECUTE FUNCTION pg_temp.refuse_image({arg})",
+        schema=schema,
+        arg=sql.Literal(url_fragment),
+    )
 
 
 def test_a_product_the_database_refuses_is_listed_and_its_batch_neighbours_migrate(tenant, tmp_path):
@@ -190,11 +200,7 @@ def test_bad_options_are_usage_errors(tenant, args, message):
 def test_a_tenant_locked_by_another_run_is_reported_busy_and_skipped(tenant, tmp_path):
     product = make_product(images=entries(2))
     other = make_product(OTHER_TENANT, images=entries(2))
-    with psycopg.connect(**connection.get_connection_params()) as holder:
-        holder.execute(
-            f"SELECT pg_advisory_lock({LOCK_KEY_SQL})", {"namespace": ADVISORY_LOCK_NAMESPACE, "schema": tenant}
-        )
-
+    with tenant_locked_elsewhere(tenant):
         code, report, output = run_command(tmp_path=tmp_path)
 
     assert code == ExitCode.TENANT_BUSY
@@ -268,8 +274,7 @@ def test_help_documents_every_exit_status():
 
 def test_a_tenant_without_the_tables_is_refused_before_anything_runs(tenant, tmp_path):
     product = make_product(images=entries(2))
-    with connection.cursor() as cursor:
-        cursor.execute(f'ALTER TABLE "{OTHER_TENANT}".product_images RENAME TO product_images_old')
+    run_sql("ALTER TABLE {images} RENAME TO product_images_old", schema=OTHER_TENANT)
 
     code, report, output = run_command(tmp_path=tmp_path)
 
@@ -339,8 +344,7 @@ def test_an_unreachable_database_is_a_clear_error_not_a_traceback():
 
 
 def test_a_database_without_the_tenant_registry_is_a_clear_error(tenant):
-    with connection.cursor() as cursor:
-        cursor.execute("ALTER TABLE tenants_tenant RENAME TO tenants_tenant_elsewhere")
+    run_sql("ALTER TABLE tenants_tenant RENAME TO tenants_tenant_elsewhere")
 
     code, _, output = run_command()
 

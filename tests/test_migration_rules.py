@@ -6,15 +6,13 @@ from datetime import UTC, datetime
 import pytest
 from django.utils import timezone
 from django_tenants.utils import schema_context
-from psycopg import sql
 
 from products.migration.batches import MigrationOptions
 from products.migration.report import ProductError
 from products.migration.runs import migrate_images
 from products.migration.source import REPAIR_CREATED_AT, REPAIR_ORDER_DUPLICATE, REPAIR_ORDER_INVALID
 from products.models import Product
-from stoflow.raw_sql import execute, fetch_rows
-from tests.helpers import TENANT, entries, image_rows, make_product
+from tests.helpers import TENANT, entries, image_rows, make_product, run_sql, sql_rows
 
 PRODUCT_CREATED_AT = datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC)
 ENTRY_CREATED_AT = "2025-03-01T10:00:00Z"
@@ -31,10 +29,7 @@ def _product(images, **fields) -> Product:
 
 def _store_raw(product: Product, json_text: str | None) -> None:
     """Write ``images`` as raw JSON text (None: SQL NULL), bypassing the JSONField's encoding."""
-    query = sql.SQL("UPDATE {} SET images = %(value)s::jsonb WHERE id = %(id)s").format(
-        sql.Identifier(TENANT, "products")
-    )
-    execute(query, {"value": json_text, "id": product.pk})
+    run_sql("UPDATE {products} SET images = %(value)s::jsonb WHERE id = %(id)s", {"value": json_text, "id": product.pk})
 
 
 def _migrate(**options):
@@ -227,10 +222,7 @@ def test_string_and_object_entries_mix(tenant):
 def test_double_encoded_array_migrates_like_the_array(tenant, images):
     plain = _product(images)
     encoded = _product(json.dumps(images))
-    value_types = fetch_rows(
-        sql.SQL("SELECT jsonb_typeof(images) FROM {} WHERE id = %(id)s").format(sql.Identifier(TENANT, "products")),
-        {"id": encoded.pk},
-    )
+    value_types = sql_rows("SELECT jsonb_typeof(images) FROM {products} WHERE id = %(id)s", {"id": encoded.pk})
     assert value_types == [("string",)]
 
     run = _migrate()
@@ -310,12 +302,7 @@ def test_empty_values_are_not_counted(tenant, raw, stored_as):
     deleted_empty = _product([], deleted_at=timezone.now())
     _store_raw(deleted_empty, raw)
     good = _product(entries(2))
-    stored = fetch_rows(
-        sql.SQL("SELECT images IS NULL, jsonb_typeof(images) FROM {} WHERE id = %(id)s").format(
-            sql.Identifier(TENANT, "products")
-        ),
-        {"id": empty.pk},
-    )
+    stored = sql_rows("SELECT images IS NULL, jsonb_typeof(images) FROM {products} WHERE id = %(id)s", {"id": empty.pk})
     assert stored == [stored_as]
 
     run = _migrate()
@@ -329,7 +316,7 @@ def test_empty_values_are_not_counted(tenant, raw, stored_as):
 
 
 def _json_column() -> list[tuple]:
-    return fetch_rows(sql.SQL("SELECT id, images::text FROM {} ORDER BY id").format(sql.Identifier(TENANT, "products")))
+    return sql_rows("SELECT id, images::text FROM {products} ORDER BY id")
 
 
 def _mixed_products() -> list[Product]:
@@ -360,11 +347,7 @@ def test_json_column_is_left_byte_for_byte(tenant):
 
 
 def _image_table() -> list[tuple]:
-    return fetch_rows(
-        sql.SQL('SELECT product_id, "order", is_label, url, created_at FROM {} ORDER BY product_id, "order"').format(
-            sql.Identifier(TENANT, "product_images")
-        )
-    )
+    return sql_rows('SELECT product_id, "order", is_label, url, created_at FROM {images} ORDER BY product_id, "order"')
 
 
 def _figures(run) -> tuple:
@@ -379,7 +362,7 @@ def test_small_batches_give_the_same_rows_and_figures(tenant):
 
     small = _migrate(batch_size=2)
     rows = _image_table()
-    execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(TENANT, "product_images")))
+    run_sql("DELETE FROM {images}")
     large = _migrate(batch_size=1000)
 
     assert rows != [] and len(small.errors) == 3
