@@ -1,9 +1,10 @@
 """Test set-up: a real PostgreSQL (the same rule as the project), two tenants made once per session."""
 
 import pytest
+from django.db import connection
 
 from stoflow.tenants.services import ensure_tenant
-from tests.helpers import TENANT, TEST_TENANTS, run_sql
+from tests.helpers import SESSION_OPTIONS, TENANT, TEST_TENANTS, run_sql
 
 
 @pytest.fixture(scope="session")
@@ -12,6 +13,11 @@ def django_db_setup(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         for schema in TEST_TENANTS:
             ensure_tenant(schema)
+    # From here on, every connection Django opens to the test database (this thread's, the --jobs workers',
+    # a test's threads', the live server's) gives up on a lock or a statement instead of waiting for ever.
+    # Threads share these settings; this thread's connection reopens with them on its next use.
+    connection.settings_dict["OPTIONS"]["options"] = SESSION_OPTIONS
+    connection.close()
 
 
 @pytest.fixture

@@ -1,13 +1,16 @@
 """What tests share: the test tenants, product and entry builders, raw SQL in a tenant, running the command,
-a second database session."""
+a second database session, and the time limits every wait in a test is held to."""
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from io import StringIO
 from pathlib import Path
 
 import psycopg
+import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
@@ -22,6 +25,14 @@ from tests.factories import ProductFactory
 TENANT = "tenant_a"
 OTHER_TENANT = "tenant_b"
 TEST_TENANTS = [TENANT, OTHER_TENANT]
+
+# No test waits for ever: a session of the tests gives up on a lock, and on a statement, after these
+# (the tests' own connections, Django's included; see conftest), and threads and subprocesses are waited
+# for at most WAIT_SECONDS. pytest-timeout (pyproject) is the backstop for anything else.
+LOCK_TIMEOUT = "10s"
+STATEMENT_TIMEOUT = "60s"
+SESSION_OPTIONS = f"-c lock_timeout={LOCK_TIMEOUT} -c statement_timeout={STATEMENT_TIMEOUT}"
+WAIT_SECONDS = 60
 
 
 def make_product(schema: str = TENANT, **fields):
@@ -105,17 +116,22 @@ def table_state(schema: str) -> list[tuple]:
     )
 
 
-# Another session.
+# Another session, threads: waits with an end.
 
 
 @contextmanager
 def other_session() -> Iterator[psycopg.Connection]:
-    """A second session on the test database, in autocommit: it sees only what is committed."""
+    """A second session on the test database, in autocommit: it sees only what is committed.
+
+    Its waits are bounded (SESSION_OPTIONS): a lock another session leaked fails the test, it does not hang it.
+    """
     settings = connection.settings_dict
     with psycopg.connect(
         **connection_kwargs(settings),
         dbname=settings["NAME"],
         autocommit=True,
+        connect_timeout=WAIT_SECONDS,
+        options=SESSION_OPTIONS,
     ) as session:
         yield session
 
@@ -125,8 +141,20 @@ def tenant_locked_elsewhere(schema: str) -> Iterator[None]:
     """Hold ``schema``'s advisory lock (the one migrate_images takes) in another session, as a concurrent run would."""
     key = sql.SQL("SELECT pg_advisory_lock({key})").format(key=sql.SQL(LOCK_KEY_SQL))
     with other_session() as holder:
-        holder.execute(key, {"namespace": ADVISORY_LOCK_NAMESPACE, "schema": schema})
+        try:
+            holder.execute(key, {"namespace": ADVISORY_LOCK_NAMESPACE, "schema": schema})
+        except psycopg.errors.LockNotAvailable:
+            pytest.fail(f"{schema}'s advisory lock is already held by another session (leaked by an earlier test?)")
         yield
+
+
+def join_all(threads: list[threading.Thread], timeout: float = WAIT_SECONDS) -> None:
+    """Wait for every thread, ``timeout`` seconds at most in all; fail naming the ones still running."""
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    stuck = [thread.name for thread in threads if thread.is_alive()]
+    assert not stuck, f"still running after {timeout} s: {', '.join(stuck)}"
 
 
 def run_command(*args: str, tmp_path: Path | None = None) -> tuple[int, dict | None, str]:

@@ -17,8 +17,10 @@ from products.migration.report import ExitCode
 from products.models import Product, ProductImage
 from tests.helpers import (
     OTHER_TENANT,
+    WAIT_SECONDS,
     entries,
     image_rows,
+    join_all,
     make_product,
     run_command,
     run_sql,
@@ -221,11 +223,10 @@ def test_two_runs_at_once_leave_no_duplicates(committed_db, tmp_path):
         finally:
             connections.close_all()
 
-    threads = [threading.Thread(target=run) for _ in range(2)]
+    threads = [threading.Thread(target=run, name=f"migrate_images run {number}") for number in (1, 2)]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+    join_all(threads)
 
     # Either the second run found the tenant busy, or it came after and found everything migrated.
     assert sorted(codes) in ([0, 0], [0, ExitCode.TENANT_BUSY])
@@ -336,7 +337,7 @@ def test_an_unreachable_database_is_a_clear_error_not_a_traceback():
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=WAIT_SECONDS,
     )
     assert result.returncode == ExitCode.DATABASE_FAILURE
     assert "Cannot reach the database" in result.stderr and "Nothing was done" in result.stderr
