@@ -288,6 +288,21 @@ def test_soft_deleted_products_are_migrated_and_counted(tenant):
     assert (run.products, run.soft_deleted, run.images_migrated, run.labels_detected) == (2, 1, 3, 1)
 
 
+def test_soft_deleted_products_are_counted_one_by_one_within_a_batch(tenant):
+    # One batch, whose statement returns its products in groups (error, repairs, deleted, already migrated):
+    # two soft-deleted products share a group, a third is in a group of its own (repaired), a live one in another.
+    same_group = [_product(entries(2), deleted_at=timezone.now()), _product(entries(3), deleted_at=timezone.now())]
+    repaired = _product(_object_entries([1, 1]), deleted_at=timezone.now())
+    _product(entries(1))
+
+    run = _migrate()
+
+    assert run.soft_deleted == 3
+    assert (run.products, run.images_migrated, run.repaired) == (4, 8, 1)
+    assert _repairs(run) == {REPAIR_ORDER_DUPLICATE: (1, [repaired.pk])}
+    assert all(len(_rows(product)) == len(product.images) for product in same_group)
+
+
 @pytest.mark.parametrize(
     "raw, stored_as",
     [
