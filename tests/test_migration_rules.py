@@ -274,6 +274,16 @@ def test_product_that_cannot_move_faithfully_is_listed_and_neighbours_migrate(te
     assert (run.products, run.images_migrated, run.labels_detected, run.repaired) == (3, 5, 2, 0)
 
 
+def test_a_product_with_several_bad_entries_is_refused_naming_the_first(tenant):
+    # Entries 2 and 4 are both bad, each in its own way; the report names entry 2.
+    bad = _product([GOOD, {"order": 2}, {"url": _url(3), "order": 3}, {"url": "", "order": 4}])
+
+    run = _migrate()
+
+    assert run.errors == [ProductError(TENANT, bad.pk, "entry 2 has no url")]
+    assert image_rows(bad.pk) == []
+
+
 # Which products are read
 
 
