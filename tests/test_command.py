@@ -273,6 +273,19 @@ def test_help_documents_every_exit_status():
     assert "--dry-run" in help_text and "--no-input" in help_text
 
 
+def test_a_server_older_than_postgresql_16_is_refused_before_anything_runs(tenant, tmp_path, monkeypatch):
+    product = make_product(images=entries(2))
+    # Django reads the server version once per connection (a cached property); this server is 16 or newer.
+    monkeypatch.setattr(connections["default"], "pg_version", 150000)
+
+    code, report, output = run_command("--schema", tenant, tmp_path=tmp_path)
+
+    assert code == ExitCode.USAGE and report is None
+    assert "PostgreSQL 16 or newer is needed; this server is version 150000." in output
+    assert "Nothing was done." in output
+    assert image_rows(product.id) == []
+
+
 def test_a_tenant_without_the_tables_is_refused_before_anything_runs(tenant, tmp_path):
     product = make_product(images=entries(2))
     run_sql("ALTER TABLE {images} RENAME TO product_images_old", schema=OTHER_TENANT)
