@@ -1,11 +1,10 @@
 """Test set-up: a real PostgreSQL (the same rule as the project), two tenants made once per session."""
 
 import pytest
-from psycopg import sql
+from django.db import connection
 
-from stoflow.raw_sql import execute
 from stoflow.tenants.services import ensure_tenant
-from tests.helpers import TENANT, TEST_TENANTS
+from tests.helpers import SESSION_OPTIONS, TENANT, TEST_TENANTS, run_sql
 
 
 @pytest.fixture(scope="session")
@@ -22,6 +21,11 @@ def django_db_setup(request, django_test_environment, django_db_blocker, django_
         # Creating a tenant runs every tenant migration: make the few we need once.
         for schema in TEST_TENANTS:
             ensure_tenant(schema)
+    # From here on, every connection Django opens to the test database (this thread's, the --jobs workers',
+    # a test's threads', the live server's) gives up on a lock or a statement instead of waiting for ever.
+    # Threads share these settings; this thread's connection reopens with them on its next use.
+    connection.settings_dict["OPTIONS"]["options"] = SESSION_OPTIONS
+    connection.close()
     yield
     if not keepdb:
         with django_db_blocker.unblock():
@@ -42,8 +46,4 @@ def committed_db(django_db_setup, django_db_blocker):
             yield
         finally:
             for schema in TEST_TENANTS:
-                execute(
-                    sql.SQL("TRUNCATE {}, {} RESTART IDENTITY CASCADE").format(
-                        sql.Identifier(schema, "product_images"), sql.Identifier(schema, "products")
-                    )
-                )
+                run_sql("TRUNCATE {images}, {products} RESTART IDENTITY CASCADE", schema=schema)

@@ -1,20 +1,38 @@
-"""What tests share: the test tenants, product and entry builders, raw SQL in a tenant, running the command."""
+"""What tests share: the test tenants, product and entry builders, raw SQL in a tenant, running the command,
+a second database session, and the time limits every wait in a test is held to."""
 
 import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from io import StringIO
 from pathlib import Path
 
+import psycopg
+import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
 from django_tenants.utils import schema_context
 from psycopg import sql
 
-from stoflow.raw_sql import fetch_rows
+from stoflow.database_settings import connection_kwargs
+from stoflow.raw_sql import execute, fetch_rows
+from stoflow.tenants.locks import ADVISORY_LOCK_NAMESPACE, LOCK_KEY_SQL
 from tests.factories import ProductFactory
 
 TENANT = "tenant_a"
 OTHER_TENANT = "tenant_b"
 TEST_TENANTS = [TENANT, OTHER_TENANT]
+
+# No test waits for ever: a session of the tests gives up on a lock, and on a statement, after these
+# (the tests' own connections, Django's included; see conftest), and threads and subprocesses are waited
+# for at most WAIT_SECONDS. pytest-timeout (pyproject) is the backstop for anything else.
+LOCK_TIMEOUT = "10s"
+STATEMENT_TIMEOUT = "60s"
+SESSION_OPTIONS = f"-c lock_timeout={LOCK_TIMEOUT} -c statement_timeout={STATEMENT_TIMEOUT}"
+WAIT_SECONDS = 60
 
 
 def make_product(schema: str = TENANT, **fields):
@@ -34,10 +52,109 @@ def entries(count: int, first_order: int = 1) -> list[dict]:
     ]
 
 
+# Raw SQL in a tenant: the one way tests run SQL of their own.
+
+
+def tenant_sql(statement: str, schema: str = TENANT, **names: str | sql.Composable) -> sql.Composed:
+    """``statement`` with ``{images}``, ``{products}`` and ``{schema}`` as the tenant's quoted identifiers.
+
+    Any other ``{name}`` comes from ``names``: a string goes in as a quoted identifier, a psycopg
+    composable (``sql.Literal``, ``sql.SQL``) as it is. Values belong in parameters, never in the text.
+    """
+    fields = {
+        "images": sql.Identifier(schema, "product_images"),
+        "products": sql.Identifier(schema, "products"),
+        "schema": sql.Identifier(schema),
+    }
+    for key, value in names.items():
+        fields[key] = value if isinstance(value, sql.Composable) else sql.Identifier(value)
+    return sql.SQL(statement).format(**fields)
+
+
+def run_sql(statement: str, params: dict | None = None, *, schema: str = TENANT, **names) -> None:
+    """Run a statement that returns no rows (see ``tenant_sql`` for the placeholders)."""
+    execute(tenant_sql(statement, schema, **names), params)
+
+
+def sql_rows(statement: str, params: dict | None = None, *, schema: str = TENANT, **names) -> list[tuple]:
+    """Run a query (see ``tenant_sql`` for the placeholders) and return its rows."""
+    return fetch_rows(tenant_sql(statement, schema, **names), params)
+
+
+def sql_value(statement: str, params: dict | None = None, *, schema: str = TENANT, **names):
+    """The single value a query returns."""
+    [(value,)] = sql_rows(statement, params, schema=schema, **names)
+    return value
+
+
+def verbatim_rows(text: str) -> list[tuple]:
+    """SQL text run exactly as written, as a reader pastes it into psql: no placeholders, no parameters.
+
+    Only for SQL a test means to run unchanged (a report's queries, the seed report's); a test's own SQL
+    goes through ``run_sql``/``sql_rows``.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(text)
+        return cursor.fetchall()
+
+
 def image_rows(product_id: int, schema: str = TENANT) -> list[tuple]:
     """The product's rows as (order, is_label, url, created_at), by order."""
-    query = sql.SQL('SELECT "order", is_label, url, created_at FROM {} WHERE product_id = %(id)s ORDER BY "order"')
-    return fetch_rows(query.format(sql.Identifier(schema, "product_images")), {"id": product_id})
+    return sql_rows(
+        'SELECT "order", is_label, url, created_at FROM {images} WHERE product_id = %(id)s ORDER BY "order"',
+        {"id": product_id},
+        schema=schema,
+    )
+
+
+def table_state(schema: str) -> list[tuple]:
+    """Every image row but its id and updated_at: what a clean run and a resumed run must agree on."""
+    return sql_rows(
+        'SELECT dense_rank() OVER (ORDER BY i.product_id), i."order", i.is_label, i.url, i.created_at '
+        'FROM {images} AS i ORDER BY i.product_id, i."order"',
+        schema=schema,
+    )
+
+
+# Another session, threads: waits with an end.
+
+
+@contextmanager
+def other_session() -> Iterator[psycopg.Connection]:
+    """A second session on the test database, in autocommit: it sees only what is committed.
+
+    Its waits are bounded (SESSION_OPTIONS): a lock another session leaked fails the test, it does not hang it.
+    """
+    settings = connection.settings_dict
+    with psycopg.connect(
+        **connection_kwargs(settings),
+        dbname=settings["NAME"],
+        autocommit=True,
+        connect_timeout=WAIT_SECONDS,
+        options=SESSION_OPTIONS,
+    ) as session:
+        yield session
+
+
+@contextmanager
+def tenant_locked_elsewhere(schema: str) -> Iterator[None]:
+    """Hold ``schema``'s advisory lock (the one migrate_images takes) in another session, as a concurrent run would."""
+    key = sql.SQL("SELECT pg_advisory_lock({key})").format(key=sql.SQL(LOCK_KEY_SQL))
+    with other_session() as holder:
+        try:
+            holder.execute(key, {"namespace": ADVISORY_LOCK_NAMESPACE, "schema": schema})
+        except psycopg.errors.LockNotAvailable:
+            pytest.fail(f"{schema}'s advisory lock is already held by another session (leaked by an earlier test?)")
+        yield
+
+
+def join_all(threads: list[threading.Thread], timeout: float = WAIT_SECONDS) -> None:
+    """Wait for every thread, ``timeout`` seconds at most in all; fail naming the ones still running."""
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    stuck = [thread.name for thread in threads if thread.is_alive()]
+    assert not stuck, f"still running after {timeout} s: {', '.join(stuck)}"
 
 
 def run_command(*args: str, tmp_path: Path | None = None) -> tuple[int, dict | None, str]:
@@ -56,12 +173,3 @@ def run_command(*args: str, tmp_path: Path | None = None) -> tuple[int, dict | N
         err.write(str(exc))
     report = json.loads(json_path.read_text()) if json_path and json_path.exists() else None
     return code, report, out.getvalue() + err.getvalue()
-
-
-def table_state(schema: str) -> list[tuple]:
-    """Every image row but its id and updated_at: what a clean run and a resumed run must agree on."""
-    query = sql.SQL(
-        'SELECT dense_rank() OVER (ORDER BY i.product_id), i."order", i.is_label, i.url, i.created_at '
-        'FROM {} AS i ORDER BY i.product_id, i."order"'
-    )
-    return fetch_rows(query.format(sql.Identifier(schema, "product_images")))

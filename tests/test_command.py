@@ -8,17 +8,27 @@ import threading
 from io import StringIO
 from pathlib import Path
 
-import psycopg
 import pytest
 from django.conf import settings
-from django.db import connection, connections
+from django.db import connections
 from django_tenants.utils import schema_context
+from psycopg import sql
 
 from products.migration import batches
 from products.migration.report import ExitCode
 from products.models import Product, ProductImage
-from stoflow.tenants.locks import ADVISORY_LOCK_NAMESPACE, LOCK_KEY_SQL
-from tests.helpers import OTHER_TENANT, entries, image_rows, make_product, run_command, table_state
+from tests.helpers import (
+    OTHER_TENANT,
+    WAIT_SECONDS,
+    entries,
+    image_rows,
+    join_all,
+    make_product,
+    run_command,
+    run_sql,
+    table_state,
+    tenant_locked_elsewhere,
+)
 
 
 def row_count(schema: str) -> int:
@@ -95,16 +105,18 @@ def test_force_replaces_rows_from_the_current_json(tenant, tmp_path):
 
 def plant_failing_insert(schema: str, url_fragment: str) -> None:
     """A trigger that makes the database refuse any image row whose url contains ``url_fragment``."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "CREATE FUNCTION pg_temp.refuse_image() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-            f"IF NEW.url LIKE '%{url_fragment}%' THEN RAISE EXCEPTION 'planted failure for %', NEW.url; END IF; "
-            "RETURN NEW; END $$"
-        )
-        cursor.execute(
-            f'CREATE TRIGGER refuse_image BEFORE INSERT ON "{schema}".product_images '
-            "FOR EACH ROW EXECUTE FUNCTION pg_temp.refuse_image()"
-        )
+    # The fragment reaches the function as the trigger's argument (TG_ARGV), a quoted literal.
+    run_sql(
+        "CREATE FUNCTION pg_temp.refuse_image() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF strpos(NEW.url, TG_ARGV[0]) > 0 THEN RAISE EXCEPTION USING MESSAGE = 'planted failure for ' || NEW.url; "
+        "END IF; RETURN NEW; END $$"
+    )
+    run_sql(
+        "CREATE TRIGGER refuse_image BEFORE INSERT ON {images} "
+        "FOR EACH ROW EXECUTE FUNCTION pg_temp.refuse_image({arg})",
+        schema=schema,
+        arg=sql.Literal(url_fragment),
+    )
 
 
 def test_a_product_the_database_refuses_is_listed_and_its_batch_neighbours_migrate(tenant, tmp_path):
@@ -192,11 +204,7 @@ def test_bad_options_are_usage_errors(tenant, args, message):
 def test_a_tenant_locked_by_another_run_is_reported_busy_and_skipped(tenant, tmp_path):
     product = make_product(images=entries(2))
     other = make_product(OTHER_TENANT, images=entries(2))
-    with psycopg.connect(**connection.get_connection_params()) as holder:
-        holder.execute(
-            f"SELECT pg_advisory_lock({LOCK_KEY_SQL})", {"namespace": ADVISORY_LOCK_NAMESPACE, "schema": tenant}
-        )
-
+    with tenant_locked_elsewhere(tenant):
         code, report, output = run_command(tmp_path=tmp_path)
 
     assert code == ExitCode.TENANT_BUSY
@@ -217,11 +225,10 @@ def test_two_runs_at_once_leave_no_duplicates(committed_db, tmp_path):
         finally:
             connections.close_all()
 
-    threads = [threading.Thread(target=run) for _ in range(2)]
+    threads = [threading.Thread(target=run, name=f"migrate_images run {number}") for number in (1, 2)]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+    join_all(threads)
 
     # Either the second run found the tenant busy, or it came after and found everything migrated.
     assert sorted(codes) in ([0, 0], [0, ExitCode.TENANT_BUSY])
@@ -277,10 +284,22 @@ def test_the_readme_exit_status_table_is_the_enum_s():
     assert f"the first in this order wins: {precedence}." in section
 
 
+def test_a_server_older_than_postgresql_16_is_refused_before_anything_runs(tenant, tmp_path, monkeypatch):
+    product = make_product(images=entries(2))
+    # Django reads the server version once per connection (a cached property); this server is 16 or newer.
+    monkeypatch.setattr(connections["default"], "pg_version", 150000)
+
+    code, report, output = run_command("--schema", tenant, tmp_path=tmp_path)
+
+    assert code == ExitCode.USAGE and report is None
+    assert "PostgreSQL 16 or newer is needed; this server is version 150000." in output
+    assert "Nothing was done." in output
+    assert image_rows(product.id) == []
+
+
 def test_a_tenant_without_the_tables_is_refused_before_anything_runs(tenant, tmp_path):
     product = make_product(images=entries(2))
-    with connection.cursor() as cursor:
-        cursor.execute(f'ALTER TABLE "{OTHER_TENANT}".product_images RENAME TO product_images_old')
+    run_sql("ALTER TABLE {images} RENAME TO product_images_old", schema=OTHER_TENANT)
 
     code, report, output = run_command(tmp_path=tmp_path)
 
@@ -342,7 +361,7 @@ def test_an_unreachable_database_is_a_clear_error_not_a_traceback():
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=WAIT_SECONDS,
     )
     assert result.returncode == ExitCode.DATABASE_FAILURE
     assert "Cannot reach the database" in result.stderr and "Nothing was done" in result.stderr
@@ -350,8 +369,7 @@ def test_an_unreachable_database_is_a_clear_error_not_a_traceback():
 
 
 def test_a_database_without_the_tenant_registry_is_a_clear_error(tenant):
-    with connection.cursor() as cursor:
-        cursor.execute("ALTER TABLE tenants_tenant RENAME TO tenants_tenant_elsewhere")
+    run_sql("ALTER TABLE tenants_tenant RENAME TO tenants_tenant_elsewhere")
 
     code, _, output = run_command()
 

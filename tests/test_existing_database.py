@@ -4,25 +4,25 @@ import json
 from io import StringIO
 
 from django.core.management import call_command
-from django.db import connection
 
-from tests.helpers import entries, run_command
+from tests.helpers import entries, run_command, run_sql
 
 LEGACY_SCHEMA = "user_77"
 
 
 def test_register_existing_schemas_then_fake_initial_then_migrate_images(db, tmp_path):
-    with connection.cursor() as cursor:
-        cursor.execute(f"CREATE SCHEMA {LEGACY_SCHEMA}")
-        cursor.execute(
-            f"CREATE TABLE {LEGACY_SCHEMA}.products (id serial PRIMARY KEY, title text, images jsonb, "
-            "created_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now(), "
-            "deleted_at timestamptz)"
-        )
-        cursor.execute(
-            f"INSERT INTO {LEGACY_SCHEMA}.products (title, images) VALUES ('a', %s), ('b', %s)",  # noqa: S608
-            [json.dumps(entries(3)), json.dumps(entries(1))],
-        )
+    run_sql("CREATE SCHEMA {schema}", schema=LEGACY_SCHEMA)
+    run_sql(
+        "CREATE TABLE {products} (id serial PRIMARY KEY, title text, images jsonb, "
+        "created_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now(), "
+        "deleted_at timestamptz)",
+        schema=LEGACY_SCHEMA,
+    )
+    run_sql(
+        "INSERT INTO {products} (title, images) VALUES ('a', %(a)s), ('b', %(b)s)",
+        {"a": json.dumps(entries(3)), "b": json.dumps(entries(1))},
+        schema=LEGACY_SCHEMA,
+    )
     out = StringIO()
 
     call_command("register_tenants", "--dry-run", stdout=out)

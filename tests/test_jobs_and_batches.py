@@ -4,15 +4,23 @@ import os
 import signal
 import time
 
-import psycopg
 import pytest
 from django.db import connection
-from psycopg import sql
 
 from products.migration import batches, runs
 from products.migration.report import ExitCode
-from stoflow.database_settings import connection_kwargs
-from tests.helpers import OTHER_TENANT, TENANT, entries, make_product, run_command, table_state
+from tests.helpers import (
+    OTHER_TENANT,
+    TENANT,
+    entries,
+    make_product,
+    other_session,
+    run_command,
+    run_sql,
+    sql_value,
+    table_state,
+    tenant_sql,
+)
 
 IMAGE_COUNTS = [3, 1, 4, 2, 6, 2, 5, 3, 2]
 BOTH_TENANTS = ["--schema", TENANT, "--schema", OTHER_TENANT]
@@ -36,9 +44,8 @@ def comparable(report: dict) -> dict:
 
 
 def empty_product_images() -> None:
-    with connection.cursor() as cursor:
-        for schema in (TENANT, OTHER_TENANT):
-            cursor.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(schema, "product_images")).as_string())
+    for schema in (TENANT, OTHER_TENANT):
+        run_sql("TRUNCATE {images}", schema=schema)
 
 
 def test_jobs_gives_the_serial_run_s_report_and_rows(committed_db, tmp_path):
@@ -62,9 +69,7 @@ def test_jobs_uses_one_connection_per_worker(committed_db, monkeypatch):
     backends = {}
 
     def record_backend(schema, *args, **kwargs):
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_backend_pid()")
-            backends[schema] = cursor.fetchone()[0]
+        backends[schema] = sql_value("SELECT pg_backend_pid()")
         return migrate_tenant(schema, *args, **kwargs)
 
     monkeypatch.setattr(runs, "migrate_tenant", record_backend)
@@ -138,10 +143,8 @@ def test_a_database_failure_in_one_worker_stops_the_run(committed_db, monkeypatc
 
 def committed_rows(schema: str) -> int:
     """Rows another session sees: only what is committed."""
-    settings = connection.settings_dict
-    with psycopg.connect(**connection_kwargs(settings), dbname=settings["NAME"]) as other_session:
-        query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, "product_images"))
-        return other_session.execute(query).fetchone()[0]
+    with other_session() as session:
+        return session.execute(tenant_sql("SELECT count(*) FROM {images}", schema)).fetchone()[0]
 
 
 @pytest.mark.parametrize("batch_size", [1, 4, 100])

@@ -3,20 +3,37 @@
 import threading
 import time
 
-import psycopg
-from django.db import connection, connections
-from psycopg import sql
+from django.db import connections
 
 from products.migration.report import ExitCode
-from tests.helpers import TENANT, entries, image_rows, make_product, run_command
+from tests.helpers import (
+    TENANT,
+    WAIT_SECONDS,
+    entries,
+    image_rows,
+    join_all,
+    make_product,
+    other_session,
+    run_command,
+    tenant_sql,
+)
 
-WAIT_SECONDS = 20  # nothing here should take a fraction of that; past it the test fails instead of hanging
+# What the image service does for set_label(first image): the product row locked first, then the image
+# moved last as the label and the JSON mirror rewritten from the rows.
+SET_FIRST_IMAGE_AS_LABEL = [
+    'UPDATE {images} SET is_label = false, "order" = "order" + 100 WHERE product_id = %(id)s',
+    'UPDATE {images} SET "order" = CASE WHEN url = %(url)s THEN 3 ELSE "order" - 100 - 1 END, '
+    "is_label = (url = %(url)s) WHERE product_id = %(id)s",
+    "UPDATE {products} SET images = (SELECT jsonb_agg(jsonb_build_object('url', url, 'order', \"order\", "
+    "'created_at', created_at, 'is_label', is_label) ORDER BY \"order\") FROM {images} WHERE product_id = %(id)s) "
+    "WHERE id = %(id)s",
+]
 
 
 def _wait_until_blocked_by(pid: int) -> int:
-    """The pid of the backend waiting for a lock ``pid`` holds (polled on a connection of its own)."""
+    """The pid of the backend waiting for a lock ``pid`` holds (polled from a session of its own)."""
     deadline = time.monotonic() + WAIT_SECONDS
-    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as watcher:
+    with other_session() as watcher:
         while time.monotonic() < deadline:
             row = watcher.execute(
                 "SELECT pid FROM pg_stat_activity WHERE %(pid)s = ANY(pg_blocking_pids(pid))", {"pid": pid}
@@ -39,35 +56,17 @@ def test_a_force_run_waits_for_a_product_being_edited_and_keeps_the_edit(committ
         finally:
             connections.close_all()
 
-    with psycopg.connect(**connection.get_connection_params(), options="-c lock_timeout=20s") as editor:
-        # What the image service does for set_label(first image): lock the product, move the
-        # image last as the label, rewrite the JSON mirror from the rows; committed later.
-        editor.execute(
-            sql.SQL("SELECT 1 FROM {} WHERE id = %(id)s FOR UPDATE").format(sql.Identifier(TENANT, "products")),
-            {"id": product.pk},
-        )
-        run = threading.Thread(target=force_run)
+    run = threading.Thread(target=force_run)
+    with other_session() as editor, editor.transaction():
+        editor.execute(tenant_sql("SELECT 1 FROM {products} WHERE id = %(id)s FOR UPDATE"), {"id": product.pk})
         run.start()
-        blocked = _wait_until_blocked_by(editor.info.backend_pid)
-        images = sql.Identifier(TENANT, "product_images")
-        editor.execute(
-            sql.SQL(
-                'UPDATE {images} SET is_label = false, "order" = "order" + 100 WHERE product_id = %(id)s;'
-                'UPDATE {images} SET "order" = CASE WHEN url = %(url)s THEN 3 ELSE "order" - 100 - 1 END, '
-                "is_label = (url = %(url)s) WHERE product_id = %(id)s;"
-                "UPDATE {products} SET images = (SELECT jsonb_agg(jsonb_build_object("
-                "'url', url, 'order', \"order\", 'created_at', created_at, 'is_label', is_label) ORDER BY \"order\") "
-                "FROM {images} WHERE product_id = %(id)s) WHERE id = %(id)s"
-            ).format(images=images, products=sql.Identifier(TENANT, "products")),
-            {"id": product.pk, "url": first_url},
-        )
+        _wait_until_blocked_by(editor.info.backend_pid)
+        for statement in SET_FIRST_IMAGE_AS_LABEL:
+            editor.execute(tenant_sql(statement), {"id": product.pk, "url": first_url})
         assert run.is_alive(), "the --force run did not wait for the product being edited"
-        editor.commit()
-    run.join(WAIT_SECONDS)
-    assert not run.is_alive(), f"the --force run did not finish within {WAIT_SECONDS} s"
+    join_all([run])
 
-    assert blocked != 0
     assert codes == [ExitCode.OK]
-    rows = image_rows(product.pk)
-    assert [(order, is_label, url) for order, is_label, url, _ in rows][-1] == (3, True, first_url)
-    assert sum(is_label for _, is_label, _, _ in rows) == 1
+    rows = [(order, is_label, url) for order, is_label, url, _ in image_rows(product.pk)]
+    assert rows[-1] == (3, True, first_url)
+    assert sum(is_label for _, is_label, _ in rows) == 1

@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 import pytest
 from django.utils import timezone
 from django_tenants.utils import schema_context
-from psycopg import sql
 
 from products.migration.batches import MigrationOptions
 from products.migration.report import ProductError
@@ -20,8 +19,7 @@ from products.migration.source import (
     REPAIR_SINGLE_IMAGE_LABEL,
 )
 from products.models import Product
-from stoflow.raw_sql import execute, fetch_rows
-from tests.helpers import TENANT, entries, image_rows, make_product
+from tests.helpers import TENANT, entries, image_rows, make_product, run_sql, sql_rows
 
 PRODUCT_CREATED_AT = datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC)
 ENTRY_CREATED_AT = "2025-03-01T10:00:00Z"
@@ -38,10 +36,7 @@ def _product(images, **fields) -> Product:
 
 def _store_raw(product: Product, json_text: str | None) -> None:
     """Write ``images`` as raw JSON text (None: SQL NULL), bypassing the JSONField's encoding."""
-    query = sql.SQL("UPDATE {} SET images = %(value)s::jsonb WHERE id = %(id)s").format(
-        sql.Identifier(TENANT, "products")
-    )
-    execute(query, {"value": json_text, "id": product.pk})
+    run_sql("UPDATE {products} SET images = %(value)s::jsonb WHERE id = %(id)s", {"value": json_text, "id": product.pk})
 
 
 def _migrate(**options):
@@ -299,10 +294,7 @@ def test_string_and_object_entries_mix(tenant):
 def test_double_encoded_array_migrates_like_the_array(tenant, images):
     plain = _product(images)
     encoded = _product(json.dumps(images))
-    value_types = fetch_rows(
-        sql.SQL("SELECT jsonb_typeof(images) FROM {} WHERE id = %(id)s").format(sql.Identifier(TENANT, "products")),
-        {"id": encoded.pk},
-    )
+    value_types = sql_rows("SELECT jsonb_typeof(images) FROM {products} WHERE id = %(id)s", {"id": encoded.pk})
     assert value_types == [("string",)]
 
     run = _migrate()
@@ -354,6 +346,16 @@ def test_product_that_cannot_move_faithfully_is_listed_and_neighbours_migrate(te
     assert (run.products, run.images_migrated, run.labels_detected, run.repaired) == (3, 5, 2, 0)
 
 
+def test_a_product_with_several_bad_entries_is_refused_naming_the_first(tenant):
+    # Entries 2 and 4 are both bad, each in its own way; the report names entry 2.
+    bad = _product([GOOD, {"order": 2}, {"url": _url(3), "order": 3}, {"url": "", "order": 4}])
+
+    run = _migrate()
+
+    assert run.errors == [ProductError(TENANT, bad.pk, "entry 2 has no url")]
+    assert image_rows(bad.pk) == []
+
+
 # Which products are read
 
 
@@ -366,6 +368,21 @@ def test_soft_deleted_products_are_migrated_and_counted(tenant):
     assert _rows(deleted) == [(1, False, entries(2)[0]["url"]), (2, True, entries(2)[1]["url"])]
     assert len(_rows(live)) == 1
     assert (run.products, run.soft_deleted, run.images_migrated, run.labels_detected) == (2, 1, 3, 1)
+
+
+def test_soft_deleted_products_are_counted_one_by_one_within_a_batch(tenant):
+    # One batch, whose statement returns its products in groups (error, repairs, deleted, already migrated):
+    # two soft-deleted products share a group, a third is in a group of its own (repaired), a live one in another.
+    same_group = [_product(entries(2), deleted_at=timezone.now()), _product(entries(3), deleted_at=timezone.now())]
+    repaired = _product(_object_entries([1, 1]), deleted_at=timezone.now())
+    _product(entries(1))
+
+    run = _migrate()
+
+    assert run.soft_deleted == 3
+    assert (run.products, run.images_migrated, run.repaired) == (4, 8, 1)
+    assert _repairs(run) == {REPAIR_ORDER_DUPLICATE: (1, [repaired.pk])}
+    assert all(len(_rows(product)) == len(product.images) for product in same_group)
 
 
 @pytest.mark.parametrize(
@@ -382,12 +399,7 @@ def test_empty_values_are_not_counted(tenant, raw, stored_as):
     deleted_empty = _product([], deleted_at=timezone.now())
     _store_raw(deleted_empty, raw)
     good = _product(entries(2))
-    stored = fetch_rows(
-        sql.SQL("SELECT images IS NULL, jsonb_typeof(images) FROM {} WHERE id = %(id)s").format(
-            sql.Identifier(TENANT, "products")
-        ),
-        {"id": empty.pk},
-    )
+    stored = sql_rows("SELECT images IS NULL, jsonb_typeof(images) FROM {products} WHERE id = %(id)s", {"id": empty.pk})
     assert stored == [stored_as]
 
     run = _migrate()
@@ -401,7 +413,7 @@ def test_empty_values_are_not_counted(tenant, raw, stored_as):
 
 
 def _json_column() -> list[tuple]:
-    return fetch_rows(sql.SQL("SELECT id, images::text FROM {} ORDER BY id").format(sql.Identifier(TENANT, "products")))
+    return sql_rows("SELECT id, images::text FROM {products} ORDER BY id")
 
 
 def _mixed_products() -> list[Product]:
@@ -432,11 +444,7 @@ def test_json_column_is_left_byte_for_byte(tenant):
 
 
 def _image_table() -> list[tuple]:
-    return fetch_rows(
-        sql.SQL('SELECT product_id, "order", is_label, url, created_at FROM {} ORDER BY product_id, "order"').format(
-            sql.Identifier(TENANT, "product_images")
-        )
-    )
+    return sql_rows('SELECT product_id, "order", is_label, url, created_at FROM {images} ORDER BY product_id, "order"')
 
 
 def _figures(run) -> tuple:
@@ -451,7 +459,7 @@ def test_small_batches_give_the_same_rows_and_figures(tenant):
 
     small = _migrate(batch_size=2)
     rows = _image_table()
-    execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(TENANT, "product_images")))
+    run_sql("DELETE FROM {images}")
     large = _migrate(batch_size=1000)
 
     assert rows != [] and len(small.errors) == 3

@@ -8,37 +8,25 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
-from psycopg import sql
 
 from products.migration.report import ExitCode
-from stoflow.raw_sql import execute as execute_sql
-from stoflow.raw_sql import fetch_rows
-from tests.helpers import OTHER_TENANT, TENANT, entries, image_rows, make_product, run_command
-
-
-def execute(statement: str, params: dict | None = None, schema: str = TENANT, **names: str) -> None:
-    """Run ``statement``; ``{images}``, ``{products}``, ``{schema}`` and ``names`` are quoted identifiers."""
-    query = sql.SQL(statement).format(
-        images=sql.Identifier(schema, "product_images"),
-        products=sql.Identifier(schema, "products"),
-        schema=sql.Identifier(schema),
-        **{key: sql.Identifier(value) for key, value in names.items()},
-    )
-    execute_sql(query, params)
-
-
-def scalar(statement: str, params: dict | None = None, schema: str = TENANT):
-    query = sql.SQL(statement).format(
-        images=sql.Identifier(schema, "product_images"), products=sql.Identifier(schema, "products")
-    )
-    return fetch_rows(query, params)[0][0]
+from tests.helpers import (
+    OTHER_TENANT,
+    TENANT,
+    entries,
+    image_rows,
+    make_product,
+    run_command,
+    run_sql,
+    sql_rows,
+    sql_value,
+)
 
 
 def all_rows(schema: str = TENANT) -> list[tuple]:
-    query = sql.SQL('SELECT id, product_id, "order", is_label, url, created_at, updated_at FROM {} ORDER BY id').format(
-        sql.Identifier(schema, "product_images")
+    return sql_rows(
+        'SELECT id, product_id, "order", is_label, url, created_at, updated_at FROM {images} ORDER BY id', schema=schema
     )
-    return fetch_rows(query)
 
 
 def checks_of(report: dict, schema: str = TENANT) -> dict[int, dict]:
@@ -78,50 +66,50 @@ def migrated(tenant, tmp_path):
 
 def alter_table(statement: str, params: dict | None = None, **names: str) -> None:
     # The test's earlier inserts left deferred foreign-key checks pending, which ALTER TABLE refuses to run past.
-    execute("SET CONSTRAINTS ALL IMMEDIATE")
-    execute(statement, params, **names)
+    run_sql("SET CONSTRAINTS ALL IMMEDIATE")
+    run_sql(statement, params, **names)
 
 
 def plant_orphan_rows(p):
     # The table keeps the rows of a product that is gone: no product's JSON accounts for them, so only
     # the total (check 1) can see them. Dropping the foreign key lets the product row go.
-    foreign_key = scalar(
+    foreign_key = sql_value(
         "SELECT conname FROM pg_constraint WHERE conrelid = %(table)s::regclass AND contype = 'f'",
         {"table": f"{TENANT}.product_images"},
     )
     alter_table("ALTER TABLE {images} DROP CONSTRAINT {fk}", fk=foreign_key)
-    execute("DELETE FROM {products} WHERE id = %(id)s", {"id": p.single.id})
+    run_sql("DELETE FROM {products} WHERE id = %(id)s", {"id": p.single.id})
 
 
 def plant_missing_label(p):
-    execute("UPDATE {images} SET is_label = false WHERE product_id = %(id)s AND is_label", {"id": p.b.id})
+    run_sql("UPDATE {images} SET is_label = false WHERE product_id = %(id)s AND is_label", {"id": p.b.id})
 
 
 def plant_duplicate_order(p):
     # Same row count, so checks 1 and 4 stay PASS; order 2 becomes a second order 1.
     alter_table("ALTER TABLE {images} DROP CONSTRAINT product_images_product_order_uniq")
-    execute('UPDATE {images} SET "order" = 1 WHERE product_id = %(id)s AND "order" = 2', {"id": p.a.id})
+    run_sql('UPDATE {images} SET "order" = 1 WHERE product_id = %(id)s AND "order" = 2', {"id": p.a.id})
 
 
 def plant_moved_row(p):
     # One unlabelled row of a moves to b under a free, lowest order: a has 3 rows for 4 in its JSON, b 4 for 3,
     # while the total, the labels and their orders stay right.
-    execute(
+    run_sql(
         'UPDATE {images} SET product_id = %(b)s, "order" = 0 WHERE product_id = %(a)s AND "order" = 1',
         {"a": p.a.id, "b": p.b.id},
     )
 
 
 def plant_label_not_on_highest(p):
-    execute("UPDATE {images} SET is_label = false WHERE product_id = %(id)s AND is_label", {"id": p.a.id})
-    execute('UPDATE {images} SET is_label = true WHERE product_id = %(id)s AND "order" = 2', {"id": p.a.id})
+    run_sql("UPDATE {images} SET is_label = false WHERE product_id = %(id)s AND is_label", {"id": p.a.id})
+    run_sql('UPDATE {images} SET is_label = true WHERE product_id = %(id)s AND "order" = 2', {"id": p.a.id})
 
 
 def plant_second_label(p):
     # Two labels on one product cannot both be on its (single) highest order: check 5 fails with 6,
     # and the extra label makes check 2 one label too many.
     alter_table("DROP INDEX {schema}.product_images_one_label_per_product")
-    execute('UPDATE {images} SET is_label = true WHERE product_id = %(id)s AND "order" = 1', {"id": p.a.id})
+    run_sql('UPDATE {images} SET is_label = true WHERE product_id = %(id)s AND "order" = 1', {"id": p.a.id})
 
 
 # Check 4 compares each product's rows (url, order, label) with its JSON's, so every planted
@@ -165,7 +153,7 @@ def test_check_fails_on_its_defect(migrated, tenant, tmp_path, number, plant, ex
 
 def test_check_on_clean_tenant_passes_and_writes_nothing(migrated, tenant, tmp_path):
     rows = all_rows()
-    products = scalar("SELECT count(*) FROM {products}")
+    products = sql_value("SELECT count(*) FROM {products}")
 
     code, report, out = run_command("--check", "--schema", tenant, tmp_path=tmp_path)
 
@@ -177,7 +165,7 @@ def test_check_on_clean_tenant_passes_and_writes_nothing(migrated, tenant, tmp_p
     assert [check["expected"] for check in checks_of(report).values()] == [10, 3, 0, 0, 0, 0]
     assert "All checks PASS" in out
     assert all_rows() == rows
-    assert scalar("SELECT count(*) FROM {products}") == products
+    assert sql_value("SELECT count(*) FROM {products}") == products
 
 
 def test_check_on_unmigrated_tenant_fails_and_migrates_nothing(tenant, tmp_path):
@@ -208,7 +196,7 @@ def test_check_reports_each_tenant_on_its_own(migrated, tenant, tmp_path):
 
 def test_check_4_counts_soft_deleted_products(migrated, tenant, tmp_path):
     # One of its photos goes (not the label): the labels still match the JSON's, only the counts are off.
-    execute(
+    run_sql(
         'DELETE FROM {images} WHERE product_id = %(id)s AND "order" = '
         '(SELECT min("order") FROM {images} WHERE product_id = %(id)s)',
         {"id": migrated.deleted.id},
