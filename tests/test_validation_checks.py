@@ -115,17 +115,17 @@ def plant_second_label(p):
 # Check 4 compares each product's rows (url, order, label) with its JSON's, so every planted
 # defect fails it too, naming the products.
 DEFECTS = [
-    pytest.param(1, plant_orphan_rows, {1: (10, 9), 4: (1, 0)}, id="1-total-images"),
-    pytest.param(2, plant_missing_label, {2: (2, 3), 4: (1, 0)}, id="2-label-count"),
-    pytest.param(3, plant_duplicate_order, {3: (1, 0), 4: (1, 0)}, id="3-duplicates"),
-    pytest.param(4, plant_moved_row, {4: (2, 0)}, id="4-json-vs-table"),
-    pytest.param(5, plant_label_not_on_highest, {4: (1, 0), 5: (1, 0)}, id="5-label-not-highest"),
-    pytest.param(6, plant_second_label, {2: (4, 3), 4: (1, 0), 5: (1, 0), 6: (1, 0)}, id="6-several-labels"),
+    pytest.param(1, plant_orphan_rows, {1: (10, 9), 4: (1, 0)}, ["single"], id="1-total-images"),
+    pytest.param(2, plant_missing_label, {2: (2, 3), 4: (1, 0)}, ["b"], id="2-label-count"),
+    pytest.param(3, plant_duplicate_order, {3: (1, 0), 4: (1, 0)}, ["a"], id="3-duplicates"),
+    pytest.param(4, plant_moved_row, {4: (2, 0)}, ["a", "b"], id="4-json-vs-table"),
+    pytest.param(5, plant_label_not_on_highest, {4: (1, 0), 5: (1, 0)}, ["a"], id="5-label-not-highest"),
+    pytest.param(6, plant_second_label, {2: (4, 3), 4: (1, 0), 5: (1, 0), 6: (1, 0)}, ["a"], id="6-several-labels"),
 ]
 
 
-@pytest.mark.parametrize(("number", "plant", "expected_failures"), DEFECTS)
-def test_check_fails_on_its_defect(migrated, tenant, tmp_path, number, plant, expected_failures):
+@pytest.mark.parametrize(("number", "plant", "expected_failures", "at_fault"), DEFECTS)
+def test_check_fails_on_its_defect(migrated, tenant, tmp_path, number, plant, expected_failures, at_fault):
     code, before, out = run_command("--check", "--schema", tenant, tmp_path=tmp_path)
     assert code == ExitCode.OK, out
     assert checks_of(before)[number]["passed"] is True
@@ -142,6 +142,10 @@ def test_check_fails_on_its_defect(migrated, tenant, tmp_path, number, plant, ex
     assert report["tenants"][0]["validation"]["passed"] is False
     figure, expected = expected_failures[number]
     assert f"FAIL {figure} (expected {expected})" in out
+    # Check 4 names the products whose rows differ from their JSON, in the data and in the output.
+    at_fault_ids = sorted(getattr(migrated, name).id for name in at_fault)
+    assert checks_of(report)[4]["product_ids"] == at_fault_ids
+    assert "Failing checks" in out and ", ".join(map(str, at_fault_ids)) in out
 
     # A live run migrates nothing more (every product has rows) and validates again: same verdict.
     code, live, out = run_command("--schema", tenant, tmp_path=tmp_path)

@@ -168,7 +168,31 @@ def _validation(report: MigrationReport) -> Section | None:
         legend=[(str(check.number), check.name) for check in checks],
         headline=True,
     )
-    return Section("Validation", [table])
+    failing = [(tenant, check) for tenant, validation in validated for check in validation.checks if not check.passed]
+    if not failing:
+        return Section("Validation", [table])
+    details = Table(
+        "Failing checks",
+        ["Schema", "Check", "Result", "First products at fault", "Also"],
+        [
+            [tenant.schema, f"{check.number}: {check.name}", check_cell(check), products_at_fault(check), check.note]
+            for tenant, check in failing
+        ],
+        tone=ERROR,
+        caption="Failing checks:",
+    )
+    return Section("Validation", [table, details])
+
+
+def _with_note(check: CheckResult) -> str:
+    return check_cell(check) + (f" ({check.note})" if check.note else "")
+
+
+def products_at_fault(check: CheckResult) -> str:
+    """The first product ids, and how many more there are."""
+    ids = ", ".join(map(str, check.product_ids))
+    more = max(check.products_at_fault, len(check.product_ids)) - len(check.product_ids)
+    return ids + (f" (+{more:,} more)" if more else "")
 
 
 def _validation_queries(report: MigrationReport) -> Section | None:
@@ -179,7 +203,7 @@ def _validation_queries(report: MigrationReport) -> Section | None:
     blocks = []
     for check in validated[0][1].checks:
         figures = ", ".join(
-            f"{tenant.schema} {check_cell(validation.checks[check.number - 1])}" for tenant, validation in validated
+            f"{tenant.schema} {_with_note(validation.checks[check.number - 1])}" for tenant, validation in validated
         )
         query = [
             Heading(f"Query {check.number}: {check.name}"),
