@@ -42,3 +42,25 @@ class ProductImage(models.Model):
 
     def __str__(self):
         return f"{self.product_id}#{self.order}"
+
+
+class RemovedProductImage(models.Model):
+    """A copy of an image row that ``migrate_images --force`` or ``--sync`` removed and whose URL the
+    product's JSON no longer holds: a photo that left the JSON by mistake can still be brought back."""
+
+    image_id = models.BigIntegerField()  # the removed row's id
+    product_id = models.BigIntegerField()  # no foreign key: the copy outlives its product
+    url = models.TextField()
+    order = models.IntegerField()
+    is_label = models.BooleanField()
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+    removed_at = models.DateTimeField()
+    removed_by = models.TextField()  # the run that removed it: command, mode and start time
+
+    class Meta:
+        db_table = "product_images_removed"
+        ordering = ["product_id", "order"]
+
+    def __str__(self):
+        return f"{self.product_id}#{self.order} (removed {self.removed_at:%Y-%m-%d %H:%M})"

@@ -16,6 +16,7 @@ from django.core.management.base import CommandError
 from django.db import connection
 from django_tenants.utils import schema_context
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from stoflow.database_settings import connection_kwargs
 from stoflow.raw_sql import execute, fetch_rows
@@ -85,6 +86,15 @@ def sql_value(statement: str, params: dict | None = None, *, schema: str = TENAN
     """The single value a query returns."""
     [(value,)] = sql_rows(statement, params, schema=schema, **names)
     return value
+
+
+def store_json(product_id: int, images, schema: str = TENANT) -> None:
+    """Write a product's legacy ``images`` JSON (None: SQL NULL), as the old code path still does."""
+    run_sql(
+        "UPDATE {products} SET images = %(images)s WHERE id = %(id)s",
+        {"images": None if images is None else Jsonb(images), "id": product_id},
+        schema=schema,
+    )
 
 
 def verbatim_rows(text: str) -> list[tuple]:

@@ -14,8 +14,8 @@ from django.db import DatabaseError, transaction
 from psycopg import sql
 
 from products.migration.report import ProductError, TenantRun
-from products.migration.source import source_ctes
-from stoflow.raw_sql import execute, fetch_rows, table
+from products.migration.source import DIFFERING_CTE, source_ctes
+from stoflow.raw_sql import fetch_rows, table
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,9 @@ class MigrationOptions:
     dry_run: bool = False
     force: bool = False
     batch_size: int = 1000
+    sync: bool = False  # rebuild exactly the products whose rows differ from their JSON
     jobs: int = 1  # tenants migrated at once, each worker on its own database connection
+    run_name: str = ""  # names the run in product_images_removed
 
 
 class Progress:
@@ -81,10 +83,38 @@ GROUP BY 1, 2, 3, 4"""
 
 # --force: the rows of every product that migrates cleanly go, in the batch's
 # transaction, so a failure before the INSERT leaves the old rows in place.
-_DELETE_BATCH = """WITH {source}
-DELETE FROM {product_images} AS pi
-USING status AS s
-WHERE pi.product_id = s.id AND s.error IS NULL AND s.image_count > 0"""
+# --force and --sync: the rows of the products to rebuild go (--force: every product that
+# is no error, an emptied JSON included; --sync: those whose rows differ from their JSON),
+# in the batch's transaction, so a failure before the INSERT leaves the old rows in place.
+# A removed row whose URL the JSON no longer holds is first copied aside, in the same
+# statement: no run deletes a photo that exists nowhere else.
+_REMOVE_BATCH = """WITH {source},
+table_rows AS (
+    SELECT pi.product_id, pi.url, pi."order", pi.is_label
+    FROM {product_images} AS pi
+    JOIN status AS s ON s.id = pi.product_id
+),
+{differing},
+rebuilt AS (
+    SELECT s.id FROM status AS s
+    WHERE s.error IS NULL AND (%(force)s OR s.id IN (SELECT product_id FROM differing))
+),
+removed AS (
+    DELETE FROM {product_images} AS pi
+    USING rebuilt AS r
+    WHERE pi.product_id = r.id
+    RETURNING pi.*
+),
+kept_aside AS (
+    INSERT INTO {removed_images} (image_id, product_id, url, "order", is_label, created_at, updated_at,
+                                  removed_at, removed_by)
+    SELECT r.id, r.product_id, r.url, r."order", r.is_label, r.created_at, r.updated_at, now(), %(run_name)s
+    FROM removed AS r
+    WHERE NOT EXISTS (SELECT 1 FROM yielded AS y WHERE y.product_id = r.product_id AND y.url = r.url)
+    RETURNING 1
+)
+SELECT (SELECT array_agg(DISTINCT product_id ORDER BY product_id) FROM removed),
+       (SELECT count(*) FROM kept_aside)"""
 
 # The batch's products, locked as the image service locks a product before it
 # writes: a service call and a batch on the same product queue up, and the
@@ -124,7 +154,7 @@ def _migrate_batch(schema: str, after: int, upto: int, options: MigrationOptions
     """One transaction for products with ids in (after, upto]."""
     try:
         with transaction.atomic():
-            _tally(schema, _write_batch(schema, after, upto, options), run)
+            _tally(schema, _write_batch(schema, after, upto, options), run, options)
         return
     except DatabaseError as exc:
         if not _caused_by_rows(exc):
@@ -141,7 +171,7 @@ def _migrate_batch(schema: str, after: int, upto: int, options: MigrationOptions
     for product_id in product_ids:
         try:
             with transaction.atomic():
-                _tally(schema, _write_batch(schema, product_id - 1, product_id, options), run)
+                _tally(schema, _write_batch(schema, product_id - 1, product_id, options), run, options)
         except DatabaseError as exc:
             if not _caused_by_rows(exc):
                 raise
@@ -156,17 +186,31 @@ def _caused_by_rows(exc: DatabaseError) -> bool:
 
 
 def _write_batch(schema: str, after: int, upto: int, options: MigrationOptions) -> list[tuple]:
-    params = {"after": after, "upto": upto, "force": options.force}
+    params = {"after": after, "upto": upto, "force": options.force, "run_name": options.run_name}
     source = source_ctes(schema, _BATCH_FILTER, yielded=True)
     product_images = table(schema, "product_images")
     fetch_rows(sql.SQL(_LOCK_BATCH).format(products=table(schema, "products"), product_filter=_BATCH_FILTER), params)
-    if options.force:
-        execute(sql.SQL(_DELETE_BATCH).format(source=source, product_images=product_images), params)
-    return fetch_rows(sql.SQL(_MIGRATE_BATCH).format(source=source, product_images=product_images), params)
+    removal = ((), 0)
+    if options.force or options.sync:
+        query = sql.SQL(_REMOVE_BATCH).format(
+            source=source,
+            product_images=product_images,
+            removed_images=table(schema, "product_images_removed"),
+            differing=sql.SQL(DIFFERING_CTE),
+        )
+        ((rebuilt_ids, kept_aside),) = fetch_rows(query, params)
+        removal = (rebuilt_ids or (), kept_aside)
+    # --sync then migrates like a first run: the products it emptied and the new ones have no rows.
+    groups = fetch_rows(sql.SQL(_MIGRATE_BATCH).format(source=source, product_images=product_images), params)
+    return groups, removal
 
 
-def _tally(schema: str, groups: list[tuple], run: TenantRun) -> None:
-    """Add one batch's outcome, grouped by the statement, to the tenant's figures."""
+def _tally(schema: str, written: tuple[list[tuple], tuple], run: TenantRun, options: MigrationOptions) -> None:
+    """Add one batch's outcome (the migration's groups, what --force or --sync removed) to the tenant's figures."""
+    groups, (rebuilt_ids, kept_aside) = written
+    run.rows_kept_aside += kept_aside
+    if options.sync and rebuilt_ids:
+        run.resynced.add(len(rebuilt_ids), list(rebuilt_ids))
     errors = []
     for error, repairs, is_deleted, already_migrated, products, images, labels, ids in groups:
         run.products += products

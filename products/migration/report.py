@@ -71,10 +71,14 @@ class TenantRun:
     soft_deleted: int = 0
     repairs: list[Repair] = field(default_factory=list)
     errors: list[ProductError] = field(default_factory=list)
+    # --sync: products whose rows differed from their JSON (emptied JSON included), rebuilt.
+    resynced: Repair = field(default_factory=lambda: Repair(RESYNCED))
+    rows_kept_aside: int = 0  # removed rows copied to product_images_removed (their URL left the JSON)
 
     def add(self, other: TenantRun) -> None:
         for name in COUNTERS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.resynced.add(other.resynced.products, other.resynced.sample_ids)
         for repair in other.repairs:
             self.repair(repair.reason).add(repair.products, repair.sample_ids)
         self.errors.extend(other.errors)
@@ -89,7 +93,16 @@ class TenantRun:
 
 
 SAMPLE_SIZE = 10  # product ids shown per repair and per failing check
-COUNTERS = ("products", "images_migrated", "labels_detected", "already_migrated", "repaired", "soft_deleted")
+COUNTERS = (
+    "products",
+    "images_migrated",
+    "labels_detected",
+    "already_migrated",
+    "repaired",
+    "soft_deleted",
+    "rows_kept_aside",
+)
+RESYNCED = "rows differed from the JSON (changed, reordered, relabelled or emptied): rebuilt from it"
 
 
 @dataclass

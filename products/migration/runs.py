@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from django.db import connection, transaction
@@ -24,6 +25,8 @@ MINIMUM_SERVER_VERSION = 160000  # pg_input_is_valid, used to read bad JSON with
 def migrate_images(schemas: list[str], options: MigrationOptions, progress: Progress | None = None) -> MigrationReport:
     """Migrate and validate each tenant; Ctrl-C ends the run with what is done."""
     report = MigrationReport(mode="dry-run" if options.dry_run else "live", started_at=datetime.now(UTC))
+    flag = " --force" if options.force else " --sync" if options.sync else ""
+    options = replace(options, run_name=f"migrate_images{flag}, started {report.started_at:%Y-%m-%d %H:%M:%S} UTC")
     progress = progress or Progress()
     report.tenants, report.interruption = for_each_tenant(
         schemas, options.jobs, lambda schema, stop: migrate_tenant(schema, options, progress, stop)

@@ -187,6 +187,19 @@ yielded AS (
 )"""
 
 
+# Products whose rows differ from what their JSON yields (url, order, label; a missing
+# or extra row counts), over ``yielded`` and a ``table_rows`` CTE the query defines.
+DIFFERING_CTE = """differing AS (
+    SELECT DISTINCT product_id FROM (
+        (SELECT product_id, url, "order", is_label FROM yielded
+         EXCEPT ALL SELECT product_id, url, "order", is_label FROM table_rows)
+        UNION ALL
+        (SELECT product_id, url, "order", is_label FROM table_rows
+         EXCEPT ALL SELECT product_id, url, "order", is_label FROM yielded)
+    ) AS differences
+)"""
+
+
 def source_ctes(schema: str, product_filter: sql.Composable, *, yielded: bool = False) -> sql.Composed:
     """The CTEs described in the module docstring, without the leading WITH; ``yielded`` on request."""
     return sql.SQL(_SOURCE_CTES + (_YIELDED_CTE if yielded else "")).format(

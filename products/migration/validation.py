@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from psycopg import sql
 
 from products.migration.report import SAMPLE_SIZE, CheckResult, SpotCheck, SpotRow, Validation
-from products.migration.source import source_ctes
+from products.migration.source import DIFFERING_CTE, source_ctes
 from stoflow.raw_sql import bind, fetch_rows, table
 
 # The seed report's six queries, schema-qualified. Queries 1-3, 5 and 6 are the
@@ -46,22 +46,16 @@ compared AS (
     FROM status AS s
     LEFT JOIN table_counts AS t ON s.id = t.product_id
 ),
-differing AS (
-    SELECT DISTINCT product_id FROM (
-        (SELECT product_id, url, "order", is_label FROM yielded EXCEPT ALL SELECT * FROM table_rows)
-        UNION ALL
-        (SELECT * FROM table_rows EXCEPT ALL SELECT product_id, url, "order", is_label FROM yielded)
-    ) AS differences
-    WHERE product_id NOT IN (SELECT id FROM excluded)
-)
+{differing}
 SELECT COUNT(*) FILTER (WHERE NOT is_error AND json_count != table_count) AS count_mismatches,
        (array_agg(id ORDER BY id) FILTER (WHERE NOT is_error AND json_count != table_count))[1:%(sample)s],
        COALESCE(SUM(CASE WHEN is_error THEN table_count ELSE json_count END), 0)::bigint AS expected_images,
        COALESCE(SUM(CASE WHEN is_error THEN table_labels ELSE yields_label::int END), 0)::bigint AS expected_labels,
        COUNT(*) FILTER (WHERE NOT is_error AND table_labels != yields_label::int) AS label_mismatches,
        (array_agg(id ORDER BY id) FILTER (WHERE NOT is_error AND table_labels != yields_label::int))[1:%(sample)s],
-       (SELECT COUNT(*) FROM differing) AS differing_products,
-       (SELECT (array_agg(product_id ORDER BY product_id))[1:%(sample)s] FROM differing)
+       (SELECT COUNT(*) FROM differing WHERE product_id NOT IN (SELECT id FROM excluded)) AS differing_products,
+       (SELECT (array_agg(product_id ORDER BY product_id))[1:%(sample)s] FROM differing
+        WHERE product_id NOT IN (SELECT id FROM excluded))
 FROM compared;"""
 LABEL_ON_HIGHEST_ORDER = """WITH max_orders AS (
     SELECT product_id, MAX("order") as max_order
@@ -127,7 +121,9 @@ def validate_tenant(schema: str, excluded_ids: Sequence[int] = ()) -> Validation
     total_sql, (total_images,) = run(TOTAL_IMAGES)
     labels_sql, (labels,) = run(LABEL_COUNT)
     duplicates_sql, (duplicates,) = run(DUPLICATES)
-    json_sql, compared = run(JSON_VS_TABLE, source=source_ctes(schema, sql.SQL("TRUE"), yielded=True))
+    json_sql, compared = run(
+        JSON_VS_TABLE, source=source_ctes(schema, sql.SQL("TRUE"), yielded=True), differing=sql.SQL(DIFFERING_CTE)
+    )
     (count_mismatches, count_ids, expected_images, expected_labels) = compared[:4]
     (label_mismatches, label_ids, differing, differing_ids) = compared[4:]
     highest_sql, (incorrect_labels,) = run(LABEL_ON_HIGHEST_ORDER)

@@ -67,6 +67,13 @@ class Command(BaseCommand):
             "transaction per batch). Asks for confirmation unless --no-input.",
         )
         parser.add_argument(
+            "--sync",
+            action="store_true",
+            help="Rebuild exactly the products whose rows differ from their JSON today (changed, reordered, "
+            "relabelled or emptied since they were migrated), and migrate new ones; every other row is left "
+            "untouched. With --dry-run, shows the same without writing.",
+        )
+        parser.add_argument(
             "--no-input",
             "--noinput",
             action="store_false",
@@ -95,8 +102,15 @@ class Command(BaseCommand):
         for option in ("batch_size", "jobs"):
             if options[option] < 1:
                 raise CommandError(f"--{option.replace('_', '-')} must be at least 1.", returncode=ExitCode.USAGE)
-        if options["check"] and options["force"]:
-            raise CommandError("--check writes nothing; it cannot be combined with --force.", returncode=ExitCode.USAGE)
+        if options["check"] and (options["force"] or options["sync"]):
+            raise CommandError(
+                "--check writes nothing; it cannot be combined with --force or --sync.", returncode=ExitCode.USAGE
+            )
+        if options["force"] and options["sync"]:
+            raise CommandError(
+                "--force rebuilds every product and --sync only those that differ: choose one.",
+                returncode=ExitCode.USAGE,
+            )
         schemas = self.selected_schemas(options["schemas"])
         problems = preflight_problems(schemas)
         if problems:
@@ -111,6 +125,7 @@ class Command(BaseCommand):
                 migration_options = MigrationOptions(
                     dry_run=options["dry_run"],
                     force=options["force"],
+                    sync=options["sync"],
                     batch_size=options["batch_size"],
                     jobs=options["jobs"],
                 )

@@ -243,6 +243,25 @@ def _repairs(report: MigrationReport) -> Section | None:
     return Section("Repairs", [Table("Repaired products", ["Repair", "Products", "Sample ids"], rows)])
 
 
+def _resynced(report: MigrationReport) -> Section | None:
+    """What --sync rebuilt and what --force or --sync copied aside before removing it."""
+    total = report.total
+    blocks = []
+    if total.resynced.products:
+        resynced = total.resynced
+        rows = [[resynced.reason, resynced.products, ", ".join(map(str, resynced.sample_ids))]]
+        blocks.append(Table("Resynced products", ["Why", "Products", "Sample ids"], rows))
+    if total.rows_kept_aside:
+        blocks.append(
+            Paragraph(
+                f"{total.rows_kept_aside:,} removed row(s) whose URL is no longer in the JSON were first copied to "
+                "each tenant's product_images_removed table, named by this run.",
+                tone=WARNING,
+            )
+        )
+    return Section("Resynced", blocks) if blocks else None
+
+
 def _errors(report: MigrationReport) -> Section | None:
     if not report.errors:
         return None
@@ -291,6 +310,7 @@ def report_sections(report: MigrationReport) -> list[Section]:
         _validation_queries(report),
         _spot_check(report),
         _repairs(report),
+        _resynced(report),
         _errors(report),
         _skipped(report),
         _interruption(report),

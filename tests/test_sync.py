@@ -1,0 +1,167 @@
+"""Drift after the migration: the stronger checks see it, --sync rebuilds exactly what differs, --force clears
+what the JSON emptied, and a removed photo whose URL left the JSON is copied aside first."""
+
+from datetime import UTC, datetime
+
+import pytest
+
+from products.migration.report import ExitCode
+from tests.helpers import entries, image_rows, make_product, run_command, sql_rows, store_json
+
+
+def rows_with_ids(product_id: int) -> list[tuple]:
+    return sql_rows(
+        'SELECT id, "order", is_label, url, updated_at FROM {images} WHERE product_id = %(id)s ORDER BY "order"',
+        {"id": product_id},
+    )
+
+
+def kept_aside() -> list[tuple]:
+    return sql_rows(
+        'SELECT product_id, url, "order", is_label, removed_by FROM {schema}.product_images_removed '
+        'ORDER BY product_id, "order"'
+    )
+
+
+def checks(report: dict) -> dict[int, dict]:
+    return {check["number"]: check for check in report["tenants"][0]["validation"]["checks"]}
+
+
+@pytest.fixture
+def drifted(tenant, tmp_path):
+    """Four products migrated, then the old code path kept writing JSON: changed, emptied, untouched, new."""
+    changed = make_product(images=entries(3))
+    emptied = make_product(images=entries(2))
+    untouched = make_product(images=entries(4))
+    assert run_command("--schema", tenant)[0] == ExitCode.OK
+    photos = entries(3)
+    photos[0]["url"] = "https://cdn.example/replaced.jpeg"
+    photos[1], photos[2] = {**photos[2], "order": 2}, {**photos[1], "order": 3}  # same count, reordered
+    store_json(changed.pk, photos)
+    store_json(emptied.pk, [])
+    new = make_product(images=entries(2))
+    return changed, emptied, untouched, new
+
+
+def test_check_names_the_drifted_and_pending_products(drifted, tenant, tmp_path):
+    changed, emptied, _, new = drifted
+
+    code, report, output = run_command("--check", "--schema", tenant, tmp_path=tmp_path)
+
+    assert code == ExitCode.CHECK_FAILED
+    assert checks(report)[4]["figure"] == 3
+    assert checks(report)[4]["product_ids"] == [changed.pk, emptied.pk, new.pk]
+    assert f"{changed.pk}, {emptied.pk}, {new.pk}" in output
+
+
+def test_sync_rebuilds_exactly_the_products_that_differ(drifted, tenant, tmp_path):
+    changed, emptied, untouched, new = drifted
+    untouched_rows = rows_with_ids(untouched.pk)
+    removed_rows = rows_with_ids(emptied.pk)
+
+    code, report, output = run_command("--sync", "--schema", tenant, tmp_path=tmp_path)
+
+    assert code == ExitCode.OK, output
+    run = report["tenants"][0]["run"]
+    assert run["resynced"]["products"] == 2
+    assert run["resynced"]["sample_ids"] == [changed.pk, emptied.pk]
+    assert (run["images_migrated"], run["already_migrated"]) == (3 + 2, 1)
+    assert "Resynced products" in output
+    assert rows_with_ids(untouched.pk) == untouched_rows  # same ids, same updated_at
+    assert [(o, label, url) for o, label, url, _ in image_rows(changed.pk)] == [
+        (1, False, "https://cdn.example/replaced.jpeg"),
+        (2, False, "https://cdn.example/3-2.jpeg"),
+        (3, True, "https://cdn.example/2-1.jpeg"),
+    ]
+    assert image_rows(emptied.pk) == []
+    assert len(image_rows(new.pk)) == 2
+    # The photos whose URL left the JSON were copied aside before they went; the others are in the table.
+    assert [row[:4] for row in kept_aside()] == [
+        (changed.pk, "https://cdn.example/1-0.jpeg", 1, False),
+        *((emptied.pk, url, order, is_label) for _, order, is_label, url, _ in removed_rows),
+    ]
+    assert all(row[4].startswith("migrate_images --sync, started ") for row in kept_aside())
+    assert report["tenants"][0]["run"]["rows_kept_aside"] == 3
+    assert run_command("--check", "--schema", tenant)[0] == ExitCode.OK
+    # Nothing differs any more: a second --sync rebuilds nothing.
+    again = run_command("--sync", "--schema", tenant, tmp_path=tmp_path)[1]["tenants"][0]["run"]
+    assert again["resynced"]["products"] == 0 and again["images_migrated"] == 0
+
+
+def test_sync_dry_run_shows_the_same_and_writes_nothing(drifted, tenant, tmp_path):
+    changed, emptied, untouched, _ = drifted
+    before = [rows_with_ids(product.pk) for product in (changed, emptied, untouched)]
+
+    code, dry, _ = run_command("--sync", "--dry-run", "--schema", tenant, tmp_path=tmp_path)
+
+    assert code == ExitCode.OK
+    assert [rows_with_ids(product.pk) for product in (changed, emptied, untouched)] == before
+    assert kept_aside() == []
+    live = run_command("--sync", "--schema", tenant, tmp_path=tmp_path)[1]
+    assert dry["tenants"][0]["run"] == live["tenants"][0]["run"]
+
+
+def test_force_clears_the_rows_of_products_whose_json_was_emptied(tenant):
+    emptied = make_product(images=entries(2))
+    nulled = make_product(images=entries(3))
+    assert run_command("--schema", tenant)[0] == ExitCode.OK
+    store_json(emptied.pk, [])
+    store_json(nulled.pk, None)
+    assert run_command("--check", "--schema", tenant)[0] == ExitCode.CHECK_FAILED
+
+    code, _, output = run_command("--force", "--schema", tenant)
+
+    assert code == ExitCode.OK, output
+    assert image_rows(emptied.pk) == image_rows(nulled.pk) == []
+    assert sorted(product_id for product_id, *_ in kept_aside()) == [emptied.pk] * 2 + [nulled.pk] * 3
+    assert all(row[4].startswith("migrate_images --force") for row in kept_aside())
+
+
+def test_force_copies_aside_nothing_the_json_still_holds(tenant):
+    make_product(images=entries(3))
+    assert run_command("--schema", tenant)[0] == ExitCode.OK
+
+    assert run_command("--force", "--schema", tenant)[0] == ExitCode.OK
+
+    assert kept_aside() == []
+
+
+def test_changed_photos_and_a_moved_label_with_the_same_count_fail_check_4(tenant, tmp_path):
+    relabelled, renamed, clean = (make_product(images=entries(3)) for _ in range(3))
+    assert run_command("--schema", tenant)[0] == ExitCode.OK
+    # The label on the first photo (the mirror's is_label), and one URL changed: same counts as the rows.
+    store_json(relabelled.pk, [{**entry, "is_label": i == 0} for i, entry in enumerate(entries(3))])
+    store_json(renamed.pk, [{**entry, "url": entry["url"] + "?v=2"} for entry in entries(3)])
+
+    code, report, _ = run_command("--check", "--schema", tenant, tmp_path=tmp_path)
+
+    assert code == ExitCode.CHECK_FAILED
+    assert {number: check["passed"] for number, check in checks(report).items()} == {
+        1: True,
+        2: True,
+        3: True,
+        4: False,
+        5: True,
+        6: True,
+    }
+    assert checks(report)[4]["product_ids"] == [relabelled.pk, renamed.pk]
+    assert clean.pk not in checks(report)[4]["product_ids"]
+
+
+def test_check_2_compares_labels_per_product_not_totals(tenant, tmp_path):
+    single = make_product(images=entries(1))
+    pair = make_product(images=entries(2))
+    assert run_command("--schema", tenant)[0] == ExitCode.OK
+    # A label on the one-image product and none on the pair: the totals still agree.
+    store_json(single.pk, entries(1))
+    sql_rows(
+        "UPDATE {images} SET is_label = (product_id = %(single)s), updated_at = %(now)s RETURNING id",
+        {"single": single.pk, "now": datetime.now(UTC)},
+    )
+
+    code, report, _ = run_command("--check", "--schema", tenant, tmp_path=tmp_path)
+
+    assert code == ExitCode.CHECK_FAILED
+    check_2 = checks(report)[2]
+    assert (check_2["figure"], check_2["expected"], check_2["passed"]) == (1, 1, False)
+    assert check_2["product_ids"] == [single.pk, pair.pk]
