@@ -304,7 +304,7 @@ def test_a_tenant_without_the_tables_is_refused_before_anything_runs(tenant, tmp
     code, report, output = run_command(tmp_path=tmp_path)
 
     assert code == ExitCode.USAGE and report is None
-    assert f"No products/product_images tables in {OTHER_TENANT}" in output
+    assert f"No products/product_images/product_images_removed tables in {OTHER_TENANT}" in output
     assert "migrate_schemas" in output
     assert image_rows(product.id) == []
 

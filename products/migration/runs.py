@@ -43,13 +43,17 @@ def preflight_problems(schemas: list[str]) -> list[str]:
         sql.SQL(
             "SELECT schema_name FROM unnest(%(schemas)s::text[]) AS schema_name "
             "WHERE to_regclass(quote_ident(schema_name) || '.products') IS NULL "
-            "OR to_regclass(quote_ident(schema_name) || '.product_images') IS NULL"
+            "OR to_regclass(quote_ident(schema_name) || '.product_images') IS NULL "
+            "OR to_regclass(quote_ident(schema_name) || '.product_images_removed') IS NULL"
         ),
         {"schemas": schemas},
     )
     if missing:
         names = ", ".join(name for (name,) in missing)
-        problems.append(f"No products/product_images tables in {names}: run `manage.py migrate_schemas` first.")
+        problems.append(
+            f"No products/product_images/product_images_removed tables in {names}: "
+            "run `manage.py migrate_schemas` first."
+        )
     return problems
 
 
