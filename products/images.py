@@ -204,6 +204,11 @@ def _check_url(url: object, product_id: int) -> None:
         raise InvalidImageUrl(
             f"The URL of a new image of product {product_id} is empty or blank ({url!r}). Nothing was changed."
         )
+    # PostgreSQL text cannot hold a NUL character: refused here rather than as a database error.
+    if "\x00" in url:
+        raise InvalidImageUrl(
+            f"The URL of a new image of product {product_id} holds a NUL character ({url!r}). Nothing was changed."
+        )
 
 
 def _check_created_at(created_at: object, product_id: int) -> None:

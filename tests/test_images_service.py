@@ -443,6 +443,7 @@ REFUSED = {
     "clear-label-of-a-deleted-product": (lambda p: clear_label(p["gone"]), ProductNotFound, "Product {gone}"),
     "add-an-empty-url": (lambda p: add_image(p["b"], ""), InvalidImageUrl, "product {b} is empty or blank"),
     "add-a-blank-url": (lambda p: add_image(p["b"], " \t\n"), InvalidImageUrl, "product {b} is empty or blank"),
+    "add-a-url-with-a-nul": (lambda p: add_image(p["b"], "https://x/\x00.jpeg"), InvalidImageUrl, "NUL character"),
     "add-a-none-url": (lambda p: add_image(p["b"], None), InvalidImageUrl, "product {b} must be a string"),
     "add-a-number-url": (lambda p: add_image(p["b"], 42), InvalidImageUrl, "product {b} must be a string, got int"),
     "add-a-bytes-url": (lambda p: add_image(p["b"], b"https://x"), InvalidImageUrl, "got bytes"),
