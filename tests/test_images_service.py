@@ -533,6 +533,22 @@ def in_thread(call) -> tuple[threading.Thread, threading.Event, dict]:
     return thread, started, outcome
 
 
+def waiting_for_a_lock_on_products(seconds: float = 10) -> bool:
+    """Whether some session comes to wait for a lock while running a SELECT ... FOR UPDATE on products.
+
+    Asked from a session of its own in autocommit: within a transaction PostgreSQL keeps showing
+    the pg_stat_activity it saw first."""
+    query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s"
+    deadline = time.monotonic() + seconds
+    with other_session() as observer:
+        observer.autocommit = True
+        while time.monotonic() < deadline:
+            if observer.execute(query, ['%"products"%FOR UPDATE%']).fetchone()[0]:
+                return True
+            time.sleep(0.02)
+    return False
+
+
 def test_a_call_waits_for_another_session_s_lock_on_the_product(committed_db):
     product = migrated_product(3)
     with other_session() as holder:
@@ -542,7 +558,7 @@ def test_a_call_waits_for_another_session_s_lock_on_the_product(committed_db):
         )
         thread, started, outcome = in_thread(lambda: add_image(product.id, "from-the-service"))
         assert started.wait(10)
-        time.sleep(0.5)
+        assert waiting_for_a_lock_on_products(), "add_image never queued for the product's lock"
         assert thread.is_alive() and not outcome, "add_image went ahead while the product was locked"
         # The other editor adds a photo of its own (order 4, the label moved to 5) and commits.
         holder.execute(
