@@ -40,11 +40,13 @@ def test_a_run_over_every_tenant_goes_in_natural_order(registered_sellers, tmp_p
             schema=schema,
             original=sql.Identifier(TENANT, "products"),
         )
-        run_sql(
-            "CREATE TABLE {images} (LIKE {original} INCLUDING ALL)",
-            schema=schema,
-            original=sql.Identifier(TENANT, "product_images"),
-        )
+        for table in ("product_images", "product_images_removed"):
+            run_sql(
+                "CREATE TABLE {copy} (LIKE {original} INCLUDING ALL)",
+                schema=schema,
+                copy=sql.Identifier(schema, table),
+                original=sql.Identifier(TENANT, table),
+            )
 
     code, report, output = run_command(tmp_path=tmp_path)
 
