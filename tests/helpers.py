@@ -20,7 +20,7 @@ from psycopg import sql
 from stoflow.database_settings import connection_kwargs
 from stoflow.raw_sql import execute, fetch_rows
 from stoflow.tenants.locks import ADVISORY_LOCK_NAMESPACE, LOCK_KEY_SQL
-from tests.factories import ProductFactory
+from tests.factories import ProductFactory, write_json
 
 TENANT = "tenant_a"
 OTHER_TENANT = "tenant_b"
@@ -38,6 +38,11 @@ WAIT_SECONDS = 60
 def make_product(schema: str = TENANT, **fields):
     with schema_context(schema):
         return ProductFactory(**fields)
+
+
+def set_json(product_id: int, images, schema: str = TENANT) -> None:
+    """Rewrite a product's legacy JSON (None: SQL NULL): raw SQL, as the column is outside the ORM."""
+    write_json(schema, product_id, images)
 
 
 def entries(count: int, first_order: int = 1) -> list[dict]:
