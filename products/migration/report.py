@@ -135,11 +135,17 @@ class Validation:
     def passed(self) -> bool:
         return all(check.passed for check in self.checks)
 
+    def check(self, number: int) -> CheckResult | None:
+        """The check of that number, if this tenant ran it (a finalized tenant runs fewer)."""
+        return next((check for check in self.checks if check.number == number), None)
+
 
 @dataclass
 class TenantReport:
     schema: str
     busy: bool = False  # another run held the tenant's lock: nothing done
+    # finalize_images dropped its JSON column: nothing to migrate from, only the checks on the table run.
+    finalized: bool = False
     run: TenantRun | None = None  # None under --check
     validation: Validation | None = None
     seconds: dict[str, float] = field(default_factory=dict)  # phase -> seconds
@@ -177,6 +183,10 @@ class MigrationReport:
     @property
     def busy_tenants(self) -> list[str]:
         return [tenant.schema for tenant in self.tenants if tenant.busy]
+
+    @property
+    def finalized_tenants(self) -> list[str]:
+        return [tenant.schema for tenant in self.tenants if tenant.finalized]
 
     @property
     def seconds(self) -> dict[str, float]:
