@@ -76,7 +76,8 @@ def summary_rows(report: MigrationReport) -> list[list[str]]:
         if tenant.busy:
             rows.append([tenant.schema] + ["busy: skipped"] + [""] * (len(SUMMARY_COLUMNS) - 2))
         elif tenant.finalized:
-            rows.append([tenant.schema] + ["finalized: nothing to migrate"] + [""] * (len(SUMMARY_COLUMNS) - 2))
+            # Under Products and Images Migrated: "finalized", "nothing to migrate".
+            rows.append([tenant.schema, "finalized", "nothing to migrate"] + [""] * (len(SUMMARY_COLUMNS) - 3))
         elif tenant.run:
             rows.append([tenant.schema] + _run_cells(tenant.run))
     rows.append(["TOTAL"] + _run_cells(report.total))
