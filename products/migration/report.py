@@ -9,10 +9,8 @@ from datetime import datetime
 from stoflow.tenants.runner import Interruption
 
 
-class ExitCode(enum.IntEnum):
-    """Exit status of ``migrate_images``, each with its meaning: the one table that ``--help``,
-    the failure message and the README's table (checked by a test) all come from.
-    When several apply, the first listed wins."""
+class ExitCodeWithMeaning(enum.IntEnum):
+    """An exit status carrying its meaning; a command's enum lists its codes, the first that applies first."""
 
     meaning: str
 
@@ -21,6 +19,12 @@ class ExitCode(enum.IntEnum):
         member._value_ = value
         member.meaning = meaning
         return member
+
+
+class ExitCode(ExitCodeWithMeaning):
+    """Exit status of ``migrate_images``, each with its meaning: the one table that ``--help``,
+    the failure message and the README's table (checked by a test) all come from.
+    When several apply, the first listed wins."""
 
     OK = 0, "Every product migrated (or already), no errors, every check PASS"
     DATABASE_FAILURE = (
