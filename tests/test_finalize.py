@@ -129,7 +129,7 @@ def drifted_product(products) -> list[str]:
     set_json(products.a.pk, entries(2, first_order=0))
     return [
         "check 4 FAIL (Products whose rows differ from their JSON (url, order, label)): 1, expected 0; "
-        f"first products at fault: {products.a.pk} (rows and JSON disagree: migrate_images --sync, or --force"
+        f"first products at fault: {products.a.pk} (rows and JSON disagree: migrate_images --sync or --force rebuilds"
     ]
 
 

@@ -64,6 +64,8 @@ class FinalizeExitCode(ExitCodeWithMeaning):
 
 
 class Outcome(enum.Enum):
+    """What finalize did with a tenant."""
+
     FINALIZED = "finalized"
     WOULD_FINALIZE = "would finalize"  # a dry run whose gate passed
     ALREADY_FINALIZED = "already finalized"
@@ -115,8 +117,9 @@ FROM (SELECT status.*, EXISTS (SELECT 1 FROM {product_images} AS pi WHERE pi.pro
 
 # Kept for ever, one row per product per finalization (a tenant restored and finalized again keeps both):
 # restore_images_json reads the latest. image_rows (the product's rows when copied) tells it whether this
-# JSON is the product's images (0 rows: it is what an empty or soft-deleted product held) or a stale copy of
-# rows that have changed since. No foreign key: an archive neither blocks nor follows a product's deletion.
+# JSON can come back as it is (0 rows: an empty, null or NULL value, the only kind the gate lets through
+# without rows) or only mirrored rows that may have changed since. No foreign key: an archive neither
+# blocks nor follows a product's deletion.
 _CREATE_ARCHIVE = """CREATE TABLE IF NOT EXISTS {archive} (
     product_id bigint NOT NULL,
     images jsonb,
@@ -193,7 +196,7 @@ def gate_refusals(schema: str) -> list[str]:
             if check.product_ids:
                 reason += f"; first products at fault: {_ids(check.product_ids, check.products_at_fault)}"
             if check.number == 4:
-                reason += " (rows and JSON disagree: migrate_images --sync, or --force, rebuilds the rows)"
+                reason += " (rows and JSON disagree: migrate_images --sync or --force rebuilds the rows from the JSON)"
             reasons.append(reason)
     return reasons
 

@@ -54,6 +54,8 @@ class RestoreExitCode(ExitCodeWithMeaning):
 
 
 class Outcome(enum.Enum):
+    """What restore did with a tenant."""
+
     RESTORED = "restored"
     NOT_FINALIZED = "not finalized"
     BUSY = "busy"
