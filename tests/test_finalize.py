@@ -279,6 +279,24 @@ def test_a_writer_of_images_waits_for_finalize_and_then_finds_the_column_gone(re
     assert archive_rows() == [(product.pk, json_before, 3)]
 
 
+def test_a_database_failure_at_the_drop_rolls_the_whole_tenant_back(finalizable, monkeypatch):
+    from django.db import OperationalError
+
+    execute = finalize.execute
+
+    def connection_lost_at_the_drop(query, params=None):
+        if "DROP COLUMN" in query.as_string(None):
+            raise OperationalError("server closed the connection unexpectedly")
+        execute(query, params)
+
+    monkeypatch.setattr(finalize, "execute", connection_lost_at_the_drop)
+    code, output = run_lifecycle(FINALIZE, "--schema", TENANT)
+
+    assert code == FinalizeExitCode.DATABASE_FAILURE == 5, output
+    assert "Stopped by a database failure in tenant_a: server closed the connection unexpectedly" in output
+    assert_left_as_it_was()  # the archive table and its copy went with the transaction
+
+
 # migrate_images once a tenant is finalized
 
 
