@@ -5,10 +5,17 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 
+from django.db import connection
 from django.db.models import Count, Exists, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
+from products.legacy_json import ARCHIVE_TABLE, has_json_column, product_json
 from products.models import Product, ProductImage
+
+FINALIZED_NOTE = (
+    "Finalized: the JSON column products.images was dropped (finalize_images); the image rows are the only "
+    f"source. Its last value is kept in {ARCHIVE_TABLE}."
+)
 
 
 def products_with_image_summary(products: QuerySet[Product]) -> QuerySet[Product]:
@@ -34,6 +41,11 @@ class LegacyComparison:
     table_count: int
     only_in_json: list[str]
     only_in_table: list[str]
+    finalized: bool = False  # the tenant's JSON column is gone: nothing to compare with
+
+    @property
+    def finalized_note(self) -> str:
+        return FINALIZED_NOTE if self.finalized else ""
 
     @property
     def problems(self) -> list[str]:
@@ -48,14 +60,21 @@ class LegacyComparison:
 
 
 def compare_with_legacy_json(product: Product) -> LegacyComparison:
-    """Compare counts and URLs (as multisets: the migration may renumber orders, never URLs)."""
+    """Compare counts and URLs (as multisets: the migration may renumber orders, never URLs).
+
+    The JSON is read with raw SQL (it is no ORM field), in the seller's schema the request runs in; a
+    finalized seller has no JSON column left and gets the ``finalized`` comparison."""
     table_urls = list(product.product_images.values_list("url", flat=True))
-    entries = legacy_entries(product.images)
+    schema = connection.schema_name
+    if not has_json_column(schema):
+        return LegacyComparison("", 0, len(table_urls), [], [], finalized=True)
+    images = product_json(schema, product.pk)
+    entries = legacy_entries(images)
     json_urls = [url for url in map(_entry_url, entries) if url is not None]
     json_only = Counter(json_urls) - Counter(table_urls)
     table_only = Counter(table_urls) - Counter(json_urls)
     return LegacyComparison(
-        json_text=json.dumps(product.images, indent=2, ensure_ascii=False),
+        json_text=json.dumps(images, indent=2, ensure_ascii=False),
         json_count=len(entries),
         table_count=len(table_urls),
         only_in_json=sorted(json_only.elements()),

@@ -4,9 +4,9 @@ from django.db.models import Q
 
 class Product(models.Model):
     title = models.CharField(max_length=500, blank=True, default="")
-    # Legacy photo list, the source of the image migration. Only the image service
-    # (products/images.py) writes it: a mirror of the product's image rows, until finalize drops it.
-    images = models.JSONField(null=True, blank=True, default=list)
+    # No `images` field: the legacy JSON column products.images is outside the ORM (migration 0004). It stays
+    # in a tenant's table until `finalize_images` drops it, read and written by raw SQL only
+    # (products/legacy_json.py), so no ORM query can depend on a column that goes away tenant by tenant.
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     deleted_at = models.DateTimeField(null=True, blank=True)

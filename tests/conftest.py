@@ -1,10 +1,16 @@
 """Test set-up: a real PostgreSQL (the same rule as the project), two tenants made once per session."""
 
+from datetime import UTC, datetime
+from types import SimpleNamespace
+
 import pytest
 from django.db import connection
 
+from products.legacy_json import ARCHIVE_TABLE, has_archive, has_json_column
+from products.migration.report import ExitCode
+from products.migration.restore import restore_tenant
 from stoflow.tenants.services import ensure_tenant
-from tests.helpers import SESSION_OPTIONS, TENANT, TEST_TENANTS, run_sql
+from tests.helpers import SESSION_OPTIONS, TENANT, TEST_TENANTS, entries, make_product, run_command, run_sql
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +53,39 @@ def committed_db(django_db_setup, django_db_blocker):
         finally:
             for schema in TEST_TENANTS:
                 run_sql("TRUNCATE {images}, {products} RESTART IDENTITY CASCADE", schema=schema)
+
+
+@pytest.fixture
+def finalizable(tenant, tmp_path):
+    """Six products in TENANT, migrated cleanly, which finalize_images lets through: 4, 3 and 1 images, a
+    soft-deleted one with 2, an empty one ([]) and one whose JSON is SQL NULL."""
+    products = SimpleNamespace(
+        a=make_product(images=entries(4)),
+        b=make_product(images=entries(3)),
+        single=make_product(images=entries(1)),
+        deleted=make_product(images=entries(2), deleted_at=datetime(2025, 1, 1, tzinfo=UTC)),
+        empty=make_product(images=[]),
+        null=make_product(images=None),
+    )
+    code, _, output = run_command("--schema", tenant, tmp_path=tmp_path)
+    assert code == ExitCode.OK, output
+    return products
+
+
+@pytest.fixture
+def restores_the_column(committed_db):
+    """For a test that finalizes TENANT for real (committed): its JSON column comes back and its
+    legacy_product_images goes afterwards, as the session made the tenant."""
+    yield
+    restore_tenant(TENANT)
+    run_sql("DROP TABLE IF EXISTS {schema}.{archive}", archive=ARCHIVE_TABLE)
+
+
+@pytest.fixture(scope="module")
+def test_tenants_keep_their_json_column(django_db_setup, django_db_blocker):
+    """For a module that finalizes: after it, the test tenants are as the session made them (their JSON column
+    there, no legacy_product_images), whether its tests rolled back or restored what they did."""
+    yield
+    with django_db_blocker.unblock():
+        assert all(has_json_column(schema) for schema in TEST_TENANTS)
+        assert not any(has_archive(schema) for schema in TEST_TENANTS)

@@ -23,7 +23,7 @@ from products.models import ProductImage
 from stoflow.database_settings import connection_kwargs
 from stoflow.raw_sql import execute, fetch_rows
 from stoflow.tenants.locks import ADVISORY_LOCK_NAMESPACE, LOCK_KEY_SQL
-from tests.factories import ProductFactory
+from tests.factories import ProductFactory, write_json
 
 TENANT = "tenant_a"
 OTHER_TENANT = "tenant_b"
@@ -41,6 +41,11 @@ WAIT_SECONDS = 60
 def make_product(schema: str = TENANT, **fields):
     with schema_context(schema):
         return ProductFactory(**fields)
+
+
+def set_json(product_id: int, images, schema: str = TENANT) -> None:
+    """Rewrite a product's legacy JSON (None: SQL NULL): raw SQL, as the column is outside the ORM."""
+    write_json(schema, product_id, images)
 
 
 def entries(count: int, first_order: int = 1) -> list[dict]:
@@ -242,3 +247,75 @@ def iso_utc(moment: datetime) -> str:
     moment = moment.astimezone(UTC)
     fraction = f".{moment.microsecond:06d}" if moment.microsecond else ""
     return moment.strftime("%Y-%m-%dT%H:%M:%S") + fraction + "Z"
+
+
+def run_lifecycle(command: str, *args: str, no_input: bool = True) -> tuple[int, str]:
+    """Run finalize_images or restore_images_json (with ``--no-input`` unless told not to): (exit code, output)."""
+    out, err = StringIO(), StringIO()
+    argv = [*args, "--no-input"] if no_input else list(args)
+    try:
+        call_command(command, *argv, stdout=out, stderr=err)
+        code = 0
+    except CommandError as exc:
+        code = exc.returncode
+        err.write(str(exc))
+    return code, out.getvalue() + err.getvalue()
+
+
+def json_text(product_id: int, schema: str = TENANT) -> str | None:
+    """The product's legacy JSON as PostgreSQL prints it (None: SQL NULL); the column must be there."""
+    return sql_value("SELECT images::text FROM {products} WHERE id = %(id)s", {"id": product_id}, schema=schema)
+
+
+# The image service's writes, as raw SQL until products/images.py lands on this branch: each locks the product
+# row first, changes its rows, then rewrites the product's JSON mirror from them, is_label included.
+# TODO: use products.images service
+
+_MIRROR = (
+    "UPDATE {products} SET images = (SELECT COALESCE(jsonb_agg(jsonb_build_object('url', url, 'order', \"order\", "
+    "'created_at', created_at, 'is_label', is_label) ORDER BY \"order\"), '[]'::jsonb) "
+    "FROM {images} WHERE product_id = %(id)s) WHERE id = %(id)s"
+)
+
+
+def _service_edit(product_id: int, statements: list[str], params: dict, schema: str) -> None:
+    params = {**params, "id": product_id}
+    run_sql("SELECT 1 FROM {products} WHERE id = %(id)s FOR UPDATE", params, schema=schema)
+    for statement in statements:
+        run_sql(statement, params, schema=schema)
+    run_sql(_MIRROR, params, schema=schema)
+
+
+def service_set_label(product_id: int, url: str, schema: str = TENANT) -> None:
+    """Make the image at ``url`` the label: moved last, the product's images renumbered 1..n."""
+    _service_edit(
+        product_id,
+        [
+            # Out of the way of the unique (product, order) index first, as it is checked row by row.
+            'UPDATE {images} SET is_label = false, "order" = "order" + 100000 WHERE product_id = %(id)s',
+            'UPDATE {images} AS i SET "order" = r.n, is_label = (i.url = %(url)s) FROM ('
+            '  SELECT id, row_number() OVER (ORDER BY url = %(url)s, "order") AS n FROM {images}'
+            "  WHERE product_id = %(id)s) AS r WHERE r.id = i.id",
+        ],
+        {"url": url},
+        schema,
+    )
+
+
+def service_remove_photo(product_id: int, url: str, schema: str = TENANT) -> None:
+    remove = "DELETE FROM {images} WHERE product_id = %(id)s AND url = %(url)s"
+    _service_edit(product_id, [remove], {"url": url}, schema)
+
+
+def service_add_photo(product_id: int, url: str, schema: str = TENANT) -> None:
+    """Add a photo to a product with a label, just before it (the label stays last)."""
+    _service_edit(
+        product_id,
+        [
+            'UPDATE {images} SET "order" = "order" + 1 WHERE product_id = %(id)s AND is_label',
+            'INSERT INTO {images} (product_id, url, "order", is_label, created_at, updated_at) '
+            'SELECT %(id)s, %(url)s, max("order") - 1, false, now(), now() FROM {images} WHERE product_id = %(id)s',
+        ],
+        {"url": url},
+        schema,
+    )

@@ -12,7 +12,7 @@ from products.labels import make_labels
 from products.models import ProductImage
 from stoflow.tenants.models import Domain
 from stoflow.tenants.services import ensure_public_tenant
-from tests.helpers import OTHER_TENANT, TENANT, make_product
+from tests.helpers import OTHER_TENANT, TENANT, make_product, run_sql
 
 SELLER = f"/sellers/{TENANT}/admin"
 PRODUCTS = f"{SELLER}/products/product/"
@@ -186,6 +186,18 @@ def test_product_page_warns_when_the_table_and_the_json_disagree(admin_client):
     assert 'id="legacy-mismatch"' in page
     assert "The legacy JSON lists 3 images, the table holds 4." in page
     assert "In the table, not in the JSON: /static/products/placeholders/4.svg?image=Lamp-4" in page
+
+
+def test_a_finalized_seller_s_pages_work_and_say_the_json_column_is_gone(admin_client):
+    product = product_with_images(3, title="Lamp")
+    run_sql("ALTER TABLE {products} DROP COLUMN images")  # as finalize_images leaves it (rolled back after the test)
+
+    assert admin_client.get(PRODUCTS).status_code == 200
+    page = admin_client.get(f"{PRODUCTS}{product.pk}/change/").content.decode()
+    assert 'id="legacy-finalized"' in page
+    assert "Finalized: the JSON column products.images was dropped (finalize_images)" in page
+    assert 'id="legacy-mismatch"' not in page and 'id="legacy-agrees"' not in page
+    assert page.count(f">{LABEL_BADGE_TEXT}</span>") == 1  # the rows, as before
 
 
 def test_image_list_filters_labels_and_searches_by_url_or_product(admin_client):

@@ -14,14 +14,13 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.db import connections
 from django.templatetags.static import static
-from django_tenants.utils import get_public_schema_name, get_tenant_model, schema_context
+from django_tenants.utils import get_public_schema_name, get_tenant_model
 from playwright.sync_api import expect, sync_playwright
 from pytest_django.live_server_helper import LiveServer
 
 from products.admin_html import LABEL_BADGE_TEXT
-from products.models import Product
 from stoflow.tenants.services import ensure_public_tenant, ensure_tenant
-from tests.helpers import TENANT
+from tests.helpers import TENANT, make_product
 
 # django_db: pytest-django creates the test database only for the tests that ask for one.
 pytestmark = [pytest.mark.browser, pytest.mark.django_db]
@@ -52,10 +51,9 @@ def seller_catalogue(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         ensure_public_tenant()
         ensure_tenant(SELLER)
-        with schema_context(SELLER):
-            for title, count in CATALOGUE.items():
-                Product.objects.create(title=title, images=legacy_images(count))
-            Product.objects.create(title=BROKEN_PHOTO, images=[{"url": static("products/missing.svg"), "order": 1}])
+        for title, count in CATALOGUE.items():
+            make_product(SELLER, title=title, images=legacy_images(count))
+        make_product(SELLER, title=BROKEN_PHOTO, images=[{"url": static("products/missing.svg"), "order": 1}])
         call_command("migrate_images", "--schema", SELLER, "--no-input", "-v", "0")
         get_user_model().objects.create_superuser(STAFF[0], password=STAFF[1])
         try:

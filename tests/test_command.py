@@ -26,6 +26,7 @@ from tests.helpers import (
     make_product,
     run_command,
     run_sql,
+    set_json,
     table_state,
     tenant_locked_elsewhere,
 )
@@ -89,8 +90,7 @@ def test_rerun_skips_migrated_products_and_changes_nothing(tenant, tmp_path):
 def test_force_replaces_rows_from_the_current_json(tenant, tmp_path):
     product = make_product(images=entries(4))
     run_command("--schema", tenant)
-    with schema_context(tenant):
-        Product.objects.filter(pk=product.pk).update(images=entries(2, first_order=0))
+    set_json(product.pk, entries(2, first_order=0))
 
     # Without --force the rows stay, and check 4 sees they no longer match the JSON.
     code, report, _ = run_command("--schema", tenant, tmp_path=tmp_path)
@@ -139,8 +139,7 @@ def test_force_that_fails_keeps_the_old_rows(tenant, tmp_path):
     product = make_product(images=entries(3))
     run_command("--schema", tenant)
     old_rows = image_rows(product.id)
-    with schema_context(tenant):
-        Product.objects.filter(pk=product.pk).update(images=[{"url": "https://cdn.example/boom.jpeg", "order": 0}])
+    set_json(product.pk, [{"url": "https://cdn.example/boom.jpeg", "order": 0}])
     plant_failing_insert(tenant, "boom")
 
     code, report, _ = run_command("--schema", tenant, "--force", tmp_path=tmp_path)

@@ -7,16 +7,25 @@ from django.db import IntegrityError, transaction
 from django_tenants.utils import schema_context
 
 from products.models import Product, ProductImage
-from tests.helpers import TENANT
+from tests.helpers import TENANT, sql_rows, sql_value
 
 NOW = datetime(2026, 1, 15, tzinfo=UTC)
 
 
-def test_a_product_needs_nothing_and_its_images_default_to_an_empty_list(tenant):
+def test_a_product_needs_nothing_and_its_legacy_json_is_outside_the_orm(tenant):
     with schema_context(TENANT):
         product = Product.objects.create()
         product.refresh_from_db()
-        assert product.images == [] and product.deleted_at is None and product.created_at is not None
+        assert product.deleted_at is None and product.created_at is not None
+    assert "images" not in {field.name for field in Product._meta.get_fields()}
+    # The column is still in the tenant's table (migration 0004 changed Django's state only), as it was made:
+    # jsonb, nullable, no database default; a product made through the ORM leaves it NULL, an empty value.
+    assert sql_rows(
+        "SELECT data_type, is_nullable, column_default FROM information_schema.columns "
+        "WHERE table_schema = %(schema)s AND table_name = 'products' AND column_name = 'images'",
+        {"schema": TENANT},
+    ) == [("jsonb", "YES", None)]
+    assert sql_value("SELECT images FROM {products} WHERE id = %(id)s", {"id": product.pk}) is None
 
 
 @pytest.mark.parametrize(

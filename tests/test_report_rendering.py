@@ -497,7 +497,7 @@ def test_json_rendering():
         "is_label": True,
         "url": "https://cdn.example/étiquette.jpeg",
     }
-    assert b == {"schema": "tenant_b", "busy": True, "run": None, "validation": None, "seconds": {}}
+    assert b == {"schema": "tenant_b", "busy": True, "finalized": False, "run": None, "validation": None, "seconds": {}}
     assert c["validation"]["passed"] is True
     assert c["run"]["repairs"] == [
         {"reason": REPAIR_ORDER_DUPLICATE, "products": 1, "sample_ids": [21]},

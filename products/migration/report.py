@@ -9,10 +9,8 @@ from datetime import datetime
 from stoflow.tenants.runner import Interruption
 
 
-class ExitCode(enum.IntEnum):
-    """Exit status of ``migrate_images``, each with its meaning: the one table that ``--help``,
-    the failure message and the README's table (checked by a test) all come from.
-    When several apply, the first listed wins."""
+class ExitCodeWithMeaning(enum.IntEnum):
+    """An exit status carrying its meaning; a command's enum lists its codes, the first that applies first."""
 
     meaning: str
 
@@ -21,6 +19,12 @@ class ExitCode(enum.IntEnum):
         member._value_ = value
         member.meaning = meaning
         return member
+
+
+class ExitCode(ExitCodeWithMeaning):
+    """Exit status of ``migrate_images``, each with its meaning: the one table that ``--help``,
+    the failure message and the README's table (checked by a test) all come from.
+    When several apply, the first listed wins."""
 
     OK = 0, "Every product migrated (or already), no errors, every check PASS"
     DATABASE_FAILURE = (
@@ -148,11 +152,17 @@ class Validation:
     def passed(self) -> bool:
         return all(check.passed for check in self.checks)
 
+    def check(self, number: int) -> CheckResult | None:
+        """The check of that number, if this tenant ran it (a finalized tenant runs fewer)."""
+        return next((check for check in self.checks if check.number == number), None)
+
 
 @dataclass
 class TenantReport:
     schema: str
     busy: bool = False  # another run held the tenant's lock: nothing done
+    # finalize_images dropped its JSON column: nothing to migrate from, only the checks on the table run.
+    finalized: bool = False
     run: TenantRun | None = None  # None under --check
     validation: Validation | None = None
     seconds: dict[str, float] = field(default_factory=dict)  # phase -> seconds
@@ -190,6 +200,10 @@ class MigrationReport:
     @property
     def busy_tenants(self) -> list[str]:
         return [tenant.schema for tenant in self.tenants if tenant.busy]
+
+    @property
+    def finalized_tenants(self) -> list[str]:
+        return [tenant.schema for tenant in self.tenants if tenant.finalized]
 
     @property
     def seconds(self) -> dict[str, float]:

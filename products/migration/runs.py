@@ -12,9 +12,10 @@ from datetime import UTC, datetime
 from django.db import connection, transaction
 from psycopg import sql
 
+from products.legacy_json import has_json_column
 from products.migration.batches import MigrationOptions, Progress, migrate_batches
 from products.migration.report import MigrationReport, TenantReport
-from products.migration.validation import validate_tenant
+from products.migration.validation import validate_finalized, validate_tenant
 from stoflow.raw_sql import execute, fetch_rows, table
 from stoflow.tenants.locks import tenant_lock
 from stoflow.tenants.runner import for_each_tenant
@@ -35,7 +36,9 @@ def migrate_images(schemas: list[str], options: MigrationOptions, progress: Prog
 
 
 def preflight_problems(schemas: list[str]) -> list[str]:
-    """What keeps the migration from running at all: an old server, tenants without the tables."""
+    """What keeps the migration from running at all: an old server, tenants without the tables.
+
+    A finalized tenant (its JSON column dropped) keeps both tables and passes: the run reports it finalized."""
     problems = []
     if connection.pg_version < MINIMUM_SERVER_VERSION:
         problems.append(f"PostgreSQL 16 or newer is needed; this server is version {connection.pg_version}.")
@@ -58,16 +61,18 @@ def preflight_problems(schemas: list[str]) -> list[str]:
 
 
 def validate_images(schemas: list[str], jobs: int = 1) -> MigrationReport:
-    """Validation only: the six checks per tenant, nothing written."""
+    """Validation only, nothing written: the six checks per tenant, or a finalized tenant's checks on the table."""
     report = MigrationReport(mode="check", started_at=datetime.now(UTC))
-    report.tenants, report.interruption = for_each_tenant(schemas, jobs, lambda schema, stop: _validate_timed(schema))
+    report.tenants, report.interruption = for_each_tenant(
+        schemas, jobs, lambda schema, stop: _validate_timed(schema, finalized=not has_json_column(schema))
+    )
     return report
 
 
-def _validate_timed(schema: str) -> TenantReport:
-    tenant = TenantReport(schema)
+def _validate_timed(schema: str, finalized: bool) -> TenantReport:
+    tenant = TenantReport(schema, finalized=finalized)
     with _timed(tenant, "validate"):
-        tenant.validation = validate_tenant(schema)
+        tenant.validation = validate_finalized(schema) if finalized else validate_tenant(schema)
     return tenant
 
 
@@ -77,6 +82,10 @@ def migrate_tenant(
     with tenant_lock(schema) as acquired:
         if not acquired:
             return TenantReport(schema, busy=True)
+        if not has_json_column(schema):
+            # finalize_images dropped the JSON (asked under the lock, which finalize holds while it drops):
+            # nothing is left to migrate from, whatever the options; the checks on the table still run.
+            return _validate_timed(schema, finalized=True)
         # A dry run makes the very same writes, then rolls them back.
         with transaction.atomic() if options.dry_run else nullcontext():
             tenant = TenantReport(schema)

@@ -78,6 +78,13 @@ MULTIPLE_LABELS = """SELECT COUNT(*) FROM (
     GROUP BY product_id
     HAVING COUNT(*) > 1
 ) AS multiple_labels;"""
+# Check 7, for finalized tenants: a label on a product's only image (check 2 saw to it while there was JSON).
+SINGLE_IMAGE_LABELS = """SELECT COUNT(*) FROM (
+    SELECT product_id
+    FROM {product_images}
+    GROUP BY product_id
+    HAVING COUNT(*) = 1 AND bool_or(is_label)
+) AS single_image_labels;"""
 DISTRIBUTION = """SELECT image_count, COUNT(*) FROM (
     SELECT product_id, COUNT(*) AS image_count
     FROM {product_images}
@@ -94,6 +101,8 @@ WHERE l.is_label AND l."order" != (SELECT MAX("order") FROM {product_images} WHE
 ORDER BY l.product_id LIMIT %(sample)s"""
 MULTIPLE_LABEL_IDS = """SELECT product_id FROM {product_images} WHERE is_label
 GROUP BY product_id HAVING COUNT(*) > 1 ORDER BY product_id LIMIT %(sample)s"""
+SINGLE_IMAGE_LABEL_IDS = """SELECT product_id FROM {product_images}
+GROUP BY product_id HAVING COUNT(*) = 1 AND bool_or(is_label) ORDER BY product_id LIMIT %(sample)s"""
 SPOT_CHECK = """SELECT product_id, "order", is_label, url
 FROM {product_images}
 WHERE product_id = (SELECT MIN(product_id) FROM {product_images})
@@ -102,32 +111,14 @@ ORDER BY "order";"""
 
 def validate_tenant(schema: str, excluded_ids: Sequence[int] = ()) -> Validation:
     """Run the checks on ``schema``; ``excluded_ids`` are products listed as errors."""
-    product_images = table(schema, "product_images")
-    params = {"excluded_ids": list(excluded_ids), "sample": SAMPLE_SIZE}
-
-    def run(template: str, **extra) -> tuple[str, tuple]:
-        # The report shows the query exactly as run, values filled in, so it can be pasted into psql.
-        query = bind(sql.SQL(template).format(product_images=product_images, **extra), params)
-        return query, fetch_rows(sql.SQL(query))[0]
-
-    def first_ids(template: str) -> list[int]:
-        return [
-            product_id for (product_id,) in fetch_rows(sql.SQL(template).format(product_images=product_images), params)
-        ]
-
-    distribution = fetch_rows(sql.SQL(DISTRIBUTION).format(product_images=product_images))
-    several = sum(products for count, products in distribution if count >= 2)
-
-    total_sql, (total_images,) = run(TOTAL_IMAGES)
-    labels_sql, (labels,) = run(LABEL_COUNT)
-    duplicates_sql, (duplicates,) = run(DUPLICATES)
-    json_sql, compared = run(
+    queries = _Queries(schema, excluded_ids)
+    total_sql, (total_images,) = queries.run(TOTAL_IMAGES)
+    labels_sql, (labels,) = queries.run(LABEL_COUNT)
+    json_sql, compared = queries.run(
         JSON_VS_TABLE, source=source_ctes(schema, sql.SQL("TRUE"), yielded=True), differing=sql.SQL(DIFFERING_CTE)
     )
     (count_mismatches, count_ids, expected_images, expected_labels) = compared[:4]
     (label_mismatches, label_ids, differing, differing_ids) = compared[4:]
-    highest_sql, (incorrect_labels,) = run(LABEL_ON_HIGHEST_ORDER)
-    multiple_sql, (multiple_labels,) = run(MULTIPLE_LABELS)
 
     checks = [
         # Passes on the totals, as the seed's; names the products whose counts differ when it fails.
@@ -141,15 +132,7 @@ def validate_tenant(schema: str, excluded_ids: Sequence[int] = ()) -> Validation
             label_mismatches,
             label_ids or [],
         ),
-        CheckResult(
-            3,
-            "Duplicate (product_id, order)",
-            duplicates,
-            0,
-            duplicates_sql,
-            duplicates,
-            first_ids(DUPLICATE_IDS) if duplicates else [],
-        ),
+        queries.table_check(3, "Duplicate (product_id, order)", DUPLICATES, DUPLICATE_IDS),
         CheckResult(
             4,
             "Products whose rows differ from their JSON (url, order, label)",
@@ -161,32 +144,60 @@ def validate_tenant(schema: str, excluded_ids: Sequence[int] = ()) -> Validation
             # The seed's query 4, kept beside the stronger comparison.
             note=f"{count_mismatches:,} product(s) with another image count than their JSON (the seed's query 4)",
         ),
-        CheckResult(
-            5,
-            "Labels not on highest order",
-            incorrect_labels,
-            0,
-            highest_sql,
-            incorrect_labels,
-            first_ids(LABEL_NOT_HIGHEST_IDS) if incorrect_labels else [],
-        ),
-        CheckResult(
-            6,
-            "Products with several labels",
-            multiple_labels,
-            0,
-            multiple_sql,
-            multiple_labels,
-            first_ids(MULTIPLE_LABEL_IDS) if multiple_labels else [],
-        ),
+        queries.table_check(5, "Labels not on highest order", LABEL_ON_HIGHEST_ORDER, LABEL_NOT_HIGHEST_IDS),
+        queries.table_check(6, "Products with several labels", MULTIPLE_LABELS, MULTIPLE_LABEL_IDS),
     ]
-    return Validation(
-        checks=checks,
-        distribution=distribution,
-        products_with_several_images=several,
-        labels=labels,
-        spot_check=spot_check(schema),
-    )
+    return queries.validation(checks, labels)
+
+
+def validate_finalized(schema: str) -> Validation:
+    """The checks that still mean something once the tenant's JSON column is dropped (``finalize_images``).
+
+    Checks 1, 2 and 4 compare the table with the JSON: gone, they no longer apply. Checks 3, 5 and 6 read the
+    table alone and keep their numbers; check 7 stands in for the half of check 2 the table can still answer:
+    a product with one image has no label."""
+    queries = _Queries(schema)
+    _, (labels,) = queries.run(LABEL_COUNT)
+    checks = [
+        queries.table_check(3, "Duplicate (product_id, order)", DUPLICATES, DUPLICATE_IDS),
+        queries.table_check(5, "Labels not on highest order", LABEL_ON_HIGHEST_ORDER, LABEL_NOT_HIGHEST_IDS),
+        queries.table_check(6, "Products with several labels", MULTIPLE_LABELS, MULTIPLE_LABEL_IDS),
+        queries.table_check(7, "Labels on one-image products", SINGLE_IMAGE_LABELS, SINGLE_IMAGE_LABEL_IDS),
+    ]
+    return queries.validation(checks, labels)
+
+
+class _Queries:
+    """One tenant's validation queries, run with the same parameters."""
+
+    def __init__(self, schema: str, excluded_ids: Sequence[int] = ()):
+        self.schema = schema
+        self.product_images = table(schema, "product_images")
+        self.params = {"excluded_ids": list(excluded_ids), "sample": SAMPLE_SIZE}
+
+    def run(self, template: str, **extra) -> tuple[str, tuple]:
+        # The report shows the query exactly as run, values filled in, so it can be pasted into psql.
+        query = bind(sql.SQL(template).format(product_images=self.product_images, **extra), self.params)
+        return query, fetch_rows(sql.SQL(query))[0]
+
+    def first_ids(self, template: str) -> list[int]:
+        query = sql.SQL(template).format(product_images=self.product_images)
+        return [product_id for (product_id,) in fetch_rows(query, self.params)]
+
+    def table_check(self, number: int, name: str, template: str, ids_template: str) -> CheckResult:
+        """A check on the table alone: a count of products at fault, 0 expected; the first ids when it fails."""
+        query, (figure,) = self.run(template)
+        return CheckResult(number, name, figure, 0, query, figure, self.first_ids(ids_template) if figure else [])
+
+    def validation(self, checks: list[CheckResult], labels: int) -> Validation:
+        distribution = fetch_rows(sql.SQL(DISTRIBUTION).format(product_images=self.product_images))
+        return Validation(
+            checks=checks,
+            distribution=distribution,
+            products_with_several_images=sum(products for count, products in distribution if count >= 2),
+            labels=labels,
+            spot_check=spot_check(self.schema),
+        )
 
 
 def spot_check(schema: str) -> SpotCheck | None:

@@ -1,29 +1,20 @@
-import argparse
 import shutil
 import sys
 import textwrap
 from contextlib import nullcontext
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError, DjangoHelpFormatter
-from django.db import OperationalError, ProgrammingError
+from django.core.management.base import BaseCommand, CommandError
 
+from products.management.command_support import HelpFormatter, exit_status_help, selected_schemas
 from products.migration.batches import MigrationOptions
 from products.migration.progress import RichProgress
 from products.migration.rendering import render_json, render_markdown, render_terminal
 from products.migration.report import ExitCode, MigrationReport
 from products.migration.runs import migrate_images, preflight_problems, validate_images
 from stoflow.tenants.runner import TenantJobFailed
-from stoflow.tenants.selectors import tenant_schema_names
 
-EXIT_STATUS_HELP = "exit status (the first that applies, in this order):\n" + "\n".join(
-    textwrap.fill(code.meaning, width=79, initial_indent=f"  {code.value:>3}  ", subsequent_indent=" " * 7)
-    for code in ExitCode
-)
-
-
-class HelpFormatter(DjangoHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Django's option order, with the exit status table kept as written."""
+EXIT_STATUS_HELP = exit_status_help(ExitCode)
 
 
 class Command(BaseCommand):
@@ -111,7 +102,7 @@ class Command(BaseCommand):
                 "--force rebuilds every product and --sync only those that differ: choose one.",
                 returncode=ExitCode.USAGE,
             )
-        schemas = self.selected_schemas(options["schemas"])
+        schemas = selected_schemas(options["schemas"])
         problems = preflight_problems(schemas)
         if problems:
             raise CommandError(" ".join(problems) + " Nothing was done.", returncode=ExitCode.USAGE)
@@ -140,32 +131,6 @@ class Command(BaseCommand):
 
         if report.exit_code != ExitCode.OK:
             raise CommandError(self.failure_message(report), returncode=report.exit_code)
-
-    def selected_schemas(self, requested: list[str] | None) -> list[str]:
-        """The tenants to work on, checked against the registry before anything runs."""
-        try:
-            known = tenant_schema_names()
-        except OperationalError as exc:
-            raise CommandError(
-                f"Cannot reach the database: {str(exc).strip().splitlines()[0]}. Nothing was done.",
-                returncode=ExitCode.DATABASE_FAILURE,
-            ) from exc
-        except ProgrammingError as exc:
-            raise CommandError(
-                "No tenant registry in this database: run `manage.py migrate_schemas --shared` first. "
-                "Nothing was done.",
-                returncode=ExitCode.USAGE,
-            ) from exc
-        if not requested:
-            return known
-        unknown = [name for name in requested if name not in known]
-        if unknown:
-            raise CommandError(
-                f"Unknown tenant schema(s): {', '.join(map(repr, unknown))}. "
-                f"Valid names: {', '.join(known) or '(no tenants registered)'}. Nothing was done.",
-                returncode=ExitCode.USAGE,
-            )
-        return list(dict.fromkeys(requested))
 
     def confirm_force(self, schemas: list[str]) -> None:
         answer = input(

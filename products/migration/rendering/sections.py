@@ -41,6 +41,8 @@ MODE_TITLES = {
     "check": "Product images validation (--check, nothing written)",
 }
 
+NOT_RUN = "n/a"  # the cell of a check a tenant does not run
+
 DATA_SAFETY = (
     "The JSON column products.images is only read, never modified. Re-running skips migrated products; "
     "`--force` rebuilds their rows from the JSON."
@@ -68,11 +70,14 @@ def _run_cells(run: TenantRun) -> list[str]:
 
 
 def summary_rows(report: MigrationReport) -> list[list[str]]:
-    """One row per tenant, then TOTAL; a busy tenant's figures read 'busy'."""
+    """One row per tenant, then TOTAL; a busy or finalized tenant's figures say so."""
     rows = []
     for tenant in report.tenants:
         if tenant.busy:
             rows.append([tenant.schema] + ["busy: skipped"] + [""] * (len(SUMMARY_COLUMNS) - 2))
+        elif tenant.finalized:
+            # Under Products and Images Migrated: "finalized", "nothing to migrate".
+            rows.append([tenant.schema, "finalized", "nothing to migrate"] + [""] * (len(SUMMARY_COLUMNS) - 3))
         elif tenant.run:
             rows.append([tenant.schema] + _run_cells(tenant.run))
     rows.append(["TOTAL"] + _run_cells(report.total))
@@ -84,13 +89,16 @@ def summary_sentence(report: MigrationReport) -> str:
     schemas = sum(1 for tenant in report.tenants if not tenant.busy)
     failed = len(report.failed_checks)
     verdict = "every check PASS" if not failed else f"{failed} check(s) FAIL"
+    finalized = len(report.finalized_tenants)
     if report.mode == "check":
-        return f"Validated product_images in {schemas} schema(s): {verdict}."
+        finalized_note = f" ({finalized} finalized: checks on the table only)" if finalized else ""
+        return f"Validated product_images in {schemas} schema(s){finalized_note}: {verdict}."
     total = report.total
     verb = "Would migrate" if report.mode == "dry-run" else "Migrated"
+    finalized_note = f" ({finalized} finalized, nothing to migrate)" if finalized else ""
     return (
         f"{verb} {total.images_migrated:,} images ({total.labels_detected:,} labels) from the JSONB column "
-        f"products.images to the product_images table across {schemas} schema(s); "
+        f"products.images to the product_images table across {schemas} schema(s){finalized_note}; "
         f"{total.already_migrated:,} products already migrated, {len(total.errors):,} errors; {verdict}."
     )
 
@@ -153,16 +161,30 @@ def _label_analysis(report: MigrationReport) -> Section | None:
     return Section("Label Detection Analysis", blocks) if blocks else None
 
 
+def _checks_run(validated: list[tuple[TenantReport, Validation]]) -> list[CheckResult]:
+    """One of each check some tenant ran, by number: the six, and a finalized tenant's check 7.
+
+    Of a check several tenants ran, the first tenant's stands for it (its SQL is the one the file shows)."""
+    checks = {check.number: check for _, validation in reversed(validated) for check in validation.checks}
+    return [checks[number] for number in sorted(checks)]
+
+
+def _check_outcome(validation: Validation, number: int) -> Outcome | str:
+    check = validation.check(number)
+    # A check the tenant does not run: one comparing with the JSON in a finalized tenant, or check 7 elsewhere.
+    return Outcome(check_cell(check), check.passed) if check else NOT_RUN
+
+
 def _validation(report: MigrationReport) -> Section | None:
     validated = _validated(report)
     if not validated:
         return None
-    checks = validated[0][1].checks  # every tenant runs the same checks
+    checks = _checks_run(validated)
     table = Table(
         "Validation checks",
         ["Schema", *(str(check.number) for check in checks)],
         [
-            [tenant.schema, *(Outcome(check_cell(check), check.passed) for check in validation.checks)]
+            [tenant.schema, *(_check_outcome(validation, check.number) for check in checks)]
             for tenant, validation in validated
         ],
         legend=[(str(check.number), check.name) for check in checks],
@@ -201,9 +223,11 @@ def _validation_queries(report: MigrationReport) -> Section | None:
     if not validated:
         return None
     blocks = []
-    for check in validated[0][1].checks:
+    for check in _checks_run(validated):
         figures = ", ".join(
-            f"{tenant.schema} {_with_note(validation.checks[check.number - 1])}" for tenant, validation in validated
+            f"{tenant.schema} {_with_note(validation.check(check.number))}"
+            for tenant, validation in validated
+            if validation.check(check.number)
         )
         query = [
             Heading(f"Query {check.number}: {check.name}"),
@@ -288,6 +312,17 @@ def _skipped(report: MigrationReport) -> Section | None:
     )
 
 
+def _finalized(report: MigrationReport) -> Section | None:
+    finalized = report.finalized_tenants
+    if not finalized:
+        return None
+    note = (
+        "finalized: finalize_images dropped its JSON column products.images, so there is nothing to migrate; "
+        "checks 1, 2 and 4 compared with the JSON and no longer apply, checks 3, 5, 6 and 7 ran on the table."
+    )
+    return Section("Finalized", [Bullets([f"{schema}: {note}" for schema in finalized])])
+
+
 def _interruption(report: MigrationReport) -> Section | None:
     if not report.interruption:
         return None
@@ -312,6 +347,7 @@ def report_sections(report: MigrationReport) -> list[Section]:
         _repairs(report),
         _resynced(report),
         _errors(report),
+        _finalized(report),
         _skipped(report),
         _interruption(report),
         _performance(report),

@@ -1,0 +1,87 @@
+import textwrap
+
+from django.core.management.base import BaseCommand, CommandError
+
+from products.legacy_json import ARCHIVE_TABLE
+from products.management.command_support import HelpFormatter, confirm, exit_status_help, selected_schemas
+from products.migration.finalize import FinalizeExitCode, describe, failure_message, finalize_images
+from products.migration.runs import preflight_problems
+from products.migration.table_locks import DEFAULT_LOCK_TIMEOUT
+from stoflow.tenants.runner import TenantJobFailed
+
+
+class Command(BaseCommand):
+    help = textwrap.fill(
+        "Drop the legacy JSON column products.images of every tenant (or those named by --schema) once the "
+        "gate lets it: every validation check of migrate_images passes, no product is listed as an error, "
+        "none is pending (JSON but no rows) or drifted (rows that differ from its JSON). In one transaction "
+        f"per tenant, every product's JSON is first copied to {ARCHIVE_TABLE} (kept for ever); "
+        "restore_images_json puts the column back. A tenant already finalized is left as it is.",
+        width=79,
+    )
+
+    def create_parser(self, prog_name, subcommand, **kwargs):
+        return super().create_parser(
+            prog_name,
+            subcommand,
+            formatter_class=HelpFormatter,
+            epilog=exit_status_help(FinalizeExitCode),
+            **kwargs,
+        )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--schema",
+            action="append",
+            dest="schemas",
+            metavar="NAME",
+            help="Finalize only this tenant schema (repeatable). Default: every tenant.",
+        )
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="Run the gate only and say, per tenant, whether it would be finalized or why not; change nothing.",
+        )
+        parser.add_argument(
+            "--no-input",
+            "--noinput",
+            action="store_false",
+            dest="interactive",
+            help="Do not ask for confirmation (needed when there is no terminal to ask on).",
+        )
+        parser.add_argument(
+            "--lock-timeout",
+            type=float,
+            default=DEFAULT_LOCK_TIMEOUT,
+            metavar="SECONDS",
+            help="How long to wait for a tenant's table locks before skipping it as busy "
+            f"(default {DEFAULT_LOCK_TIMEOUT:g}); the application's queries on the table queue meanwhile.",
+        )
+
+    def handle(self, *args, **options):
+        if options["lock_timeout"] <= 0:
+            raise CommandError("--lock-timeout must be more than 0 seconds.", returncode=FinalizeExitCode.USAGE)
+        schemas = selected_schemas(options["schemas"])
+        problems = preflight_problems(schemas)
+        if problems:
+            raise CommandError(" ".join(problems) + " Nothing was done.", returncode=FinalizeExitCode.USAGE)
+        if options["interactive"] and not options["dry_run"]:
+            confirm(
+                f"finalize_images drops the JSON column products.images in {', '.join(schemas)}, in each tenant "
+                f"the gate lets through, after copying it to {ARCHIVE_TABLE}."
+            )
+        try:
+            finalization = finalize_images(schemas, options["dry_run"], options["lock_timeout"])
+        except TenantJobFailed as exc:
+            raise CommandError(
+                f"Stopped by a database failure in {exc}. {FinalizeExitCode.DATABASE_FAILURE.meaning}.",
+                returncode=FinalizeExitCode.DATABASE_FAILURE,
+            ) from exc
+
+        if options["dry_run"]:
+            self.stdout.write("Dry run: the gate only, nothing changed.")
+        for tenant in finalization.tenants:
+            for line in describe(tenant):
+                self.stdout.write(line)
+        if finalization.exit_code != FinalizeExitCode.OK:
+            raise CommandError(failure_message(finalization), returncode=finalization.exit_code)

@@ -1,0 +1,204 @@
+"""restore_images_json: the rollback of finalize_images, tenant by tenant.
+
+Per finalized tenant, under its advisory lock and in one transaction: the column ``products.images`` comes
+back as migration 0001 made it (jsonb, nullable, no default) and is filled for every product:
+
+- a product with rows gets them, by order, in the image service's mirror shape: ``url``, ``order``,
+  ``created_at`` (ISO 8601, UTC) and ``is_label``; the migration reads that JSON back into the same rows;
+- a product without rows gets what ``legacy_product_images`` kept for it at its latest finalization, if
+  it had no rows then either (an empty, NULL or soft-deleted product comes back exactly as it was);
+- any other product gets ``[]``: it had photos when finalized and they were all removed since, so the
+  archived JSON is stale and would bring them back.
+
+A tenant that still has the column is not finalized: nothing to restore.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+
+from django.db import DatabaseError, transaction
+from psycopg import sql
+
+from products.legacy_json import ARCHIVE_TABLE, has_archive, has_json_column
+from products.migration.report import ExitCodeWithMeaning
+from products.migration.table_locks import DEFAULT_LOCK_TIMEOUT, lock_for_column_change, locks_not_granted
+from stoflow.raw_sql import execute, fetch_rows, table
+from stoflow.tenants.locks import tenant_lock
+from stoflow.tenants.runner import Interruption, for_each_tenant
+
+
+class RestoreExitCode(ExitCodeWithMeaning):
+    """Exit status of ``restore_images_json`` (the values it shares with migrate_images mean the same there).
+    When several apply, the first listed wins."""
+
+    OK = 0, "Every tenant has its JSON column: restored now, or never finalized"
+    DATABASE_FAILURE = (
+        5,
+        "The database is unreachable, or failed mid-run: the tenant being restored was rolled back, tenants "
+        "restored before it stay so; re-run to finish",
+    )
+    INTERRUPTED = 130, "Interrupted (Ctrl-C): the tenant in progress was rolled back; re-run to finish"
+    TENANT_BUSY = (
+        4,
+        "A tenant was skipped: another job holds its lock, or its tables could not be locked within "
+        "--lock-timeout; it was left as it was, re-run",
+    )
+    USAGE = (
+        2,
+        "Usage error: bad option, unknown `--schema`, not confirmed (or no terminal to ask on: pass "
+        "`--no-input`), server older than PostgreSQL 16, a tenant without its tables. Nothing was done",
+    )
+
+
+class Outcome(enum.Enum):
+    """What restore did with a tenant."""
+
+    RESTORED = "restored"
+    NOT_FINALIZED = "not finalized"
+    BUSY = "busy"
+
+
+@dataclass
+class TenantRestore:
+    schema: str
+    outcome: Outcome
+    reasons: list[str] = field(default_factory=list)  # why busy
+    from_rows: int = 0  # products whose JSON was rebuilt from their rows
+    from_archive: int = 0  # products given back what legacy_product_images kept
+    emptied: int = 0  # products given []
+    seconds: float = 0.0
+
+
+@dataclass
+class Restoration:
+    tenants: list[TenantRestore] = field(default_factory=list)
+    interruption: Interruption | None = None
+
+    def schemas(self, outcome: Outcome) -> list[str]:
+        return [tenant.schema for tenant in self.tenants if tenant.outcome is outcome]
+
+    @property
+    def exit_code(self) -> RestoreExitCode:
+        if self.interruption:
+            return RestoreExitCode.INTERRUPTED
+        if self.schemas(Outcome.BUSY):
+            return RestoreExitCode.TENANT_BUSY
+        return RestoreExitCode.OK
+
+
+# ISO 8601 in UTC, as the legacy entries and the seed's JSON hold it ("2025-03-01T10:00:00Z"), with the
+# microseconds when there are any: the migration parses them back to the very same timestamp.
+_ISO_UTC = """to_char(i.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')
+    || CASE WHEN mod(date_part('microseconds', i.created_at)::bigint, 1000000) <> 0
+            THEN to_char(i.created_at AT TIME ZONE 'UTC', '.US') ELSE '' END
+    || 'Z'"""
+
+_FILL = """WITH from_rows AS (
+    SELECT i.product_id,
+           jsonb_agg(jsonb_build_object('url', i.url, 'order', i."order", 'created_at', {iso_utc},
+                                        'is_label', i.is_label) ORDER BY i."order") AS images
+    FROM {product_images} AS i
+    GROUP BY i.product_id
+),
+archived AS ({archived}),
+restored AS (
+    SELECT p.id,
+           CASE WHEN r.product_id IS NOT NULL THEN 'rows'
+                WHEN a.image_rows = 0 THEN 'archive'
+                ELSE 'empty'
+           END AS source,
+           CASE WHEN r.product_id IS NOT NULL THEN r.images
+                WHEN a.image_rows = 0 THEN a.images
+                ELSE '[]'::jsonb
+           END AS images
+    FROM {products} AS p
+    LEFT JOIN from_rows AS r ON r.product_id = p.id
+    LEFT JOIN archived AS a ON a.product_id = p.id
+),
+updated AS (
+    UPDATE {products} AS p SET images = restored.images
+    FROM restored
+    WHERE restored.id = p.id
+    RETURNING restored.source
+)
+SELECT count(*) FILTER (WHERE source = 'rows'),
+       count(*) FILTER (WHERE source = 'archive'),
+       count(*) FILTER (WHERE source = 'empty')
+FROM updated"""
+# The latest copy of each product (a tenant finalized twice has two).
+_ARCHIVED = (
+    "SELECT DISTINCT ON (product_id) product_id, images, image_rows FROM {archive} ORDER BY product_id, copied_at DESC"
+)
+# A tenant whose column went some other way than finalize_images has no archive.
+_NO_ARCHIVE = "SELECT NULL::bigint AS product_id, NULL::jsonb AS images, NULL::integer AS image_rows WHERE false"
+
+
+def restore_images_json(schemas: list[str], lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> Restoration:
+    restoration = Restoration()
+    restoration.tenants, restoration.interruption = for_each_tenant(
+        schemas, 1, lambda schema, stop: restore_tenant(schema, lock_timeout)
+    )
+    return restoration
+
+
+def restore_tenant(schema: str, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> TenantRestore:
+    started = time.perf_counter()
+    with tenant_lock(schema) as acquired:
+        if not acquired:
+            result = TenantRestore(schema, Outcome.BUSY, ["another job (migrate_images, ...) holds its lock"])
+        elif has_json_column(schema):
+            result = TenantRestore(schema, Outcome.NOT_FINALIZED)
+        else:
+            result = _add_and_fill(schema, lock_timeout)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _add_and_fill(schema: str, lock_timeout: float) -> TenantRestore:
+    products, product_images = table(schema, "products"), table(schema, "product_images")
+    archived = (
+        sql.SQL(_ARCHIVED).format(archive=table(schema, ARCHIVE_TABLE)) if has_archive(schema) else sql.SQL(_NO_ARCHIVE)
+    )
+    try:
+        with transaction.atomic():
+            # The rows the JSON is built from cannot change before the commit, nor products be read without it.
+            lock_for_column_change(schema, lock_timeout)
+            # As migration 0001 made it (a JSONField(null=True): jsonb, nullable, no database default).
+            execute(sql.SQL("ALTER TABLE {} ADD COLUMN images jsonb NULL").format(products))
+            ((from_rows, from_archive, emptied),) = fetch_rows(
+                sql.SQL(_FILL).format(
+                    iso_utc=sql.SQL(_ISO_UTC), product_images=product_images, products=products, archived=archived
+                )
+            )
+    except DatabaseError as exc:
+        reason = locks_not_granted(exc, lock_timeout)
+        if reason is None:
+            raise
+        return TenantRestore(schema, Outcome.BUSY, [reason])
+    return TenantRestore(schema, Outcome.RESTORED, from_rows=from_rows, from_archive=from_archive, emptied=emptied)
+
+
+def describe(tenant: TenantRestore) -> str:
+    """The tenant's outcome for the terminal, in one line."""
+    if tenant.outcome is Outcome.RESTORED:
+        return (
+            f"{tenant.schema}: restored products.images: {tenant.from_rows:,} product(s) from their rows, "
+            f"{tenant.from_archive:,} as {ARCHIVE_TABLE} kept them, {tenant.emptied:,} empty "
+            f"({tenant.seconds:.2f} s)"
+        )
+    if tenant.outcome is Outcome.NOT_FINALIZED:
+        return f"{tenant.schema}: not finalized (products.images is there): nothing to restore"
+    return f"{tenant.schema}: busy, skipped (left as it was): {'; '.join(tenant.reasons)}"
+
+
+def failure_message(restoration: Restoration) -> str:
+    problems = []
+    if restoration.interruption:
+        problems.append("interrupted: the tenant in progress was rolled back, re-run to finish")
+    if busy := restoration.schemas(Outcome.BUSY):
+        problems.append(f"busy tenant(s) skipped: {', '.join(busy)}")
+    code = restoration.exit_code
+    return "; ".join(problems) + f". Exit status {int(code)}: {code.meaning}."
