@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import pytest
 from django_tenants.utils import schema_context
 
+from products import images
 from products.demo import SEED_DISTRIBUTION, demo_image_counts, fill_products
 from products.legacy_json import has_json_column
 from products.migration.finalize import FinalizeExitCode
@@ -21,17 +22,16 @@ from tests.helpers import (
     OTHER_TENANT,
     TENANT,
     entries,
+    image_ids,
     json_text,
     make_product,
     other_session,
     run_command,
     run_lifecycle,
     run_sql,
-    service_add_photo,
-    service_remove_photo,
-    service_set_label,
     set_json,
     sql_rows,
+    store_json,
     tenant_locked_elsewhere,
     tenant_sql,
 )
@@ -208,19 +208,18 @@ def test_the_lifecycle_from_the_json_to_rows_only_and_back(tenant, tmp_path):
     assert report["total"]["repaired"] == 2 and report["total"]["soft_deleted"] == 1
 
     # Edits through the image service, which keeps the JSON mirror.
-    def urls(product_id):
-        return [
-            url
-            for (url,) in sql_rows(
-                'SELECT url FROM {images} WHERE product_id = %(id)s ORDER BY "order"', {"id": product_id}
-            )
-        ]
-
-    service_set_label(catalogue[0], urls(catalogue[0])[0])  # label moved
-    service_remove_photo(catalogue[1], urls(catalogue[1])[1])  # photo removed
-    service_add_photo(catalogue[2], "https://cdn.example/added.jpeg")  # photo added
-    for url in urls(deleted.pk):  # every photo of a soft-deleted product removed
-        service_remove_photo(deleted.pk, url)
+    with schema_context(TENANT):
+        images.set_label(image_ids(catalogue[0])[0])  # label moved
+        images.remove_image(image_ids(catalogue[1])[1])  # photo removed
+        images.add_image(catalogue[2], "https://cdn.example/added.jpeg")  # photo added
+        for image_id in image_ids(deleted.pk):  # every photo of a soft-deleted product removed
+            images.remove_image(image_id)
+    # The old code path, still deployed, rewrites one product's JSON: --sync catches the drift.
+    drifted = [{**entry, "url": entry["url"] + "?v=2"} for entry in entries(3)]
+    store_json(catalogue[3], drifted)
+    code, report, output = run_command("--schema", TENANT, "--sync", tmp_path=tmp_path)
+    assert code == ExitCode.OK, output
+    assert report["total"]["resynced"]["sample_ids"] == [catalogue[3]]
     code, _, output = run_command("--schema", TENANT, "--check", tmp_path=tmp_path)
     assert code == ExitCode.OK, output
     rows_before = all_rows()
