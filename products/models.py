@@ -4,7 +4,8 @@ from django.db.models import Q
 
 class Product(models.Model):
     title = models.CharField(max_length=500, blank=True, default="")
-    # Legacy photo list, the source of the image migration: read, never written.
+    # Legacy photo list, the source of the image migration. Only the image service
+    # (products/images.py) writes it: a mirror of the product's image rows, until finalize drops it.
     images = models.JSONField(null=True, blank=True, default=list)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

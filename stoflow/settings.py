@@ -75,3 +75,10 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
+
+# Product photos (products/images.py, products/selectors.py).
+# The image service refuses to grow a product past this many images, its label included;
+# products migrated with more keep them.
+STOFLOW_MAX_IMAGES_PER_PRODUCT = 20
+# Photos a listing may carry on each marketplace: the first ones in order, never the label.
+STOFLOW_MARKETPLACE_PHOTO_LIMITS = {"vinted": 20, "ebay": 12, "etsy": 10}

@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from io import StringIO
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from django_tenants.utils import schema_context
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from products.models import ProductImage
 from stoflow.database_settings import connection_kwargs
 from stoflow.raw_sql import execute, fetch_rows
 from stoflow.tenants.locks import ADVISORY_LOCK_NAMESPACE, LOCK_KEY_SQL
@@ -183,3 +185,59 @@ def run_command(*args: str, tmp_path: Path | None = None) -> tuple[int, dict | N
         err.write(str(exc))
     report = json.loads(json_path.read_text()) if json_path and json_path.exists() else None
     return code, report, out.getvalue() + err.getvalue()
+
+
+def migrated_product(count: int, first_order: int = 1, schema: str = TENANT):
+    """A product as migrate_images leaves it: legacy JSON entries and their rows, the last one the label
+    when there are two or more."""
+    items = entries(count, first_order)
+    product = make_product(schema, images=items)
+    with schema_context(schema):
+        ProductImage.objects.bulk_create(
+            ProductImage(
+                product=product,
+                url=item["url"],
+                order=item["order"],
+                is_label=count >= 2 and position == count - 1,
+                created_at=datetime.fromisoformat(item["created_at"]),
+            )
+            for position, item in enumerate(items)
+        )
+    return product
+
+
+def image_ids(product_id: int, schema: str = TENANT) -> list[int]:
+    """The product's image ids, by order."""
+    with schema_context(schema):
+        return list(ProductImage.objects.filter(product_id=product_id).order_by("order").values_list("pk", flat=True))
+
+
+def image_state(product_id: int, schema: str = TENANT) -> tuple[list[tuple], object]:
+    """Everything a refused call must leave alone: the product's rows, every column, and its legacy JSON."""
+    query = sql.SQL(
+        'SELECT id, "order", is_label, url, created_at, updated_at FROM {} WHERE product_id = %(id)s ORDER BY "order"'
+    )
+    rows = fetch_rows(query.format(sql.Identifier(schema, "product_images")), {"id": product_id})
+    return rows, json_images(product_id, schema)
+
+
+def json_images(product_id: int, schema: str = TENANT) -> object:
+    """The product's legacy images JSON, parsed."""
+    query = sql.SQL("SELECT images::text FROM {} WHERE id = %(id)s").format(sql.Identifier(schema, "products"))
+    ((text,),) = fetch_rows(query, {"id": product_id})
+    return None if text is None else json.loads(text)
+
+
+def json_from_rows(product_id: int, schema: str = TENANT) -> list[dict]:
+    """What the image service's JSON mirror must hold for the product, computed here from its rows."""
+    return [
+        {"url": url, "order": order, "created_at": iso_utc(created_at), "is_label": is_label}
+        for order, is_label, url, created_at in image_rows(product_id, schema)
+    ]
+
+
+def iso_utc(moment: datetime) -> str:
+    """ "YYYY-MM-DDTHH:MM:SS[.ffffff]Z", the fraction only when there is one."""
+    moment = moment.astimezone(UTC)
+    fraction = f".{moment.microsecond:06d}" if moment.microsecond else ""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + fraction + "Z"

@@ -1,0 +1,416 @@
+"""The image service: the one way to write ``product_images`` outside the migration.
+
+A product's images are its photos in display order, then, when it has one, its price
+label: the label is always the image with the highest order, and a product with a single
+image has none. Every call below keeps that true, whatever came before it:
+
+- orders are distinct (the database's unique (product, order) index);
+- at most one label (the database's partial unique index), on the highest order;
+- a product with one image has no label;
+- a product never grows past ``settings.STOFLOW_MAX_IMAGES_PER_PRODUCT`` images (products
+  migrated with more keep them: only ``add_image`` is refused).
+
+Each call is one transaction that first locks the product's row (``SELECT ... FOR
+UPDATE``), so two people editing one product's photos queue up instead of interleaving.
+A call that is refused raises an ``ImageServiceError`` naming the product or image and
+changes nothing. A call with nothing to do (making the label the label, clearing a label
+that is not there) writes nothing.
+
+While ``products.images`` (the legacy JSON) exists, every write rewrites the product's JSON
+from its rows in the same transaction, so the column stays a faithful fallback until it
+is dropped.
+
+Products and images may be passed as model instances or as ids, inside a seller's schema
+(``django_tenants.utils.schema_context``).
+"""
+
+from collections import Counter
+from collections.abc import Iterable
+from datetime import datetime
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+from django_tenants.utils import get_public_schema_name
+from psycopg import sql
+
+from products.models import Product, ProductImage
+from stoflow.raw_sql import as_text, execute, fetch_rows, table
+
+# product_images."order" is a PostgreSQL integer.
+MAX_ORDER = 2_147_483_647
+# A product's first image: the legacy app numbered photos from 1 (the seed report's product 1
+# has orders 1..4), so a product that starts from nothing is numbered like most migrated ones.
+FIRST_ORDER = 1
+
+
+class ImageServiceError(ValueError):
+    """A call the image service refused; nothing was changed."""
+
+
+class ProductNotFound(ImageServiceError):
+    pass
+
+
+class ImageNotFound(ImageServiceError):
+    pass
+
+
+class InvalidImageUrl(ImageServiceError):
+    pass
+
+
+class TooManyImages(ImageServiceError):
+    pass
+
+
+class InvalidImageOrder(ImageServiceError):
+    """A reorder list that is not exactly the product's photos, each once."""
+
+
+class LabelNotAllowed(ImageServiceError):
+    """Only a product with two or more images has a label."""
+
+
+class NotMigrated(ImageServiceError):
+    """The product's photos are still only in the legacy JSON: writing rows would lose them."""
+
+
+def add_image(product: Product | int, url: str, *, created_at: datetime | None = None) -> ProductImage:
+    """Add a photo after the product's other photos, just before its label if it has one."""
+    product_id = _id(product, Product)
+    _check_url(url, product_id)
+    _check_created_at(created_at, product_id)
+    with transaction.atomic():
+        _lock_product(product_id)
+        images = _images(product_id)
+        limit = settings.STOFLOW_MAX_IMAGES_PER_PRODUCT
+        if len(images) >= limit:
+            raise TooManyImages(
+                f"Product {product_id} has {len(images)} images and may not grow past {limit} "
+                f"(STOFLOW_MAX_IMAGES_PER_PRODUCT): remove one first. Nothing was changed."
+            )
+        if not images:
+            _refuse_unmigrated(product_id)
+        photos, label = _split(images)
+        orders = _orders_with_one_more(images)
+        now = timezone.now()
+        new = ProductImage(product_id=product_id, url=url, is_label=False, created_at=created_at or now)
+        # The new photo takes the label's place and the label moves up one: existing rows first,
+        # so the new photo's order is free by the time it is inserted.
+        new.order = orders[len(photos)]
+        _arrange(images, photos + ([label] if label else []), label, orders[: len(photos)] + orders[len(photos) + 1 :])
+        new.save(force_insert=True)
+        _mirror_json(product_id)
+    return new
+
+
+def remove_image(image: ProductImage | int) -> None:
+    """Delete an image. Removing the label leaves the product without one; a product left with
+    a single image keeps no label."""
+    image_id = _id(image, ProductImage)
+    with transaction.atomic():
+        product_id = _product_of(image_id)
+        _lock_product(product_id)
+        images = _images(product_id)
+        _find(images, image_id, product_id)
+        ProductImage.objects.filter(pk=image_id).delete()
+        rest = [other for other in images if other.pk != image_id]
+        if len(rest) == 1 and rest[0].is_label:
+            ProductImage.objects.filter(pk=rest[0].pk).update(is_label=False, updated_at=timezone.now())
+        _mirror_json(product_id)
+
+
+def reorder_images(product: Product | int, image_ids: Iterable[ProductImage | int]) -> None:
+    """Put the product's photos in the order of ``image_ids``; the label stays last.
+
+    ``image_ids`` lists every photo (every image but the label) exactly once. The label's id
+    may close the list (an editor showing every image sends it back where it is); anywhere
+    else it is refused: making another image the label is ``set_label``'s job. The orders the
+    product already uses are handed out again in the new order, so its numbering (0- or
+    1-based, gaps) is kept."""
+    product_id = _id(product, Product)
+    if isinstance(image_ids, str | bytes) or not isinstance(image_ids, Iterable):
+        raise InvalidImageOrder(f"reorder_images(product {product_id}) needs a list of image ids, got {image_ids!r}.")
+    ids = [_id(image, ProductImage) for image in image_ids]
+    with transaction.atomic():
+        _lock_product(product_id)
+        images = _images(product_id)
+        photos, label = _split(images)
+        if label is not None and ids and ids[-1] == label.pk:
+            ids = ids[:-1]
+        _check_reorder(product_id, ids, photos, label)
+        by_id = {image.pk: image for image in images}
+        new_photos = [by_id[pk] for pk in ids]
+        if _arrange(images, new_photos + ([label] if label else []), label, [image.order for image in images]):
+            _mirror_json(product_id)
+
+
+def set_label(image: ProductImage | int) -> None:
+    """Make the image its product's label: it moves to the end, and the former label, if any,
+    becomes the last photo just before it."""
+    image_id = _id(image, ProductImage)
+    with transaction.atomic():
+        product_id = _product_of(image_id)
+        _lock_product(product_id)
+        images = _images(product_id)
+        chosen = _find(images, image_id, product_id)
+        if len(images) < 2:
+            raise LabelNotAllowed(
+                f"Image {image_id} is the only image of product {product_id}: a product needs two or more "
+                f"images to have a label. Nothing was changed."
+            )
+        photos, label = _split(images)
+        sequence = [photo for photo in photos if photo.pk != image_id]
+        if label is not None and label.pk != image_id:
+            sequence.append(label)
+        if _arrange(images, sequence + [chosen], chosen, [image.order for image in images]):
+            _mirror_json(product_id)
+
+
+def clear_label(product: Product | int) -> None:
+    """The product keeps its images, all of them photos: none is held back as a label."""
+    product_id = _id(product, Product)
+    with transaction.atomic():
+        _lock_product(product_id)
+        cleared = ProductImage.objects.filter(product_id=product_id, is_label=True).update(
+            is_label=False, updated_at=timezone.now()
+        )
+        if cleared:
+            _mirror_json(product_id)
+
+
+# --- checks -------------------------------------------------------------------------------
+
+
+def _id(value: object, model: type[Product] | type[ProductImage]) -> int:
+    if isinstance(value, model):
+        if value.pk is None:
+            raise ImageServiceError(f"This {model.__name__} is not saved: it has no id.")
+        return value.pk
+    # bool is an int in Python; True is no product id.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise ImageServiceError(f"Expected a {model.__name__} or its id, got {value!r}.")
+
+
+def _check_url(url: object, product_id: int) -> None:
+    if not isinstance(url, str):
+        raise InvalidImageUrl(
+            f"The URL of a new image of product {product_id} must be a string, got {type(url).__name__} {url!r}. "
+            f"Nothing was changed."
+        )
+    if not url.strip():
+        raise InvalidImageUrl(
+            f"The URL of a new image of product {product_id} is empty or blank ({url!r}). Nothing was changed."
+        )
+
+
+def _check_created_at(created_at: object, product_id: int) -> None:
+    if created_at is None:
+        return
+    if not isinstance(created_at, datetime) or timezone.is_naive(created_at):
+        raise ImageServiceError(
+            f"created_at of a new image of product {product_id} must be a timezone-aware datetime, "
+            f"got {created_at!r}. Nothing was changed."
+        )
+
+
+def _check_reorder(product_id: int, ids: list[int], photos: list[ProductImage], label: ProductImage | None) -> None:
+    """``ids`` (the label's closing id removed) must be exactly the product's photos, each once."""
+    problems = []
+    duplicated = sorted(pk for pk, count in Counter(ids).items() if count > 1)
+    if duplicated:
+        problems.append(f"listed more than once: {_join(duplicated)}")
+    if label is not None and label.pk in ids:
+        problems.append(f"image {label.pk} is the label: it may only close the list (set_label changes the label)")
+    photo_ids = {photo.pk for photo in photos}
+    strangers = sorted({pk for pk in ids if pk not in photo_ids and (label is None or pk != label.pk)})
+    if strangers:
+        owners = dict(ProductImage.objects.filter(pk__in=strangers).values_list("pk", "product_id"))
+        for pk in strangers:
+            where = f"belongs to product {owners[pk]}" if pk in owners else "does not exist"
+            problems.append(f"image {pk} {where}")
+    missing = [photo.pk for photo in photos if photo.pk not in ids]
+    if missing:
+        problems.append(f"missing: {_join(missing)}")
+    if problems:
+        raise InvalidImageOrder(
+            f"reorder_images(product {product_id}) needs each of its photos exactly once "
+            f"({_join([photo.pk for photo in photos]) or 'it has none'}): {'; '.join(problems)}. Nothing was changed."
+        )
+
+
+def _join(ids: list[int]) -> str:
+    return ", ".join(map(str, ids))
+
+
+# --- reading and locking ------------------------------------------------------------------
+
+
+def _lock_product(product_id: int) -> None:
+    """Lock the product's row for the rest of the transaction; every write below happens under it.
+
+    Only the id is selected: the legacy ``images`` column may already be gone in this tenant."""
+    if connection.schema_name == get_public_schema_name():
+        raise ImageServiceError(
+            "No seller schema is selected: product images live in a seller's schema (use schema_context)."
+        )
+    if not list(Product.objects.select_for_update().filter(pk=product_id).values_list("pk", flat=True)):
+        raise ProductNotFound(f"Product {product_id} does not exist. Nothing was changed.")
+
+
+def _images(product_id: int) -> list[ProductImage]:
+    return list(ProductImage.objects.filter(product_id=product_id).order_by("order"))
+
+
+def _product_of(image_id: int) -> int:
+    """The product of an image, read before locking that product (an image never changes product)."""
+    product_id = ProductImage.objects.filter(pk=image_id).values_list("product_id", flat=True).first()
+    if product_id is None:
+        raise ImageNotFound(f"Image {image_id} does not exist (deleted?). Nothing was changed.")
+    return product_id
+
+
+def _find(images: list[ProductImage], image_id: int, product_id: int) -> ProductImage:
+    """The image among the locked product's images: it may have been deleted while we waited."""
+    for image in images:
+        if image.pk == image_id:
+            return image
+    raise ImageNotFound(f"Image {image_id} of product {product_id} no longer exists. Nothing was changed.")
+
+
+def _split(images: list[ProductImage]) -> tuple[list[ProductImage], ProductImage | None]:
+    """The photos in display order, and the label if there is one."""
+    label = next((image for image in images if image.is_label), None)
+    return [image for image in images if not image.is_label], label
+
+
+def _refuse_unmigrated(product_id: int) -> None:
+    """A product with no rows but photos in its legacy JSON has not been migrated (or could not
+    be): its first row would rewrite the JSON with that one photo and lose the others."""
+    if not _has_json_column():
+        return
+    query = sql.SQL(
+        "SELECT images IS NULL OR images IN ('null'::jsonb, '[]'::jsonb, '\"[]\"'::jsonb) FROM {} WHERE id = %(id)s"
+    ).format(table(connection.schema_name, "products"))
+    ((empty,),) = fetch_rows(query, {"id": product_id})
+    if not empty:
+        raise NotMigrated(
+            f"Product {product_id} has photos in its legacy images JSON but no image rows: run migrate_images "
+            f"first (or fix the errors it lists for this product). Nothing was changed."
+        )
+
+
+# --- writing ------------------------------------------------------------------------------
+
+
+def _orders_with_one_more(images: list[ProductImage]) -> list[int]:
+    """The product's orders, ascending, with one more slot for a new image."""
+    orders = [image.order for image in images]
+    if not orders:
+        return [FIRST_ORDER]
+    if orders[-1] < MAX_ORDER:
+        return orders + [orders[-1] + 1]
+    # A migrated product whose last order is the largest integer: renumber it in one run,
+    # from its lowest order when that fits.
+    start = min(orders[0], MAX_ORDER - len(orders))
+    return list(range(start, start + len(orders) + 1))
+
+
+def _arrange(
+    images: list[ProductImage], sequence: list[ProductImage], label: ProductImage | None, orders: list[int]
+) -> bool:
+    """Give ``sequence`` (every image of ``images``, in display order, label last) the ascending
+    ``orders`` and the label flag; returns whether any row changed.
+
+    Why two UPDATEs: PostgreSQL checks a unique index that is not DEFERRABLE row by row during
+    an UPDATE, so moving rows onto each other's orders in one statement (reversing 14 photos)
+    fails half-way on (product, order), and handing the label from one row to another fails on
+    the one-label index. So the rows that change first move to orders no row holds or will
+    hold, all as photos, then to their final orders and flags. The alternative, making
+    (product, order) DEFERRABLE and deferring it here, was measured on 1.96 million rows: same
+    insert speed for the migration, 0.5 ms against 0.8 ms to reverse 14 photos. It was not
+    chosen because PostgreSQL 16 cannot alter a unique constraint's deferrability (every
+    tenant's index would be dropped and rebuilt), a deferrable constraint cannot serve ON
+    CONFLICT, SET CONSTRAINTS ... DEFERRED would outlive this call in a caller's transaction,
+    and the partial one-label index cannot be deferred at all, so two steps were needed anyway.
+    Free orders are the smallest ones unused, not an offset, so nothing can pass the integer
+    maximum."""
+    targets = {image.pk: (order, image is label) for image, order in zip(sequence, orders, strict=True)}
+    changed = [image for image in images if (image.order, image.is_label) != targets[image.pk]]
+    if not changed:
+        return False
+    now = timezone.now()
+    if len(changed) > 1:
+        taken = {image.order for image in images} | {order for order, _ in targets.values()}
+        for image, free in zip(changed, _free_orders(taken, len(changed)), strict=True):
+            image.order, image.is_label, image.updated_at = free, False, now
+        ProductImage.objects.bulk_update(changed, ["order", "is_label", "updated_at"])
+    for image in changed:
+        (image.order, image.is_label), image.updated_at = targets[image.pk], now
+    ProductImage.objects.bulk_update(changed, ["order", "is_label", "updated_at"])
+    return True
+
+
+def _free_orders(taken: set[int], count: int) -> list[int]:
+    free, candidate = [], 0
+    while len(free) < count:
+        if candidate not in taken:
+            free.append(candidate)
+        candidate += 1
+    return free
+
+
+# The product's rows as the legacy JSON array, in order. created_at is ISO 8601 UTC,
+# "YYYY-MM-DDTHH:MM:SS[.ffffff]Z", the fraction only when there is one: the legacy entries'
+# shape, which the migration's source reads.
+_MIRROR_JSON = """UPDATE {products} SET images = (
+    SELECT COALESCE(
+        jsonb_agg(
+            jsonb_build_object(
+                'url', i.url,
+                'order', i."order",
+                'created_at', to_char(i.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')
+                    || CASE WHEN date_trunc('second', i.created_at) = i.created_at THEN ''
+                            ELSE to_char(i.created_at AT TIME ZONE 'UTC', '.US') END
+                    || 'Z',
+                'is_label', i.is_label
+            )
+            ORDER BY i."order"
+        ),
+        '[]'::jsonb
+    )
+    FROM {product_images} AS i
+    WHERE i.product_id = %(product_id)s
+)
+WHERE id = %(product_id)s"""
+
+_HAS_JSON_COLUMN = """SELECT EXISTS (
+    SELECT FROM pg_attribute
+    WHERE attrelid = to_regclass(%(products)s) AND attname = 'images' AND NOT attisdropped
+)"""
+
+
+def _has_json_column() -> bool:
+    """Whether this tenant still has the legacy column (finalize drops it tenant by tenant).
+
+    One catalog lookup by the table's OID, cheaper than information_schema.columns; not cached,
+    as the column may be dropped while the process runs."""
+    ((exists,),) = fetch_rows(
+        sql.SQL(_HAS_JSON_COLUMN), {"products": as_text(table(connection.schema_name, "products"))}
+    )
+    return exists
+
+
+def _mirror_json(product_id: int) -> None:
+    """Rewrite the product's legacy JSON from its rows, in the caller's transaction."""
+    if not _has_json_column():
+        return
+    schema = connection.schema_name
+    execute(
+        sql.SQL(_MIRROR_JSON).format(
+            products=table(schema, "products"), product_images=table(schema, "product_images")
+        ),
+        {"product_id": product_id},
+    )

@@ -1,0 +1,144 @@
+"""What marketplaces receive (products/selectors.py): photos in order, never the label, within each limit."""
+
+import pytest
+from django_tenants.utils import schema_context
+
+from products.images import add_image, clear_label, set_label
+from products.selectors import (
+    ListingPhotoSummary,
+    UnknownMarketplace,
+    listing_photo_summary,
+    listing_photos,
+    listing_photos_for,
+    photo_limit,
+)
+from tests.helpers import image_ids, image_rows, make_product, migrated_product
+
+
+def urls(product_id: int) -> list[str]:
+    return [url for _, _, url, _ in image_rows(product_id)]
+
+
+# django-tenants sets the search path before every query: one query is two statements.
+ONE_QUERY = 2
+
+
+def selects(queries) -> list[str]:
+    """The statements captured by django_assert_num_queries, the search path settings left out."""
+    return [query["sql"] for query in queries.captured_queries if not query["sql"].startswith("SET search_path")]
+
+
+def test_the_limits_come_from_the_setting():
+    assert [photo_limit(name) for name in ("vinted", "ebay", "etsy")] == [20, 12, 10]
+
+
+def test_listing_photos_are_the_photos_in_order_without_the_label(tenant):
+    product = migrated_product(5)
+    with schema_context(tenant):
+        photos = listing_photos(product, "vinted")
+
+    assert photos == urls(product.id)[:4]
+
+
+@pytest.mark.parametrize(("marketplace", "sent"), [("vinted", 20), ("ebay", 12), ("etsy", 10)])
+def test_listing_photos_stop_at_the_marketplace_s_limit(tenant, marketplace, sent):
+    product = migrated_product(25)
+    with schema_context(tenant):
+        photos = listing_photos(product.id, marketplace)
+
+    assert photos == urls(product.id)[:sent]
+
+
+def test_the_label_is_never_sent_even_when_the_limit_would_reach_it(tenant):
+    product = migrated_product(11)
+    with schema_context(tenant):
+        photos = listing_photos(product, "ebay")
+
+    assert photos == urls(product.id)[:10]
+    assert urls(product.id)[-1] not in photos
+
+
+def test_a_chosen_label_is_left_out_and_a_cleared_one_is_sent(tenant):
+    product = migrated_product(4)
+    ids = image_ids(product.id)
+    first = urls(product.id)[0]
+    with schema_context(tenant):
+        set_label(ids[0])
+        assert first not in listing_photos(product, "etsy")
+        clear_label(product)
+        assert listing_photos(product, "etsy") == urls(product.id)
+
+
+def test_a_single_image_is_a_photo(tenant):
+    product = make_product()
+    with schema_context(tenant):
+        add_image(product, "only")
+        assert listing_photos(product, "vinted") == ["only"]
+
+
+def test_a_product_without_images_sends_nothing(tenant):
+    product = make_product()
+    with schema_context(tenant):
+        assert listing_photos(product, "vinted") == []
+
+
+@pytest.mark.parametrize("marketplace", ["amazon", "Vinted", ""])
+def test_an_unknown_marketplace_is_refused_naming_the_known_ones(tenant, marketplace, django_assert_num_queries):
+    with schema_context(tenant), django_assert_num_queries(0):
+        with pytest.raises(UnknownMarketplace, match=r"known marketplaces are ebay, etsy, vinted"):
+            listing_photos(1, marketplace)
+        with pytest.raises(UnknownMarketplace, match=repr(marketplace)):
+            listing_photos_for([1], marketplace)
+
+
+@pytest.mark.parametrize("count", [1, 5, 40])
+def test_listing_photos_for_many_products_is_one_query(tenant, count, django_assert_num_queries):
+    products = [migrated_product(2 + i % 14) for i in range(count)]
+    with schema_context(tenant):
+        with django_assert_num_queries(ONE_QUERY) as queries:
+            photos = listing_photos_for(products, "etsy")
+        assert len(selects(queries)) == 1
+        one_by_one = {product.id: listing_photos(product, "etsy") for product in products}
+
+    assert photos == one_by_one
+    assert list(photos) == [product.id for product in products]
+
+
+def test_listing_photos_for_gives_every_product_asked_for(tenant, django_assert_num_queries):
+    with_photos, without = migrated_product(3), make_product()
+    with schema_context(tenant):
+        with django_assert_num_queries(ONE_QUERY):
+            photos = listing_photos_for([without.id, with_photos, without.id, 999_999], "ebay")
+        with django_assert_num_queries(0):
+            assert listing_photos_for([], "ebay") == {}
+
+    assert photos == {without.id: [], with_photos.id: urls(with_photos.id)[:2], 999_999: []}
+
+
+def test_listing_photo_summary_says_what_each_marketplace_receives(tenant, django_assert_num_queries):
+    product = migrated_product(16)
+    with schema_context(tenant):
+        with django_assert_num_queries(ONE_QUERY) as queries:
+            summary = listing_photo_summary(product)
+        assert len(selects(queries)) == 1
+        sent = {marketplace: len(listing_photos(product, marketplace)) for marketplace in ("vinted", "ebay", "etsy")}
+
+    assert summary == [
+        ListingPhotoSummary("vinted", limit=20, photos_sent=15, photos_left_out=0, label_left_out=True),
+        ListingPhotoSummary("ebay", limit=12, photos_sent=12, photos_left_out=3, label_left_out=True),
+        ListingPhotoSummary("etsy", limit=10, photos_sent=10, photos_left_out=5, label_left_out=True),
+    ]
+    assert {line.marketplace: line.photos_sent for line in summary} == sent
+
+
+def test_listing_photo_summary_without_a_label(tenant):
+    product = migrated_product(1)
+    with schema_context(tenant):
+        summary = listing_photo_summary(product.id)
+
+    assert {(line.photos_sent, line.photos_left_out, line.label_left_out) for line in summary} == {(1, 0, False)}
+
+
+def test_a_product_id_of_another_type_is_a_type_error(tenant):
+    with schema_context(tenant), pytest.raises(TypeError, match="Expected a Product or its id"):
+        listing_photos("12", "ebay")
