@@ -9,7 +9,7 @@ import pytest
 from django.db import connection, connections
 from django_tenants.utils import schema_context
 from psycopg import sql
-from stoflow.database import connection_kwargs
+from stoflow.database_settings import connection_kwargs
 
 from products import images
 from products.images import (
