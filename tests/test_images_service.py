@@ -9,7 +9,6 @@ import pytest
 from django.db import connection, connections
 from django_tenants.utils import schema_context
 from psycopg import sql
-from stoflow.database_settings import connection_kwargs
 
 from products import images
 from products.images import (
@@ -29,6 +28,7 @@ from products.images import (
     set_label,
 )
 from products.models import ProductImage
+from stoflow.database_settings import connection_kwargs
 from stoflow.raw_sql import execute
 from tests.helpers import (
     TENANT,
