@@ -2,17 +2,42 @@
 their images as the migration left them; the one change offered is choosing a label."""
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.admin.models import LogEntry
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
 from products.admin_filters import HasLabelFilter, IsLabelFilter, MigratedFilter, SoftDeletedFilter
 from products.admin_html import label_badge, thumbnail
 from products.admin_selectors import compare_with_legacy_json, products_with_image_summary
-from products.labels import SeveralImagesOfOneProduct, make_labels
+from products.images import ImageServiceError, clear_label, set_label
+from products.label_plans import LabelChange, plan_clear_labels, plan_make_labels, several_per_product
 from products.models import Product, ProductImage
 from stoflow.tenants.sites import seller_admin_site
 
 ADMIN_CSS = {"all": ["products/admin.css"]}
+# The confirmation page of a label change lists this many products; a longer selection says how many more.
+PLANS_SHOWN = 100
+
+
+def seller_prefix(request) -> str:
+    """How a history entry names its seller (see SellerHistory)."""
+    return f"Seller {request.tenant.schema_name}: "
+
+
+class SellerHistory:
+    """The admin history (LogEntry) lives in the public schema, shared by every seller, and product 2 of
+    one seller is not product 2 of another: entries written here start with their seller, and an object's
+    history page lists its own seller's entries only."""
+
+    def log_seller_change(self, request, obj, message: str) -> None:
+        self.log_change(request, obj, seller_prefix(request) + message)
+
+    def get_paginator(self, request, queryset, per_page, *args, **kwargs):
+        if queryset.model is LogEntry:  # history_view pages the object's entries through here
+            queryset = queryset.filter(change_message__startswith=seller_prefix(request))
+        return super().get_paginator(request, queryset, per_page, *args, **kwargs)
 
 
 class BrowseOnly:
@@ -55,7 +80,7 @@ class ProductImageInline(ImageColumns, admin.TabularInline):
 
 
 @admin.register(Product, site=seller_admin_site)
-class ProductAdmin(BrowseOnly, admin.ModelAdmin):
+class ProductAdmin(SellerHistory, BrowseOnly, admin.ModelAdmin):
     list_display = ["id", "title", "image_count", "label_thumbnail", "created_at", "soft_deleted"]
     list_display_links = ["id", "title"]
     list_filter = [SoftDeletedFilter, HasLabelFilter, MigratedFilter]
@@ -89,7 +114,7 @@ class ProductAdmin(BrowseOnly, admin.ModelAdmin):
 
 
 @admin.register(ProductImage, site=seller_admin_site)
-class ProductImageAdmin(ImageColumns, BrowseOnly, admin.ModelAdmin):
+class ProductImageAdmin(SellerHistory, ImageColumns, BrowseOnly, admin.ModelAdmin):
     list_display = ["id", "thumbnail", "product_link", "order", "label"]
     list_filter = [IsLabelFilter]
     list_select_related = ["product"]
@@ -97,7 +122,7 @@ class ProductImageAdmin(ImageColumns, BrowseOnly, admin.ModelAdmin):
     search_help_text = "Part of the URL, or a product id."
     fields = ["thumbnail", "product_link", "order", "label", "url", "created_at", "updated_at"]
     readonly_fields = fields
-    actions = ["make_label"]
+    actions = ["make_label", "clear_label"]
 
     class Media:
         css = ADMIN_CSS
@@ -107,14 +132,82 @@ class ProductImageAdmin(ImageColumns, BrowseOnly, admin.ModelAdmin):
         url = reverse(f"{self.admin_site.name}:products_product_change", args=[image.product_id])
         return format_html('<a href="{}">{}: {}</a>', url, image.product_id, image.product)
 
-    @admin.action(description="Make the selected image its product's label", permissions=["change"])
+    @admin.action(description="Make the selected images their products' price labels", permissions=["change"])
     def make_label(self, request, queryset):
-        try:
-            change = make_labels(queryset.values_list("pk", flat=True))
-        except SeveralImagesOfOneProduct as refused:
-            self.message_user(request, str(refused), messages.ERROR)
-            return
-        message = f"{change.made_labels} image(s) made their product's label."
-        if change.already_labels:
-            message += f" {change.already_labels} already were."
-        self.message_user(request, message, messages.SUCCESS)
+        several = several_per_product(queryset)
+        if several:
+            self.message_user(request, several.message, messages.ERROR)
+            return None
+        return self._change_labels(request, "make_label", plan_make_labels(queryset))
+
+    @admin.action(description="Clear the price label of the selected images' products", permissions=["change"])
+    def clear_label(self, request, queryset):
+        product_ids = queryset.order_by().values_list("product_id", flat=True).distinct()
+        return self._change_labels(request, "clear_label", plan_clear_labels(product_ids))
+
+    def _change_labels(self, request, action: str, plans: list[LabelChange]):
+        """First a confirmation page saying what changes per product; once confirmed, one service call
+        per product that changes, each logged in the admin history."""
+        if request.POST.get("post") != "yes":
+            return self._confirm_labels(request, action, plans)
+        changed, refused = 0, []
+        for plan in plans:
+            if not plan.changes:
+                continue
+            try:
+                if action == "make_label":
+                    set_label(plan.image_id)
+                else:
+                    clear_label(plan.product_id)
+            except ImageServiceError as error:
+                refused.append(str(error))
+                continue
+            self.log_seller_change(request, plan.product, plan.done)
+            changed += 1
+        unchanged = sum(not plan.changes for plan in plans)
+        message = f"{changed:,} product{'s have' if changed != 1 else ' has'} {LABEL_ACTIONS[action]['done']}."
+        if unchanged:
+            message += f" {unchanged:,} left as {'they were' if unchanged != 1 else 'it was'}."
+        self.message_user(request, message, messages.SUCCESS if changed else messages.INFO)
+        if refused:
+            self.message_user(
+                request, f"{len(refused):,} refused by the image service, the first: {refused[0]}", messages.ERROR
+            )
+        return None
+
+    def _confirm_labels(self, request, action: str, plans: list[LabelChange]):
+        changing = sum(plan.changes for plan in plans)
+        wording = LABEL_ACTIONS[action]
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": wording["title"],
+            "summary": (
+                f"{changing:,} of the {len(plans):,} product{'s' if len(plans) != 1 else ''} selected change"
+                f"{'s' if changing == 1 else ''}; nothing is written until you confirm."
+            ),
+            "changing": changing,
+            "plans": plans[:PLANS_SHOWN],
+            "more": max(len(plans) - PLANS_SHOWN, 0),
+            "action": action,
+            "confirm": wording["confirm"],
+            "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+            "select_across": request.POST.get("select_across", "0"),
+            "back_url": request.get_full_path(),
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/products/productimage/label_confirmation.html", context)
+
+
+LABEL_ACTIONS = {
+    "make_label": {
+        "title": "Make price labels: what changes",
+        "confirm": "Yes, make these labels",
+        "done": "a new price label, moved last",
+    },
+    "clear_label": {
+        "title": "Clear price labels: what changes",
+        "confirm": "Yes, clear these labels",
+        "done": "no price label any more: the former label is the last photo",
+    },
+}

@@ -1,18 +1,21 @@
 """The admin across tenants: routing, access, lists, the product page and the label action, on the real DB."""
 
 import pytest
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.auth.models import Permission
+from django.contrib.contenttypes.models import ContentType
 from django.contrib.messages import get_messages
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
+from products.admin import PLANS_SHOWN
 from products.admin_html import LABEL_BADGE_TEXT, thumbnail
-from products.labels import make_labels
-from products.models import ProductImage
+from products.models import Product, ProductImage
 from stoflow.tenants.models import Domain
 from stoflow.tenants.services import ensure_public_tenant
-from tests.helpers import OTHER_TENANT, TENANT, make_product
+from tests.helpers import OTHER_TENANT, TENANT, json_images, make_product
 
 SELLER = f"/sellers/{TENANT}/admin"
 PRODUCTS = f"{SELLER}/products/product/"
@@ -199,39 +202,195 @@ def test_image_list_filters_labels_and_searches_by_url_or_product(admin_client):
     assert f'href="{PRODUCTS}{lamp.pk}/change/">{lamp.pk}: Lamp</a>' in page
 
 
-def make_label(client, ids: list[int]):
-    response = client.post(IMAGES, {"action": "make_label", "_selected_action": ids}, follow=True)
+def label_action(client, action: str, ids: list[int], confirm: bool = True, **extra):
+    """The image list's action on ``ids``, as the list's Go button posts it: the confirmation page
+    (``confirm=False``), or, confirmed as its form posts it, the change made (its messages)."""
+    if not confirm:
+        data = {"action": action, "_selected_action": ids, "index": 0, **extra}
+        return client.post(IMAGES, data, follow=True)
+    data = {"action": action, "_selected_action": ids, "post": "yes", **extra}
+    return messages_of(client.post(IMAGES, data, follow=True))
+
+
+def messages_of(response) -> list[str]:
     assert response.status_code == 200
     return [str(message) for message in get_messages(response.wsgi_request)]
 
 
-def test_label_action_moves_the_label_of_each_selected_product(admin_client):
-    lamp = product_with_images(4, title="Lamp")
-    desk = product_with_images(3, title="Desk")
-    messages = make_label(admin_client, image_ids(lamp, 2) + image_ids(desk, 3))
-    assert messages == ["1 image(s) made their product's label. 1 already were."]
-    assert labelled_orders(lamp.pk) == [2]
-    assert labelled_orders(desk.pk) == [3]
+def sequence(product) -> list[tuple[int, bool]]:
+    """The product's images as (id, is_label), in display order."""
+    with schema_context(TENANT):
+        return list(product.product_images.order_by("order").values_list("pk", "is_label"))
 
 
-def test_label_action_refuses_several_images_of_one_product_and_changes_nothing(admin_client):
+def history(product) -> list[tuple[str, str]]:
+    """The product's admin history: (username, message)."""
+    entries = LogEntry.objects.filter(
+        content_type=ContentType.objects.get_for_model(Product), object_id=str(product.pk)
+    ).order_by("action_time")
+    return [(entry.user.username, entry.change_message) for entry in entries]
+
+
+def test_make_label_first_says_per_product_what_changes_and_changes_nothing(admin_client):
     lamp = product_with_images(4, title="Lamp")
-    desk = product_with_images(3, title="Desk")
-    messages = make_label(admin_client, image_ids(lamp, 1, 2) + image_ids(desk, 1))
-    assert messages == [
-        "A product has exactly one label: select one image per product. Several images were selected for "
-        f"product {lamp.pk}; no label was changed."
+    desk = product_with_images(3, title="Desk", label=0)
+    chair = product_with_images(3, title="Chair")
+    before = [sequence(lamp), sequence(desk), sequence(chair)]
+    ids = image_ids(lamp, 2) + image_ids(desk, 1) + image_ids(chair, 3)
+    page = label_action(admin_client, "make_label", ids, confirm=False).content.decode()
+    lamp_2, lamp_4 = image_ids(lamp, 2, 4)
+    assert "Make price labels: what changes" in page
+    assert "2 of the 3 products selected change; nothing is written until you confirm." in page
+    assert (
+        f"Image {lamp_2} (2.svg) (photo 2) becomes the price label and moves last: marketplaces will no longer "
+        "receive it." in page
+    )
+    assert (
+        f"Image {lamp_4} (4.svg), the label until now, becomes photo 3: marketplaces will receive it "
+        "(Vinted, eBay and Etsy)." in page
+    )
+    assert "The product had no label until now." in page  # the desk
+    assert f"Image {image_ids(chair, 3)[0]} (3.svg) already is the label." in page
+    assert page.count('name="_selected_action"') == 3
+    assert 'name="post" value="yes"' in page and "Yes, make these labels" in page
+    assert [sequence(lamp), sequence(desk), sequence(chair)] == before
+    assert LogEntry.objects.count() == 0
+
+
+def test_make_label_confirmed_goes_through_the_image_service_and_is_logged(admin_client):
+    lamp = product_with_images(4, title="Lamp")
+    desk = product_with_images(3, title="Desk", label=0)
+    chair = product_with_images(3, title="Chair")
+    lamp_1, lamp_2, lamp_3, lamp_4 = image_ids(lamp, 1, 2, 3, 4)
+    desk_1, desk_2, desk_3 = image_ids(desk, 1, 2, 3)
+    messages = label_action(admin_client, "make_label", [lamp_2, desk_1] + image_ids(chair, 3))
+    assert messages == ["2 products have a new price label, moved last. 1 left as it was."]
+    # The chosen image moves last; the former label becomes the last photo before it.
+    assert sequence(lamp) == [(lamp_1, False), (lamp_3, False), (lamp_4, False), (lamp_2, True)]
+    assert sequence(desk) == [(desk_2, False), (desk_3, False), (desk_1, True)]
+    # The service rewrote the legacy JSON: the admin wrote through it.
+    assert [entry["is_label"] for entry in json_images(lamp.pk)] == [False, False, False, True]
+    assert history(lamp) == [
+        (
+            "admin",
+            f"Seller {TENANT}: Made image {lamp_2} (2.svg) the price label (moved last); the former label, "
+            f"image {lamp_4} (4.svg), became photo 3: marketplaces will receive it (Vinted, eBay and Etsy).",
+        )
     ]
+    assert history(desk) == [
+        ("admin", f"Seller {TENANT}: Made image {desk_1} (1.svg) the price label (moved last); the product had none.")
+    ]
+    assert history(chair) == []
+
+
+def test_clear_label_says_what_changes_then_clears_through_the_service(admin_client):
+    lamp = product_with_images(4, title="Lamp")
+    single = product_with_images(1, title="Single")
+    lamp_4 = image_ids(lamp, 4)[0]
+    ids = image_ids(lamp, 1, 4) + image_ids(single, 1)  # two of the lamp's: clearing is per product
+    page = label_action(admin_client, "clear_label", ids, confirm=False).content.decode()
+    assert "1 of the 2 products selected changes" in page
+    assert f"Image {lamp_4} (4.svg), the price label, becomes photo 4: marketplaces will receive it" in page
+    assert "The product has no label: nothing changes." in page
     assert labelled_orders(lamp.pk) == [4]
+    messages = label_action(admin_client, "clear_label", ids)
+    assert messages == ["1 product has no price label any more: the former label is the last photo. 1 left as it was."]
+    assert labelled_orders(lamp.pk) == []
+    assert json_images(lamp.pk)[-1]["is_label"] is False
+    assert history(lamp) == [
+        (
+            "admin",
+            f"Seller {TENANT}: Cleared the price label: image {lamp_4} (4.svg) became photo 4: marketplaces will "
+            "receive it (Vinted, eBay and Etsy).",
+        )
+    ]
+
+
+def test_a_former_label_beyond_a_marketplace_limit_is_said_to_reach_only_the_others(admin_client, settings):
+    settings.STOFLOW_MARKETPLACE_PHOTO_LIMITS = {"vinted": 20, "ebay": 3, "etsy": 2}
+    lamp = product_with_images(5, title="Lamp")
+    page = label_action(admin_client, "make_label", image_ids(lamp, 1), confirm=False).content.decode()
+    assert "becomes photo 4: Vinted will receive it (eBay and Etsy take fewer photos)." in page
+
+
+def test_make_label_refuses_several_images_of_one_product_in_one_short_message(admin_client):
+    products = [product_with_images(3, title=f"Lamp {n}") for n in range(30)]
+    desk = product_with_images(3, title="Desk")
+    before = [sequence(product) for product in products]
+    ids = [pk for product in products for pk in image_ids(product, 1, 2)] + image_ids(desk, 1)
+    response = label_action(admin_client, "make_label", ids, confirm=False)
+    [message] = messages_of(response)
+    first = sorted(product.pk for product in products)[:3]
+    assert message == (
+        f"Select one image per product: 30 products have several selected (e.g. {', '.join(map(str, first))}, ...). "
+        "No label was changed."
+    )
+    assert len(message) < 150
+    assert "Make price labels" not in response.content.decode()  # no confirmation page
+    assert [sequence(product) for product in products] == before
     assert labelled_orders(desk.pk) == [3]
 
 
-def test_make_labels_gives_a_product_without_label_one(tenant):
-    single = product_with_images(2, title="Unlabelled", label=0)
-    with schema_context(tenant):
-        change = make_labels(image_ids(single, 1))
-    assert (change.made_labels, change.already_labels) == (1, 0)
-    assert labelled_orders(single.pk) == [1]
+def test_a_selection_across_every_page_is_refused_as_shortly(admin_client):
+    products = [product_with_images(2, title=f"Lamp {n}") for n in range(3)]
+    [message] = messages_of(
+        admin_client.post(
+            IMAGES,
+            {"action": "make_label", "_selected_action": image_ids(products[0], 1), "select_across": "1", "index": 0},
+            follow=True,
+        )
+    )
+    ids = ", ".join(str(product.pk) for product in products)
+    assert (
+        message == f"Select one image per product: 3 products have several selected (e.g. {ids}). No label was changed."
+    )
+
+
+def test_one_product_with_several_selected_is_named(admin_client):
+    lamp = product_with_images(3, title="Lamp")
+    [message] = messages_of(label_action(admin_client, "make_label", image_ids(lamp, 1, 2), confirm=False))
+    assert message == f"Select one image per product: 1 product has several selected ({lamp.pk}). No label was changed."
+
+
+def test_the_confirmation_lists_a_long_selection_in_part_and_confirms_it_whole(admin_client):
+    products = [product_with_images(2, title=f"Lamp {n}") for n in range(PLANS_SHOWN + 2)]
+    ids = [image_ids(product, 1)[0] for product in products]
+    page = label_action(admin_client, "make_label", ids, confirm=False).content.decode()
+    assert page.count('class="stoflow-plan-changes"') == PLANS_SHOWN
+    assert "… and 2 more products, not listed here." in page
+    assert label_action(admin_client, "make_label", ids) == [
+        f"{PLANS_SHOWN + 2} products have a new price label, moved last."
+    ]
+    assert all(labelled_orders(product.pk) == [2] for product in products)  # the chosen image, moved last
+
+
+def test_an_object_history_lists_its_own_sellers_entries_only(admin_client, django_user_model):
+    lamp = product_with_images(2, title="Lamp")
+    label_action(admin_client, "clear_label", image_ids(lamp, 1))
+    # Product ids restart in every seller's schema: another seller's product with the same id.
+    LogEntry.objects.create(
+        user=django_user_model.objects.get(username="admin"),
+        content_type=ContentType.objects.get_for_model(Product),
+        object_id=str(lamp.pk),
+        object_repr="Other seller's product",
+        action_flag=CHANGE,
+        change_message=f"Seller {OTHER_TENANT}: Cleared the price label of another seller's product.",
+    )
+    page = admin_client.get(f"{PRODUCTS}{lamp.pk}/history/").content.decode()
+    assert "Cleared the price label: image" in page
+    assert "another seller" not in page
+
+
+def test_staff_who_may_only_view_get_no_label_actions(client, django_user_model):
+    viewer = django_user_model.objects.create_user("viewer", password="x", is_staff=True)
+    viewer.user_permissions.add(*Permission.objects.filter(codename__in=["view_product", "view_productimage"]))
+    client.force_login(viewer)
+    lamp = product_with_images(3, title="Lamp")
+    response = client.get(IMAGES)
+    assert response.status_code == 200
+    assert 'value="make_label"' not in response.content.decode()
+    label_action(client, "make_label", image_ids(lamp, 1), confirm=False)
+    assert labelled_orders(lamp.pk) == [3]
 
 
 def test_thumbnail_escapes_the_url_and_names_the_file_when_it_does_not_load():
