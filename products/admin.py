@@ -1,24 +1,47 @@
-"""A seller's catalogue in the seller admin (/sellers/<schema>/admin/): browse products and
-their images as the migration left them; the one change offered is choosing a label."""
+"""A seller's catalogue in the seller admin (/sellers/<schema>/admin/): browse products and their
+images. The changes offered (make or clear a label, move a photo up or down) all go through the
+image service (products/images.py) and are logged in the admin history."""
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.models import LogEntry
+from django.contrib.admin.utils import unquote
+from django.contrib.auth import get_permission_codename
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils.html import format_html
 
 from products.admin_filters import HasLabelFilter, IsLabelFilter, MigratedFilter, SoftDeletedFilter
 from products.admin_html import label_badge, thumbnail
-from products.admin_selectors import compare_with_legacy_json, products_with_image_summary
+from products.admin_image_actions import OPERATIONS as IMAGE_OPERATIONS
+from products.admin_selectors import (
+    compare_with_legacy_json,
+    product_image_rows,
+    products_with_image_summary,
+)
 from products.images import ImageServiceError, clear_label, set_label
-from products.label_plans import LabelChange, plan_clear_labels, plan_make_labels, several_per_product
+from products.label_plans import (
+    LabelChange,
+    listing_line,
+    plan_clear_labels,
+    plan_make_labels,
+    several_per_product,
+)
 from products.models import Product, ProductImage
+from products.selectors import listing_photo_summary
 from stoflow.tenants.sites import seller_admin_site
 
 ADMIN_CSS = {"all": ["products/admin.css"]}
 # The confirmation page of a label change lists this many products; a longer selection says how many more.
 PLANS_SHOWN = 100
+
+
+def may_change_images(request) -> bool:
+    """Label and order changes, from the image list or the product page, need the image change permission."""
+    opts = ProductImage._meta
+    return request.user.has_perm(f"{opts.app_label}.{get_permission_codename('change', opts)}")
 
 
 def seller_prefix(request) -> str:
@@ -63,22 +86,6 @@ class ImageColumns:
         return label_badge(image.is_label)
 
 
-class ProductImageInline(ImageColumns, admin.TabularInline):
-    model = ProductImage
-    fields = ["thumbnail", "order", "label", "url"]
-    readonly_fields = fields
-    ordering = ["order"]
-    extra = 0
-    can_delete = False
-    show_change_link = True
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(Product, site=seller_admin_site)
 class ProductAdmin(SellerHistory, BrowseOnly, admin.ModelAdmin):
     list_display = ["id", "title", "image_count", "label_thumbnail", "created_at", "soft_deleted"]
@@ -88,7 +95,6 @@ class ProductAdmin(SellerHistory, BrowseOnly, admin.ModelAdmin):
     search_help_text = "Title, or a product id."
     fields = ["title", "created_at", "updated_at", "deleted_at"]
     readonly_fields = fields
-    inlines = [ProductImageInline]
 
     class Media:
         css = ADMIN_CSS
@@ -96,9 +102,57 @@ class ProductAdmin(SellerHistory, BrowseOnly, admin.ModelAdmin):
     def get_queryset(self, request):
         return products_with_image_summary(super().get_queryset(request))
 
+    def get_urls(self):
+        name = f"{self.opts.app_label}_{self.opts.model_name}_images"
+        view = self.admin_site.admin_view(self.image_change_view)
+        return [path("<path:object_id>/images/", view, name=name), *super().get_urls()]
+
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
-        context["legacy"] = compare_with_legacy_json(obj)
+        """The product page: its images in display order, each with its buttons, what each marketplace
+        would receive, and the legacy JSON beside them."""
+        site = self.admin_site.name
+        context.update(
+            title=f"Product {obj.pk}: {obj}",
+            subtitle=None,
+            legacy=compare_with_legacy_json(obj),
+            image_rows=[
+                {
+                    "row": row,
+                    "thumbnail": thumbnail(row.image.url, row.title),
+                    "badge": label_badge(row.image.is_label),
+                    "url": reverse(f"{site}:products_productimage_change", args=[row.image.pk]),
+                }
+                for row in product_image_rows(obj)
+            ],
+            listing_lines=[listing_line(summary) for summary in listing_photo_summary(obj)],
+            may_change_images=may_change_images(request),
+            image_change_url=reverse(f"{site}:products_product_images", args=[obj.pk]),
+        )
         return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def image_change_view(self, request, object_id):
+        """The product page's buttons (POST only): each calls the image service once, then comes back to
+        the page with what was done, or the service's reason for refusing."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not may_change_images(request):
+            raise PermissionDenied
+        product = self.get_object(request, unquote(object_id))
+        if product is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        back = reverse(f"{self.admin_site.name}:products_product_change", args=[product.pk]) + "#product-images"
+        operation = next((name for name in IMAGE_OPERATIONS if name in request.POST), None)
+        try:
+            if operation is None:
+                raise ImageServiceError("No known button was pressed: nothing was changed.")
+            done = IMAGE_OPERATIONS[operation](product, request.POST[operation])
+        except ImageServiceError as error:
+            self.message_user(request, str(error), messages.ERROR)
+            return HttpResponseRedirect(back)
+        if done.changed:
+            self.log_seller_change(request, product, done.message)
+        self.message_user(request, done.message, messages.SUCCESS if done.changed else messages.INFO)
+        return HttpResponseRedirect(back)
 
     @admin.display(description="Images", ordering="image_count")
     def image_count(self, product):

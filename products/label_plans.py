@@ -8,8 +8,10 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db.models import Count, QuerySet
+from django.utils.text import capfirst
 
 from products.models import Product, ProductImage
+from products.selectors import ListingPhotoSummary
 
 # How the admin names the marketplaces of settings.STOFLOW_MARKETPLACE_PHOTO_LIMITS.
 MARKETPLACE_NAMES = {"vinted": "Vinted", "ebay": "eBay", "etsy": "Etsy"}
@@ -17,6 +19,19 @@ MARKETPLACE_NAMES = {"vinted": "Vinted", "ebay": "eBay", "etsy": "Etsy"}
 
 def marketplace_name(key: str) -> str:
     return MARKETPLACE_NAMES.get(key, key.capitalize())
+
+
+def listing_line(summary: ListingPhotoSummary) -> str:
+    """What one marketplace receives, in a line: "Vinted: photos 1-4, label left out"."""
+    sent = summary.photos_sent
+    parts = ["no photo" if sent == 0 else "photo 1" if sent == 1 else f"photos 1-{sent}"]
+    if summary.photos_left_out:
+        first, last = sent + 1, sent + summary.photos_left_out
+        beyond = f"photo {first}" if first == last else f"photos {first}-{last}"
+        parts.append(f"{beyond} left out (it takes {summary.limit})")
+    if summary.label_left_out:
+        parts.append("label left out")
+    return f"{marketplace_name(summary.marketplace)}: {', '.join(parts)}"
 
 
 @dataclass(frozen=True)
@@ -87,13 +102,13 @@ def _make_label(product: Product, images: list[ProductImage], image_id: int) -> 
     chosen = next(image for image in images if image.pk == image_id)
     former = next((image for image in images if image.is_label), None)
     if len(images) < 2:
-        sentence = f"{_name(chosen)} is the product's only image: a product needs two or more to have a label."
-        return LabelChange(product, image_id, False, (_cap(sentence) + " Nothing changes.",), "")
+        sentence = f"{image_name(chosen)} is the product's only image: a product needs two or more to have a label."
+        return LabelChange(product, image_id, False, (capfirst(sentence) + " Nothing changes.",), "")
     if former is not None and former.pk == image_id:
-        return LabelChange(product, image_id, False, (_cap(f"{_name(chosen)} already is the label."),), "")
+        return LabelChange(product, image_id, False, (capfirst(f"{image_name(chosen)} already is the label."),), "")
     photos = [image for image in images if not image.is_label]
-    becomes = _cap(
-        f"{_name(chosen)} (photo {photos.index(chosen) + 1}) becomes the price label and moves last: "
+    becomes = capfirst(
+        f"{image_name(chosen)} (photo {photos.index(chosen) + 1}) becomes the price label and moves last: "
         "marketplaces will no longer receive it."
     )
     if former is None:
@@ -102,7 +117,7 @@ def _make_label(product: Product, images: list[ProductImage], image_id: int) -> 
             image_id,
             True,
             (becomes, "The product had no label until now."),
-            f"Made {_name(chosen)} the price label (moved last); the product had none.",
+            f"Made {image_name(chosen)} the price label (moved last); the product had none.",
         )
     # The service keeps the former label as the last photo, just before the new label.
     position = len(photos)
@@ -110,8 +125,11 @@ def _make_label(product: Product, images: list[ProductImage], image_id: int) -> 
         product,
         image_id,
         True,
-        (becomes, _cap(f"{_name(former)}, the label until now, becomes photo {position}: {_received_by(position)}.")),
-        f"Made {_name(chosen)} the price label (moved last); the former label, {_name(former)}, "
+        (
+            becomes,
+            capfirst(f"{image_name(former)}, the label until now, becomes photo {position}: {_received_by(position)}."),
+        ),
+        f"Made {image_name(chosen)} the price label (moved last); the former label, {image_name(former)}, "
         f"became photo {position}: {_received_by(position)}.",
     )
 
@@ -126,19 +144,15 @@ def _clear_label(product: Product, images: list[ProductImage]) -> LabelChange:
         product,
         label.pk,
         True,
-        (_cap(f"{_name(label)}, the price label, {effect}."),),
-        f"Cleared the price label: {_name(label)} {effect.replace('becomes', 'became')}.",
+        (capfirst(f"{image_name(label)}, the price label, {effect}."),),
+        f"Cleared the price label: {image_name(label)} {effect.replace('becomes', 'became')}.",
     )
 
 
-def _name(image: ProductImage) -> str:
+def image_name(image: ProductImage) -> str:
     """ "image 57 (2.svg)": the id finds it, the file name tells it apart from its neighbours."""
     file_name = image.url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or image.url
     return f"image {image.pk} ({file_name})"
-
-
-def _cap(sentence: str) -> str:
-    return sentence[:1].upper() + sentence[1:]
 
 
 def _received_by(position: int) -> str:

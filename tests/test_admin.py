@@ -1,11 +1,14 @@
 """The admin across tenants: routing, access, lists, the product page and the label action, on the real DB."""
 
+import re
+
 import pytest
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.auth.models import Permission
 from django.contrib.contenttypes.models import ContentType
 from django.contrib.messages import get_messages
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_tenants.utils import schema_context
@@ -175,12 +178,129 @@ def test_product_page_shows_the_images_in_order_with_one_label_and_the_json_agre
     product = product_with_images(4, title="Lamp")
     response = admin_client.get(f"{PRODUCTS}{product.pk}/change/")
     page = response.content.decode()
-    positions = [page.index(f'alt="Image {order} of product {product.pk}"') for order in range(1, 5)]
+    alts = [f"Product {product.pk}, photo {n}" for n in (1, 2, 3)] + [f"Product {product.pk}, price label"]
+    positions = [page.index(f'alt="{alt}"') for alt in alts]
     assert positions == sorted(positions)
     assert page.count(f">{LABEL_BADGE_TEXT}</span>") == 1
-    assert page.index(f">{LABEL_BADGE_TEXT}</span>") > positions[3]
+    assert positions[2] < page.index(f">{LABEL_BADGE_TEXT}</span>") < positions[3]  # in the last row
+    assert f"<h1>Product {product.pk}: Lamp</h1>" in page
     assert 'id="legacy-agrees"' in page and 'id="legacy-mismatch"' not in page
     assert "?image=Lamp-4" in page.split('id="legacy-json"')[1]  # the JSON itself, beside the images
+
+
+def marketplace_lines(page: str) -> list[str]:
+    section = page.split('id="marketplace-photos"')[1].split("</ul>")[0]
+    return re.findall(r"<li>(.*?)</li>", section)
+
+
+def test_product_page_says_what_each_marketplace_receives(admin_client, settings):
+    settings.STOFLOW_MARKETPLACE_PHOTO_LIMITS = {"vinted": 20, "ebay": 3, "etsy": 1}
+    lamp = product_with_images(5, title="Lamp")
+    single = product_with_images(1, title="Single")
+    legacy_only = make_product(title="Legacy only", images=[{"url": "/a.jpeg", "order": 1}])
+    assert marketplace_lines(admin_client.get(f"{PRODUCTS}{lamp.pk}/change/").content.decode()) == [
+        "Vinted: photos 1-4, label left out",
+        "eBay: photos 1-3, photo 4 left out (it takes 3), label left out",
+        "Etsy: photo 1, photos 2-4 left out (it takes 1), label left out",
+    ]
+    assert marketplace_lines(admin_client.get(f"{PRODUCTS}{single.pk}/change/").content.decode()) == [
+        "Vinted: photo 1",
+        "eBay: photo 1",
+        "Etsy: photo 1",
+    ]
+    page = admin_client.get(f"{PRODUCTS}{legacy_only.pk}/change/").content.decode()
+    assert marketplace_lines(page) == ["Vinted: no photo", "eBay: no photo", "Etsy: no photo"]
+    assert "No image rows: its photos are only in the legacy JSON (not migrated yet)." in page
+
+
+def press(client, product, button: str, image: int | str = "", **options):
+    """A button of the product page (they all post to one form), followed back to the page."""
+    response = client.post(f"{PRODUCTS}{product.pk}/images/", {button: image}, follow=True, **options)
+    return response
+
+
+def test_product_page_buttons_make_a_label_move_photos_and_clear_the_label_through_the_service(admin_client):
+    lamp = product_with_images(4, title="Lamp")
+    one, two, three, four = image_ids(lamp, 1, 2, 3, 4)
+    page = admin_client.get(f"{PRODUCTS}{lamp.pk}/change/").content.decode()
+    assert f'<form id="image-actions" method="post" action="{PRODUCTS}{lamp.pk}/images/">' in page
+    assert f'form="image-actions" name="make_label" value="{two}"' in page
+    assert f'form="image-actions" name="clear_label" value="{four}"' in page
+
+    response = press(admin_client, lamp, "make_label", two)
+    assert response.redirect_chain == [(f"{PRODUCTS}{lamp.pk}/change/#product-images", 302)]
+    made = (
+        f"Made image {two} (2.svg) the price label (moved last); the former label, image {four} (4.svg), became "
+        "photo 3: marketplaces will receive it (Vinted, eBay and Etsy)."
+    )
+    assert messages_of(response) == [made]
+    assert sequence(lamp) == [(one, False), (three, False), (four, False), (two, True)]
+
+    assert messages_of(press(admin_client, lamp, "move_up", four)) == [
+        f"Moved image {four} (4.svg) up: it is photo 2 now."
+    ]
+    assert messages_of(press(admin_client, lamp, "move_down", one)) == [
+        f"Moved image {one} (1.svg) down: it is photo 2 now."
+    ]
+    assert sequence(lamp) == [(four, False), (one, False), (three, False), (two, True)]
+
+    cleared = (
+        f"Cleared the price label: image {two} (2.svg) became photo 4: marketplaces will receive it "
+        "(Vinted, eBay and Etsy)."
+    )
+    assert messages_of(press(admin_client, lamp, "clear_label", two)) == [cleared]
+    assert sequence(lamp) == [(four, False), (one, False), (three, False), (two, False)]
+    # The service mirrored every change into the legacy JSON.
+    assert [entry["url"].rsplit("-", 1)[1] for entry in json_images(lamp.pk)] == ["4", "1", "3", "2"]
+    assert [message for _, message in history(lamp)] == [
+        f"Seller {TENANT}: {made}",
+        f"Seller {TENANT}: Moved image {four} (4.svg) up: it is photo 2 now.",
+        f"Seller {TENANT}: Moved image {one} (1.svg) down: it is photo 2 now.",
+        f"Seller {TENANT}: {cleared}",
+    ]
+
+
+def test_product_page_buttons_show_why_a_call_is_refused_and_change_nothing(admin_client):
+    lamp = product_with_images(3, title="Lamp")
+    single = product_with_images(1, title="Single")
+    desk = product_with_images(2, title="Desk")
+    one, _, three = image_ids(lamp, 1, 2, 3)
+    before = sequence(lamp)
+    refusals = {
+        ("move_up", one): f"Image {one} (1.svg) is already the first photo. Nothing was changed.",
+        ("move_down", three): f"Image {three} (3.svg) is the price label: it stays last.",
+        ("make_label", image_ids(desk, 1)[0]): f"is not an image of product {lamp.pk} (any more?): reload the page.",
+        ("make_label", "x"): f"Image x is not an image of product {lamp.pk}",
+    }
+    for (button, image), expected in refusals.items():
+        [message] = messages_of(press(admin_client, lamp, button, image))
+        assert expected in message, (button, message)
+    # The service's own refusal, word for word.
+    [message] = messages_of(press(admin_client, single, "make_label", image_ids(single, 1)[0]))
+    assert message == (
+        f"Image {image_ids(single, 1)[0]} is the only image of product {single.pk}: a product needs two or more "
+        "images to have a label. Nothing was changed."
+    )
+    assert sequence(lamp) == before
+    assert history(lamp) == [] and history(single) == []
+
+
+def test_product_page_buttons_only_post_with_a_csrf_token_and_the_change_permission(client, django_user_model):
+    lamp = product_with_images(3, title="Lamp")
+    before = sequence(lamp)
+    admin_user = django_user_model.objects.create_superuser("boss", password="x")
+    csrf_client = Client(enforce_csrf_checks=True)
+    csrf_client.force_login(admin_user)
+    assert csrf_client.post(f"{PRODUCTS}{lamp.pk}/images/", {"make_label": image_ids(lamp, 1)[0]}).status_code == 403
+    assert csrf_client.get(f"{PRODUCTS}{lamp.pk}/images/").status_code == 405
+
+    viewer = django_user_model.objects.create_user("viewer", password="x", is_staff=True)
+    viewer.user_permissions.add(*Permission.objects.filter(codename__in=["view_product", "view_productimage"]))
+    client.force_login(viewer)
+    page = client.get(f"{PRODUCTS}{lamp.pk}/change/").content.decode()
+    assert 'id="image-actions"' not in page and "Make label" not in page
+    assert client.post(f"{PRODUCTS}{lamp.pk}/images/", {"make_label": image_ids(lamp, 1)[0]}).status_code == 403
+    assert sequence(lamp) == before
 
 
 def test_product_page_warns_when_the_table_and_the_json_disagree(admin_client):
