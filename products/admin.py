@@ -2,22 +2,27 @@
 images. The changes offered (make or clear a label, move a photo up or down) all go through the
 image service (products/images.py) and are logged in the admin history."""
 
+import re
+
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.models import LogEntry
 from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied
+from django.db.models import Q
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from products.admin_filters import HasLabelFilter, IsLabelFilter, MigratedFilter, SoftDeletedFilter
+from products.admin_filters import HasLabelFilter, IsLabelFilter, MigratedFilter, ProductFilter, SoftDeletedFilter
 from products.admin_html import label_badge, thumbnail
 from products.admin_image_actions import OPERATIONS as IMAGE_OPERATIONS
 from products.admin_selectors import (
     compare_with_legacy_json,
+    image_title,
+    images_with_position,
     product_image_rows,
     products_with_image_summary,
 )
@@ -34,6 +39,7 @@ from products.selectors import listing_photo_summary
 from stoflow.tenants.sites import seller_admin_site
 
 ADMIN_CSS = {"all": ["products/admin.css"]}
+BIGINT_MAX = 2**63 - 1  # ids are PostgreSQL bigints: a longer number is no id
 # The confirmation page of a label change lists this many products; a longer selection says how many more.
 PLANS_SHOWN = 100
 
@@ -76,16 +82,6 @@ class BrowseOnly:
         return obj is None and super().has_change_permission(request)
 
 
-class ImageColumns:
-    @admin.display(description="Image")
-    def thumbnail(self, image):
-        return thumbnail(image.url, f"Image {image.order} of product {image.product_id}")
-
-    @admin.display(description="Label", ordering="is_label")
-    def label(self, image):
-        return label_badge(image.is_label)
-
-
 @admin.register(Product, site=seller_admin_site)
 class ProductAdmin(SellerHistory, BrowseOnly, admin.ModelAdmin):
     list_display = ["id", "title", "image_count", "label_thumbnail", "created_at", "soft_deleted"]
@@ -101,6 +97,15 @@ class ProductAdmin(SellerHistory, BrowseOnly, admin.ModelAdmin):
 
     def get_queryset(self, request):
         return products_with_image_summary(super().get_queryset(request))
+
+    def get_list_display(self, request):
+        """The image count links to the product's images for those who may see them."""
+        if not self.admin_site._registry[ProductImage].has_view_permission(request):
+            return self.list_display
+        return ["images_link" if name == "image_count" else name for name in self.list_display]
+
+    def changelist_view(self, request, extra_context=None):
+        return super().changelist_view(request, {"title": "Products", **(extra_context or {})})
 
     def get_urls(self):
         name = f"{self.opts.app_label}_{self.opts.model_name}_images"
@@ -158,9 +163,17 @@ class ProductAdmin(SellerHistory, BrowseOnly, admin.ModelAdmin):
     def image_count(self, product):
         return product.image_count
 
+    @admin.display(description="Images", ordering="image_count")
+    def images_link(self, product):
+        url = reverse(f"{self.admin_site.name}:products_productimage_changelist")
+        label = f"{product.image_count} image{'s' if product.image_count != 1 else ''}"
+        return format_html(
+            '<a href="{}?product={}" title="Product {}\'s images">{}</a>', url, product.pk, product.pk, label
+        )
+
     @admin.display(description="Label")
     def label_thumbnail(self, product):
-        return thumbnail(product.label_url, f"Label of product {product.pk}")
+        return thumbnail(product.label_url, image_title(product.pk, product.image_count, True))
 
     @admin.display(description="Soft-deleted", boolean=True, ordering="deleted_at")
     def soft_deleted(self, product):
@@ -168,23 +181,60 @@ class ProductAdmin(SellerHistory, BrowseOnly, admin.ModelAdmin):
 
 
 @admin.register(ProductImage, site=seller_admin_site)
-class ProductImageAdmin(SellerHistory, ImageColumns, BrowseOnly, admin.ModelAdmin):
-    list_display = ["id", "thumbnail", "product_link", "order", "label"]
-    list_filter = [IsLabelFilter]
+class ProductImageAdmin(SellerHistory, BrowseOnly, admin.ModelAdmin):
+    list_display = ["id", "thumbnail", "product_link", "position", "order", "url_text"]
+    list_filter = [ProductFilter, IsLabelFilter]
     list_select_related = ["product"]
-    search_fields = ["url", "=product__id"]
-    search_help_text = "Part of the URL, or a product id."
-    fields = ["thumbnail", "product_link", "order", "label", "url", "created_at", "updated_at"]
+    search_fields = ["url"]  # shows the search box; get_search_results decides what a term matches
+    search_help_text = (
+        "A number finds that product's images (and the image with that id); other text, the URLs holding it."
+    )
+    fields = ["thumbnail", "product_link", "position", "order", "url_text", "created_at", "updated_at"]
     readonly_fields = fields
     actions = ["make_label", "clear_label"]
 
     class Media:
         css = ADMIN_CSS
 
+    def get_queryset(self, request):
+        return images_with_position(super().get_queryset(request))
+
+    def get_search_results(self, request, queryset, search_term):
+        """A number is an id: the product's images, and the image with that id (not every URL holding
+        the digits); anything else is looked for in the URLs."""
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        if re.fullmatch(r"[0-9]+", term):
+            number = int(term)
+            if number > BIGINT_MAX:
+                return queryset.none(), False
+            return queryset.filter(Q(product_id=number) | Q(pk=number)), False
+        return queryset.filter(url__icontains=term), False
+
+    def changelist_view(self, request, extra_context=None):
+        return super().changelist_view(request, {"title": "Product images", **(extra_context or {})})
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        context.update(title=image_title(obj.product_id, obj.position, obj.is_label), subtitle=None)
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    @admin.display(description="Image")
+    def thumbnail(self, image):
+        return thumbnail(image.url, image_title(image.product_id, image.position, image.is_label))
+
     @admin.display(description="Product", ordering="product_id")
     def product_link(self, image):
         url = reverse(f"{self.admin_site.name}:products_product_change", args=[image.product_id])
         return format_html('<a href="{}">{}: {}</a>', url, image.product_id, image.product)
+
+    @admin.display(description="Position")
+    def position(self, image):
+        return label_badge(True) if image.is_label else f"Photo {image.position}"
+
+    @admin.display(description="URL", ordering="url")
+    def url_text(self, image):
+        return format_html('<span class="stoflow-url">{}</span>', image.url)
 
     @admin.action(description="Make the selected images their products' price labels", permissions=["change"])
     def make_label(self, request, queryset):

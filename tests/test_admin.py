@@ -8,12 +8,13 @@ from django.contrib.auth.models import Permission
 from django.contrib.contenttypes.models import ContentType
 from django.contrib.messages import get_messages
 from django.db import connection
+from django.db.models import Q
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
-from products.admin import PLANS_SHOWN
+import products.admin
 from products.admin_html import LABEL_BADGE_TEXT, thumbnail
 from products.models import Product, ProductImage
 from stoflow.tenants.models import Domain
@@ -123,7 +124,7 @@ def test_product_list_shows_counts_labels_and_deleted_state(admin_client):
     lamp_label = "/static/products/placeholders/3.svg?image=Lamp-3"
     assert rows == {lamp.pk: (3, lamp_label), gone.pk: (2, "/static/products/placeholders/2.svg?image=Gone-2")}
     page = response.content.decode()
-    assert f'src="{lamp_label}" alt="Label of product {lamp.pk}" loading="lazy"' in page
+    assert f'src="{lamp_label}" alt="Product {lamp.pk}, price label" loading="lazy"' in page
     assert page.count('alt="True"') == 1  # the soft-deleted column: one product is
 
 
@@ -311,15 +312,91 @@ def test_product_page_warns_when_the_table_and_the_json_disagree(admin_client):
     assert "In the table, not in the JSON: /static/products/placeholders/4.svg?image=Lamp-4" in page
 
 
-def test_image_list_filters_labels_and_searches_by_url_or_product(admin_client):
+def test_image_list_filters_labels_and_names_each_image_by_product_and_position(admin_client):
     lamp = product_with_images(3, title="Lamp")
     desk = product_with_images(2, title="Desk")
     labels = admin_client.get(f"{IMAGES}?label=yes")
     assert listed_ids(labels) == sorted(image_ids(lamp, 3) + image_ids(desk, 2))
-    assert listed_ids(admin_client.get(f"{IMAGES}?q=Desk-1")) == image_ids(desk, 1)
-    assert listed_ids(admin_client.get(f"{IMAGES}?q={lamp.pk}")) == image_ids(lamp, 1, 2, 3)
     page = labels.content.decode()
     assert f'href="{PRODUCTS}{lamp.pk}/change/">{lamp.pk}: Lamp</a>' in page
+    assert f'alt="Product {lamp.pk}, price label"' in page
+    page = admin_client.get(f"{IMAGES}?product={lamp.pk}").content.decode()
+    assert [f'alt="Product {lamp.pk}, photo {n}"' in page for n in (1, 2)] == [True, True]
+    assert "<h1>Product images</h1>" in page and "to change" not in page
+    assert '<th scope="col" class="sortable column-url_text">' in page and ">URL</a>" in page
+    image = image_ids(lamp, 2)[0]
+    page = admin_client.get(f"{IMAGES}{image}/change/").content.decode()
+    assert f"<h1>Product {lamp.pk}, photo 2</h1>" in page
+    assert f"&rsaquo; Product {lamp.pk}, photo 2\n</div>" in page  # the breadcrumbs too
+    assert "<label>URL:</label>" in page
+
+
+def in_url(text: str) -> set[int]:
+    with schema_context(TENANT):
+        return set(ProductImage.objects.filter(url__contains=text).values_list("pk", flat=True))
+
+
+def test_image_search_a_number_finds_the_product_and_the_image_with_that_id_not_every_url_holding_it(admin_client):
+    desk = product_with_images(3, title="Desk")
+    lamp = product_with_images(2, title=f"Lamp{desk.pk}")  # its URLs hold the desk's id
+    with schema_context(TENANT):
+        expected = set(ProductImage.objects.filter(Q(product_id=desk.pk) | Q(pk=desk.pk)).values_list("pk", flat=True))
+    found = set(listed_ids(admin_client.get(f"{IMAGES}?q={desk.pk}")))
+    assert found == expected
+    assert set(image_ids(desk, 1, 2, 3)) <= found
+    # Not the URLs holding the number (unless the image's id is that number).
+    assert set(image_ids(lamp, 1, 2)) <= in_url(str(desk.pk))
+    assert not (set(image_ids(lamp, 1, 2)) - {desk.pk}) & found
+    assert listed_ids(admin_client.get(f"{IMAGES}?q=+{desk.pk}+")) == sorted(found)  # spaces around it
+
+
+def test_image_search_text_matches_urls(admin_client):
+    lamp = product_with_images(3, title="Lamp")
+    desk = product_with_images(2, title="Desk")
+    assert listed_ids(admin_client.get(f"{IMAGES}?q=Desk-1")) == image_ids(desk, 1)
+    assert listed_ids(admin_client.get(f"{IMAGES}?q=placeholders/2.svg")) == sorted(
+        image_ids(lamp, 2) + image_ids(desk, 2)
+    )
+    assert listed_ids(admin_client.get(f"{IMAGES}?q=lamp-3")) == image_ids(lamp, 3)  # any case
+    assert listed_ids(admin_client.get(f"{IMAGES}?q=99999999999999999999999")) == []  # no id that long
+
+
+def test_image_list_filters_by_product_id(admin_client):
+    lamp = product_with_images(3, title="Lamp")
+    desk = product_with_images(2, title="Desk")
+    response = admin_client.get(f"{IMAGES}?product={lamp.pk}")
+    assert listed_ids(response) == image_ids(lamp, 1, 2, 3)
+    page = response.content.decode()
+    assert f'<li class="selected"><a href="?product={lamp.pk}">Product {lamp.pk}: Lamp</a></li>' in page
+    assert listed_ids(admin_client.get(f"{IMAGES}?product={lamp.pk}&label=yes")) == image_ids(lamp, 3)
+    assert listed_ids(admin_client.get(f"{IMAGES}?product={desk.pk}&q=Desk-2")) == image_ids(desk, 2)
+    # The box to type an id in keeps the list's other parameters.
+    page = admin_client.get(f"{IMAGES}?label=yes&q=svg&product={desk.pk}").content.decode()
+    form = page.split('class="stoflow-product-filter"')[1].split("</form>")[0]
+    assert '<input type="hidden" name="label" value="yes">' in form
+    assert '<input type="hidden" name="q" value="svg">' in form
+    assert f'name="product" inputmode="numeric" pattern="[0-9]*" size="8" value="{desk.pk}"' in form
+    assert listed_ids(admin_client.get(f"{IMAGES}?product=abc")) == []
+    assert "Product 999999 (no such product)" in admin_client.get(f"{IMAGES}?product=999999").content.decode()
+
+
+def test_product_list_links_each_product_to_its_images(admin_client):
+    lamp = product_with_images(3, title="Lamp")
+    single = product_with_images(1, title="Single")
+    page = admin_client.get(PRODUCTS).content.decode()
+    assert "<h1>Products</h1>" in page
+    assert f'<a href="{IMAGES}?product={lamp.pk}" title="Product {lamp.pk}\'s images">3 images</a>' in page
+    assert f'<a href="{IMAGES}?product={single.pk}" title="Product {single.pk}\'s images">1 image</a>' in page
+
+
+def test_switching_seller_keeps_the_lists_filters_search_and_ordering(admin_client):
+    lamp = product_with_images(3, title="Lamp")
+    page = admin_client.get(f"{IMAGES}?product={lamp.pk}&label=yes&q=svg&o=2&p=1").content.decode()
+    other = f"/sellers/{OTHER_TENANT}/admin/products/productimage/?product={lamp.pk}&amp;label=yes&amp;q=svg&amp;o=2"
+    assert f'<a href="{other}">{OTHER_TENANT}</a>' in page
+    # An object page switches to the other seller's bare product list.
+    page = admin_client.get(f"{PRODUCTS}{lamp.pk}/change/?_changelist_filters=q%3Dx").content.decode()
+    assert f'<a href="/sellers/{OTHER_TENANT}/admin/products/product/">{OTHER_TENANT}</a>' in page
 
 
 def label_action(client, action: str, ids: list[int], confirm: bool = True, **extra):
@@ -472,16 +549,15 @@ def test_one_product_with_several_selected_is_named(admin_client):
     assert message == f"Select one image per product: 1 product has several selected ({lamp.pk}). No label was changed."
 
 
-def test_the_confirmation_lists_a_long_selection_in_part_and_confirms_it_whole(admin_client):
-    products = [product_with_images(2, title=f"Lamp {n}") for n in range(PLANS_SHOWN + 2)]
-    ids = [image_ids(product, 1)[0] for product in products]
+def test_the_confirmation_lists_a_long_selection_in_part_and_confirms_it_whole(admin_client, monkeypatch):
+    monkeypatch.setattr(products.admin, "PLANS_SHOWN", 3)
+    products_ = [product_with_images(2, title=f"Lamp {n}") for n in range(5)]
+    ids = [image_ids(product, 1)[0] for product in products_]
     page = label_action(admin_client, "make_label", ids, confirm=False).content.decode()
-    assert page.count('class="stoflow-plan-changes"') == PLANS_SHOWN
+    assert page.count('class="stoflow-plan-changes"') == 3
     assert "… and 2 more products, not listed here." in page
-    assert label_action(admin_client, "make_label", ids) == [
-        f"{PLANS_SHOWN + 2} products have a new price label, moved last."
-    ]
-    assert all(labelled_orders(product.pk) == [2] for product in products)  # the chosen image, moved last
+    assert label_action(admin_client, "make_label", ids) == ["5 products have a new price label, moved last."]
+    assert all(labelled_orders(product.pk) == [2] for product in products_)  # the chosen image, moved last
 
 
 def test_an_object_history_lists_its_own_sellers_entries_only(admin_client, django_user_model):

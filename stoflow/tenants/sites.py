@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.contrib.admin import AdminSite
 from django.contrib.admin.apps import AdminConfig
+from django.contrib.admin.views.main import ERROR_FLAG, PAGE_VAR
 from django.urls import NoReverseMatch, reverse
 from django_tenants.utils import get_subfolder_prefix
 
@@ -58,8 +59,9 @@ class SellerAdminSite(AdminSite):
         context["seller"] = request.tenant.schema_name
         if self.has_permission(request):  # the login page lists no sellers
             same_page = self._same_page_viewname(request)
+            query = self._same_page_query(request, same_page)
             context["seller_switch"] = [
-                SellerLink(schema, seller_admin_url(schema, same_page)) for schema in tenant_schema_names()
+                SellerLink(schema, seller_admin_url(schema, same_page) + query) for schema in tenant_schema_names()
             ]
             context["public_admin_url"] = reverse("admin:index", urlconf=settings.PUBLIC_SCHEMA_URLCONF)
         return context
@@ -76,6 +78,18 @@ class SellerAdminSite(AdminSite):
         except NoReverseMatch:
             return SELLER_LANDING_PAGE
         return viewname
+
+    @staticmethod
+    def _same_page_query(request, same_page: str) -> str:
+        """A list keeps its filters, search and ordering across sellers; not its page number (another
+        seller's list may be shorter) nor its error flag. An object page switches to a bare list."""
+        match = request.resolver_match
+        if match is None or same_page != f"{SELLER_ADMIN}:{match.url_name}":
+            return ""
+        query = request.GET.copy()
+        for name in (PAGE_VAR, ERROR_FLAG):
+            query.pop(name, None)
+        return f"?{query.urlencode()}" if query else ""
 
 
 seller_admin_site = SellerAdminSite(name=SELLER_ADMIN)
