@@ -36,9 +36,12 @@ from products.label_plans import (
 )
 from products.models import Product, ProductImage
 from products.selectors import listing_photo_summary
+from products.seller_overview import seller_figures
 from stoflow.tenants.sites import seller_admin_site
 
 ADMIN_CSS = {"all": ["products/admin.css"]}
+# The public admin's seller picker shows each seller's figures (stoflow.tenants.sites never imports products).
+admin.site.seller_figures = seller_figures
 BIGINT_MAX = 2**63 - 1  # ids are PostgreSQL bigints: a longer number is no id
 # The confirmation page of a label change lists this many products; a longer selection says how many more.
 PLANS_SHOWN = 100
@@ -80,6 +83,10 @@ class BrowseOnly:
 
     def has_change_permission(self, request, obj=None):
         return obj is None and super().has_change_permission(request)
+
+    def get_model_perms(self, request):
+        # The index and the sidebar offer "View", not "Change": the pages show; the changes are buttons.
+        return {**super().get_model_perms(request), "change": False}
 
 
 @admin.register(Product, site=seller_admin_site)

@@ -3,7 +3,7 @@
 import re
 
 from django.contrib import admin
-from django.db.models import Q
+from django.db.models import JSONField, Q, Value
 
 from products.models import Product
 
@@ -37,9 +37,27 @@ class HasLabelFilter(YesNoFilter):
 
 
 class MigratedFilter(YesNoFilter):
+    """Yes: has image rows. No: has none. Waiting: has none while its legacy JSON holds photos, what the
+    seller picker counts as not migrated (SQL NULL, JSON null, [] and "[]" hold none)."""
+
     title = "migrated (has image rows)"
     parameter_name = "migrated"
     condition = Q(has_rows=True)
+    waiting = (
+        Q(has_rows=False)
+        & Q(images__isnull=False)
+        & ~Q(images=Value(None, JSONField()))
+        & ~Q(images=[])
+        & ~Q(images="[]")
+    )
+
+    def lookups(self, request, model_admin):
+        return [*super().lookups(request, model_admin), ("waiting", "No, photos only in the legacy JSON")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "waiting":
+            return queryset.filter(self.waiting)
+        return super().queryset(request, queryset)
 
 
 class IsLabelFilter(YesNoFilter):

@@ -27,7 +27,16 @@ def seller_admin_url(schema: str, viewname: str = SELLER_LANDING_PAGE) -> str:
 class SellerLink:
     schema: str
     url: str
-    images_url: str = ""
+
+
+@dataclass(frozen=True)
+class SellerRow:
+    """A line of the seller picker: links to the seller's lists the user may see, and its figures."""
+
+    schema: str
+    products_url: str  # "" when the user may not see the list
+    images_url: str
+    figures: object = None  # what ``PublicAdminSite.seller_figures`` gives for the seller
 
 
 class PublicAdminSite(AdminSite):
@@ -36,14 +45,39 @@ class PublicAdminSite(AdminSite):
     site_header = "Stoflow admin"
     site_title = "Stoflow admin"
     site_url = None  # the public site has no pages of its own
+    index_title = "Sellers and shared settings"
     index_template = "admin/stoflow/public_index.html"
+    # The picker's figures: a function of the seller schema names returning {schema: figures}. The
+    # products app sets it (stoflow never imports products); without it the picker lists links only.
+    seller_figures = None
 
     def index(self, request, extra_context=None):
+        schemas = tenant_schema_names()
+        may_see_products = may_view_seller_page(request, SELLER_LANDING_PAGE)
+        may_see_images = may_view_seller_page(request, SELLER_IMAGES_PAGE)
+        # A staff user who may see neither list gets no links (they would answer 403) and no figures.
+        figures = {}
+        if (may_see_products or may_see_images) and self.seller_figures is not None:
+            figures = self.seller_figures(schemas)
         sellers = [
-            SellerLink(schema, seller_admin_url(schema), seller_admin_url(schema, SELLER_IMAGES_PAGE))
-            for schema in tenant_schema_names()
+            SellerRow(
+                schema,
+                seller_admin_url(schema) if may_see_products else "",
+                seller_admin_url(schema, SELLER_IMAGES_PAGE) if may_see_images else "",
+                figures.get(schema),
+            )
+            for schema in schemas
         ]
-        return super().index(request, {"sellers": sellers, **(extra_context or {})})
+        context = {"sellers": sellers, "may_browse_sellers": may_see_products or may_see_images}
+        return super().index(request, {**context, **(extra_context or {})})
+
+
+def may_view_seller_page(request, viewname: str) -> bool:
+    """Whether the user may see a seller admin list (``seller_admin:<app>_<model>_changelist``)."""
+    for model, model_admin in seller_admin_site._registry.items():
+        if viewname == f"{SELLER_ADMIN}:{model._meta.app_label}_{model._meta.model_name}_changelist":
+            return model_admin.has_view_permission(request)
+    return False
 
 
 class SellerAdminSite(AdminSite):
