@@ -37,7 +37,7 @@ from products.label_plans import (
 from products.models import Product, ProductImage
 from products.selectors import listing_photo_summary
 from products.seller_overview import seller_figures
-from stoflow.tenants.sites import seller_admin_site
+from stoflow.tenants.sites import seller_admin_site, seller_log_prefix
 
 ADMIN_CSS = {"all": ["products/admin.css"]}
 # The public admin's seller picker shows each seller's figures (stoflow.tenants.sites never imports products).
@@ -54,8 +54,7 @@ def may_change_images(request) -> bool:
 
 
 def seller_prefix(request) -> str:
-    """How a history entry names its seller (see SellerHistory)."""
-    return f"Seller {request.tenant.schema_name}: "
+    return seller_log_prefix(request.tenant.schema_name)
 
 
 class SellerHistory:
@@ -172,8 +171,10 @@ class ProductAdmin(SellerHistory, BrowseOnly, admin.ModelAdmin):
 
     @admin.display(description="Images", ordering="image_count")
     def images_link(self, product):
-        url = reverse(f"{self.admin_site.name}:products_productimage_changelist")
         label = f"{product.image_count} image{'s' if product.image_count != 1 else ''}"
+        if not product.image_count:
+            return label
+        url = reverse(f"{self.admin_site.name}:products_productimage_changelist")
         return format_html(
             '<a href="{}?product={}" title="Product {}\'s images">{}</a>', url, product.pk, product.pk, label
         )
@@ -293,15 +294,12 @@ class ProductImageAdmin(SellerHistory, BrowseOnly, admin.ModelAdmin):
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "title": wording["title"],
-            "summary": (
-                f"{changing:,} of the {len(plans):,} product{'s' if len(plans) != 1 else ''} selected change"
-                f"{'s' if changing == 1 else ''}; nothing is written until you confirm."
-            ),
+            "summary": confirmation_summary(changing, len(plans)),
             "changing": changing,
             "plans": plans[:PLANS_SHOWN],
             "more": max(len(plans) - PLANS_SHOWN, 0),
             "action": action,
-            "confirm": wording["confirm"],
+            "confirm": wording["confirm"][changing != 1],
             "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
             "select_across": request.POST.get("select_across", "0"),
             "back_url": request.get_full_path(),
@@ -310,15 +308,25 @@ class ProductImageAdmin(SellerHistory, BrowseOnly, admin.ModelAdmin):
         return TemplateResponse(request, "admin/products/productimage/label_confirmation.html", context)
 
 
+def confirmation_summary(changing: int, selected: int) -> str:
+    if selected == 1:
+        what = "The selected product changes as below." if changing else "The selected product stays as it is."
+    elif changing == selected:
+        what = f"All {selected:,} products selected change as below."
+    else:
+        what = f"{changing:,} of the {selected:,} products selected change as below; the others stay as they are."
+    return what + (" Nothing is written until you confirm." if changing else "")
+
+
 LABEL_ACTIONS = {
     "make_label": {
         "title": "Make price labels: what changes",
-        "confirm": "Yes, make these labels",
+        "confirm": ("Yes, make this label", "Yes, make these labels"),
         "done": "a new price label, moved last",
     },
     "clear_label": {
         "title": "Clear price labels: what changes",
-        "confirm": "Yes, clear these labels",
+        "confirm": ("Yes, clear this label", "Yes, clear these labels"),
         "done": "no price label any more: the former label is the last photo",
     },
 }

@@ -17,6 +17,7 @@ from django.utils import timezone
 from django_tenants.utils import schema_context
 
 import products.admin
+import stoflow.tenants.sites
 from products.admin_html import LABEL_BADGE_TEXT, thumbnail
 from products.models import Product, ProductImage
 from products.seller_overview import LastRun, last_runs, seller_figures
@@ -137,9 +138,9 @@ def test_the_seller_picker_counts_products_images_labels_and_products_not_migrat
     assert picker_figures(response) == {TENANT: (6, 4, 1, 1), OTHER_TENANT: (1, 2, 1, 0)}
     page = response.content.decode()
     row = page.split(f'id="seller-{TENANT}"')[1].split("</tr>")[0]
-    assert f'data-figure="products"><a href="{PRODUCTS}">6</a>' in row
-    assert f'data-figure="images"><a href="{IMAGES}">4</a>' in row
-    assert f'data-figure="labels"><a href="{IMAGES}?label=yes">1</a>' in row
+    assert f'data-figure="products" data-label="Products"><a href="{PRODUCTS}">6</a>' in row
+    assert f'data-figure="images" data-label="Images"><a href="{IMAGES}">4</a>' in row
+    assert f'data-figure="labels" data-label="Labels"><a href="{IMAGES}?label=yes">1</a>' in row
     assert f'<a href="{PRODUCTS}?migrated=waiting">1</a>' in row
     assert "No run on record" in row
     # The figure's link lists exactly those products.
@@ -230,6 +231,16 @@ def test_seller_pages_name_the_seller_and_switch_to_the_same_list_of_another(adm
     assert f'<a href="/sellers/{OTHER_TENANT}/admin/products/productimage/">{OTHER_TENANT}</a>' in page
     assert 'href="/admin/">all sellers</a>' in page
     assert "Users" not in page  # shared models stay on the public admin
+
+
+def test_many_sellers_switch_from_a_list_that_opens_not_a_crowded_header(admin_client, monkeypatch):
+    sellers = [TENANT, OTHER_TENANT] + [f"user_{n}" for n in range(1, 8)]
+    monkeypatch.setattr(stoflow.tenants.sites, "tenant_schema_names", lambda: sellers)
+    page = admin_client.get(f"{IMAGES}?label=yes").content.decode()
+    switch = page.split('id="seller-switch"')[1].split("</nav>")[0]
+    assert "<details><summary>9 sellers</summary>" in switch
+    assert '<li><a href="/sellers/user_7/admin/products/productimage/?label=yes">user_7</a></li>' in switch
+    assert f'<strong aria-current="page">{TENANT}</strong>' in switch
 
 
 def test_the_seller_routing_domain_is_made_with_the_tenant():
@@ -557,7 +568,10 @@ def test_make_label_first_says_per_product_what_changes_and_changes_nothing(admi
     page = label_action(admin_client, "make_label", ids, confirm=False).content.decode()
     lamp_2, lamp_4 = image_ids(lamp, 2, 4)
     assert "Make price labels: what changes" in page
-    assert "2 of the 3 products selected change; nothing is written until you confirm." in page
+    assert (
+        "2 of the 3 products selected change as below; the others stay as they are. Nothing is written until you "
+        "confirm." in page
+    )
     assert (
         f"Image {lamp_2} (2.svg) (photo 2) becomes the price label and moves last: marketplaces will no longer "
         "receive it." in page
@@ -606,7 +620,7 @@ def test_clear_label_says_what_changes_then_clears_through_the_service(admin_cli
     lamp_4 = image_ids(lamp, 4)[0]
     ids = image_ids(lamp, 1, 4) + image_ids(single, 1)  # two of the lamp's: clearing is per product
     page = label_action(admin_client, "clear_label", ids, confirm=False).content.decode()
-    assert "1 of the 2 products selected changes" in page
+    assert "1 of the 2 products selected change as below" in page
     assert f"Image {lamp_4} (4.svg), the price label, becomes photo 4: marketplaces will receive it" in page
     assert "The product has no label: nothing changes." in page
     assert labelled_orders(lamp.pk) == [4]
@@ -695,6 +709,12 @@ def test_an_object_history_lists_its_own_sellers_entries_only(admin_client, djan
     page = admin_client.get(f"{PRODUCTS}{lamp.pk}/history/").content.decode()
     assert "Cleared the price label: image" in page
     assert "another seller" not in page
+    # The seller's index lists its own entries under "My actions", linked to its own product.
+    page = admin_client.get(f"{SELLER}/").content.decode()
+    assert f'<a href="{PRODUCTS}{lamp.pk}/change/">Lamp</a>' in page
+    assert "Other seller&#x27;s product" not in page
+    page = admin_client.get(f"/sellers/{OTHER_TENANT}/admin/").content.decode()
+    assert "Other seller&#x27;s product" in page and ">Lamp</a>" not in page
 
 
 def test_staff_who_may_only_view_get_no_label_actions(client, django_user_model):

@@ -288,6 +288,19 @@ def test_the_product_filter_survives_a_seller_switch(page, server):
     expect(result_rows(page)).to_have_count(1)
 
 
+def test_the_seller_index_and_an_image_page_say_what_they_are(page, server):
+    page.goto(seller_url(server).removesuffix("products/"))
+    expect(page.locator("#content-main .viewlink")).to_have_count(2)
+    shoot(page, "9-seller-index", phone=True)
+    product = four_photos()
+    with schema_context(SELLER):
+        image = ProductImage.objects.filter(product=product, is_label=False).order_by("order")[1]
+    page.goto(seller_url(server, f"productimage/{image.pk}/change/"))
+    expect(page.locator("h1")).to_have_text(f"Product {product.pk}, photo 2")
+    expect(page.locator(".field-url_text label")).to_have_text("URL:")
+    shoot(page, "10-image-page")
+
+
 def test_clear_label_from_the_image_list_asks_first(page, server):
     page.goto(seller_url(server, "productimage/?label=yes"))
     result_rows(page).first.locator("input.action-select").check()

@@ -80,6 +80,13 @@ def may_view_seller_page(request, viewname: str) -> bool:
     return False
 
 
+def seller_log_prefix(schema: str) -> str:
+    """How an admin history entry (LogEntry) names its seller. The history lives in the public schema,
+    shared by every seller, and product 2 of one seller is not product 2 of another: a seller's pages
+    write entries starting with this and show only theirs."""
+    return f"Seller {schema}: "
+
+
 class SellerAdminSite(AdminSite):
     """One seller's admin: every page names the seller and links to the same page for the others."""
 
@@ -87,6 +94,17 @@ class SellerAdminSite(AdminSite):
     site_title = "Stoflow seller admin"
     site_url = None
     index_title = "Seller catalogue"
+    index_template = "admin/stoflow/seller_index.html"
+
+    def index(self, request, extra_context=None):
+        from django.contrib.admin.models import LogEntry  # a model: this module loads before the app registry
+
+        # "My actions": this seller's entries only (Django's list would mix every seller's).
+        entries = LogEntry.objects.filter(
+            user=request.user, change_message__startswith=seller_log_prefix(request.tenant.schema_name)
+        )
+        log = entries.select_related("content_type").order_by("-action_time")[:10]
+        return super().index(request, {"seller_log": log, **(extra_context or {})})
 
     def each_context(self, request):
         context = super().each_context(request)
