@@ -2,16 +2,19 @@
 images. The changes offered (make or clear a label, move a photo up or down) all go through the
 image service (products/images.py) and are logged in the admin history."""
 
+import csv
+import io
 import re
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.models import LogEntry
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q
-from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -45,6 +48,41 @@ admin.site.seller_figures = seller_figures
 BIGINT_MAX = 2**63 - 1  # ids are PostgreSQL bigints: a longer number is no id
 # The confirmation page of a label change lists this many products; a longer selection says how many more.
 PLANS_SHOWN = 100
+
+
+CSV_COLUMNS = ["image_id", "product_id", "product_title", "position", "order", "is_label", "url", "created_at"]
+
+
+def csv_lines(images):
+    """The images as CSV lines, header first, read in chunks. A text cell a spreadsheet would take for a
+    formula (=, +, -, @ first) is quoted with a leading apostrophe."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+
+    def line(values) -> str:
+        buffer.seek(0)
+        buffer.truncate()
+        writer.writerow(values)
+        return buffer.getvalue()
+
+    yield line(CSV_COLUMNS)
+    for image in images.iterator(chunk_size=2000):
+        yield line(
+            [
+                image.pk,
+                image.product_id,
+                _cell(image.product.title),
+                "price label" if image.is_label else f"photo {image.position}",
+                image.order,
+                image.is_label,
+                _cell(image.url),
+                image.created_at.isoformat(),
+            ]
+        )
+
+
+def _cell(text: str) -> str:
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def may_change_images(request) -> bool:
@@ -206,6 +244,23 @@ class ProductImageAdmin(SellerHistory, BrowseOnly, admin.ModelAdmin):
 
     def get_queryset(self, request):
         return images_with_position(super().get_queryset(request))
+
+    def get_urls(self):
+        view = self.admin_site.admin_view(self.export_csv_view)
+        return [path("export.csv", view, name="products_productimage_export"), *super().get_urls()]
+
+    def export_csv_view(self, request):
+        """The image list as it is filtered, searched and ordered, every page of it, as CSV."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        try:
+            images = self.get_changelist_instance(request).queryset
+        except IncorrectLookupParameters:
+            return HttpResponseRedirect(reverse(f"{self.admin_site.name}:products_productimage_changelist"))
+        response = StreamingHttpResponse(csv_lines(images), content_type="text/csv; charset=utf-8")
+        name = f"{request.tenant.schema_name}-product-images.csv"
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
+        return response
 
     def get_search_results(self, request, queryset, search_term):
         """A number is an id: the product's images, and the image with that id (not every URL holding

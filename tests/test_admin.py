@@ -1,5 +1,7 @@
 """The admin across tenants: routing, access, lists, the product page and the label action, on the real DB."""
 
+import csv
+import io
 import json
 import re
 from datetime import datetime
@@ -509,6 +511,29 @@ def test_image_list_filters_by_product_id(admin_client):
     assert f'name="product" inputmode="numeric" pattern="[0-9]*" size="8" value="{desk.pk}"' in form
     assert listed_ids(admin_client.get(f"{IMAGES}?product=abc")) == []
     assert "Product 999999 (no such product)" in admin_client.get(f"{IMAGES}?product=999999").content.decode()
+
+
+def test_the_filtered_image_list_exports_as_csv(admin_client, django_user_model):
+    lamp = product_with_images(3, title="=cmd|lamp")  # a title a spreadsheet would run as a formula
+    product_with_images(2, title="Desk")
+    page = admin_client.get(f"{IMAGES}?product={lamp.pk}&o=-5").content.decode()
+    assert f'<a href="{IMAGES}export.csv?o=-5&amp;product={lamp.pk}" id="export-csv">Export these 3 images as CSV</a>' in page
+    response = admin_client.get(f"{IMAGES}export.csv?product={lamp.pk}&o=-5")
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    assert response["Content-Disposition"] == f'attachment; filename="{TENANT}-product-images.csv"'
+    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert rows[0] == ["image_id", "product_id", "product_title", "position", "order", "is_label", "url", "created_at"]
+    # Ordered as the list was (order, descending), the label first.
+    assert [(row[0], row[3], row[4], row[5]) for row in rows[1:]] == [
+        (str(image_ids(lamp, 3)[0]), "price label", "3", "True"),
+        (str(image_ids(lamp, 2)[0]), "photo 2", "2", "False"),
+        (str(image_ids(lamp, 1)[0]), "photo 1", "1", "False"),
+    ]
+    assert {row[2] for row in rows[1:]} == {"'=cmd|lamp"}
+
+    staff = django_user_model.objects.create_user("helper", password="x", is_staff=True)
+    admin_client.force_login(staff)
+    assert admin_client.get(f"{IMAGES}export.csv").status_code == 403
 
 
 def test_product_list_links_each_product_to_its_images(admin_client):
