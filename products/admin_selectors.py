@@ -1,16 +1,19 @@
-"""Read queries for the admin: list annotations (a fixed number of queries per page) and the
-product page's comparison of the image rows with the legacy JSON."""
+"""Read queries for the admin: list annotations (a fixed number of queries per page), the product
+page's images with their positions, and its comparison of the image rows with the legacy JSON."""
 
 import json
 from collections import Counter
 from dataclasses import dataclass
 
 from django.db import connection
-from django.db.models import Count, Exists, OuterRef, QuerySet, Subquery
+from django.db.models import Count, Exists, OuterRef, QuerySet, Subquery, Value
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
+from psycopg import sql
 
-from products.legacy_json import ARCHIVE_TABLE, has_json_column, product_json
+from products.legacy_json import ARCHIVE_TABLE, JSON_HOLDS_PHOTOS, has_json_column, product_json
 from products.models import Product, ProductImage
+from stoflow.raw_sql import as_text, table
 
 FINALIZED_NOTE = (
     "Finalized: the JSON column products.images was dropped (finalize_images); the image rows are the only "
@@ -30,6 +33,62 @@ def products_with_image_summary(products: QuerySet[Product]) -> QuerySet[Product
         has_rows=Exists(images),
         has_label=Exists(labels),
     )
+
+
+def images_with_position(images: QuerySet[ProductImage]) -> QuerySet[ProductImage]:
+    """Each image with ``position``: 1 + the photos before it in its product, whatever the list's filter
+    (a correlated count on the (product, order) index, for the listed page only). A photo's position is
+    where a listing shows it; the label, last, gets the number of photos + 1."""
+    earlier = (
+        ProductImage.objects.filter(product=OuterRef("product_id"), order__lt=OuterRef("order"), is_label=False)
+        .order_by()
+        .values("product")
+        .annotate(count=Count("*"))
+        .values("count")
+    )
+    return images.annotate(position=Coalesce(Subquery(earlier), 0) + Value(1))
+
+
+def image_title(product_id: int, position: int, is_label: bool) -> str:
+    """How the admin names an image: "Product 2, photo 3", or "Product 2, price label"."""
+    return f"Product {product_id}, {position_name(position, is_label)}"
+
+
+def position_name(position: int, is_label: bool) -> str:
+    return "price label" if is_label else f"photo {position}"
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    """One image on the product page, with what its buttons may do."""
+
+    image: ProductImage
+    position: int  # 1-based among the photos; the label's is the number of images
+    photos: int  # the product's photos, label excluded
+
+    @property
+    def title(self) -> str:
+        return image_title(self.image.product_id, self.position, self.image.is_label)
+
+    @property
+    def name(self) -> str:
+        return position_name(self.position, self.image.is_label).capitalize()
+
+    @property
+    def can_move_up(self) -> bool:
+        return not self.image.is_label and self.position > 1
+
+    @property
+    def can_move_down(self) -> bool:
+        return not self.image.is_label and self.position < self.photos
+
+
+def product_image_rows(product: Product) -> list[ImageRow]:
+    """The product's images in display order (photos, then the label), one query."""
+    images = list(ProductImage.objects.filter(product=product).order_by("order"))
+    photos = [image for image in images if not image.is_label]
+    rows = [ImageRow(image, position, len(photos)) for position, image in enumerate(photos, start=1)]
+    return rows + [ImageRow(image, len(images), len(photos)) for image in images if image.is_label]
 
 
 @dataclass(frozen=True)
@@ -95,3 +154,12 @@ def legacy_entries(images) -> list:
 def _entry_url(entry) -> str | None:
     url = entry.get("url") if isinstance(entry, dict) else entry
     return url if isinstance(url, str) else None
+
+
+def products_holding_json_photos() -> RawSQL | list:
+    """The ids of this seller's products whose legacy JSON holds photos, as a subquery; none once finalized."""
+    schema = connection.schema_name
+    if not has_json_column(schema):
+        return []
+    query = sql.SQL("SELECT p.id FROM {} AS p WHERE {}").format(table(schema, "products"), sql.SQL(JSON_HOLDS_PHOTOS))
+    return RawSQL(as_text(query), ())

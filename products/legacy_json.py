@@ -1,6 +1,6 @@
 """The legacy JSON column ``products.images``, outside the ORM: is it still there, and what does it hold.
 
-Migration 0003 took the column out of Django's state; each tenant keeps it in its table until
+Migration 0004 took the column out of Django's state; each tenant keeps it in its table until
 ``finalize_images`` copies it into ``legacy_product_images`` and drops it. Code that reads it asks
 ``has_json_column`` first, since one tenant may be finalized while its neighbours are not.
 """
@@ -10,6 +10,10 @@ import json
 from psycopg import sql
 
 from stoflow.raw_sql import fetch_rows, table
+
+# A product (alias p) whose JSON holds photos: SQL NULL, JSON null, [] and "[]" hold none, as for the
+# migration and the image service.
+JSON_HOLDS_PHOTOS = "p.images IS NOT NULL AND p.images NOT IN ('null'::jsonb, '[]'::jsonb, '\"[]\"'::jsonb)"
 
 # Where finalize_images keeps every product's last JSON value, for ever; restore_images_json reads it back.
 ARCHIVE_TABLE = "legacy_product_images"

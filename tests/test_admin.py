@@ -1,18 +1,40 @@
 """The admin across tenants: routing, access, lists, the product page and the label action, on the real DB."""
 
+import csv
+import io
+import json
+import re
+from datetime import datetime
+
 import pytest
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.auth.models import Permission
+from django.contrib.contenttypes.models import ContentType
 from django.contrib.messages import get_messages
 from django.db import connection
+from django.db.models import Q
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
+import products.admin
+import stoflow.tenants.sites
 from products.admin_html import LABEL_BADGE_TEXT, thumbnail
-from products.labels import make_labels
-from products.models import ProductImage
+from products.models import Product, ProductImage
+from products.seller_overview import LastRun, last_runs, seller_figures
 from stoflow.tenants.models import Domain
 from stoflow.tenants.services import ensure_public_tenant
-from tests.helpers import OTHER_TENANT, TENANT, make_product, run_sql
+from tests.helpers import (
+    OTHER_TENANT,
+    TENANT,
+    TEST_TENANTS,
+    json_images,
+    make_product,
+    migrated_product,
+    run_command,
+    run_sql,
+)
 
 SELLER = f"/sellers/{TENANT}/admin"
 PRODUCTS = f"{SELLER}/products/product/"
@@ -97,12 +119,131 @@ def test_public_admin_lists_the_sellers_with_links_to_their_catalogues(admin_cli
     assert "Products and images" not in page  # seller models are not offered outside a seller
 
 
+def picker_figures(response) -> dict[str, tuple]:
+    """The picker's figures per seller: (products, images, labels, not migrated)."""
+    return {
+        row.schema: (row.figures.products, row.figures.images, row.figures.labels, row.figures.not_migrated)
+        for row in response.context["sellers"]
+        if row.schema in TEST_TENANTS
+    }
+
+
+def test_the_seller_picker_counts_products_images_labels_and_products_not_migrated(admin_client, tmp_path, settings):
+    settings.STOFLOW_MIGRATION_REPORT_JSON = tmp_path / "none.json"
+    product_with_images(3, title="Lamp")
+    product_with_images(1, title="Single")
+    waiting = make_product(title="Legacy only", images=[{"url": "/a.jpeg", "order": 1}, {"url": "/b.jpeg", "order": 2}])
+    make_product(title="No photo", images=[])
+    make_product(title="Null", images=None)
+    make_product(title="Encoded empty", images="[]")
+    migrated_product(2, schema=OTHER_TENANT)
+    response = admin_client.get("/admin/")
+    assert picker_figures(response) == {TENANT: (6, 4, 1, 1), OTHER_TENANT: (1, 2, 1, 0)}
+    page = response.content.decode()
+    row = page.split(f'id="seller-{TENANT}"')[1].split("</tr>")[0]
+    assert f'data-figure="products" data-label="Products"><a href="{PRODUCTS}">6</a>' in row
+    assert f'data-figure="images" data-label="Images"><a href="{IMAGES}">4</a>' in row
+    assert f'data-figure="labels" data-label="Labels"><a href="{IMAGES}?label=yes">1</a>' in row
+    assert f'<a href="{PRODUCTS}?migrated=waiting">1</a>' in row
+    assert "No run on record" in row
+    # The figure's link lists exactly those products.
+    assert listed_ids(admin_client.get(f"{PRODUCTS}?migrated=waiting")) == [waiting.pk]
+
+
+def test_the_seller_picker_counts_in_a_fixed_number_of_queries(tenant):
+    product_with_images(3, title="Lamp")
+    for schemas in ([TENANT], TEST_TENANTS):
+        with CaptureQueriesContext(connection) as queries:
+            figures = seller_figures(schemas)
+        # django-tenants sets the search path before a query: count the queries proper.
+        assert sum(not query["sql"].startswith("SET search_path") for query in queries.captured_queries) == 2
+        assert sorted(figures) == sorted(schemas)
+
+
+def test_the_seller_picker_shows_the_last_runs_outcome_from_its_json_report(admin_client, tmp_path, settings):
+    migrated_product(3)
+    make_product(title="Legacy only", images=[{"url": "/a.jpeg", "order": 1}])  # check 1 fails on it
+    migrated_product(2, schema=OTHER_TENANT)
+    code, report, _ = run_command("--check", tmp_path=tmp_path)
+    assert code == 3
+    settings.STOFLOW_MIGRATION_REPORT_JSON = tmp_path / "report.json"
+    response = admin_client.get("/admin/")
+    runs = {row.schema: row.figures.last_run for row in response.context["sellers"] if row.schema in TEST_TENANTS}
+    started = datetime.fromisoformat(report["started_at"])
+    assert runs[TENANT] == LastRun(started, "check", "checks 1, 4 FAIL", False)
+    assert runs[OTHER_TENANT] == LastRun(started, "check", "every check PASS (6)", True)
+    page = response.content.decode()
+    assert '<span class="stoflow-warning">Checks 1, 4 FAIL</span>' in page
+    assert f'Check, <time datetime="{started.isoformat()}">{started:%Y-%m-%d %H:%M} UTC</time>' in page
+
+
+def test_the_last_run_names_a_busy_seller_its_errors_and_an_interruption(tmp_path, settings):
+    report = {
+        "mode": "live",
+        "started_at": "2026-03-01T10:00:00+00:00",
+        "tenants": [
+            {"schema": "user_1", "busy": True},
+            {
+                "schema": "user_2",
+                "run": {"errors": [{"product_id": 1}, {"product_id": 2}]},
+                "validation": {"checks": [{"number": 1, "passed": True}, {"number": 5, "passed": False}]},
+            },
+            {"schema": "user_3", "run": {"errors": []}, "validation": {"checks": [{"number": 1, "passed": True}]}},
+        ],
+        "interruption": {"stopped_in": ["user_3"], "not_started": ["user_4"]},
+    }
+    settings.STOFLOW_MIGRATION_REPORT_JSON = tmp_path / "report.json"
+    settings.STOFLOW_MIGRATION_REPORT_JSON.write_text(json.dumps(report))
+    assert {schema: (run.outcome, run.ok) for schema, run in last_runs().items()} == {
+        "user_1": ("skipped: another run held the seller's lock", False),
+        "user_2": ("2 products could not be migrated; check 5 FAIL", False),
+        "user_3": ("interrupted part-way", False),
+        "user_4": ("not started: the run was interrupted", False),
+    }
+    settings.STOFLOW_MIGRATION_REPORT_JSON.write_text("{not json")
+    assert last_runs() == {}
+
+
+def test_staff_without_permissions_see_no_seller_links_that_would_answer_403(client, django_user_model):
+    staff = django_user_model.objects.create_user("helper", password="x", is_staff=True)
+    client.force_login(staff)
+    page = client.get("/admin/").content.decode()
+    assert "/sellers/" not in page
+    assert 'id="no-seller-access"' in page
+    assert "Labels" not in page  # no figures either
+
+    staff.user_permissions.add(Permission.objects.get(codename="view_productimage"))
+    staff = django_user_model.objects.get(pk=staff.pk)  # permissions are cached on the user
+    client.force_login(staff)
+    page = client.get("/admin/").content.decode()
+    links = set(re.findall(r'href="(/sellers/[^"]*)"', page))
+    assert f"{IMAGES}?label=yes" in links and PRODUCTS not in links
+    for link in links:
+        assert client.get(link).status_code == 200, link
+
+
+def test_seller_index_offers_view_not_change(admin_client):
+    page = admin_client.get(f"{SELLER}/").content.decode()
+    assert page.count('class="viewlink"') == 2
+    assert 'class="changelink"' not in page
+
+
 def test_seller_pages_name_the_seller_and_switch_to_the_same_list_of_another(admin_client):
     page = admin_client.get(IMAGES).content.decode()
     assert f'id="current-seller">Seller <strong>{TENANT}</strong>' in page
     assert f'<a href="/sellers/{OTHER_TENANT}/admin/products/productimage/">{OTHER_TENANT}</a>' in page
     assert 'href="/admin/">all sellers</a>' in page
     assert "Users" not in page  # shared models stay on the public admin
+
+
+def test_many_sellers_switch_from_a_list_that_opens_not_a_crowded_header(admin_client, monkeypatch):
+    sellers = [TENANT, OTHER_TENANT] + [f"user_{n}" for n in range(1, 8)]
+    monkeypatch.setattr(stoflow.tenants.sites, "tenant_schema_names", lambda: sellers)
+    page = admin_client.get(f"{IMAGES}?label=yes").content.decode()
+    switch = page.split('id="seller-switch"')[1].split("</nav>")[0]
+    assert "<details><summary>9 sellers</summary>" in switch
+    assert '<li><a href="/sellers/user_7/admin/products/productimage/?label=yes">user_7</a></li>' in switch
+    assert f'<strong aria-current="page">{TENANT}</strong>' in switch
 
 
 def test_the_seller_routing_domain_is_made_with_the_tenant():
@@ -117,7 +258,7 @@ def test_product_list_shows_counts_labels_and_deleted_state(admin_client):
     lamp_label = "/static/products/placeholders/3.svg?image=Lamp-3"
     assert rows == {lamp.pk: (3, lamp_label), gone.pk: (2, "/static/products/placeholders/2.svg?image=Gone-2")}
     page = response.content.decode()
-    assert f'src="{lamp_label}" alt="Label of product {lamp.pk}" loading="lazy"' in page
+    assert f'src="{lamp_label}" alt="Product {lamp.pk}, price label" loading="lazy"' in page
     assert page.count('alt="True"') == 1  # the soft-deleted column: one product is
 
 
@@ -172,12 +313,129 @@ def test_product_page_shows_the_images_in_order_with_one_label_and_the_json_agre
     product = product_with_images(4, title="Lamp")
     response = admin_client.get(f"{PRODUCTS}{product.pk}/change/")
     page = response.content.decode()
-    positions = [page.index(f'alt="Image {order} of product {product.pk}"') for order in range(1, 5)]
+    alts = [f"Product {product.pk}, photo {n}" for n in (1, 2, 3)] + [f"Product {product.pk}, price label"]
+    positions = [page.index(f'alt="{alt}"') for alt in alts]
     assert positions == sorted(positions)
     assert page.count(f">{LABEL_BADGE_TEXT}</span>") == 1
-    assert page.index(f">{LABEL_BADGE_TEXT}</span>") > positions[3]
+    assert positions[2] < page.index(f">{LABEL_BADGE_TEXT}</span>") < positions[3]  # in the last row
+    assert f"<h1>Product {product.pk}: Lamp</h1>" in page
     assert 'id="legacy-agrees"' in page and 'id="legacy-mismatch"' not in page
     assert "?image=Lamp-4" in page.split('id="legacy-json"')[1]  # the JSON itself, beside the images
+
+
+def marketplace_lines(page: str) -> list[str]:
+    section = page.split('id="marketplace-photos"')[1].split("</ul>")[0]
+    return re.findall(r"<li>(.*?)</li>", section)
+
+
+def test_product_page_says_what_each_marketplace_receives(admin_client, settings):
+    settings.STOFLOW_MARKETPLACE_PHOTO_LIMITS = {"vinted": 20, "ebay": 3, "etsy": 1}
+    lamp = product_with_images(5, title="Lamp")
+    single = product_with_images(1, title="Single")
+    legacy_only = make_product(title="Legacy only", images=[{"url": "/a.jpeg", "order": 1}])
+    assert marketplace_lines(admin_client.get(f"{PRODUCTS}{lamp.pk}/change/").content.decode()) == [
+        "Vinted: photos 1-4, label left out",
+        "eBay: photos 1-3, photo 4 left out (it takes 3), label left out",
+        "Etsy: photo 1, photos 2-4 left out (it takes 1), label left out",
+    ]
+    assert marketplace_lines(admin_client.get(f"{PRODUCTS}{single.pk}/change/").content.decode()) == [
+        "Vinted: photo 1",
+        "eBay: photo 1",
+        "Etsy: photo 1",
+    ]
+    page = admin_client.get(f"{PRODUCTS}{legacy_only.pk}/change/").content.decode()
+    assert marketplace_lines(page) == ["Vinted: no photo", "eBay: no photo", "Etsy: no photo"]
+    assert "No image rows: its photos are only in the legacy JSON (not migrated yet)." in page
+
+
+def press(client, product, button: str, image: int | str = "", **options):
+    """A button of the product page (they all post to one form), followed back to the page."""
+    response = client.post(f"{PRODUCTS}{product.pk}/images/", {button: image}, follow=True, **options)
+    return response
+
+
+def test_product_page_buttons_make_a_label_move_photos_and_clear_the_label_through_the_service(admin_client):
+    lamp = product_with_images(4, title="Lamp")
+    one, two, three, four = image_ids(lamp, 1, 2, 3, 4)
+    page = admin_client.get(f"{PRODUCTS}{lamp.pk}/change/").content.decode()
+    assert f'<form id="image-actions" method="post" action="{PRODUCTS}{lamp.pk}/images/">' in page
+    assert f'form="image-actions" name="make_label" value="{two}"' in page
+    assert f'form="image-actions" name="clear_label" value="{four}"' in page
+
+    response = press(admin_client, lamp, "make_label", two)
+    assert response.redirect_chain == [(f"{PRODUCTS}{lamp.pk}/change/#product-images", 302)]
+    made = (
+        f"Made image {two} (2.svg) the price label (moved last); the former label, image {four} (4.svg), became "
+        "photo 3: marketplaces will receive it (Vinted, eBay and Etsy)."
+    )
+    assert messages_of(response) == [made]
+    assert sequence(lamp) == [(one, False), (three, False), (four, False), (two, True)]
+
+    assert messages_of(press(admin_client, lamp, "move_up", four)) == [
+        f"Moved image {four} (4.svg) up: it is photo 2 now."
+    ]
+    assert messages_of(press(admin_client, lamp, "move_down", one)) == [
+        f"Moved image {one} (1.svg) down: it is photo 2 now."
+    ]
+    assert sequence(lamp) == [(four, False), (one, False), (three, False), (two, True)]
+
+    cleared = (
+        f"Cleared the price label: image {two} (2.svg) became photo 4: marketplaces will receive it "
+        "(Vinted, eBay and Etsy)."
+    )
+    assert messages_of(press(admin_client, lamp, "clear_label", two)) == [cleared]
+    assert sequence(lamp) == [(four, False), (one, False), (three, False), (two, False)]
+    # The service mirrored every change into the legacy JSON.
+    assert [entry["url"].rsplit("-", 1)[1] for entry in json_images(lamp.pk)] == ["4", "1", "3", "2"]
+    assert [message for _, message in history(lamp)] == [
+        f"Seller {TENANT}: {made}",
+        f"Seller {TENANT}: Moved image {four} (4.svg) up: it is photo 2 now.",
+        f"Seller {TENANT}: Moved image {one} (1.svg) down: it is photo 2 now.",
+        f"Seller {TENANT}: {cleared}",
+    ]
+
+
+def test_product_page_buttons_show_why_a_call_is_refused_and_change_nothing(admin_client):
+    lamp = product_with_images(3, title="Lamp")
+    single = product_with_images(1, title="Single")
+    desk = product_with_images(2, title="Desk")
+    one, _, three = image_ids(lamp, 1, 2, 3)
+    before = sequence(lamp)
+    refusals = {
+        ("move_up", one): f"Image {one} (1.svg) is already the first photo. Nothing was changed.",
+        ("move_down", three): f"Image {three} (3.svg) is the price label: it stays last.",
+        ("make_label", image_ids(desk, 1)[0]): f"is not an image of product {lamp.pk} (any more?): reload the page.",
+        ("make_label", "x"): f"Image x is not an image of product {lamp.pk}",
+    }
+    for (button, image), expected in refusals.items():
+        [message] = messages_of(press(admin_client, lamp, button, image))
+        assert expected in message, (button, message)
+    # The service's own refusal, word for word.
+    [message] = messages_of(press(admin_client, single, "make_label", image_ids(single, 1)[0]))
+    assert message == (
+        f"Image {image_ids(single, 1)[0]} is the only image of product {single.pk}: a product needs two or more "
+        "images to have a label. Nothing was changed."
+    )
+    assert sequence(lamp) == before
+    assert history(lamp) == [] and history(single) == []
+
+
+def test_product_page_buttons_only_post_with_a_csrf_token_and_the_change_permission(client, django_user_model):
+    lamp = product_with_images(3, title="Lamp")
+    before = sequence(lamp)
+    admin_user = django_user_model.objects.create_superuser("boss", password="x")
+    csrf_client = Client(enforce_csrf_checks=True)
+    csrf_client.force_login(admin_user)
+    assert csrf_client.post(f"{PRODUCTS}{lamp.pk}/images/", {"make_label": image_ids(lamp, 1)[0]}).status_code == 403
+    assert csrf_client.get(f"{PRODUCTS}{lamp.pk}/images/").status_code == 405
+
+    viewer = django_user_model.objects.create_user("viewer", password="x", is_staff=True)
+    viewer.user_permissions.add(*Permission.objects.filter(codename__in=["view_product", "view_productimage"]))
+    client.force_login(viewer)
+    page = client.get(f"{PRODUCTS}{lamp.pk}/change/").content.decode()
+    assert 'id="image-actions"' not in page and "Make label" not in page
+    assert client.post(f"{PRODUCTS}{lamp.pk}/images/", {"make_label": image_ids(lamp, 1)[0]}).status_code == 403
+    assert sequence(lamp) == before
 
 
 def test_product_page_warns_when_the_table_and_the_json_disagree(admin_client):
@@ -200,50 +458,314 @@ def test_a_finalized_seller_s_pages_work_and_say_the_json_column_is_gone(admin_c
     assert page.count(f">{LABEL_BADGE_TEXT}</span>") == 1  # the rows, as before
 
 
-def test_image_list_filters_labels_and_searches_by_url_or_product(admin_client):
+def test_image_list_filters_labels_and_names_each_image_by_product_and_position(admin_client):
     lamp = product_with_images(3, title="Lamp")
     desk = product_with_images(2, title="Desk")
     labels = admin_client.get(f"{IMAGES}?label=yes")
     assert listed_ids(labels) == sorted(image_ids(lamp, 3) + image_ids(desk, 2))
-    assert listed_ids(admin_client.get(f"{IMAGES}?q=Desk-1")) == image_ids(desk, 1)
-    assert listed_ids(admin_client.get(f"{IMAGES}?q={lamp.pk}")) == image_ids(lamp, 1, 2, 3)
     page = labels.content.decode()
     assert f'href="{PRODUCTS}{lamp.pk}/change/">{lamp.pk}: Lamp</a>' in page
+    assert f'alt="Product {lamp.pk}, price label"' in page
+    page = admin_client.get(f"{IMAGES}?product={lamp.pk}").content.decode()
+    assert [f'alt="Product {lamp.pk}, photo {n}"' in page for n in (1, 2)] == [True, True]
+    assert "<h1>Product images</h1>" in page and "to change" not in page
+    assert '<th scope="col" class="sortable column-url_text">' in page and ">URL</a>" in page
+    image = image_ids(lamp, 2)[0]
+    page = admin_client.get(f"{IMAGES}{image}/change/").content.decode()
+    assert f"<h1>Product {lamp.pk}, photo 2</h1>" in page
+    assert f"&rsaquo; Product {lamp.pk}, photo 2\n</div>" in page  # the breadcrumbs too
+    assert "<label>URL:</label>" in page
 
 
-def make_label(client, ids: list[int]):
-    response = client.post(IMAGES, {"action": "make_label", "_selected_action": ids}, follow=True)
+def in_url(text: str) -> set[int]:
+    with schema_context(TENANT):
+        return set(ProductImage.objects.filter(url__contains=text).values_list("pk", flat=True))
+
+
+def test_image_search_a_number_finds_the_product_and_the_image_with_that_id_not_every_url_holding_it(admin_client):
+    desk = product_with_images(3, title="Desk")
+    lamp = product_with_images(2, title=f"Lamp{desk.pk}")  # its URLs hold the desk's id
+    with schema_context(TENANT):
+        expected = set(ProductImage.objects.filter(Q(product_id=desk.pk) | Q(pk=desk.pk)).values_list("pk", flat=True))
+    found = set(listed_ids(admin_client.get(f"{IMAGES}?q={desk.pk}")))
+    assert found == expected
+    assert set(image_ids(desk, 1, 2, 3)) <= found
+    # Not the URLs holding the number (unless the image's id is that number).
+    assert set(image_ids(lamp, 1, 2)) <= in_url(str(desk.pk))
+    assert not (set(image_ids(lamp, 1, 2)) - {desk.pk}) & found
+    assert listed_ids(admin_client.get(f"{IMAGES}?q=+{desk.pk}+")) == sorted(found)  # spaces around it
+
+
+def test_image_search_text_matches_urls(admin_client):
+    lamp = product_with_images(3, title="Lamp")
+    desk = product_with_images(2, title="Desk")
+    assert listed_ids(admin_client.get(f"{IMAGES}?q=Desk-1")) == image_ids(desk, 1)
+    assert listed_ids(admin_client.get(f"{IMAGES}?q=placeholders/2.svg")) == sorted(
+        image_ids(lamp, 2) + image_ids(desk, 2)
+    )
+    assert listed_ids(admin_client.get(f"{IMAGES}?q=lamp-3")) == image_ids(lamp, 3)  # any case
+    assert listed_ids(admin_client.get(f"{IMAGES}?q=99999999999999999999999")) == []  # no id that long
+
+
+def test_image_list_filters_by_product_id(admin_client):
+    lamp = product_with_images(3, title="Lamp")
+    desk = product_with_images(2, title="Desk")
+    response = admin_client.get(f"{IMAGES}?product={lamp.pk}")
+    assert listed_ids(response) == image_ids(lamp, 1, 2, 3)
+    page = response.content.decode()
+    assert f'<li class="selected"><a href="?product={lamp.pk}">Product {lamp.pk}: Lamp</a></li>' in page
+    assert listed_ids(admin_client.get(f"{IMAGES}?product={lamp.pk}&label=yes")) == image_ids(lamp, 3)
+    assert listed_ids(admin_client.get(f"{IMAGES}?product={desk.pk}&q=Desk-2")) == image_ids(desk, 2)
+    # The box to type an id in keeps the list's other parameters.
+    page = admin_client.get(f"{IMAGES}?label=yes&q=svg&product={desk.pk}").content.decode()
+    form = page.split('class="stoflow-product-filter"')[1].split("</form>")[0]
+    assert '<input type="hidden" name="label" value="yes">' in form
+    assert '<input type="hidden" name="q" value="svg">' in form
+    assert f'name="product" inputmode="numeric" pattern="[0-9]*" size="8" value="{desk.pk}"' in form
+    assert listed_ids(admin_client.get(f"{IMAGES}?product=abc")) == []
+    assert "Product 999999 (no such product)" in admin_client.get(f"{IMAGES}?product=999999").content.decode()
+
+
+def test_the_filtered_image_list_exports_as_csv(admin_client, django_user_model):
+    lamp = product_with_images(3, title="=cmd|lamp")  # a title a spreadsheet would run as a formula
+    product_with_images(2, title="Desk")
+    page = admin_client.get(f"{IMAGES}?product={lamp.pk}&o=-5").content.decode()
+    link = f'<a href="{IMAGES}export.csv?o=-5&amp;product={lamp.pk}" id="export-csv">'
+    assert f"{link}Export these 3 images as CSV</a>" in page
+    response = admin_client.get(f"{IMAGES}export.csv?product={lamp.pk}&o=-5")
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    assert response["Content-Disposition"] == f'attachment; filename="{TENANT}-product-images.csv"'
+    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert rows[0] == ["image_id", "product_id", "product_title", "position", "order", "is_label", "url", "created_at"]
+    # Ordered as the list was (order, descending), the label first.
+    assert [(row[0], row[3], row[4], row[5]) for row in rows[1:]] == [
+        (str(image_ids(lamp, 3)[0]), "price label", "3", "True"),
+        (str(image_ids(lamp, 2)[0]), "photo 2", "2", "False"),
+        (str(image_ids(lamp, 1)[0]), "photo 1", "1", "False"),
+    ]
+    assert {row[2] for row in rows[1:]} == {"'=cmd|lamp"}
+
+    staff = django_user_model.objects.create_user("helper", password="x", is_staff=True)
+    admin_client.force_login(staff)
+    assert admin_client.get(f"{IMAGES}export.csv").status_code == 403
+
+
+def test_product_list_links_each_product_to_its_images(admin_client):
+    lamp = product_with_images(3, title="Lamp")
+    single = product_with_images(1, title="Single")
+    page = admin_client.get(PRODUCTS).content.decode()
+    assert "<h1>Products</h1>" in page
+    assert f'<a href="{IMAGES}?product={lamp.pk}" title="Product {lamp.pk}\'s images">3 images</a>' in page
+    assert f'<a href="{IMAGES}?product={single.pk}" title="Product {single.pk}\'s images">1 image</a>' in page
+
+
+def test_switching_seller_keeps_the_lists_filters_search_and_ordering(admin_client):
+    lamp = product_with_images(3, title="Lamp")
+    page = admin_client.get(f"{IMAGES}?product={lamp.pk}&label=yes&q=svg&o=2&p=1").content.decode()
+    other = f"/sellers/{OTHER_TENANT}/admin/products/productimage/?product={lamp.pk}&amp;label=yes&amp;q=svg&amp;o=2"
+    assert f'<a href="{other}">{OTHER_TENANT}</a>' in page
+    # An object page switches to the other seller's bare product list.
+    page = admin_client.get(f"{PRODUCTS}{lamp.pk}/change/?_changelist_filters=q%3Dx").content.decode()
+    assert f'<a href="/sellers/{OTHER_TENANT}/admin/products/product/">{OTHER_TENANT}</a>' in page
+
+
+def label_action(client, action: str, ids: list[int], confirm: bool = True, **extra):
+    """The image list's action on ``ids``, as the list's Go button posts it: the confirmation page
+    (``confirm=False``), or, confirmed as its form posts it, the change made (its messages)."""
+    if not confirm:
+        data = {"action": action, "_selected_action": ids, "index": 0, **extra}
+        return client.post(IMAGES, data, follow=True)
+    data = {"action": action, "_selected_action": ids, "post": "yes", **extra}
+    return messages_of(client.post(IMAGES, data, follow=True))
+
+
+def messages_of(response) -> list[str]:
     assert response.status_code == 200
     return [str(message) for message in get_messages(response.wsgi_request)]
 
 
-def test_label_action_moves_the_label_of_each_selected_product(admin_client):
-    lamp = product_with_images(4, title="Lamp")
-    desk = product_with_images(3, title="Desk")
-    messages = make_label(admin_client, image_ids(lamp, 2) + image_ids(desk, 3))
-    assert messages == ["1 image(s) made their product's label. 1 already were."]
-    assert labelled_orders(lamp.pk) == [2]
-    assert labelled_orders(desk.pk) == [3]
+def sequence(product) -> list[tuple[int, bool]]:
+    """The product's images as (id, is_label), in display order."""
+    with schema_context(TENANT):
+        return list(product.product_images.order_by("order").values_list("pk", "is_label"))
 
 
-def test_label_action_refuses_several_images_of_one_product_and_changes_nothing(admin_client):
+def history(product) -> list[tuple[str, str]]:
+    """The product's admin history: (username, message)."""
+    entries = LogEntry.objects.filter(
+        content_type=ContentType.objects.get_for_model(Product), object_id=str(product.pk)
+    ).order_by("action_time")
+    return [(entry.user.username, entry.change_message) for entry in entries]
+
+
+def test_make_label_first_says_per_product_what_changes_and_changes_nothing(admin_client):
     lamp = product_with_images(4, title="Lamp")
-    desk = product_with_images(3, title="Desk")
-    messages = make_label(admin_client, image_ids(lamp, 1, 2) + image_ids(desk, 1))
-    assert messages == [
-        "A product has exactly one label: select one image per product. Several images were selected for "
-        f"product {lamp.pk}; no label was changed."
+    desk = product_with_images(3, title="Desk", label=0)
+    chair = product_with_images(3, title="Chair")
+    before = [sequence(lamp), sequence(desk), sequence(chair)]
+    ids = image_ids(lamp, 2) + image_ids(desk, 1) + image_ids(chair, 3)
+    page = label_action(admin_client, "make_label", ids, confirm=False).content.decode()
+    lamp_2, lamp_4 = image_ids(lamp, 2, 4)
+    assert "Make price labels: what changes" in page
+    assert (
+        "2 of the 3 products selected change as below; the others stay as they are. Nothing is written until you "
+        "confirm." in page
+    )
+    assert (
+        f"Image {lamp_2} (2.svg) (photo 2) becomes the price label and moves last: marketplaces will no longer "
+        "receive it." in page
+    )
+    assert (
+        f"Image {lamp_4} (4.svg), the label until now, becomes photo 3: marketplaces will receive it "
+        "(Vinted, eBay and Etsy)." in page
+    )
+    assert "The product had no label until now." in page  # the desk
+    assert f"Image {image_ids(chair, 3)[0]} (3.svg) already is the label." in page
+    assert page.count('name="_selected_action"') == 3
+    assert 'name="post" value="yes"' in page and "Yes, make these labels" in page
+    assert [sequence(lamp), sequence(desk), sequence(chair)] == before
+    assert LogEntry.objects.count() == 0
+
+
+def test_make_label_confirmed_goes_through_the_image_service_and_is_logged(admin_client):
+    lamp = product_with_images(4, title="Lamp")
+    desk = product_with_images(3, title="Desk", label=0)
+    chair = product_with_images(3, title="Chair")
+    lamp_1, lamp_2, lamp_3, lamp_4 = image_ids(lamp, 1, 2, 3, 4)
+    desk_1, desk_2, desk_3 = image_ids(desk, 1, 2, 3)
+    messages = label_action(admin_client, "make_label", [lamp_2, desk_1] + image_ids(chair, 3))
+    assert messages == ["2 products have a new price label, moved last. 1 left as it was."]
+    # The chosen image moves last; the former label becomes the last photo before it.
+    assert sequence(lamp) == [(lamp_1, False), (lamp_3, False), (lamp_4, False), (lamp_2, True)]
+    assert sequence(desk) == [(desk_2, False), (desk_3, False), (desk_1, True)]
+    # The service rewrote the legacy JSON: the admin wrote through it.
+    assert [entry["is_label"] for entry in json_images(lamp.pk)] == [False, False, False, True]
+    assert history(lamp) == [
+        (
+            "admin",
+            f"Seller {TENANT}: Made image {lamp_2} (2.svg) the price label (moved last); the former label, "
+            f"image {lamp_4} (4.svg), became photo 3: marketplaces will receive it (Vinted, eBay and Etsy).",
+        )
     ]
+    assert history(desk) == [
+        ("admin", f"Seller {TENANT}: Made image {desk_1} (1.svg) the price label (moved last); the product had none.")
+    ]
+    assert history(chair) == []
+
+
+def test_clear_label_says_what_changes_then_clears_through_the_service(admin_client):
+    lamp = product_with_images(4, title="Lamp")
+    single = product_with_images(1, title="Single")
+    lamp_4 = image_ids(lamp, 4)[0]
+    ids = image_ids(lamp, 1, 4) + image_ids(single, 1)  # two of the lamp's: clearing is per product
+    page = label_action(admin_client, "clear_label", ids, confirm=False).content.decode()
+    assert "1 of the 2 products selected change as below" in page
+    assert f"Image {lamp_4} (4.svg), the price label, becomes photo 4: marketplaces will receive it" in page
+    assert "The product has no label: nothing changes." in page
     assert labelled_orders(lamp.pk) == [4]
+    messages = label_action(admin_client, "clear_label", ids)
+    assert messages == ["1 product has no price label any more: the former label is the last photo. 1 left as it was."]
+    assert labelled_orders(lamp.pk) == []
+    assert json_images(lamp.pk)[-1]["is_label"] is False
+    assert history(lamp) == [
+        (
+            "admin",
+            f"Seller {TENANT}: Cleared the price label: image {lamp_4} (4.svg) became photo 4: marketplaces will "
+            "receive it (Vinted, eBay and Etsy).",
+        )
+    ]
+
+
+def test_a_former_label_beyond_a_marketplace_limit_is_said_to_reach_only_the_others(admin_client, settings):
+    settings.STOFLOW_MARKETPLACE_PHOTO_LIMITS = {"vinted": 20, "ebay": 3, "etsy": 2}
+    lamp = product_with_images(5, title="Lamp")
+    page = label_action(admin_client, "make_label", image_ids(lamp, 1), confirm=False).content.decode()
+    assert "becomes photo 4: Vinted will receive it (eBay and Etsy take fewer photos)." in page
+
+
+def test_make_label_refuses_several_images_of_one_product_in_one_short_message(admin_client):
+    products = [product_with_images(3, title=f"Lamp {n}") for n in range(30)]
+    desk = product_with_images(3, title="Desk")
+    before = [sequence(product) for product in products]
+    ids = [pk for product in products for pk in image_ids(product, 1, 2)] + image_ids(desk, 1)
+    response = label_action(admin_client, "make_label", ids, confirm=False)
+    [message] = messages_of(response)
+    first = sorted(product.pk for product in products)[:3]
+    assert message == (
+        f"Select one image per product: 30 products have several selected (e.g. {', '.join(map(str, first))}, ...). "
+        "No label was changed."
+    )
+    assert len(message) < 150
+    assert "Make price labels" not in response.content.decode()  # no confirmation page
+    assert [sequence(product) for product in products] == before
     assert labelled_orders(desk.pk) == [3]
 
 
-def test_make_labels_gives_a_product_without_label_one(tenant):
-    single = product_with_images(2, title="Unlabelled", label=0)
-    with schema_context(tenant):
-        change = make_labels(image_ids(single, 1))
-    assert (change.made_labels, change.already_labels) == (1, 0)
-    assert labelled_orders(single.pk) == [1]
+def test_a_selection_across_every_page_is_refused_as_shortly(admin_client):
+    products = [product_with_images(2, title=f"Lamp {n}") for n in range(3)]
+    [message] = messages_of(
+        admin_client.post(
+            IMAGES,
+            {"action": "make_label", "_selected_action": image_ids(products[0], 1), "select_across": "1", "index": 0},
+            follow=True,
+        )
+    )
+    ids = ", ".join(str(product.pk) for product in products)
+    assert (
+        message == f"Select one image per product: 3 products have several selected (e.g. {ids}). No label was changed."
+    )
+
+
+def test_one_product_with_several_selected_is_named(admin_client):
+    lamp = product_with_images(3, title="Lamp")
+    [message] = messages_of(label_action(admin_client, "make_label", image_ids(lamp, 1, 2), confirm=False))
+    assert message == f"Select one image per product: 1 product has several selected ({lamp.pk}). No label was changed."
+
+
+def test_the_confirmation_lists_a_long_selection_in_part_and_confirms_it_whole(admin_client, monkeypatch):
+    monkeypatch.setattr(products.admin, "PLANS_SHOWN", 3)
+    products_ = [product_with_images(2, title=f"Lamp {n}") for n in range(5)]
+    ids = [image_ids(product, 1)[0] for product in products_]
+    page = label_action(admin_client, "make_label", ids, confirm=False).content.decode()
+    assert page.count('class="stoflow-plan-changes"') == 3
+    assert "… and 2 more products, not listed here." in page
+    assert label_action(admin_client, "make_label", ids) == ["5 products have a new price label, moved last."]
+    assert all(labelled_orders(product.pk) == [2] for product in products_)  # the chosen image, moved last
+
+
+def test_an_object_history_lists_its_own_sellers_entries_only(admin_client, django_user_model):
+    lamp = product_with_images(2, title="Lamp")
+    label_action(admin_client, "clear_label", image_ids(lamp, 1))
+    # Product ids restart in every seller's schema: another seller's product with the same id.
+    LogEntry.objects.create(
+        user=django_user_model.objects.get(username="admin"),
+        content_type=ContentType.objects.get_for_model(Product),
+        object_id=str(lamp.pk),
+        object_repr="Other seller's product",
+        action_flag=CHANGE,
+        change_message=f"Seller {OTHER_TENANT}: Cleared the price label of another seller's product.",
+    )
+    page = admin_client.get(f"{PRODUCTS}{lamp.pk}/history/").content.decode()
+    assert "Cleared the price label: image" in page
+    assert "another seller" not in page
+    # The seller's index lists its own entries under "My actions", linked to its own product.
+    page = admin_client.get(f"{SELLER}/").content.decode()
+    assert f'<a href="{PRODUCTS}{lamp.pk}/change/">Lamp</a>' in page
+    assert "Other seller&#x27;s product" not in page
+    page = admin_client.get(f"/sellers/{OTHER_TENANT}/admin/").content.decode()
+    assert "Other seller&#x27;s product" in page and ">Lamp</a>" not in page
+
+
+def test_staff_who_may_only_view_get_no_label_actions(client, django_user_model):
+    viewer = django_user_model.objects.create_user("viewer", password="x", is_staff=True)
+    viewer.user_permissions.add(*Permission.objects.filter(codename__in=["view_product", "view_productimage"]))
+    client.force_login(viewer)
+    lamp = product_with_images(3, title="Lamp")
+    response = client.get(IMAGES)
+    assert response.status_code == 200
+    assert 'value="make_label"' not in response.content.decode()
+    label_action(client, "make_label", image_ids(lamp, 1), confirm=False)
+    assert labelled_orders(lamp.pk) == [3]
 
 
 def test_thumbnail_escapes_the_url_and_names_the_file_when_it_does_not_load():

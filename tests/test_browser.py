@@ -7,18 +7,22 @@ Without /usr/bin/chromium the test is skipped, saying why, unless STOFLOW_REQUIR
 import os
 import re
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.db import connections
+from django.db.models import Q
 from django.templatetags.static import static
-from django_tenants.utils import get_public_schema_name, get_tenant_model
+from django.test import override_settings
+from django_tenants.utils import get_public_schema_name, get_tenant_model, schema_context
 from playwright.sync_api import expect, sync_playwright
 from pytest_django.live_server_helper import LiveServer
 
 from products.admin_html import LABEL_BADGE_TEXT
+from products.models import Product, ProductImage
 from stoflow.tenants.services import ensure_public_tenant, ensure_tenant
 from tests.helpers import TENANT, make_product
 
@@ -42,19 +46,26 @@ STAFF = ("browser-staff", "browser-staff-password")
 # Titles and image counts; the migration makes the last image of a product with two or more its label.
 CATALOGUE = {"Four photos": 4, "Three photos": 3, "Two photos": 2, "No photo": 0}
 BROKEN_PHOTO = "Broken photo"  # one image whose URL does not load
+WAITING = "Waiting"  # added after the migration: its photos are only in the legacy JSON
 EXPECTED_LABELS = 3
+# The seller picker's figures for SELLER: products, images, labels, products not migrated.
+EXPECTED_FIGURES = {"products": "6", "images": "10", "labels": "3", "not-migrated": "1"}
+DESKTOP, PHONE = {"width": 1366, "height": 900}, {"width": 375, "height": 800}
 
 
 @pytest.fixture(scope="module")
-def seller_catalogue(django_db_setup, django_db_blocker):
-    """user_1 with a small migrated catalogue, and a staff login; committed, as the server runs in another thread."""
-    with django_db_blocker.unblock():
+def seller_catalogue(django_db_setup, django_db_blocker, tmp_path_factory):
+    """user_1 with a small migrated catalogue, the run's JSON report for the seller picker, and a staff
+    login; committed, as the server runs in another thread."""
+    report = tmp_path_factory.mktemp("report") / "migration-report.json"
+    with django_db_blocker.unblock(), override_settings(STOFLOW_MIGRATION_REPORT_JSON=report):
         ensure_public_tenant()
         ensure_tenant(SELLER)
         for title, count in CATALOGUE.items():
             make_product(SELLER, title=title, images=legacy_images(count))
         make_product(SELLER, title=BROKEN_PHOTO, images=[{"url": static("products/missing.svg"), "order": 1}])
-        call_command("migrate_images", "--schema", SELLER, "--no-input", "-v", "0")
+        call_command("migrate_images", "--schema", SELLER, "--no-input", "-v", "0", "--json", str(report))
+        make_product(SELLER, title=WAITING, images=legacy_images(2))
         get_user_model().objects.create_superuser(STAFF[0], password=STAFF[1])
         try:
             yield
@@ -111,25 +122,73 @@ def wait_for_images_loaded(page, selector: str) -> None:
     )
 
 
-def test_staff_browse_a_sellers_images_and_labels(server, chromium):
-    page = chromium.new_page(viewport={"width": 1400, "height": 1400})
-    page.set_default_timeout(20_000)
+def shoot(page, name: str, phone: bool = False) -> None:
+    """A screenshot at a laptop's width (1366 px) and, for the list pages, at a phone's (375 px)."""
+    screenshot(page, f"{name}-1366")
+    if phone:
+        page.set_viewport_size(PHONE)
+        screenshot(page, f"{name}-375")
+        page.set_viewport_size(DESKTOP)
 
-    page.goto(f"{server.url}/admin/")
+
+@pytest.fixture
+def page(server, chromium):
+    """A logged-in staff user's page at 1366 px."""
+    page = chromium.new_page(viewport=DESKTOP)
+    page.set_default_timeout(20_000)
+    page.goto(f"{server.url}/admin/login/")
     page.fill("#id_username", STAFF[0])
     page.fill("#id_password", STAFF[1])
     page.click("input[type=submit]")
+    expect(page.locator("#seller-picker")).to_be_visible()
+    yield page
+    page.close()
+
+
+def seller_url(server, path: str = "") -> str:
+    return f"{server.url}/sellers/{SELLER}/admin/products/{path}"
+
+
+def four_photos() -> Product:
+    with schema_context(SELLER):
+        return Product.objects.get(title="Four photos")
+
+
+def result_rows(page):
+    return page.locator("#result_list tbody tr")
+
+
+def test_the_seller_picker_shows_each_sellers_figures_and_last_run(page):
+    row = page.locator(f"#seller-{SELLER}")
+    for figure, value in EXPECTED_FIGURES.items():
+        expect(row.locator(f'[data-figure="{figure}"]')).to_have_text(value)
+    expect(row.locator('[data-figure="last-run"]')).to_contain_text("Every check PASS (6)")
+    expect(row.locator('[data-figure="last-run"]')).to_contain_text("Migration, ")
+    expect(page.locator(f"#seller-{TENANT}")).to_contain_text("No run on record")
+    shoot(page, "0-sellers", phone=True)
+    row.locator('[data-figure="not-migrated"]').get_by_role("link").click()
+    expect(result_rows(page)).to_have_count(1)
+    expect(result_rows(page)).to_contain_text(WAITING)
+
+
+def test_staff_browse_a_sellers_images_and_labels(page, server):
     page.locator("#seller-picker").get_by_role("link", name=SELLER, exact=True).click()
     expect(page.locator("#current-seller")).to_have_text(f"Seller {SELLER}")
-    expect(page.locator("#result_list tbody tr")).to_have_count(len(CATALOGUE) + 1)
-    screenshot(page, "1-products")
+    expect(page.locator("h1")).to_have_text("Products")
+    expect(result_rows(page)).to_have_count(len(CATALOGUE) + 2)
+    shoot(page, "1-products", phone=True)
 
     page.get_by_role("link", name="Four photos").click()
     thumbnails = page.locator(".stoflow-images img")
     expect(thumbnails).to_have_count(4)
     wait_for_images_loaded(page, ".stoflow-images img")
     alts = [thumbnails.nth(i).get_attribute("alt") for i in range(4)]
-    assert [int(re.match(r"Image (\d+) of product", alt).group(1)) for alt in alts] == [1, 2, 3, 4]
+    assert [re.match(r"Product \d+, (.*)", alt).group(1) for alt in alts] == [
+        "photo 1",
+        "photo 2",
+        "photo 3",
+        "price label",
+    ]
     assert [thumbnails.nth(i).get_attribute("src") for i in range(4)] == [i["url"] for i in legacy_images(4)]
     badges = page.locator(".stoflow-images .stoflow-label-badge")
     expect(badges).to_have_count(1)
@@ -137,27 +196,122 @@ def test_staff_browse_a_sellers_images_and_labels(server, chromium):
     labelled_row = page.locator(".stoflow-images tr", has=page.locator(".stoflow-label-badge"))
     expect(labelled_row.locator("img")).to_have_attribute("alt", alts[3])
     expect(page.locator("#legacy-agrees")).to_be_visible()
-    screenshot(page, "2-product-with-four-images")
+    expect(page.locator("#marketplace-photos li")).to_have_text(
+        ["Vinted: photos 1-3, label left out", "eBay: photos 1-3, label left out", "Etsy: photos 1-3, label left out"]
+    )
+    shoot(page, "2-product-with-four-images", phone=True)
 
     page.locator("#nav-sidebar").get_by_role("link", name="Product images").click()
+    expect(page.locator("h1")).to_have_text("Product images")
     page.locator("#changelist-filter").get_by_role("link", name="Yes").click()
-    expect(page.locator("#result_list tbody tr")).to_have_count(EXPECTED_LABELS)
+    expect(result_rows(page)).to_have_count(EXPECTED_LABELS)
     expect(page.locator("#result_list .stoflow-label-badge")).to_have_count(EXPECTED_LABELS)
     expect(page.locator(".paginator")).to_contain_text(f"{EXPECTED_LABELS} product images")
     wait_for_images_loaded(page, "#result_list img")
-    screenshot(page, "3-label-images")
+    shoot(page, "3-label-images", phone=True)
 
     page.locator("#seller-switch").get_by_role("link", name=TENANT, exact=True).click()
     expect(page.locator("#current-seller")).to_have_text(f"Seller {TENANT}")
-    assert page.url.endswith(f"/sellers/{TENANT}/admin/products/productimage/")
+    assert page.url.endswith(f"/sellers/{TENANT}/admin/products/productimage/?label=yes")
 
 
-def test_an_image_that_does_not_load_is_named_instead(server, chromium):
-    page = chromium.new_page()
-    page.goto(f"{server.url}/admin/login/")
-    page.fill("#id_username", STAFF[0])
-    page.fill("#id_password", STAFF[1])
-    page.click("input[type=submit]")
+def test_make_a_label_on_the_product_page_and_the_badge_moves_to_the_last_image(page, server):
+    product = four_photos()
+    page.goto(seller_url(server, f"product/{product.pk}/change/"))
+    first = page.locator(".stoflow-images tbody tr").first
+    first_src = first.locator("img").get_attribute("src")
+    first.get_by_role("button", name="Make label").click()
+    expect(page.locator(".messagelist .success")).to_contain_text("the price label (moved last)")
+    rows = page.locator(".stoflow-images tbody tr")
+    expect(rows).to_have_count(4)
+    badges = page.locator(".stoflow-images .stoflow-label-badge")
+    expect(badges).to_have_count(1)
+    last = rows.last
+    expect(last.locator(".stoflow-label-badge")).to_have_text(LABEL_BADGE_TEXT)
+    expect(last.locator("img")).to_have_attribute("src", first_src)
+    expect(last.locator("img")).to_have_attribute("alt", f"Product {product.pk}, price label")
+    # The former label (4.svg) is now the last photo, which marketplaces receive.
+    expect(rows.nth(2).locator("img")).to_have_attribute("src", legacy_images(4)[3]["url"])
+    wait_for_images_loaded(page, ".stoflow-images img")
+    shoot(page, "4-product-after-make-label")
+
+    rows.nth(2).get_by_role("button", name="Move photo 3 up").click()
+    expect(page.locator(".messagelist .success")).to_contain_text("up: it is photo 2 now")
+    expect(page.locator(".stoflow-images tbody tr").nth(1).locator("img")).to_have_attribute(
+        "src", legacy_images(4)[3]["url"]
+    )
+    page.get_by_role("link", name="History").click()
+    expect(page.locator("#change-history tbody tr")).to_have_count(2)
+    shoot(page, "5-product-history")
+
+
+def test_image_search_a_number_is_an_id_text_is_in_urls(page, server):
+    product = four_photos()
+    with schema_context(SELLER):
+        by_number = ProductImage.objects.filter(Q(product_id=product.pk) | Q(pk=product.pk)).count()
+        by_text = ProductImage.objects.filter(url__contains="3.svg").count()
+    page.goto(seller_url(server, "productimage/"))
+    page.fill("#searchbar", str(product.pk))
+    page.press("#searchbar", "Enter")
+    expect(result_rows(page)).to_have_count(by_number)
+    expect(page.locator("#result_list")).to_contain_text(f"{product.pk}: Four photos")
+    shoot(page, "6-images-search-number", phone=True)
+    page.fill("#searchbar", "3.svg")
+    page.press("#searchbar", "Enter")
+    expect(result_rows(page)).to_have_count(by_text)
+    assert by_text == 2  # Four photos' and Three photos' third image
+
+
+def test_the_product_filter_survives_a_seller_switch(page, server):
+    product = four_photos()
+    page.goto(seller_url(server, "product/"))
+    page.get_by_role("link", name="4 images").first.click()
+    expect(result_rows(page)).to_have_count(4)
+    page.locator("#changelist-filter").get_by_role("link", name="Yes").click()
+    expect(result_rows(page)).to_have_count(1)
+    expect(page.locator("#product-filter .selected")).to_have_text(f"Product {product.pk}: Four photos")
+    shoot(page, "7-images-of-one-product", phone=True)
+    page.locator("#seller-switch").get_by_role("link", name=TENANT, exact=True).click()
+    expect(page.locator("#current-seller")).to_have_text(f"Seller {TENANT}")
+    url = urlsplit(page.url)
+    assert url.path == f"/sellers/{TENANT}/admin/products/productimage/"
+    assert parse_qs(url.query) == {"product": [str(product.pk)], "label": ["yes"]}
+    expect(page.locator("#product-filter-id")).to_have_value(str(product.pk))
+    page.locator("#seller-switch").get_by_role("link", name=SELLER, exact=True).click()
+    expect(result_rows(page)).to_have_count(1)
+    # Typing another product's id keeps the label filter.
+    page.fill("#product-filter-id", "2")
+    page.locator("#product-filter").get_by_role("button", name="Show").click()
+    assert parse_qs(urlsplit(page.url).query) == {"product": ["2"], "label": ["yes"]}
+    expect(result_rows(page)).to_have_count(1)
+
+
+def test_the_seller_index_and_an_image_page_say_what_they_are(page, server):
+    page.goto(seller_url(server).removesuffix("products/"))
+    expect(page.locator("#content-main .viewlink")).to_have_count(2)
+    shoot(page, "9-seller-index", phone=True)
+    product = four_photos()
+    with schema_context(SELLER):
+        image = ProductImage.objects.filter(product=product, is_label=False).order_by("order")[1]
+    page.goto(seller_url(server, f"productimage/{image.pk}/change/"))
+    expect(page.locator("h1")).to_have_text(f"Product {product.pk}, photo 2")
+    expect(page.locator(".field-url_text label")).to_have_text("URL:")
+    shoot(page, "10-image-page")
+
+
+def test_clear_label_from_the_image_list_asks_first(page, server):
+    page.goto(seller_url(server, "productimage/?label=yes"))
+    result_rows(page).first.locator("input.action-select").check()
+    page.select_option("select[name=action]", "clear_label")
+    page.get_by_role("button", name="Go", exact=True).click()
+    expect(page.locator("h1")).to_have_text("Clear price labels: what changes")
+    expect(page.locator("#label-plan li.stoflow-plan-changes")).to_have_count(1)
+    shoot(page, "8-clear-label-confirmation", phone=True)
+    page.get_by_role("link", name="No, take me back").click()
+    expect(result_rows(page)).to_have_count(EXPECTED_LABELS)
+
+
+def test_an_image_that_does_not_load_is_named_instead(page, server):
     page.goto(f"{server.url}/sellers/{SELLER}/admin/products/product/?q={BROKEN_PHOTO.replace(' ', '+')}")
     page.get_by_role("link", name=BROKEN_PHOTO).click()
     expect(page.locator(".stoflow-images .stoflow-thumb-fallback")).to_have_text("image not available: missing.svg")
