@@ -8,6 +8,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.requirements-installed
 ADMIN_PORT ?= 8000
+# The demo, the admin and the benchmark are development: debug on, the built-in secret key (stoflow/settings.py).
+DEV := DJANGO_DEBUG=1
 
 .PHONY: demo test install admin bench
 
@@ -20,12 +22,13 @@ $(INSTALLED): requirements.txt
 	touch $@
 
 demo: $(INSTALLED)
-	$(BIN)/python manage.py migrate_schemas --noinput -v 0
-	$(BIN)/python manage.py seed_demo
+	$(DEV) $(BIN)/python manage.py migrate_schemas --noinput -v 0
+	$(DEV) $(BIN)/python manage.py seed_demo
 	mkdir -p var
-	$(BIN)/python manage.py migrate_images --report var/migration-report.md --json var/migration-report.json
+	$(DEV) $(BIN)/python manage.py migrate_images --report var/migration-report.md --json var/migration-report.json
 	@echo "Reports written to var/migration-report.md and var/migration-report.json"
 
+# The tests choose their own settings (tests/settings.py).
 test: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -33,13 +36,13 @@ test: $(INSTALLED)
 
 # The demo in the admin: set up the demo data if needed (quietly), then serve it.
 admin: $(INSTALLED)
-	$(BIN)/python manage.py migrate_schemas --noinput -v 0
-	$(BIN)/python manage.py seed_demo
-	$(BIN)/python manage.py migrate_images -v 0 > /dev/null
+	$(DEV) $(BIN)/python manage.py migrate_schemas --noinput -v 0
+	$(DEV) $(BIN)/python manage.py seed_demo
+	$(DEV) $(BIN)/python manage.py migrate_images -v 0 > /dev/null
 	@echo "Admin: http://127.0.0.1:$(ADMIN_PORT)/admin/ (Ctrl-C stops the server)"
-	$(BIN)/python manage.py runserver 127.0.0.1:$(ADMIN_PORT)
+	$(DEV) $(BIN)/python manage.py runserver 127.0.0.1:$(ADMIN_PORT)
 
 # Not part of `make test`: times the command against the per-row method and the
 # insert floor on scaled data sets; writes bench/RESULTS.md. BENCH_ARGS passes options.
 bench: $(INSTALLED)
-	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(DEV) $(BIN)/python -m bench.run $(BENCH_ARGS)
