@@ -1,5 +1,6 @@
 """Seller names cannot be probed: under /sellers/, anyone the seller admin refuses gets the same answer,
-whether the seller exists or not; staff still reach real sellers."""
+whether the seller exists or not; staff still reach real sellers. And the public admin's tenant registry
+is read-only."""
 
 from urllib.parse import urlencode
 
@@ -8,6 +9,7 @@ from django.conf import settings
 from django.db import connection
 from django.urls import reverse
 
+from stoflow.tenants.models import Domain, Tenant
 from stoflow.tenants.services import ensure_public_tenant
 from tests.helpers import TENANT
 
@@ -82,3 +84,37 @@ def test_staff_get_a_plain_not_found_for_an_unknown_seller_or_page(admin_client)
         assert response.status_code == 404, path
         assert "URLconf" not in response.content.decode()  # no debug page listing the URL patterns
 
+
+MODELS = [
+    ("tenant", lambda: Tenant.objects.get(schema_name=TENANT)),
+    ("domain", lambda: Domain.objects.get(domain=TENANT)),
+]
+
+
+@pytest.mark.parametrize(("model", "get_object"), MODELS, ids=[model for model, _ in MODELS])
+def test_tenants_and_domains_are_read_only_in_the_public_admin(admin_client, model, get_object):
+    obj = get_object()
+    before = list(type(obj).objects.values())
+    changelist = public_url(f"admin:tenants_{model}_changelist")
+    change = public_url(f"admin:tenants_{model}_change", obj.pk)
+    delete = public_url(f"admin:tenants_{model}_delete", obj.pk)
+
+    page = admin_client.get(changelist)
+    assert page.status_code == 200
+    assert TENANT in page.content.decode()
+    assert public_url(f"admin:tenants_{model}_add") not in page.content.decode()
+    assert "delete_selected" not in page.content.decode()
+
+    view = admin_client.get(change)
+    assert view.status_code == 200  # shown, read-only
+    assert not view.context["has_change_permission"]
+    assert 'name="_save"' not in view.content.decode()
+
+    assert admin_client.get(public_url(f"admin:tenants_{model}_add")).status_code == 403
+    assert admin_client.post(public_url(f"admin:tenants_{model}_add"), {}).status_code == 403
+    assert admin_client.post(change, {"schema_name": "hacked", "domain": "hacked"}).status_code == 403
+    assert admin_client.get(delete).status_code == 403
+    assert admin_client.post(delete, {"post": "yes"}).status_code == 403
+    bulk_delete = {"action": "delete_selected", "_selected_action": [obj.pk], "post": "yes"}
+    admin_client.post(changelist, bulk_delete)
+    assert list(type(obj).objects.values()) == before
