@@ -8,6 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.requirements-installed
 ADMIN_PORT ?= 8000
+export ADMIN_PORT
 # The demo, the admin and the benchmark are development: debug on, the built-in secret key (stoflow/settings.py).
 DEV := DJANGO_DEBUG=1
 
