@@ -8,7 +8,7 @@ from django.core.management import call_command
 from products.demo import DEMO_TENANTS, SEED_DISTRIBUTION, demo_image_counts
 from tests.helpers import run_command, verbatim_rows
 
-# Copied from ../shared/seed/migration-report.md ("Validation Queries"), with their results there.
+# Copied from docs/seed-migration-report.md ("Validation Queries"), with their results there.
 SEED_QUERIES = [
     ("SELECT COUNT(*) FROM user_1.product_images;", [(19607,)]),
     ("SELECT COUNT(*) FROM user_1.product_images WHERE is_label = true;", [(3281,)]),
