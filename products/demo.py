@@ -1,4 +1,4 @@
-"""Demo data shaped like the seed report's real data (``migration-report.md``)."""
+"""Demo data shaped like the seed report's real data (``docs/seed-migration-report.md``)."""
 
 import random
 from dataclasses import dataclass

@@ -4,12 +4,44 @@ import os
 from pathlib import Path
 
 from stoflow.database_settings import database_settings
+from stoflow.env import SettingsError, env_flag, env_int, env_list
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "dev-only-insecure-key-change-me")
-DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
-ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",")
+# Production unless DJANGO_DEBUG=1 (the demo, `make admin` and the tests turn it on: Makefile, tests/settings.py).
+DEBUG = env_flag("DJANGO_DEBUG", False)
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise SettingsError(
+            "DJANGO_SECRET_KEY is not set. It is required unless DJANGO_DEBUG=1 (development): set it to a long "
+            "random value kept secret, e.g. the output of "
+            "`python -c 'from django.core.management.utils import get_random_secret_key as k; print(k())'`."
+        )
+    SECRET_KEY = "django-insecure-development-only-key"  # DJANGO_DEBUG=1 only
+
+# Comma-separated; in production nothing is served until it names the site's host(s).
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+# HTTPS: on by default outside debug, each can be turned off (e.g. DJANGO_SECURE_SSL_REDIRECT=0 when a proxy
+# redirects already). HSTS preload is an explicit choice (DJANGO_SECURE_HSTS_PRELOAD=1): once a domain is on the
+# browsers' preload lists it is hard to take off.
+SECURE_SSL_REDIRECT = env_flag("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
+SESSION_COOKIE_SECURE = env_flag("DJANGO_SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_flag("DJANGO_CSRF_COOKIE_SECURE", not DEBUG)
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000)  # a year
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_flag("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_PRELOAD = env_flag("DJANGO_SECURE_HSTS_PRELOAD", False)
+# Behind a proxy that ends TLS: the header it sets and its value for HTTPS, e.g. "HTTP_X_FORWARDED_PROTO,https".
+_proxy_ssl_header = env_list("DJANGO_SECURE_PROXY_SSL_HEADER", [])
+if _proxy_ssl_header and len(_proxy_ssl_header) != 2:
+    raise SettingsError(
+        f"DJANGO_SECURE_PROXY_SSL_HEADER={os.environ['DJANGO_SECURE_PROXY_SSL_HEADER']!r}: expected "
+        "the header and its value for HTTPS, e.g. HTTP_X_FORWARDED_PROTO,https."
+    )
+SECURE_PROXY_SSL_HEADER = tuple(_proxy_ssl_header) or None
 
 SHARED_APPS = [
     "django_tenants",
@@ -39,12 +71,14 @@ DATABASE_ROUTERS = ["django_tenants.routers.TenantSyncRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 MIDDLEWARE = [
-    "django_tenants.middleware.subfolder.TenantSubfolderMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # django-tenants' subfolder routing, after the user is known: a request under /sellers/ from anyone the seller
+    # admin would refuse goes to the login page before the seller is looked up, so seller names cannot be probed.
+    "stoflow.tenants.middleware.SellerSubfolderMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]

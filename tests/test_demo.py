@@ -8,7 +8,7 @@ from django.core.management import call_command
 from products.demo import DEMO_TENANTS, SEED_DISTRIBUTION, demo_image_counts
 from tests.helpers import run_command, verbatim_rows
 
-# Copied from ../shared/seed/migration-report.md ("Validation Queries"), with their results there.
+# Copied from docs/seed-migration-report.md ("Validation Queries"), with their results there.
 SEED_QUERIES = [
     ("SELECT COUNT(*) FROM user_1.product_images;", [(19607,)]),
     ("SELECT COUNT(*) FROM user_1.product_images WHERE is_label = true;", [(3281,)]),
@@ -71,12 +71,17 @@ def test_demo_counts_follow_the_seed_distribution_exactly():
     assert counts[0] == 4  # the seed report's spot-check product has four images
 
 
-def test_seed_demo_then_migrate_images_gives_the_seed_report_figures(db, tmp_path):
+def test_seed_demo_then_migrate_images_gives_the_seed_report_figures(db, tmp_path, monkeypatch):
     out = StringIO()
+    monkeypatch.delenv("ADMIN_PORT", raising=False)
     call_command("seed_demo", stdout=out)
     assert "user_1: created, 3,281 products added" in out.getvalue()
+    assert "Admin: `make admin`, then http://127.0.0.1:8000/admin/" in out.getvalue()
+    out = StringIO()
+    monkeypatch.setenv("ADMIN_PORT", "8123")  # `make admin ADMIN_PORT=8123` serves there
     call_command("seed_demo", stdout=out)  # safe to re-run
     assert "user_1: exists, products already there" in out.getvalue()
+    assert "Admin: `make admin`, then http://127.0.0.1:8123/admin/" in out.getvalue()
 
     args = [arg for schema in DEMO_TENANTS for arg in ("--schema", schema)]
     code, report, output = run_command(*args, tmp_path=tmp_path)

@@ -33,7 +33,7 @@ def prepare_server(settings_dict: dict) -> None:
     if pgdata:
         try:
             settings_dict["HOST"] = embedded_postgres.start(Path(pgdata))
-        except embedded_postgres.NotRunning as exc:
+        except (embedded_postgres.NotRunning, embedded_postgres.DataDirectoryMismatch) as exc:
             raise OperationalError(str(exc)) from exc
     # NAME is None on Django's connections to the 'postgres' database (creating the test database, ...).
     if settings_dict.get(CREATE_DATABASE) and settings_dict["NAME"]:

@@ -1,13 +1,33 @@
+"""The tenant registry in the public admin: read-only.
+
+Tenants and their Domain rows are made by ``seed_demo``, ``register_tenants`` and the tenant services
+(``stoflow/tenants/services.py``), which create the schema with them; a row added, edited or deleted here
+would not (and deleting the ``public`` tenant would break routing). So the admin lists and shows them only.
+"""
+
 from django.contrib import admin
 
 from stoflow.tenants.models import Domain, Tenant
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """View only, whatever the user's permissions: no add, change or delete (nor the delete action)."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Tenant)
-class TenantAdmin(admin.ModelAdmin):
+class TenantAdmin(ReadOnlyAdmin):
     list_display = ["schema_name", "name", "created_on"]
 
 
 @admin.register(Domain)
-class DomainAdmin(admin.ModelAdmin):
+class DomainAdmin(ReadOnlyAdmin):
     list_display = ["domain", "tenant", "is_primary"]

@@ -1,3 +1,5 @@
+import os
+
 from django.core.management.base import BaseCommand
 from django.db import connection
 
@@ -9,7 +11,10 @@ from products.demo import (
     seed_demo,
 )
 
-ADMIN_URL = "http://127.0.0.1:8000/admin/"
+
+def admin_url() -> str:
+    """Where `make admin` serves the admin: port ADMIN_PORT (the Makefile's, from the environment), 8000 by default."""
+    return f"http://127.0.0.1:{os.environ.get('ADMIN_PORT') or 8000}/admin/"
 
 
 class Command(BaseCommand):
@@ -31,7 +36,7 @@ class Command(BaseCommand):
         state = "created" if ensure_demo_staff() else "exists"
         self.stdout.write(
             f"Staff user {DEMO_STAFF_USERNAME!r}: {state}, password {DEMO_STAFF_PASSWORD!r}. "
-            f"Admin: `make admin`, then {ADMIN_URL}"
+            f"Admin: `make admin`, then {admin_url()}"
         )
         database = connection.settings_dict
         self.stdout.write(

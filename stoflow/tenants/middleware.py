@@ -1,0 +1,45 @@
+"""Seller routing that does not tell who the sellers are.
+
+django-tenants' subfolder middleware serves ``/sellers/<schema>/...`` from that seller's schema and
+answers an unknown ``<schema>`` with a 404, while a real seller's pages send an anonymous visitor to
+the login page: anyone could list the sellers by trying names. Here, a request under ``/sellers/``
+from anyone the seller admin would refuse (anonymous, inactive or not staff) is sent to the login
+page *before* the seller is looked up: the same redirect, to the public admin's login with the
+requested path as ``next``, whether the seller exists or not, and without the lookup's query. After
+logging in, the user comes back to the page they asked for.
+
+Staff pass through to django-tenants' routing: a real seller's pages, or a 404 for an unknown one
+(staff see every seller in the public admin anyway).
+
+Why a redirect for both rather than a 404 for both: a seller's pages are bookmarked and linked (the
+seller picker, "Switch seller"); an expired session should lead to the login page and back, as the
+admin does everywhere else.
+"""
+
+from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
+from django.db import connection
+from django.urls import reverse
+from django_tenants.middleware.subfolder import TenantSubfolderMiddleware
+from django_tenants.utils import get_subfolder_prefix
+
+from stoflow.tenants.sites import seller_admin_site
+
+
+def public_login_url() -> str:
+    return reverse("admin:login", urlconf=settings.PUBLIC_SCHEMA_URLCONF)
+
+
+class SellerSubfolderMiddleware(TenantSubfolderMiddleware):
+    """``TenantSubfolderMiddleware`` behind a gate: seller paths are for the seller admin's users only.
+
+    Needs ``request.user``: place it after ``AuthenticationMiddleware``.
+    """
+
+    def process_request(self, request):
+        if request.path.startswith(f"/{get_subfolder_prefix()}/"):
+            # Users and sessions live in the public schema; the previous request may have left a seller's.
+            connection.set_schema_to_public()
+            if not seller_admin_site.has_permission(request):
+                return redirect_to_login(request.get_full_path(), public_login_url())
+        return super().process_request(request)
