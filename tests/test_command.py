@@ -170,7 +170,7 @@ def test_force_asks_for_confirmation_unless_no_input(tenant, monkeypatch):
 
 def test_dry_run_writes_nothing_and_reports_what_the_live_run_writes(tenant, tmp_path):
     make_product(images=entries(4))
-    make_product(images=[{"url": "a", "order": 0}, {"url": "b", "order": 0}])  # repaired
+    make_product(images=[{"url": "/a.jpeg", "order": 0}, {"url": "/b.jpeg", "order": 0}])  # repaired
     make_product(images=[{"order": 1}])  # error
     make_product(images=entries(2), deleted_at="2025-01-01T00:00:00Z")
 
