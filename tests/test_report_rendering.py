@@ -440,7 +440,11 @@ def test_an_interrupted_run_names_its_tenant_in_every_rendering():
     assert "1 tenant(s) not started" in interrupted
     assert markdown.endswith("**Exit status:** 130 (INTERRUPTED)\n")
     assert "Interrupted while migrating tenant_c" in " ".join(render_terminal(report).split())
-    assert json.loads(render_json(report))["interruption"] == {"stopped_in": ["tenant_c"], "not_started": ["tenant_d"]}
+    assert json.loads(render_json(report))["interruption"] == {
+        "stopped_in": ["tenant_c"],
+        "not_started": ["tenant_d"],
+        "signal": "SIGINT",
+    }
     assert "Interrupted" not in render_markdown(busy_report()) + render_terminal(busy_report())
 
 
@@ -497,7 +501,22 @@ def test_json_rendering():
         "is_label": True,
         "url": "https://cdn.example/étiquette.jpeg",
     }
-    assert b == {"schema": "tenant_b", "busy": True, "run": None, "validation": None, "seconds": {}}
+    assert b == {
+        "schema": "tenant_b",
+        "status": "busy",
+        "busy": True,
+        "run": None,
+        "validation": None,
+        "seconds": {},
+        "lock_holder": None,
+        "lock_note": "",
+        "refused": [],
+        "blocked": None,
+        "interrupted": False,
+        "failure": "",
+        "resumed_after": None,
+        "resume_note": "",
+    }
     assert c["validation"]["passed"] is True
     assert c["run"]["repairs"] == [
         {"reason": REPAIR_ORDER_DUPLICATE, "products": 1, "sample_ids": [21]},

@@ -286,3 +286,27 @@ def source_ctes(schema: str, product_filter: sql.Composable, *, yielded: bool = 
         repair_entry_decoded=sql.Literal(REPAIR_ENTRY_DECODED),
         repair_url_trimmed=sql.Literal(REPAIR_URL_TRIMMED),
     )
+
+
+def id_range(column: str, after: int | None, upto: int | None) -> sql.Composable:
+    """``column`` in (after, upto], taking the values from the parameters ``after`` and ``upto``.
+
+    None leaves that bound out, so the walk over a tenant covers every id, bigint minimum and maximum
+    included (no sentinel such as 0 to start from); both None is every row.
+    """
+    bounds = []
+    if after is not None:
+        bounds.append(sql.SQL("{} > %(after)s").format(sql.SQL(column)))
+    if upto is not None:
+        bounds.append(sql.SQL("{} <= %(upto)s").format(sql.SQL(column)))
+    return sql.SQL(" AND ").join(bounds) if bounds else sql.SQL("TRUE")
+
+
+def images_in_range(schema: str, after: int | None, upto: int | None) -> sql.Composable:
+    """The tenant's product_images, or only the rows of products with ids in (after, upto], to put where a
+    query names the table (a subquery without an alias: PostgreSQL 16)."""
+    if after is None and upto is None:
+        return table(schema, "product_images")
+    return sql.SQL("(SELECT * FROM {} WHERE {})").format(
+        table(schema, "product_images"), id_range("product_id", after, upto)
+    )
