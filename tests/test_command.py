@@ -12,7 +12,6 @@ import pytest
 from django.conf import settings
 from django.db import connections
 from django_tenants.utils import schema_context
-from psycopg import sql
 
 from products.migration import batches
 from products.migration.report import ExitCode
@@ -24,6 +23,7 @@ from tests.helpers import (
     image_rows,
     join_all,
     make_product,
+    plant_failing_insert,
     run_command,
     run_sql,
     table_state,
@@ -101,22 +101,6 @@ def test_force_replaces_rows_from_the_current_json(tenant, tmp_path):
     assert code == 0
     assert report["tenants"][0]["run"]["images_migrated"] == 2
     assert [(order, label) for order, label, *_ in image_rows(product.id)] == [(0, False), (1, True)]
-
-
-def plant_failing_insert(schema: str, url_fragment: str) -> None:
-    """A trigger that makes the database refuse any image row whose url contains ``url_fragment``."""
-    # The fragment reaches the function as the trigger's argument (TG_ARGV), a quoted literal.
-    run_sql(
-        "CREATE FUNCTION pg_temp.refuse_image() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-        "IF strpos(NEW.url, TG_ARGV[0]) > 0 THEN RAISE EXCEPTION USING MESSAGE = 'planted failure for ' || NEW.url; "
-        "END IF; RETURN NEW; END $$"
-    )
-    run_sql(
-        "CREATE TRIGGER refuse_image BEFORE INSERT ON {images} "
-        "FOR EACH ROW EXECUTE FUNCTION pg_temp.refuse_image({arg})",
-        schema=schema,
-        arg=sql.Literal(url_fragment),
-    )
 
 
 def test_a_product_the_database_refuses_is_listed_and_its_batch_neighbours_migrate(tenant, tmp_path):

@@ -632,3 +632,17 @@ def test_urls_that_are_no_http_or_site_path_or_hold_control_characters_are_refus
     ]
     assert image_rows(bad.pk) == image_rows(string_entry.pk) == []
     assert len(_rows(before)) == 2
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 1000])
+def test_every_id_is_walked_zero_negatives_and_bigint_extremes_included(tenant, batch_size):
+    ids = [-(2**63), -5, 0, 7, 2**63 - 1]
+    for product_id in ids:
+        make_product(id=product_id, images=entries(2))
+
+    run = _migrate(batch_size=batch_size)
+
+    assert (run.products, run.images_migrated, run.labels_detected) == (5, 10, 5)
+    assert [len(image_rows(product_id)) for product_id in ids] == [2] * 5
+    # --force rebuilds them too.
+    assert _migrate(batch_size=batch_size, force=True).images_migrated == 10
