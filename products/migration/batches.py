@@ -279,29 +279,31 @@ def migrate_batches(
     count = sql.SQL(_COUNT).format(products=products, after=id_range("p.id", after, None))
     remaining = guard.run("counting the products", lambda: fetch_rows(count, {"after": after})[0][0])
     progress.start_tenant(schema, remaining)
-    while True:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        batch_end = sql.SQL(_BATCH_END).format(products=products, after=id_range("p.id", after, None))
-        params = {"after": after, "batch_size": options.batch_size}
-        (upto,) = guard.run("finding the next batch", lambda query=batch_end, p=params: fetch_rows(query, p)[0])
-        if upto is None:
-            break
-        _migrate_range(walk, after, upto)
-        if on_batch:
-            on_batch(upto)
-        # Every batch but the last holds exactly batch_size products.
-        progress.advance(schema, min(options.batch_size, remaining))
-        remaining -= options.batch_size
-        after = upto
-        if options.pause_ms:
-            guard.pause(options.pause_ms / 1000)
-    if rehearsal is not None:
-        # What lies past the last product (rows whose product is gone), as a live run's validation counts it.
-        rehearsal.add(
-            guard.run("validating the rehearsal", lambda: measure_range(schema, after, None, walk.error_ids()))
-        )
-    progress.finish_tenant(schema)
+    try:
+        while True:
+            if stop.is_set():
+                raise KeyboardInterrupt
+            batch_end = sql.SQL(_BATCH_END).format(products=products, after=id_range("p.id", after, None))
+            params = {"after": after, "batch_size": options.batch_size}
+            (upto,) = guard.run("finding the next batch", lambda query=batch_end, p=params: fetch_rows(query, p)[0])
+            if upto is None:
+                break
+            _migrate_range(walk, after, upto)
+            if on_batch:
+                on_batch(upto)
+            # Every batch but the last holds exactly batch_size products.
+            progress.advance(schema, min(options.batch_size, remaining))
+            remaining -= options.batch_size
+            after = upto
+            if options.pause_ms:
+                guard.pause(options.pause_ms / 1000)
+        if rehearsal is not None:
+            # What lies past the last product (rows whose product is gone), as a live run's validation counts it.
+            rehearsal.add(
+                guard.run("validating the rehearsal", lambda: measure_range(schema, after, None, walk.error_ids()))
+            )
+    finally:
+        progress.finish_tenant(schema)  # also when the walk stops part-way: its bar goes
     return run
 
 
