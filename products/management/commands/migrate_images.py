@@ -80,8 +80,9 @@ class Command(BaseCommand):
         mode.add_argument(
             "--dry-run",
             action="store_true",
-            help="Make the very same writes inside a transaction that is rolled back: the report shows "
-            "exactly what a live run would write; nothing persists.",
+            help="Make the very same writes, each batch in its own short transaction that is rolled back once "
+            "the batch's checks are measured: the report shows exactly what a live run would write and report; "
+            "nothing persists.",
         )
         mode.add_argument(
             "--check",
