@@ -46,13 +46,15 @@ def tenant(db):
 
 @pytest.fixture
 def committed_db(django_db_setup, django_db_blocker):
-    """Real commits (for concurrency and batch tests); the test tenants are emptied afterwards."""
+    """Real commits (for concurrency and batch tests); the test tenants and the run ledger are emptied afterwards
+    (a run left unfinished in the ledger would make the next test's run resume after its last product)."""
     with django_db_blocker.unblock():
         try:
             yield
         finally:
             for schema in TEST_TENANTS:
                 run_sql("TRUNCATE {images}, {products} RESTART IDENTITY CASCADE", schema=schema)
+            run_sql("TRUNCATE public.run_ledger")
 
 
 @pytest.fixture

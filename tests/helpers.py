@@ -2,6 +2,7 @@
 a second database session, and the time limits every wait in a test is held to."""
 
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from products.models import ProductImage
 from stoflow.database_settings import connection_kwargs
 from stoflow.raw_sql import execute, fetch_rows
 from stoflow.tenants.locks import ADVISORY_LOCK_NAMESPACE, LOCK_KEY_SQL
+from stoflow.tenants.models import LedgerEntry
 from tests.factories import ProductFactory, write_json
 
 TENANT = "tenant_a"
@@ -163,6 +165,49 @@ def tenant_locked_elsewhere(schema: str) -> Iterator[None]:
         except psycopg.errors.LockNotAvailable:
             pytest.fail(f"{schema}'s advisory lock is already held by another session (leaked by an earlier test?)")
         yield
+
+
+def wait_until_blocked_by(pid: int) -> int:
+    """The pid of a backend waiting for a lock backend ``pid`` holds (polled from a session of its own)."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    with other_session() as watcher:
+        while time.monotonic() < deadline:
+            row = watcher.execute(
+                "SELECT pid FROM pg_stat_activity WHERE %(pid)s = ANY(pg_blocking_pids(pid))", {"pid": pid}
+            ).fetchone()
+            if row:
+                return row[0]
+            time.sleep(0.05)
+    raise AssertionError(f"no backend waited for a lock of backend {pid} within {WAIT_SECONDS} s")
+
+
+def plant_failing_insert(schema: str, url_fragment: str, name: str = "refuse_image") -> None:
+    """A trigger ``name`` that makes the database refuse any image row whose url contains ``url_fragment``.
+
+    The preflight refuses a tenant with a trigger it does not know: runs meant to meet it pass ``--allow name``."""
+    # The fragment reaches the function as the trigger's argument (TG_ARGV), a quoted literal.
+    run_sql(
+        "CREATE FUNCTION pg_temp.refuse_image() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF strpos(NEW.url, TG_ARGV[0]) > 0 THEN RAISE EXCEPTION USING MESSAGE = 'planted failure for ' || NEW.url; "
+        "END IF; RETURN NEW; END $$"
+    )
+    run_sql(
+        "CREATE TRIGGER {name} BEFORE INSERT ON {images} FOR EACH ROW EXECUTE FUNCTION pg_temp.refuse_image({arg})",
+        schema=schema,
+        name=name,
+        arg=sql.Literal(url_fragment),
+    )
+
+
+def manage_py_environment() -> dict[str, str]:
+    """The environment for a ``manage.py`` subprocess working on the tests' database (the same server)."""
+    connection.ensure_connection()
+    return {**os.environ, "STOFLOW_DATABASE_NAME": connection.settings_dict["NAME"]}
+
+
+def ledger_entries(schema: str = TENANT) -> list[dict]:
+    """The run ledger's entries for ``schema``, oldest first (as this session sees them)."""
+    return list(LedgerEntry.objects.filter(schema_name=schema).order_by("started_at", "pk").values())
 
 
 def join_all(threads: list[threading.Thread], timeout: float = WAIT_SECONDS) -> None:

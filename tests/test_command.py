@@ -12,7 +12,6 @@ import pytest
 from django.conf import settings
 from django.db import connections
 from django_tenants.utils import schema_context
-from psycopg import sql
 
 from products.migration import batches
 from products.migration.report import ExitCode
@@ -24,6 +23,7 @@ from tests.helpers import (
     image_rows,
     join_all,
     make_product,
+    plant_failing_insert,
     run_command,
     run_sql,
     set_json,
@@ -103,29 +103,14 @@ def test_force_replaces_rows_from_the_current_json(tenant, tmp_path):
     assert [(order, label) for order, label, *_ in image_rows(product.id)] == [(0, False), (1, True)]
 
 
-def plant_failing_insert(schema: str, url_fragment: str) -> None:
-    """A trigger that makes the database refuse any image row whose url contains ``url_fragment``."""
-    # The fragment reaches the function as the trigger's argument (TG_ARGV), a quoted literal.
-    run_sql(
-        "CREATE FUNCTION pg_temp.refuse_image() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-        "IF strpos(NEW.url, TG_ARGV[0]) > 0 THEN RAISE EXCEPTION USING MESSAGE = 'planted failure for ' || NEW.url; "
-        "END IF; RETURN NEW; END $$"
-    )
-    run_sql(
-        "CREATE TRIGGER refuse_image BEFORE INSERT ON {images} "
-        "FOR EACH ROW EXECUTE FUNCTION pg_temp.refuse_image({arg})",
-        schema=schema,
-        arg=sql.Literal(url_fragment),
-    )
-
-
 def test_a_product_the_database_refuses_is_listed_and_its_batch_neighbours_migrate(tenant, tmp_path):
     before = make_product(images=entries(2))
     bad = make_product(images=[{"url": "https://cdn.example/boom.jpeg", "order": 1}, *entries(1, first_order=2)])
     after = make_product(images=entries(3))
     plant_failing_insert(tenant, "boom")
 
-    code, report, output = run_command("--schema", tenant, tmp_path=tmp_path)
+    # The preflight refuses a trigger it does not know, unless the operator reviewed it (--allow).
+    code, report, output = run_command("--schema", tenant, "--allow", "refuse_image", tmp_path=tmp_path)
 
     assert code == ExitCode.PRODUCT_ERRORS
     [error] = report["tenants"][0]["run"]["errors"]
@@ -142,7 +127,7 @@ def test_force_that_fails_keeps_the_old_rows(tenant, tmp_path):
     set_json(product.pk, [{"url": "https://cdn.example/boom.jpeg", "order": 0}])
     plant_failing_insert(tenant, "boom")
 
-    code, report, _ = run_command("--schema", tenant, "--force", tmp_path=tmp_path)
+    code, report, _ = run_command("--schema", tenant, "--force", "--allow", "refuse_image", tmp_path=tmp_path)
 
     assert code == ExitCode.PRODUCT_ERRORS
     assert [e["product_id"] for e in report["tenants"][0]["run"]["errors"]] == [product.id]
@@ -169,7 +154,7 @@ def test_force_asks_for_confirmation_unless_no_input(tenant, monkeypatch):
 
 def test_dry_run_writes_nothing_and_reports_what_the_live_run_writes(tenant, tmp_path):
     make_product(images=entries(4))
-    make_product(images=[{"url": "a", "order": 0}, {"url": "b", "order": 0}])  # repaired
+    make_product(images=[{"url": "/a.jpeg", "order": 0}, {"url": "/b.jpeg", "order": 0}])  # repaired
     make_product(images=[{"order": 1}])  # error
     make_product(images=entries(2), deleted_at="2025-01-01T00:00:00Z")
 
@@ -279,7 +264,7 @@ def test_the_readme_exit_status_table_is_the_enum_s():
     section = readme.split("### Exit status", 1)[1].split("###", 1)[0]
     rows = re.findall(r"^\| (\d+) \| (.+) \|$", section, flags=re.MULTILINE)
     assert {int(code): meaning for code, meaning in rows} == {int(code): code.meaning for code in ExitCode}
-    precedence = ", ".join(str(int(code)) for code in ExitCode if code not in (ExitCode.OK, ExitCode.USAGE))
+    precedence = ", ".join(str(int(code)) for code in ExitCode if code != ExitCode.OK)
     assert f"the first in this order wins: {precedence}." in section
 
 
@@ -296,16 +281,17 @@ def test_a_server_older_than_postgresql_16_is_refused_before_anything_runs(tenan
     assert image_rows(product.id) == []
 
 
-def test_a_tenant_without_the_tables_is_refused_before_anything_runs(tenant, tmp_path):
+def test_a_tenant_without_the_tables_is_refused_untouched_and_the_others_go_on(tenant, tmp_path):
     product = make_product(images=entries(2))
     run_sql("ALTER TABLE {images} RENAME TO product_images_old", schema=OTHER_TENANT)
 
     code, report, output = run_command(tmp_path=tmp_path)
 
-    assert code == ExitCode.USAGE and report is None
-    assert f"No products/product_images/product_images_removed tables in {OTHER_TENANT}" in output
-    assert "migrate_schemas" in output
-    assert image_rows(product.id) == []
+    assert code == ExitCode.USAGE
+    assert [(t["schema"], t["status"]) for t in report["tenants"]] == [(tenant, "done"), (OTHER_TENANT, "refused")]
+    assert report["tenants"][1]["refused"] == ["no product_images table: run `manage.py migrate_schemas` first"]
+    assert f"{OTHER_TENANT}" in output and "migrate_schemas" in output and "refused" in output
+    assert len(image_rows(product.id)) == 2
 
 
 def test_a_database_failure_stops_the_run_keeping_committed_batches(tenant, monkeypatch):

@@ -110,7 +110,10 @@ def test_ctrl_c_with_jobs_stops_the_workers_between_batches_and_a_rerun_finishes
     assert code == ExitCode.INTERRUPTED
     assert "re-run to finish" in output
     interruption = report["interruption"]
-    assert report["tenants"] == [] and interruption["stopped_in"]
+    assert interruption["stopped_in"] and interruption["signal"] == "SIGINT"
+    # The tenants stopped part-way are reported with what their committed batches did, not validated.
+    assert [t["schema"] for t in report["tenants"]] == interruption["stopped_in"]
+    assert all(t["status"] == "interrupted" and t["validation"] is None for t in report["tenants"])
     assert sorted(interruption["stopped_in"] + interruption["not_started"]) == [TENANT, OTHER_TENANT]
     # Each worker finishes the batch it is in, then stops (2 tenants x 5 batches were due).
     assert len(written) <= 4
@@ -149,8 +152,8 @@ def committed_rows(schema: str) -> int:
 
 @pytest.mark.parametrize("batch_size", [1, 4, 100])
 def test_each_batch_of_batch_size_products_commits_before_the_next_starts(committed_db, monkeypatch, batch_size):
-    for count in IMAGE_COUNTS:
-        make_product(images=entries(count))
+    products = [make_product(images=entries(count)) for count in IMAGE_COUNTS]
+    ids = [product.pk for product in products]
     write_batch = batches._write_batch
     seen = []
 
@@ -161,10 +164,11 @@ def test_each_batch_of_batch_size_products_commits_before_the_next_starts(commit
     monkeypatch.setattr(batches, "_write_batch", record)
     assert run_command("--schema", TENANT, "--batch-size", str(batch_size))[0] == ExitCode.OK
 
-    first_id = seen[0][0] + 1
-    bounds = list(range(first_id - 1, first_id - 1 + len(IMAGE_COUNTS), batch_size)) + [
-        first_id - 1 + len(IMAGE_COUNTS)
-    ]
-    assert [(after, upto) for after, upto, _ in seen] == list(zip(bounds, bounds[1:], strict=False))
+    # Batches of batch_size ids, the first from below the lowest id (no lower bound), each (after, upto].
+    uppers = ids[batch_size - 1 :: batch_size] + ([ids[-1]] if len(ids) % batch_size else [])
+    assert [(after, upto) for after, upto, _ in seen] == list(zip([None, *uppers], uppers, strict=False))
     # Before each batch, another session already sees every earlier batch's images.
-    assert [rows for *_, rows in seen] == [sum(IMAGE_COUNTS[: after - first_id + 1]) for after, _, _ in seen]
+    committed = [
+        sum(count for id_, count in zip(ids, IMAGE_COUNTS, strict=True) if after and id_ <= after) for after, *_ in seen
+    ]
+    assert [rows for *_, rows in seen] == committed

@@ -12,13 +12,16 @@ from products.migration.report import ProductError
 from products.migration.runs import migrate_images
 from products.migration.source import (
     REPAIR_CREATED_AT,
+    REPAIR_ENTRY_DECODED,
     REPAIR_LABEL_MOVED,
+    REPAIR_ORDER_AS_NUMBER,
     REPAIR_ORDER_DUPLICATE,
     REPAIR_ORDER_INVALID,
     REPAIR_SEVERAL_LABELS,
     REPAIR_SINGLE_IMAGE_LABEL,
+    REPAIR_URL_TRIMMED,
 )
-from products.models import Product
+from products.models import Product, ProductImage
 from tests.helpers import TENANT, entries, image_rows, make_product, run_sql, sql_rows
 
 PRODUCT_CREATED_AT = datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -186,7 +189,9 @@ def test_distinct_non_negative_orders_are_kept(tenant, source_orders):
         pytest.param([0, 0, 0], [0, 1, 2], REPAIR_ORDER_DUPLICATE, id="all-zero"),
         pytest.param([2, -5, 1], [2, 0, 1], REPAIR_ORDER_INVALID, id="negative"),
         pytest.param([1.5, 0.5, 2], [1, 0, 2], REPAIR_ORDER_INVALID, id="fractional"),
-        pytest.param(["2", "1"], [0, 1], REPAIR_ORDER_INVALID, id="string"),
+        pytest.param(["b", "a"], [0, 1], REPAIR_ORDER_INVALID, id="non-numeric-string"),
+        pytest.param([True, {"n": 1}], [0, 1], REPAIR_ORDER_INVALID, id="boolean-and-object"),
+        pytest.param(["2.5", 1], [1, 0], REPAIR_ORDER_INVALID, id="fractional-string"),
         pytest.param([MISSING, MISSING, MISSING], [0, 1, 2], REPAIR_ORDER_INVALID, id="missing"),
         pytest.param([1, 3_000_000_000], [0, 1], REPAIR_ORDER_INVALID, id="huge-last"),
         pytest.param([2_147_483_648, 5], [1, 0], REPAIR_ORDER_INVALID, id="huge-first"),
@@ -465,3 +470,179 @@ def test_small_batches_give_the_same_rows_and_figures(tenant):
     assert rows != [] and len(small.errors) == 3
     assert _image_table() == rows
     assert _figures(small) == _figures(large)
+
+
+# Hostile inputs: each is repaired (and listed) or refused (and listed), never mis-migrated in silence.
+
+
+def test_entries_stored_as_json_text_of_objects_are_decoded_and_listed(tenant):
+    objects = _object_entries([1, 2, 3])
+    product = _product([json.dumps(objects[0]), objects[1], json.dumps(objects[2])])
+    neighbour = _product(objects)  # the same entries as plain objects
+
+    run = _migrate()
+
+    assert _rows(product) == _rows(neighbour) == [(1, False, _url(1)), (2, False, _url(2)), (3, True, _url(3))]
+    assert _repairs(run) == {REPAIR_ENTRY_DECODED: (1, [product.pk])}
+
+
+def test_an_entry_of_json_text_that_does_not_parse_is_a_url_and_refused(tenant):
+    bad = _product([GOOD, '{"url": "https://cdn.example/p2.jpeg", "order": '])
+
+    run = _migrate()
+
+    assert [error.product_id for error in run.errors] == [bad.pk]
+    assert "entry 2 url is neither an http(s) URL nor a site-relative path" in run.errors[0].reason
+
+
+@pytest.mark.parametrize(
+    "orders, stored",
+    [
+        pytest.param(["3", "1", "2"], [3, 1, 2], id="numeric-strings"),
+        pytest.param([" 2 ", "10"], [2, 10], id="padded-strings"),
+        pytest.param([2.0, 1.0, 0.0], [2, 1, 0], id="whole-number-floats"),
+        pytest.param(["4.0", 1], [4, 1], id="whole-number-float-string"),
+    ],
+)
+def test_orders_written_as_text_or_whole_floats_are_read_as_numbers_and_listed(tenant, orders, stored):
+    product = _product(_object_entries(orders))
+
+    run = _migrate()
+
+    # Orders kept as the numbers they spell, so the label is on the highest of them, not on the last entry.
+    assert _rows(product) == _expected(stored)
+    [label] = [url for _, is_label, url in _rows(product) if is_label]
+    assert label == _url(stored.index(max(stored)) + 1)
+    assert _repairs(run) == {REPAIR_ORDER_AS_NUMBER: (1, [product.pk])}
+
+
+def test_a_non_numeric_order_falls_back_to_the_entry_s_position(tenant):
+    # Entry 2's order says nothing: it takes its position (1, 0-based) and the product is renumbered by
+    # (order, position): entry 1 (1, pos 1), entry 2 (1, pos 2), entry 3 (5): the label stays on entry 3.
+    product = _product(_object_entries([1, "abc", 5]))
+
+    run = _migrate()
+
+    assert _rows(product) == [(0, False, _url(1)), (1, False, _url(2)), (2, True, _url(3))]
+    assert _repairs(run) == {REPAIR_ORDER_INVALID: (1, [product.pk])}
+
+
+@pytest.mark.parametrize(
+    "created_at",
+    [
+        pytest.param("0001-01-01T00:30:00+01:00", id="year-1-with-offset"),
+        pytest.param("9999-12-31T23:30:00-01:00", id="year-9999-with-offset"),
+        pytest.param("1899-12-31T23:59:59Z", id="before-1900"),
+        pytest.param("2101-01-01T00:00:00Z", id="after-2100"),
+        pytest.param("1900-01-01T00:30:00+01:00", id="1900-with-offset-is-1899-utc"),
+    ],
+)
+def test_timestamps_outside_1900_to_2100_take_the_product_s(tenant, created_at):
+    product = _product([GOOD, {"url": _url(2), "order": 2, "created_at": created_at}])
+
+    run = _migrate()
+
+    assert [row[3] for row in image_rows(product.pk)] == [datetime(2025, 3, 1, 10, tzinfo=UTC), PRODUCT_CREATED_AT]
+    assert _repairs(run) == {REPAIR_CREATED_AT: (1, [product.pk])}
+    # Django reads every row back (a year 10000 or BC timestamp would fail here).
+    with schema_context(TENANT):
+        assert len(list(ProductImage.objects.filter(product_id=product.pk))) == 2
+
+
+def test_timestamps_at_the_edges_of_1900_to_2100_are_kept(tenant):
+    product = _product(
+        [
+            {"url": _url(1), "order": 1, "created_at": "1900-01-01T00:00:00Z"},
+            {"url": _url(2), "order": 2, "created_at": "2100-12-31T23:59:59Z"},
+        ]
+    )
+
+    run = _migrate()
+
+    assert [row[3] for row in image_rows(product.pk)] == [
+        datetime(1900, 1, 1, tzinfo=UTC),
+        datetime(2100, 12, 31, 23, 59, 59, tzinfo=UTC),
+    ]
+    assert run.repairs == []
+
+
+@pytest.mark.parametrize(
+    "url, stored",
+    [
+        pytest.param("  https://cdn.example/p1.jpeg", "https://cdn.example/p1.jpeg", id="leading-spaces"),
+        pytest.param("https://cdn.example/p1.jpeg\n", "https://cdn.example/p1.jpeg", id="trailing-newline"),
+        pytest.param("\t\r\n/media/p1.jpeg ", "/media/p1.jpeg", id="site-relative-with-whitespace"),
+    ],
+)
+def test_urls_are_trimmed_and_listed(tenant, url, stored):
+    product = _product([{"url": url, "order": 0, "created_at": ENTRY_CREATED_AT}, url.replace("p1", "p2")])
+
+    run = _migrate()
+
+    assert [row_url for _, _, row_url in _rows(product)] == [stored, stored.replace("p1", "p2")]
+    assert _repairs(run) == {REPAIR_URL_TRIMMED: (1, [product.pk]), REPAIR_CREATED_AT: (1, [product.pk])}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param("/media/p2.jpeg", id="site-relative"),
+        pytest.param("HTTP://CDN.EXAMPLE/P2.JPEG", id="upper-case-scheme"),
+        pytest.param("https://cdn.example/a photo.jpeg", id="inner-space"),
+    ],
+)
+def test_http_and_site_relative_urls_are_accepted(tenant, url):
+    product = _product([GOOD, {"url": url, "order": 2, "created_at": ENTRY_CREATED_AT}])
+
+    run = _migrate()
+
+    assert _rows(product)[-1] == (2, True, url)
+    assert (run.errors, run.repairs) == ([], [])
+
+
+NOT_HTTP = "is neither an http(s) URL nor a site-relative path"
+
+
+@pytest.mark.parametrize(
+    "url, problem",
+    [
+        pytest.param("javascript:alert(1)", NOT_HTTP, id="javascript"),
+        pytest.param("  JavaScript:alert(1)", NOT_HTTP, id="javascript-padded"),
+        pytest.param("data:image/png;base64,AAAA", NOT_HTTP, id="data"),
+        pytest.param("ftp://cdn.example/p2.jpeg", NOT_HTTP, id="ftp"),
+        pytest.param("//evil.example/p2.jpeg", NOT_HTTP, id="protocol-relative"),
+        pytest.param("cdn.example/p2.jpeg", NOT_HTTP, id="no-scheme"),
+        pytest.param("https://", NOT_HTTP, id="no-host"),
+        pytest.param("https://cdn.example/p2\n.jpeg", "holds a control character", id="inner-newline"),
+        pytest.param("https://cdn.example/p2\u0007.jpeg", "holds a control character", id="bell"),
+        pytest.param("https://cdn.example/p2\u0085.jpeg", "holds a control character", id="c1-next-line"),
+        pytest.param(" \n ", "is empty", id="only-whitespace"),
+    ],
+)
+def test_urls_that_are_no_http_or_site_path_or_hold_control_characters_are_refused(tenant, url, problem):
+    before = _product(entries(2))
+    bad = _product([GOOD, {"url": url, "order": 2}])
+    string_entry = _product([url])
+
+    run = _migrate()
+
+    assert [(error.product_id, error.reason) for error in run.errors] == [
+        (bad.pk, f"entry 2 url {problem}"),
+        (string_entry.pk, f"entry 1 url {problem}"),
+    ]
+    assert image_rows(bad.pk) == image_rows(string_entry.pk) == []
+    assert len(_rows(before)) == 2
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 1000])
+def test_every_id_is_walked_zero_negatives_and_bigint_extremes_included(tenant, batch_size):
+    ids = [-(2**63), -5, 0, 7, 2**63 - 1]
+    for product_id in ids:
+        make_product(id=product_id, images=entries(2))
+
+    run = _migrate(batch_size=batch_size)
+
+    assert (run.products, run.images_migrated, run.labels_detected) == (5, 10, 5)
+    assert [len(image_rows(product_id)) for product_id in ids] == [2] * 5
+    # --force rebuilds them too.
+    assert _migrate(batch_size=batch_size, force=True).images_migrated == 10

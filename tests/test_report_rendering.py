@@ -12,6 +12,7 @@ from django.core.management.base import CommandError
 from products.migration.rendering import SUMMARY_COLUMNS, render_json, render_markdown, render_terminal, report_as_dict
 from products.migration.report import (
     SAMPLE_SIZE,
+    Blocked,
     CheckResult,
     ExitCode,
     Interruption,
@@ -25,6 +26,7 @@ from products.migration.report import (
     Validation,
 )
 from products.migration.source import REPAIR_CREATED_AT, REPAIR_ORDER_DUPLICATE
+from stoflow.tenants.blocking import Blocker
 from tests.helpers import entries, image_rows, make_product, run_command, sql_value, verbatim_rows
 
 BAD_JSON_REASON = "images is a JSON object, not an array"
@@ -363,13 +365,23 @@ def test_exit_code(remove, interruption, expected):
 
 def test_exit_code_precedence_is_the_order_exit_codes_are_listed_in():
     """ExitCode says: when several apply, the first listed wins (--help repeats it)."""
+
+    def terminate(report):
+        report.interruption = dataclasses.replace(report.interruption or INTERRUPTED_IN_C, signal="SIGTERM")
+
+    blocked = Blocked("products (1, 2]", 2, 200, "canceling statement due to lock timeout")
     conditions = {
-        ExitCode.INTERRUPTED: lambda r: setattr(r, "interruption", INTERRUPTED_IN_C),
+        ExitCode.DATABASE_FAILURE: lambda r: setattr(r, "failure", "t: server closed the connection"),
+        ExitCode.TERMINATED: terminate,
+        ExitCode.INTERRUPTED: lambda r: setattr(r, "interruption", r.interruption or INTERRUPTED_IN_C),
+        ExitCode.USAGE: lambda r: r.tenants.append(TenantReport("refused", refused=["products.images is missing"])),
+        ExitCode.BLOCKED: lambda r: r.tenants.append(TenantReport("blocked", run=TenantRun(), blocked=blocked)),
         ExitCode.CHECK_FAILED: lambda r: setattr(r.tenants[0].validation, "checks", checks({1: (1, 2)})),
         ExitCode.PRODUCT_ERRORS: lambda r: r.tenants[0].run.errors.append(ProductError("t", 1, "bad")),
         ExitCode.TENANT_BUSY: lambda r: r.tenants.append(TenantReport("busy", busy=True)),
     }
     listed = list(ExitCode)
+    assert set(conditions) == set(ExitCode) - {ExitCode.OK}
     for first, make_first in conditions.items():
         for second, make_second in conditions.items():
             report = MigrationReport(
@@ -440,7 +452,11 @@ def test_an_interrupted_run_names_its_tenant_in_every_rendering():
     assert "1 tenant(s) not started" in interrupted
     assert markdown.endswith("**Exit status:** 130 (INTERRUPTED)\n")
     assert "Interrupted while migrating tenant_c" in " ".join(render_terminal(report).split())
-    assert json.loads(render_json(report))["interruption"] == {"stopped_in": ["tenant_c"], "not_started": ["tenant_d"]}
+    assert json.loads(render_json(report))["interruption"] == {
+        "stopped_in": ["tenant_c"],
+        "not_started": ["tenant_d"],
+        "signal": "SIGINT",
+    }
     assert "Interrupted" not in render_markdown(busy_report()) + render_terminal(busy_report())
 
 
@@ -497,7 +513,23 @@ def test_json_rendering():
         "is_label": True,
         "url": "https://cdn.example/étiquette.jpeg",
     }
-    assert b == {"schema": "tenant_b", "busy": True, "finalized": False, "run": None, "validation": None, "seconds": {}}
+    assert b == {
+        "schema": "tenant_b",
+        "status": "busy",
+        "busy": True,
+        "finalized": False,
+        "run": None,
+        "validation": None,
+        "seconds": {},
+        "lock_holder": None,
+        "lock_note": "",
+        "refused": [],
+        "blocked": None,
+        "interrupted": False,
+        "failure": "",
+        "resumed_after": None,
+        "resume_note": "",
+    }
     assert c["validation"]["passed"] is True
     assert c["run"]["repairs"] == [
         {"reason": REPAIR_ORDER_DUPLICATE, "products": 1, "sample_ids": [21]},
@@ -594,3 +626,66 @@ def test_summary_sentence_opens_every_rendering(mode, opening):
     assert render_markdown(report).split("## Summary\n\n")[1].startswith(opening)
     assert render_terminal(report).splitlines()[1].startswith(opening)
     assert "every check PASS" in render_markdown(report)
+
+
+def test_the_spot_check_shows_at_most_20_rows_the_label_among_them(tenant, tmp_path):
+    make_product(images=entries(50))
+    path = tmp_path / "migration-report.md"
+
+    code, report, out = run_command("--schema", tenant, "--report", str(path), tmp_path=tmp_path)
+
+    assert code == ExitCode.OK, out
+    spot = report["tenants"][0]["validation"]["spot_check"]
+    assert (spot["total_rows"], len(spot["rows"])) == (50, 20)
+    assert [row["order"] for row in spot["rows"]] == [*range(1, 11), *range(41, 51)]
+    assert [row["is_label"] for row in spot["rows"]] == [False] * 19 + [True]
+    assert "(50 images, the first 10 and the last 10 shown)" in " ".join(out.split())
+    assert "(50 images, the first 10 and the last 10 shown)" in path.read_text()
+    assert path.read_text().count("← Label") == 1
+
+
+def test_blocked_refused_failed_and_resumed_tenants_in_every_rendering():
+    blocker = Blocker(
+        4242,
+        "idle in transaction",
+        "SELECT 1 FROM tenant_a.products WHERE id = 50 FOR UPDATE",
+        "2026-01-15 09:29:00 UTC",
+        "psql",
+        "transactionid (ShareLock)",
+    )
+    blocked = Blocked("products (2, 5]", 2, 200, "canceling statement due to lock timeout", [blocker])
+    report = MigrationReport(
+        "live",
+        STARTED,
+        [
+            TenantReport("tenant_a", run=TenantRun(products=3, images_migrated=6), blocked=blocked),
+            TenantReport("tenant_b", refused=["products.images is text, not jsonb"]),
+            TenantReport(
+                "tenant_c",
+                run=TenantRun(products=1, images_migrated=2),
+                failure="server closed the connection",
+                resumed_after=9,
+                resume_note="resumes after product id 9, where the last run x stopped",
+            ),
+        ],
+        failure="tenant_c: server closed the connection",
+    )
+
+    markdown = render_markdown(report)
+    terminal = " ".join(render_terminal(report, width=200).split())
+
+    for text in (" ".join(markdown.split()), terminal):
+        assert "tenant_a: blocked on products (2, 5]: 2 attempt(s), each waiting 200 ms for a lock" in text
+        assert "4242" in text and "SELECT 1 FROM tenant_a.products WHERE id = 50 FOR UPDATE" in text
+        assert "products.images is text, not jsonb" in text
+        assert "Stopped by a database failure in tenant_c: server closed the connection" in text
+        assert "tenant_c: resumes after product id 9" in text
+    assert [row[:3] for row in md_table(markdown, "## Results")[1][:3]] == [
+        ["tenant_a (blocked)", "3", "6"],
+        ["tenant_b", "refused: not touched", ""],
+        ["tenant_c (failed)", "1", "2"],
+    ]
+    assert markdown.endswith("**Exit status:** 5 (DATABASE_FAILURE)\n")
+    data = json.loads(render_json(report))
+    assert [tenant["status"] for tenant in data["tenants"]] == ["blocked", "refused", "failed"]
+    assert data["tenants"][0]["blocked"]["blockers"][0]["pid"] == 4242

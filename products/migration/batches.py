@@ -3,19 +3,44 @@
 Each batch is one set-based INSERT ... SELECT over the legacy JSON (``source``),
 in its own transaction, so an interrupted run leaves whole batches and a re-run
 finishes the job. The JSON column is only ever read.
+
+On a live database:
+
+- every statement runs under the job's ``lock_timeout`` and ``statement_timeout`` (``job_session``); a unit
+  of work that fails on a lock (timeout, deadlock, serialization failure) is rolled back and retried after a
+  backoff, and after ``retries`` retries the tenant is given up as blocked (``TenantBlocked``), naming the
+  sessions seen holding the lock (``BlockerWatch``);
+- a batch that fails on a row is split in halves, recursively, until the products at fault stand alone:
+  a few bad products among thousands cost a few statements each, not one statement per product;
+- a dry run rehearses each batch in its own transaction: the batch's writes, then the checks measured on its
+  rows (``measure_range``), then a rollback. No transaction spans more than a batch, none holds a savepoint.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import TypeVar
 
 from django.db import DatabaseError, transaction
 from psycopg import sql
 
-from products.migration.report import ProductError, TenantRun
-from products.migration.source import DIFFERING_CTE, source_ctes
+from products.migration.report import Blocked, ProductError, TenantRun
+from products.migration.source import DIFFERING_CTE, id_range, source_ctes
+from products.migration.validation import RangeFigures, measure_range
 from stoflow.raw_sql import fetch_rows, table
+from stoflow.tenants.blocking import BlockerWatch
+from stoflow.tenants.locks import JOB_SESSION_SETTINGS
+from stoflow.tenants.sessions import session_settings
+
+T = TypeVar("T")
+
+# A session of the job idle inside its own transaction this long is ended by the server: a client frozen
+# mid-batch (stopped, swapping) does not keep the batch's row locks. Between statements of a batch the
+# client needs milliseconds.
+IDLE_IN_TRANSACTION_TIMEOUT = "30s"
 
 
 @dataclass(frozen=True)
@@ -26,6 +51,13 @@ class MigrationOptions:
     sync: bool = False  # rebuild exactly the products whose rows differ from their JSON
     jobs: int = 1  # tenants migrated at once, each worker on its own database connection
     run_name: str = ""  # names the run in product_images_removed
+    run_id: str = ""  # names the run in the ledger
+    lock_timeout_ms: int = 2000  # a statement waiting longer than this for a lock gives up (then retries)
+    statement_timeout_ms: int = 600_000  # a statement running longer than this is cancelled (0: no limit)
+    retries: int = 3  # retries of a unit of work that failed on a lock, before the tenant is reported blocked
+    pause_ms: int = 0  # pause between batches, leaving room to the application on a busy primary
+    restart: bool = False  # walk every product, even where the ledger says an unfinished run stopped
+    allowed: tuple[str, ...] = ()  # triggers/constraints/indexes/rules on product_images the preflight accepts
 
 
 class Progress:
@@ -38,12 +70,92 @@ class Progress:
     def finish_tenant(self, schema: str) -> None: ...
 
 
+# SQLSTATEs a unit of work is retried on: it waited too long for a lock (lock_timeout), or it lost to
+# another transaction (deadlock, serialization failure).
+RETRIED = {"55P03": "lock timeout", "40P01": "deadlock", "40001": "serialization failure"}
+
+
+class TenantBlocked(Exception):
+    """A unit of work failed on locks on every attempt: the tenant is given up, the run goes on."""
+
+    def __init__(self, blocked: Blocked):
+        super().__init__(blocked.what)
+        self.blocked = blocked
+
+
+class Guard:
+    """Runs units of work, retrying those that fail on a lock, with a backoff; gives up with TenantBlocked."""
+
+    def __init__(
+        self, options: MigrationOptions, watch: BlockerWatch | None = None, stop: threading.Event | None = None
+    ):
+        self.options = options
+        self.watch = watch
+        self.stop = stop or threading.Event()
+
+    def run(self, what: str, work: Callable[[], T]) -> T:
+        """``work()``, retried up to ``options.retries`` times on a lock timeout, deadlock or serialization
+        failure (a unit that writes runs in its own transaction, rolled back by the failure)."""
+        error: DatabaseError | None = None
+        blockers = []
+        attempts = self.options.retries + 1
+        for attempt in range(1, attempts + 1):
+            if attempt > 1:
+                self.pause(self.backoff(attempt - 1))
+            try:
+                with self.watch.watching() if self.watch else nullcontext():
+                    return work()
+            except DatabaseError as exc:
+                if sqlstate(exc) not in RETRIED:
+                    raise
+                error = exc
+                blockers = (self.watch.seen if self.watch else []) or blockers
+        raise TenantBlocked(Blocked(what, attempts, self.options.lock_timeout_ms, first_line(error), blockers))
+
+    def backoff(self, retry: int) -> float:
+        """Seconds before retry number ``retry``: the lock timeout (1 s at most), doubled at each retry."""
+        return min(self.options.lock_timeout_ms / 1000, 1.0) * 2 ** (retry - 1)
+
+    def pause(self, seconds: float) -> None:
+        """Sleep, unless the run is being stopped (parallel workers); Ctrl-C interrupts it in the main thread."""
+        if self.stop.wait(seconds):
+            raise KeyboardInterrupt
+
+
+def session_timeouts(options: MigrationOptions) -> dict[str, str]:
+    """The settings every statement of a job runs under, set on its session (see ``job_session``)."""
+    return {
+        "lock_timeout": f"{options.lock_timeout_ms}ms",
+        "statement_timeout": f"{options.statement_timeout_ms}ms",
+        "idle_in_transaction_session_timeout": IDLE_IN_TRANSACTION_TIMEOUT,
+        **JOB_SESSION_SETTINGS,
+    }
+
+
+@contextmanager
+def job_session(options: MigrationOptions, stop: threading.Event | None = None) -> Iterator[Guard]:
+    """This thread's session under the job's timeouts, watched for blockers: a Guard to run units of work.
+
+    The blocker watch looks once a unit has waited half the lock timeout (at most a second), every tenth of it."""
+    with session_settings(session_timeouts(options)):
+        ((backend_pid,),) = fetch_rows(sql.SQL("SELECT pg_backend_pid()"))
+        timeout = options.lock_timeout_ms / 1000
+        with BlockerWatch(backend_pid, after=min(timeout / 2, 1.0), every=max(min(timeout / 10, 0.1), 0.01)) as watch:
+            yield Guard(options, watch, stop)
+
+
+def sqlstate(exc: DatabaseError) -> str:
+    return getattr(exc.__cause__, "sqlstate", None) or ""
+
+
+def first_line(exc: BaseException | None) -> str:
+    return str(exc).strip().splitlines()[0] if exc and str(exc).strip() else type(exc).__name__
+
+
 # SQLSTATE classes a product's own rows can cause: data exception, integrity
 # constraint violation, an error raised by a trigger. Any other database error
 # (connection lost, missing table, out of memory) stops the run.
 ROW_ERROR_CLASSES = ("22", "23", "P0")
-
-_BATCH_FILTER = sql.SQL("p.id > %(after)s AND p.id <= %(upto)s")
 
 _MIGRATE_BATCH = """WITH {source},
 todo AS (
@@ -124,60 +236,129 @@ _LOCK_BATCH = """SELECT count(*) FROM (
 ) AS locked"""
 
 _BATCH_END = """SELECT max(id) FROM (
-    SELECT id FROM {products} WHERE id > %(after)s ORDER BY id LIMIT %(batch_size)s
+    SELECT p.id FROM {products} AS p WHERE {after} ORDER BY p.id LIMIT %(batch_size)s
 ) AS batch"""
+_COUNT = "SELECT count(*) FROM {products} AS p WHERE {after}"
+_IDS = "SELECT p.id FROM {products} AS p WHERE {product_filter} ORDER BY p.id"
 
 
-def migrate_batches(schema: str, options: MigrationOptions, progress: Progress, stop: threading.Event) -> TenantRun:
+@dataclass
+class _Walk:
+    schema: str
+    options: MigrationOptions
+    run: TenantRun
+    guard: Guard
+    rehearsal: RangeFigures | None  # a dry run's checks, measured batch by batch
+
+    def error_ids(self) -> list[int]:
+        return [error.product_id for error in self.run.errors]
+
+
+def migrate_batches(
+    schema: str,
+    options: MigrationOptions,
+    progress: Progress,
+    stop: threading.Event,
+    *,
+    run: TenantRun | None = None,
+    guard: Guard | None = None,
+    after: int | None = None,
+    on_batch: Callable[[int], None] | None = None,
+    rehearsal: RangeFigures | None = None,
+) -> TenantRun:
+    """Walk the tenant's products with ids above ``after`` (None: every id), one batch after the other.
+
+    ``run`` collects the figures as batches finish (given, it holds them even if the walk stops part-way);
+    ``on_batch(last id)`` is called after each batch, outside its transaction (the ledger); a dry run passes
+    ``rehearsal``, which collects the checks measured in each batch's rehearsal and over the ids past the last.
+    """
+    run = run if run is not None else TenantRun()
+    guard = guard or Guard(options, stop=stop)
+    walk = _Walk(schema, options, run, guard, rehearsal)
     products = table(schema, "products")
-    run = TenantRun()
-    remaining = fetch_rows(sql.SQL("SELECT count(*) FROM {}").format(products), {})[0][0]
+    count = sql.SQL(_COUNT).format(products=products, after=id_range("p.id", after, None))
+    remaining = guard.run("counting the products", lambda: fetch_rows(count, {"after": after})[0][0])
     progress.start_tenant(schema, remaining)
-    batch_end = sql.SQL(_BATCH_END).format(products=products)
-    after = 0
-    while True:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        (upto,) = fetch_rows(batch_end, {"after": after, "batch_size": options.batch_size})[0]
-        if upto is None:
-            break
-        _migrate_batch(schema, after, upto, options, run)
-        # Every batch but the last holds exactly batch_size products.
-        progress.advance(schema, min(options.batch_size, remaining))
-        remaining -= options.batch_size
-        after = upto
-    progress.finish_tenant(schema)
+    try:
+        while True:
+            if stop.is_set():
+                raise KeyboardInterrupt
+            batch_end = sql.SQL(_BATCH_END).format(products=products, after=id_range("p.id", after, None))
+            params = {"after": after, "batch_size": options.batch_size}
+            (upto,) = guard.run("finding the next batch", lambda query=batch_end, p=params: fetch_rows(query, p)[0])
+            if upto is None:
+                break
+            _migrate_range(walk, after, upto)
+            if on_batch:
+                on_batch(upto)
+            # Every batch but the last holds exactly batch_size products.
+            progress.advance(schema, min(options.batch_size, remaining))
+            remaining -= options.batch_size
+            after = upto
+            if options.pause_ms:
+                guard.pause(options.pause_ms / 1000)
+        if rehearsal is not None:
+            # What lies past the last product (rows whose product is gone), as a live run's validation counts it.
+            rehearsal.add(
+                guard.run("validating the rehearsal", lambda: measure_range(schema, after, None, walk.error_ids()))
+            )
+    finally:
+        progress.finish_tenant(schema)  # also when the walk stops part-way: its bar goes
     return run
 
 
-def _migrate_batch(schema: str, after: int, upto: int, options: MigrationOptions, run: TenantRun) -> None:
-    """One transaction for products with ids in (after, upto]."""
+def _migrate_range(walk: _Walk, after: int | None, upto: int) -> None:
+    """Products with ids in (after, upto]: one transaction; on a row the database refuses, the two halves."""
     try:
-        with transaction.atomic():
-            _tally(schema, _write_batch(schema, after, upto, options), run, options)
-        return
+        written, figures = walk.guard.run(_products_in(after, upto), lambda: _attempt(walk, after, upto))
     except DatabaseError as exc:
         if not _caused_by_rows(exc):
             raise
-        # Some row broke the statement: redo the batch one product at a time,
-        # so only the product at fault stays behind, named in the report.
-    product_ids = [
-        row[0]
-        for row in fetch_rows(
-            sql.SQL("SELECT p.id FROM {} AS p WHERE {} ORDER BY p.id").format(table(schema, "products"), _BATCH_FILTER),
-            {"after": after, "upto": upto},
+        product_ids = _ids_in_range(walk, after, upto)
+        if len(product_ids) > 1:
+            # Some row broke the statement: each half on its own, so only the products at fault stay behind.
+            middle = product_ids[len(product_ids) // 2 - 1]
+            _migrate_range(walk, after, middle)
+            _migrate_range(walk, middle, upto)
+            return
+        for product_id in product_ids:
+            walk.run.products += 1
+            reason = f"database refused its rows: {first_line(exc)}"
+            walk.run.errors.append(ProductError(walk.schema, product_id, reason))
+        if walk.rehearsal is not None:
+            # Its rows (if any) are left as they are; the checks still count them, as a live run's would.
+            walk.rehearsal.add(
+                walk.guard.run(
+                    _products_in(after, upto), lambda: measure_range(walk.schema, after, upto, walk.error_ids())
+                )
+            )
+        return
+    _tally(walk.schema, written, walk.run, walk.options)
+    if figures is not None:
+        walk.rehearsal.add(figures)
+
+
+def _attempt(walk: _Walk, after: int | None, upto: int) -> tuple[tuple, RangeFigures | None]:
+    """One transaction for products with ids in (after, upto]; a dry run measures its checks, then rolls back."""
+    with transaction.atomic():
+        written = _write_batch(walk.schema, after, upto, walk.options)
+        if walk.rehearsal is None:
+            return written, None
+        figures = measure_range(
+            walk.schema, after, upto, walk.error_ids(), spot_check=walk.rehearsal.spot_check is None
         )
-    ]
-    for product_id in product_ids:
-        try:
-            with transaction.atomic():
-                _tally(schema, _write_batch(schema, product_id - 1, product_id, options), run, options)
-        except DatabaseError as exc:
-            if not _caused_by_rows(exc):
-                raise
-            run.products += 1
-            reason = f"database refused its rows: {str(exc).splitlines()[0]}"
-            run.errors.append(ProductError(schema, product_id, reason))
+        transaction.set_rollback(True)
+        return written, figures
+
+
+def _ids_in_range(walk: _Walk, after: int | None, upto: int) -> list[int]:
+    query = sql.SQL(_IDS).format(products=table(walk.schema, "products"), product_filter=id_range("p.id", after, upto))
+    rows = walk.guard.run(_products_in(after, upto), lambda: fetch_rows(query, {"after": after, "upto": upto}))
+    return [product_id for (product_id,) in rows]
+
+
+def _products_in(after: int | None, upto: int | None) -> str:
+    return f"products ({'-inf' if after is None else after}, {'+inf' if upto is None else upto}]"
 
 
 def _caused_by_rows(exc: DatabaseError) -> bool:
@@ -185,11 +366,12 @@ def _caused_by_rows(exc: DatabaseError) -> bool:
     return sqlstate[:2] in ROW_ERROR_CLASSES
 
 
-def _write_batch(schema: str, after: int, upto: int, options: MigrationOptions) -> list[tuple]:
+def _write_batch(schema: str, after: int | None, upto: int, options: MigrationOptions) -> tuple:
     params = {"after": after, "upto": upto, "force": options.force, "run_name": options.run_name}
-    source = source_ctes(schema, _BATCH_FILTER, yielded=True)
+    batch_filter = id_range("p.id", after, upto)
+    source = source_ctes(schema, batch_filter, yielded=True)
     product_images = table(schema, "product_images")
-    fetch_rows(sql.SQL(_LOCK_BATCH).format(products=table(schema, "products"), product_filter=_BATCH_FILTER), params)
+    fetch_rows(sql.SQL(_LOCK_BATCH).format(products=table(schema, "products"), product_filter=batch_filter), params)
     removal = ((), 0)
     if options.force or options.sync:
         query = sql.SQL(_REMOVE_BATCH).format(

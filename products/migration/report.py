@@ -6,7 +6,9 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from stoflow.tenants.runner import Interruption
+from stoflow.tenants.blocking import Blocker
+from stoflow.tenants.locks import LockHolder
+from stoflow.tenants.runner import SIGTERM, Interruption
 
 
 class ExitCodeWithMeaning(enum.IntEnum):
@@ -29,17 +31,37 @@ class ExitCode(ExitCodeWithMeaning):
     OK = 0, "Every product migrated (or already), no errors, every check PASS"
     DATABASE_FAILURE = (
         5,
-        "The database is unreachable, or failed mid-run (connection lost, ...): whole batches already "
-        "committed are kept; re-run to finish",
+        "The database is unreachable, or failed mid-run (connection lost, statement timeout, ...): whole batches "
+        "already committed are kept, the report is written (partial), the ledger says where a re-run resumes",
     )
-    INTERRUPTED = 130, "Interrupted (Ctrl-C): whole batches already committed are kept; re-run to finish"
-    CHECK_FAILED = 3, "A validation check is FAIL"
-    PRODUCT_ERRORS = 1, "Some products could not be migrated; they are listed with tenant, id and reason"
-    TENANT_BUSY = 4, "A tenant was skipped: another run holds its lock"
+    TERMINATED = (
+        143,
+        "Terminated (SIGTERM), handled like Ctrl-C: whole batches already committed are kept, the report is "
+        "written; re-run to finish",
+    )
+    INTERRUPTED = (
+        130,
+        "Interrupted (Ctrl-C): whole batches already committed are kept, the report is written; re-run to finish",
+    )
     USAGE = (
         2,
         "Usage error: bad option, unknown `--schema`, `--force` not confirmed, server older than PostgreSQL 16, "
-        "no tenant registry or a tenant without its tables (run `migrate_schemas`). Nothing was done",
+        "no tenant registry or run ledger (run `migrate_schemas`); nothing was done. Or a tenant refused by its "
+        "preflight (a table or column missing or of another type, a trigger or constraint on product_images the "
+        "migration does not know): it is listed with the reason and not touched, the other tenants went on",
+    )
+    BLOCKED = (
+        6,
+        "A tenant was blocked: a statement waited longer than `--lock-timeout` for a lock held by another session, "
+        "on every retry; the report names the blocking pid and query, the tenant's committed batches are kept and "
+        "the other tenants went on. Re-run once the blocker is gone",
+    )
+    CHECK_FAILED = 3, "A validation check is FAIL"
+    PRODUCT_ERRORS = 1, "Some products could not be migrated; they are listed with tenant, id and reason"
+    TENANT_BUSY = (
+        4,
+        "A tenant was skipped: another run holds its lock (a lock no run recorded is reported as stale, with how "
+        "to clear it)",
     )
 
 
@@ -97,6 +119,7 @@ class TenantRun:
 
 
 SAMPLE_SIZE = 10  # product ids shown per repair and per failing check
+SPOT_CHECK_ROWS = 20  # rows of the spot-check product shown at most (the first 10 and the last 10)
 COUNTERS = (
     "products",
     "images_migrated",
@@ -137,7 +160,12 @@ class SpotRow:
 @dataclass
 class SpotCheck:
     product_id: int
-    rows: list[SpotRow]
+    rows: list[SpotRow]  # at most SPOT_CHECK_ROWS: the first and the last by order when the product has more
+    total_rows: int = 0  # the product's rows in all (0: as many as shown)
+
+    @property
+    def image_count(self) -> int:
+        return self.total_rows or len(self.rows)
 
 
 @dataclass
@@ -158,6 +186,17 @@ class Validation:
 
 
 @dataclass
+class Blocked:
+    """A tenant given up on: a statement waited longer than the lock timeout, on every attempt."""
+
+    what: str  # the work that waited, e.g. "products (1000, 2000]" or "the validation"
+    attempts: int
+    lock_timeout_ms: int
+    error: str  # PostgreSQL's message for the last attempt
+    blockers: list[Blocker] = field(default_factory=list)  # the sessions seen holding the lock (pid, query, ...)
+
+
+@dataclass
 class TenantReport:
     schema: str
     busy: bool = False  # another run held the tenant's lock: nothing done
@@ -166,6 +205,34 @@ class TenantReport:
     run: TenantRun | None = None  # None under --check
     validation: Validation | None = None
     seconds: dict[str, float] = field(default_factory=dict)  # phase -> seconds
+    # busy: the session holding the lock, and what it is (a run in progress, or a stale lock and how to clear it).
+    lock_holder: LockHolder | None = None
+    lock_note: str = ""
+    refused: list[str] = field(default_factory=list)  # the preflight's reasons: the tenant was not touched
+    blocked: Blocked | None = None  # given up on locks held elsewhere; committed batches kept, not validated
+    interrupted: bool = False  # stopped part-way by Ctrl-C or SIGTERM: committed batches kept
+    failure: str = ""  # the database error that stopped the run in this tenant
+    resumed_after: int | None = None  # the walk began after this product id, where an unfinished run stopped
+    resume_note: str = ""  # which run stopped there, or why this run walks every product
+
+    @property
+    def status(self) -> str:
+        """busy, refused, failed, interrupted, blocked, finalized, errors or done (check results aside)."""
+        if self.busy:
+            return "busy"
+        if self.refused:
+            return "refused"
+        if self.failure:
+            return "failed"
+        if self.interrupted:
+            return "interrupted"
+        if self.blocked:
+            return "blocked"
+        if self.finalized:
+            return "finalized"
+        if self.run and self.run.errors:
+            return "errors"
+        return "done"
 
 
 @dataclass
@@ -174,6 +241,7 @@ class MigrationReport:
     started_at: datetime
     tenants: list[TenantReport] = field(default_factory=list)
     interruption: Interruption | None = None
+    failure: str = ""  # "schema: error": the database failure that stopped the run (the report is partial)
 
     @property
     def total(self) -> TenantRun:
@@ -202,6 +270,14 @@ class MigrationReport:
         return [tenant.schema for tenant in self.tenants if tenant.busy]
 
     @property
+    def refused_tenants(self) -> list[str]:
+        return [tenant.schema for tenant in self.tenants if tenant.refused]
+
+    @property
+    def blocked_tenants(self) -> list[str]:
+        return [tenant.schema for tenant in self.tenants if tenant.blocked]
+
+    @property
     def finalized_tenants(self) -> list[str]:
         return [tenant.schema for tenant in self.tenants if tenant.finalized]
 
@@ -216,8 +292,14 @@ class MigrationReport:
 
     @property
     def exit_code(self) -> ExitCode:
+        if self.failure:
+            return ExitCode.DATABASE_FAILURE
         if self.interruption:
-            return ExitCode.INTERRUPTED
+            return ExitCode.TERMINATED if self.interruption.signal == SIGTERM else ExitCode.INTERRUPTED
+        if self.refused_tenants:
+            return ExitCode.USAGE
+        if self.blocked_tenants:
+            return ExitCode.BLOCKED
         if self.failed_checks:
             return ExitCode.CHECK_FAILED
         if self.errors:

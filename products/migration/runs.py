@@ -1,44 +1,69 @@
-"""Migration runs over tenants: migrate (live or dry run) or only validate, each tenant under its lock."""
+"""Migration runs over tenants: migrate (live or dry run) or only validate, each tenant under its lock.
+
+Per tenant: the lock (busy: who holds it), the preflight (refused: why; nothing touched), the ledger entry
+(where an unfinished run stopped), then the batches and the validation under the job's timeouts. A tenant
+blocked by another session's locks is reported so and the run goes on; a database failure stops the run
+with the figures so far (``MigrationReport.failure``); Ctrl-C and SIGTERM stop it between batches.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from django.db import connection, transaction
+from django.db import DatabaseError, connection
 from psycopg import sql
 
-from products.legacy_json import has_json_column
-from products.migration.batches import MigrationOptions, Progress, migrate_batches
-from products.migration.report import MigrationReport, TenantReport
-from products.migration.validation import validate_finalized, validate_tenant
+from products.migration import ledger
+from products.migration.batches import (
+    Guard,
+    MigrationOptions,
+    Progress,
+    TenantBlocked,
+    first_line,
+    job_session,
+    migrate_batches,
+    sqlstate,
+)
+from products.migration.preflight import MINIMUM_SERVER_VERSION, check_tenant
+from products.migration.report import MigrationReport, TenantReport, TenantRun
+from products.migration.validation import RangeFigures, build_validation, validate_finalized, validate_tenant
 from stoflow.raw_sql import execute, fetch_rows, table
-from stoflow.tenants.locks import tenant_lock
-from stoflow.tenants.runner import for_each_tenant
+from stoflow.tenants.locks import tenant_lock, tenant_lock_holder
+from stoflow.tenants.runner import Stopped, TenantJobFailed, for_each_tenant, signal_name
 
-MINIMUM_SERVER_VERSION = 160000  # pg_input_is_valid, used to read bad JSON without failing
+STATEMENT_TIMEOUT = "57014"  # query_canceled: statement_timeout (or a cancel from another session)
 
 
 def migrate_images(schemas: list[str], options: MigrationOptions, progress: Progress | None = None) -> MigrationReport:
-    """Migrate and validate each tenant; Ctrl-C ends the run with what is done."""
+    """Migrate and validate each tenant; Ctrl-C, SIGTERM or a database failure end the run with what is done."""
     report = MigrationReport(mode="dry-run" if options.dry_run else "live", started_at=datetime.now(UTC))
     flag = " --force" if options.force else " --sync" if options.sync else ""
-    options = replace(options, run_name=f"migrate_images{flag}, started {report.started_at:%Y-%m-%d %H:%M:%S} UTC")
-    progress = progress or Progress()
-    report.tenants, report.interruption = for_each_tenant(
-        schemas, options.jobs, lambda schema, stop: migrate_tenant(schema, options, progress, stop)
+    options = replace(
+        options,
+        run_name=f"migrate_images{flag}, started {report.started_at:%Y-%m-%d %H:%M:%S} UTC",
+        run_id=options.run_id or uuid.uuid4().hex,
     )
+    progress = progress or Progress()
+    try:
+        report.tenants, report.interruption = for_each_tenant(
+            schemas, options.jobs, lambda schema, stop: migrate_tenant(schema, options, progress, stop)
+        )
+    except TenantJobFailed as failure:
+        report.tenants, report.failure = failure.results, str(failure)
     return report
 
 
 def preflight_problems(schemas: list[str]) -> list[str]:
-    """What keeps the migration from running at all: an old server, tenants without the tables.
+    """What keeps a command on the image tables from running at all: an old server, tenants without the tables.
 
-    A finalized tenant (its JSON column dropped) keeps both tables and passes: the run reports it finalized."""
+    A finalized tenant (its JSON column dropped) keeps both tables and passes. (migrate_images itself refuses
+    a tenant without its tables alone, in ``check_tenant``, and goes on with the others.)"""
     problems = []
     if connection.pg_version < MINIMUM_SERVER_VERSION:
         problems.append(f"PostgreSQL 16 or newer is needed; this server is version {connection.pg_version}.")
@@ -60,50 +85,127 @@ def preflight_problems(schemas: list[str]) -> list[str]:
     return problems
 
 
-def validate_images(schemas: list[str], jobs: int = 1) -> MigrationReport:
-    """Validation only, nothing written: the six checks per tenant, or a finalized tenant's checks on the table."""
+def validate_images(schemas: list[str], jobs: int = 1, options: MigrationOptions | None = None) -> MigrationReport:
+    """Validation only, nothing written (under the same timeouts as a migration): the six checks per tenant,
+    or a finalized tenant's checks on the table."""
+    options = options or MigrationOptions()
     report = MigrationReport(mode="check", started_at=datetime.now(UTC))
-    report.tenants, report.interruption = for_each_tenant(
-        schemas, jobs, lambda schema, stop: _validate_timed(schema, finalized=not has_json_column(schema))
-    )
+    try:
+        report.tenants, report.interruption = for_each_tenant(
+            schemas, jobs, lambda schema, stop: _validate_timed(schema, options, stop)
+        )
+    except TenantJobFailed as failure:
+        report.tenants, report.failure = failure.results, str(failure)
     return report
 
 
-def _validate_timed(schema: str, finalized: bool) -> TenantReport:
+def _validate_timed(schema: str, options: MigrationOptions, stop: threading.Event | None = None) -> TenantReport:
+    preflight = check_tenant(schema, writes=False)
+    if preflight.problems:
+        return TenantReport(schema, refused=preflight.problems)
+    finalized = preflight.finalized
     tenant = TenantReport(schema, finalized=finalized)
-    with _timed(tenant, "validate"):
-        tenant.validation = validate_finalized(schema) if finalized else validate_tenant(schema)
+    try:
+        with job_session(options, stop) as guard, _timed(tenant, "validate"):
+            tenant.validation = guard.run(
+                "the validation", lambda: validate_finalized(schema) if finalized else validate_tenant(schema)
+            )
+    except TenantBlocked as blocked:
+        tenant.blocked = blocked.blocked
+    except DatabaseError as exc:
+        tenant.failure = _failure(exc, options)
+        raise TenantJobFailed(schema, exc, partial=tenant) from exc
     return tenant
 
 
 def migrate_tenant(
     schema: str, options: MigrationOptions, progress: Progress, stop: threading.Event | None = None
 ) -> TenantReport:
+    stop = stop or threading.Event()
     with tenant_lock(schema) as acquired:
         if not acquired:
-            return TenantReport(schema, busy=True)
-        if not has_json_column(schema):
-            # finalize_images dropped the JSON (asked under the lock, which finalize holds while it drops):
+            holder = tenant_lock_holder(schema)
+            return TenantReport(
+                schema, busy=True, lock_holder=holder, lock_note=ledger.describe_lock_holder(schema, holder)
+            )
+        # Before any write: a tenant whose tables the migration cannot trust is refused, untouched.
+        preflight = check_tenant(schema, removes_rows=options.force or options.sync, accepted=options.allowed)
+        if preflight.problems:
+            return TenantReport(schema, refused=preflight.problems)
+        if preflight.finalized:
+            # finalize_images dropped the JSON (seen under the lock, which finalize holds while it drops):
             # nothing is left to migrate from, whatever the options; the checks on the table still run.
-            return _validate_timed(schema, finalized=True)
-        # A dry run makes the very same writes, then rolls them back.
-        with transaction.atomic() if options.dry_run else nullcontext():
-            tenant = TenantReport(schema)
-            with _timed(tenant, "migrate"):
-                tenant.run = migrate_batches(schema, options, progress, stop or threading.Event())
-            with _timed(tenant, "validate"):
-                if tenant.run.images_migrated:
-                    # Fresh statistics: planned on those of an empty table, the validation
-                    # joins of a large tenant run for hours instead of seconds.
-                    execute(sql.SQL("ANALYZE {}").format(table(schema, "product_images")))
-                tenant.validation = validate_tenant(schema, [error.product_id for error in tenant.run.errors])
-            if options.dry_run:
-                transaction.set_rollback(True)
+            return _validate_timed(schema, options, stop)
+        resumed_after, resume_note = ledger.resume_point(schema, options)
+        tenant = TenantReport(schema, run=TenantRun(), resumed_after=resumed_after, resume_note=resume_note)
+        entry = ledger.open_entry(schema, options, resumed_after)
+        try:
+            with job_session(options, stop) as guard:
+                _migrate_and_validate(tenant, options, progress, stop, guard, entry)
+        except TenantBlocked as blocked:
+            tenant.blocked = blocked.blocked  # the run goes on with the next tenant
+        except KeyboardInterrupt as interrupt:
+            tenant.interrupted = True
+            ledger.close_entry(entry, tenant, best_effort=True)
+            raise Stopped(tenant, signal_name(interrupt)) from interrupt
+        except DatabaseError as exc:
+            tenant.failure = _failure(exc, options)
+            ledger.close_entry(entry, tenant, best_effort=True)
+            raise TenantJobFailed(schema, exc, partial=tenant) from exc
+        ledger.close_entry(entry, tenant)
         return tenant
+
+
+def _migrate_and_validate(
+    tenant: TenantReport,
+    options: MigrationOptions,
+    progress: Progress,
+    stop: threading.Event,
+    guard: Guard,
+    entry,
+) -> None:
+    schema, run = tenant.schema, tenant.run
+    # A dry run rehearses each batch and measures its checks before the rollback; they add up to the tenant's.
+    rehearsal = RangeFigures() if options.dry_run else None
+    with _timed(tenant, "migrate"):
+        migrate_batches(
+            schema,
+            options,
+            progress,
+            stop,
+            run=run,
+            guard=guard,
+            after=tenant.resumed_after,
+            on_batch=lambda last_id: ledger.record_batch(entry, last_id, run),
+            rehearsal=rehearsal,
+        )
+    excluded = [error.product_id for error in run.errors]
+    with _timed(tenant, "validate"):
+        if rehearsal is not None:
+            tenant.validation = build_validation(schema, rehearsal, excluded)
+            return
+
+        def validate():
+            if run.images_migrated:
+                # Fresh statistics: planned on those of an empty table, the validation
+                # joins of a large tenant run for hours instead of seconds.
+                execute(sql.SQL("ANALYZE {}").format(table(schema, "product_images")))
+            return validate_tenant(schema, excluded)
+
+        tenant.validation = guard.run("the validation", validate)
+
+
+def _failure(exc: DatabaseError, options: MigrationOptions) -> str:
+    message = first_line(exc)
+    if sqlstate(exc) == STATEMENT_TIMEOUT:
+        message += f" (a statement ran longer than --statement-timeout, {options.statement_timeout_ms} ms)"
+    return message
 
 
 @contextmanager
 def _timed(tenant: TenantReport, phase: str) -> Iterator[None]:
     started = time.perf_counter()
-    yield
-    tenant.seconds[phase] = time.perf_counter() - started
+    try:
+        yield
+    finally:
+        tenant.seconds[phase] = tenant.seconds.get(phase, 0.0) + time.perf_counter() - started

@@ -7,9 +7,11 @@ One definition serves the migration (which inserts from it) and the validation
 
 - ``decoded``: one row per product; ``images`` is the JSON array, decoded when the
   value is a JSON string holding an array, NULL when the value is no array at all.
-- ``checked``: one row per array entry: its url, its source order (the position
-  for plain string entries), its parsed ``created_at``, and the ``problem`` that
-  stops the product from being moved faithfully, if any.
+- ``checked``: one row per array entry (an entry stored as the JSON text of an
+  object is read as that object): its url (trimmed), its source order (the position
+  for plain string entries and for entries whose order is no number), its parsed
+  ``created_at`` (years 1900 to 2100 only), and the ``problem`` that stops the
+  product from being moved faithfully, if any.
 - ``status``: one row per product: ``image_count`` (entries in the JSON), the
   ``error`` that keeps it from being migrated, the ``repairs`` applied,
   whether its source orders are kept (``keeps_orders``), and its label: the
@@ -33,16 +35,30 @@ from stoflow.raw_sql import table
 
 # created_at strings we trust: ISO 8601 date and time, optional fraction and zone
 # (none means UTC, the connection's time zone). A free-form value such as 'now'
-# would parse in PostgreSQL, so the shape is checked first.
+# would parse in PostgreSQL, so the shape is checked first. The parsed value must
+# also fall in 1900-2100 (UTC): '0001-01-01T00:30:00+01:00' parses as 1 BC and
+# '9999-12-31T23:30:00-01:00' as year 10000, which Python (Django) cannot read.
 TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}(:?\d{2})?)?$"
+EARLIEST_CREATED_AT = "1900-01-01 00:00:00+00"
+LATEST_CREATED_AT = "2101-01-01 00:00:00+00"  # excluded: 2100-12-31T23:59:59Z is the last accepted
 MAX_ORDER = 2_147_483_647  # product_images."order" is a PostgreSQL integer
+# An order written as text that is a plain decimal number ("3", " 2 ", "4.0"); bounded, so the cast cannot overflow.
+NUMERIC_TEXT_PATTERN = r"^[+-]?([0-9]{1,20}([.][0-9]{0,20})?|[.][0-9]{1,20})$"
+# URLs: trimmed of surrounding whitespace; then no control character (C0, DEL, C1) anywhere, and
+# either http(s) with a host or a site-relative path ("/media/..."; "//host/..." is not site-relative).
+URL_CONTROL_CHARACTER = r"[\x01-\x1f\x7f-\x9f]"
+URL_HTTP = r"^https?://[^/[:space:]]"
+URL_SITE_RELATIVE = r"^/[^/]"
 
 REPAIR_ORDER_INVALID = "order missing, negative or not an integer: renumbered 0..n-1"
 REPAIR_ORDER_DUPLICATE = "duplicate orders: renumbered 0..n-1"
-REPAIR_CREATED_AT = "created_at missing or unparseable: product's created_at used"
+REPAIR_ORDER_AS_NUMBER = 'order written as text or as a whole-number float ("3", 2.0): read as the number'
+REPAIR_CREATED_AT = "created_at missing, unparseable or outside 1900-2100: product's created_at used"
 REPAIR_SEVERAL_LABELS = "several entries marked is_label: the last of them kept as the label"
 REPAIR_LABEL_MOVED = "is_label marked on a photo that is not the last: label moved last, renumbered 0..n-1"
 REPAIR_SINGLE_IMAGE_LABEL = "the only image marked is_label: a one-image product has no label"
+REPAIR_ENTRY_DECODED = "entry stored as the JSON text of an object: decoded"
+REPAIR_URL_TRIMMED = "url with surrounding whitespace: trimmed"
 
 # decoded is read twice; NOT MATERIALIZED keeps PostgreSQL from spooling every
 # product's JSON to a temporary store (and sorting it) where an index scan serves.
@@ -64,50 +80,90 @@ decoded AS NOT MATERIALIZED (
     FROM {products} AS p
     WHERE {product_filter}
 ),
-entries AS (
+entries AS {entries_materialized} (
+    -- One row per array entry, each value read from the JSON once. ``checked`` refers to these columns many
+    -- times and an inlined CTE recomputes them at each reference: with ``yielded`` (every column needed)
+    -- materializing is twice as fast; without, inlining lets PostgreSQL skip what the query does not read.
     SELECT d.id AS product_id,
            e.position,
-           jsonb_typeof(e.entry) AS entry_type,
-           CASE jsonb_typeof(e.entry)
-               WHEN 'object' THEN e.entry -> 'url'
-               WHEN 'string' THEN e.entry
-           END AS url,
-           CASE jsonb_typeof(e.entry)
-               WHEN 'object' THEN
-                   CASE WHEN jsonb_typeof(e.entry -> 'order') = 'number' THEN (e.entry -> 'order')::numeric END
-               WHEN 'string' THEN e.position - 1
-           END AS source_order,
-           CASE WHEN jsonb_typeof(e.entry -> 'created_at') = 'string'
-                THEN e.entry ->> 'created_at'
-           END AS created_at_text,
+           jsonb_typeof(x.entry) AS entry_type,
+           jsonb_typeof(e.entry) = 'string' AND jsonb_typeof(x.entry) = 'object' AS decoded_from_text,
+           jsonb_typeof(CASE jsonb_typeof(x.entry) WHEN 'object' THEN x.entry -> 'url' ELSE x.entry END) AS url_type,
+           CASE jsonb_typeof(x.entry)
+               WHEN 'object' THEN x.entry ->> 'url'
+               WHEN 'string' THEN x.entry #>> '{{}}'
+           END AS url_text,
+           -- An object entry's order: a JSON number, or a string holding a decimal number ("3"), read as it.
+           CASE WHEN jsonb_typeof(x.entry) = 'object' THEN
+               CASE jsonb_typeof(x.entry -> 'order')
+                   WHEN 'number' THEN (x.entry -> 'order')::numeric
+                   WHEN 'string' THEN
+                       CASE WHEN btrim(x.entry ->> 'order') ~ {numeric_text}
+                            THEN btrim(x.entry ->> 'order')::numeric
+                       END
+               END
+           END AS order_value,
+           COALESCE(jsonb_typeof(x.entry -> 'order') = 'string', false) AS order_is_text,
+           CASE WHEN jsonb_typeof(x.entry -> 'created_at') = 'string'
+                     AND (x.entry ->> 'created_at') ~ {timestamp_pattern} THEN
+               CASE WHEN pg_input_is_valid(x.entry ->> 'created_at', 'timestamptz')
+                    THEN (x.entry ->> 'created_at')::timestamptz
+               END
+           END AS parsed_created_at,
            -- Written by the image service's JSON mirror; NULL when the entry does not say.
-           CASE WHEN jsonb_typeof(e.entry -> 'is_label') = 'boolean'
-                THEN (e.entry -> 'is_label')::boolean
+           CASE WHEN jsonb_typeof(x.entry -> 'is_label') = 'boolean'
+                THEN (x.entry -> 'is_label')::boolean
            END AS label_flag
     FROM decoded AS d
     CROSS JOIN LATERAL jsonb_array_elements(d.images) WITH ORDINALITY AS e(entry, position)
+    -- An entry stored as a JSON string holding the JSON text of an object is read as that object
+    -- (nested CASEs: the text is only cast once it is known to parse; other entries take the first branch).
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN jsonb_typeof(e.entry) <> 'string' OR left(ltrim(e.entry #>> '{{}}'), 1) <> '{{' THEN e.entry
+                    WHEN NOT pg_input_is_valid(e.entry #>> '{{}}', 'jsonb') THEN e.entry
+                    WHEN jsonb_typeof((e.entry #>> '{{}}')::jsonb) = 'object' THEN (e.entry #>> '{{}}')::jsonb
+                    ELSE e.entry
+               END AS entry
+    ) AS x
 ),
 checked AS (
     SELECT en.product_id,
            en.position,
-           en.url #>> '{{}}' AS url,
-           en.source_order,
+           u.url,
+           -- Plain string entries, and entries whose order is no number ("abc", true, missing), take their position.
+           CASE WHEN en.entry_type = 'string' THEN en.position - 1
+                ELSE COALESCE(en.order_value, en.position - 1)
+           END AS source_order,
            en.label_flag,
+           en.decoded_from_text,
+           u.url <> en.url_text AND u.url <> '' AS url_trimmed,
            CASE
                WHEN en.entry_type NOT IN ('object', 'string')
                    THEN 'entry ' || en.position || ' is a JSON ' || en.entry_type || ', not an object or a string'
-               WHEN en.url IS NULL THEN 'entry ' || en.position || ' has no url'
-               WHEN jsonb_typeof(en.url) <> 'string'
-                   THEN 'entry ' || en.position || ' url is a JSON ' || jsonb_typeof(en.url) || ', not a string'
-               WHEN btrim(en.url #>> '{{}}') = '' THEN 'entry ' || en.position || ' url is empty'
+               WHEN en.url_type IS NULL THEN 'entry ' || en.position || ' has no url'
+               WHEN en.url_type <> 'string'
+                   THEN 'entry ' || en.position || ' url is a JSON ' || en.url_type || ', not a string'
+               WHEN u.url = '' THEN 'entry ' || en.position || ' url is empty'
+               WHEN u.url ~ {url_control_character}
+                   THEN 'entry ' || en.position || ' url holds a control character'
+               WHEN NOT (u.url ~* {url_http} OR u.url ~ {url_site_relative})
+                   THEN 'entry ' || en.position || ' url is neither an http(s) URL nor a site-relative path'
            END AS problem,
-           en.source_order IS NOT NULL AND en.source_order >= 0 AND en.source_order <= {max_order}
-               AND en.source_order = trunc(en.source_order) AS order_is_valid,
-           CASE WHEN en.created_at_text ~ {timestamp_pattern}
-                     AND pg_input_is_valid(en.created_at_text, 'timestamptz')
-                THEN en.created_at_text::timestamptz
+           o.order_is_valid,
+           o.order_is_valid AND en.entry_type = 'object'
+               AND (en.order_is_text OR scale(en.order_value) > 0) AS order_read_as_number,
+           CASE WHEN en.parsed_created_at >= '{earliest_created_at}' AND en.parsed_created_at < '{latest_created_at}'
+                THEN en.parsed_created_at
            END AS created_at
     FROM entries AS en
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN en.url_type = 'string' THEN btrim(en.url_text, E' \\t\\n\\r\\f\\v') END AS url
+    ) AS u
+    CROSS JOIN LATERAL (
+        SELECT en.entry_type = 'string'
+               OR COALESCE(en.order_value >= 0 AND en.order_value <= {max_order}
+                           AND en.order_value = trunc(en.order_value), false) AS order_is_valid
+    ) AS o
 ),
 product_entries AS (
     SELECT c.product_id,
@@ -116,6 +172,9 @@ product_entries AS (
            bool_and(c.order_is_valid) AS orders_are_valid,
            count(DISTINCT c.source_order) = count(*) AS orders_are_distinct,
            bool_and(c.created_at IS NOT NULL) AS created_at_all_valid,
+           bool_or(c.order_read_as_number) AS orders_read_as_numbers,
+           bool_or(c.decoded_from_text) AS entries_decoded,
+           bool_or(c.url_trimmed) AS urls_trimmed,
            bool_or(c.label_flag IS NOT NULL) AS says_which_is_label,
            count(*) FILTER (WHERE c.label_flag) AS marked_labels,
            -- The label by the seed's rule: the last entry by (order, position).
@@ -153,7 +212,10 @@ status AS (
                CASE WHEN NOT pe.created_at_all_valid THEN {repair_created_at} END,
                CASE WHEN pe.image_count >= 2 AND pe.marked_labels > 1 THEN {repair_several_labels} END,
                CASE WHEN pe.image_count >= 2 AND pe.label_position <> pe.last_position THEN {repair_label_moved} END,
-               CASE WHEN pe.image_count = 1 AND pe.marked_labels > 0 THEN {repair_single_image_label} END
+               CASE WHEN pe.image_count = 1 AND pe.marked_labels > 0 THEN {repair_single_image_label} END,
+               CASE WHEN pe.orders_read_as_numbers THEN {repair_order_as_number} END,
+               CASE WHEN pe.entries_decoded THEN {repair_entry_decoded} END,
+               CASE WHEN pe.urls_trimmed THEN {repair_url_trimmed} END
            ], NULL) AS repairs,
            -- Orders are kept when valid, distinct and the label (if any) is already the last.
            COALESCE(pe.orders_are_valid AND pe.orders_are_distinct
@@ -204,13 +266,47 @@ def source_ctes(schema: str, product_filter: sql.Composable, *, yielded: bool = 
     """The CTEs described in the module docstring, without the leading WITH; ``yielded`` on request."""
     return sql.SQL(_SOURCE_CTES + (_YIELDED_CTE if yielded else "")).format(
         products=table(schema, "products"),
+        entries_materialized=sql.SQL("MATERIALIZED" if yielded else "NOT MATERIALIZED"),
         product_filter=product_filter,
         max_order=sql.Literal(MAX_ORDER),
         timestamp_pattern=sql.Literal(TIMESTAMP_PATTERN),
+        earliest_created_at=sql.SQL(EARLIEST_CREATED_AT),
+        latest_created_at=sql.SQL(LATEST_CREATED_AT),
+        numeric_text=sql.Literal(NUMERIC_TEXT_PATTERN),
+        url_control_character=sql.Literal(URL_CONTROL_CHARACTER),
+        url_http=sql.Literal(URL_HTTP),
+        url_site_relative=sql.Literal(URL_SITE_RELATIVE),
         repair_order_invalid=sql.Literal(REPAIR_ORDER_INVALID),
         repair_order_duplicate=sql.Literal(REPAIR_ORDER_DUPLICATE),
         repair_created_at=sql.Literal(REPAIR_CREATED_AT),
         repair_several_labels=sql.Literal(REPAIR_SEVERAL_LABELS),
         repair_label_moved=sql.Literal(REPAIR_LABEL_MOVED),
         repair_single_image_label=sql.Literal(REPAIR_SINGLE_IMAGE_LABEL),
+        repair_order_as_number=sql.Literal(REPAIR_ORDER_AS_NUMBER),
+        repair_entry_decoded=sql.Literal(REPAIR_ENTRY_DECODED),
+        repair_url_trimmed=sql.Literal(REPAIR_URL_TRIMMED),
+    )
+
+
+def id_range(column: str, after: int | None, upto: int | None) -> sql.Composable:
+    """``column`` in (after, upto], taking the values from the parameters ``after`` and ``upto``.
+
+    None leaves that bound out, so the walk over a tenant covers every id, bigint minimum and maximum
+    included (no sentinel such as 0 to start from); both None is every row.
+    """
+    bounds = []
+    if after is not None:
+        bounds.append(sql.SQL("{} > %(after)s").format(sql.SQL(column)))
+    if upto is not None:
+        bounds.append(sql.SQL("{} <= %(upto)s").format(sql.SQL(column)))
+    return sql.SQL(" AND ").join(bounds) if bounds else sql.SQL("TRUE")
+
+
+def images_in_range(schema: str, after: int | None, upto: int | None) -> sql.Composable:
+    """The tenant's product_images, or only the rows of products with ids in (after, upto], to put where a
+    query names the table (a subquery without an alias: PostgreSQL 16)."""
+    if after is None and upto is None:
+        return table(schema, "product_images")
+    return sql.SQL("(SELECT * FROM {} WHERE {})").format(
+        table(schema, "product_images"), id_range("product_id", after, upto)
     )

@@ -1,11 +1,19 @@
-"""Read-only queries: the validation of a migrated tenant."""
+"""Read-only queries: the validation of a migrated tenant, whole or one range of product ids at a time.
+
+Every check is a sum over products or a property of each product, so a tenant's figures are the sum of
+its ranges' (``RangeFigures.add``): the dry run measures each batch inside its rehearsal, before rolling it
+back, and adds them up to the figures a live run's validation of the whole tenant gives.
+"""
+
+from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from psycopg import sql
 
-from products.migration.report import SAMPLE_SIZE, CheckResult, SpotCheck, SpotRow, Validation
-from products.migration.source import DIFFERING_CTE, source_ctes
+from products.migration.report import SAMPLE_SIZE, SPOT_CHECK_ROWS, CheckResult, SpotCheck, SpotRow, Validation
+from products.migration.source import DIFFERING_CTE, id_range, images_in_range, source_ctes
 from stoflow.raw_sql import bind, fetch_rows, table
 
 # The seed report's six queries, schema-qualified. Queries 1-3, 5 and 6 are the
@@ -103,51 +111,226 @@ MULTIPLE_LABEL_IDS = """SELECT product_id FROM {product_images} WHERE is_label
 GROUP BY product_id HAVING COUNT(*) > 1 ORDER BY product_id LIMIT %(sample)s"""
 SINGLE_IMAGE_LABEL_IDS = """SELECT product_id FROM {product_images}
 GROUP BY product_id HAVING COUNT(*) = 1 AND bool_or(is_label) ORDER BY product_id LIMIT %(sample)s"""
-SPOT_CHECK = """SELECT product_id, "order", is_label, url
-FROM {product_images}
-WHERE product_id = (SELECT MIN(product_id) FROM {product_images})
+SPOT_CHECK = """WITH spot AS (
+    SELECT product_id, "order", is_label, url,
+           row_number() OVER (ORDER BY "order") AS position, count(*) OVER () AS total
+    FROM {product_images}
+    WHERE product_id = (SELECT MIN(product_id) FROM {product_images})
+)
+SELECT product_id, "order", is_label, url, total FROM spot
+WHERE position <= %(head)s OR position > total - %(tail)s
 ORDER BY "order";"""
+# Rows whose product is gone (no JSON accounts for them): check 1 names their product ids.
+ORPHAN_IDS = """SELECT DISTINCT pi.product_id FROM {product_images} AS pi
+WHERE NOT EXISTS (SELECT 1 FROM {products} AS p WHERE p.id = pi.product_id)
+ORDER BY pi.product_id LIMIT %(sample)s"""
+
+
+def _first(ids: list[int], more: list[int]) -> list[int]:
+    return sorted(set(ids) | set(more))[:SAMPLE_SIZE]
+
+
+@dataclass
+class RangeFigures:
+    """What the checks measure over products with ids in a range; ranges add up to the tenant's figures."""
+
+    total_images: int = 0
+    expected_images: int = 0
+    labels: int = 0
+    expected_labels: int = 0
+    label_mismatches: int = 0
+    duplicates: int = 0
+    count_mismatches: int = 0
+    differing: int = 0
+    incorrect_labels: int = 0
+    multiple_labels: int = 0
+    # The first product ids at fault (SAMPLE_SIZE at most), per check.
+    count_ids: list[int] = field(default_factory=list)
+    orphan_ids: list[int] = field(default_factory=list)
+    label_ids: list[int] = field(default_factory=list)
+    duplicate_ids: list[int] = field(default_factory=list)
+    differing_ids: list[int] = field(default_factory=list)
+    incorrect_label_ids: list[int] = field(default_factory=list)
+    multiple_label_ids: list[int] = field(default_factory=list)
+    distribution: dict[int, int] = field(default_factory=dict)  # images per product -> products
+    spot_check: SpotCheck | None = None  # the lowest product id with rows
+
+    def add(self, other: RangeFigures) -> None:
+        for name in (
+            "total_images",
+            "expected_images",
+            "labels",
+            "expected_labels",
+            "label_mismatches",
+            "duplicates",
+            "count_mismatches",
+            "differing",
+            "incorrect_labels",
+            "multiple_labels",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name in (
+            "count_ids",
+            "orphan_ids",
+            "label_ids",
+            "duplicate_ids",
+            "differing_ids",
+            "incorrect_label_ids",
+            "multiple_label_ids",
+        ):
+            setattr(self, name, _first(getattr(self, name), getattr(other, name)))
+        for images, products in other.distribution.items():
+            self.distribution[images] = self.distribution.get(images, 0) + products
+        if other.spot_check and (not self.spot_check or other.spot_check.product_id < self.spot_check.product_id):
+            self.spot_check = other.spot_check
+
+
+class _Queries:
+    """The check queries for products with ids in (after, upto] (None: unbounded), values bound in."""
+
+    def __init__(self, schema: str, after: int | None, upto: int | None, excluded_ids: Sequence[int]):
+        self.fields = {
+            "product_images": images_in_range(schema, after, upto),
+            "products": table(schema, "products"),
+        }
+        self.source = source_ctes(schema, id_range("p.id", after, upto), yielded=True)
+        self.params = {
+            "excluded_ids": list(excluded_ids),
+            "sample": SAMPLE_SIZE,
+            "after": after,
+            "upto": upto,
+            "head": SPOT_CHECK_ROWS // 2,
+            "tail": SPOT_CHECK_ROWS - SPOT_CHECK_ROWS // 2,
+        }
+
+    def text(self, template: str) -> str:
+        """The query exactly as run, values filled in, so the report's reader can paste it into psql."""
+        extra = {"source": self.source, "differing": sql.SQL(DIFFERING_CTE)} if template is JSON_VS_TABLE else {}
+        return bind(sql.SQL(template).format(**self.fields, **extra), self.params)
+
+    def rows(self, template: str) -> list[tuple]:
+        return fetch_rows(sql.SQL(self.text(template)))
+
+    def ids(self, template: str) -> list[int]:
+        return [product_id for (product_id,) in self.rows(template)]
+
+    def table_check(self, number: int, name: str, template: str, ids_template: str) -> CheckResult:
+        """A check on the table alone: a count of products at fault, 0 expected; the first ids when it fails."""
+        ((figure,),) = self.rows(template)
+        return CheckResult(
+            number, name, figure, 0, self.text(template), figure, self.ids(ids_template) if figure else []
+        )
+
+
+def measure_range(
+    schema: str, after: int | None, upto: int | None, excluded_ids: Sequence[int] = (), *, spot_check: bool = True
+) -> RangeFigures:
+    """The checks' figures over products with ids in (after, upto]; ``excluded_ids`` are products listed as
+    errors. Read-only: run inside a dry run's rehearsal, it sees the batch's rows before they are rolled back."""
+    queries = _Queries(schema, after, upto, excluded_ids)
+    figures = RangeFigures()
+    figures.distribution = dict(queries.rows(DISTRIBUTION))
+    ((figures.total_images,),) = queries.rows(TOTAL_IMAGES)
+    ((figures.labels,),) = queries.rows(LABEL_COUNT)
+    ((figures.duplicates,),) = queries.rows(DUPLICATES)
+    ((compared),) = queries.rows(JSON_VS_TABLE)
+    (figures.count_mismatches, count_ids, figures.expected_images, figures.expected_labels) = compared[:4]
+    (figures.label_mismatches, label_ids, figures.differing, differing_ids) = compared[4:]
+    figures.count_ids, figures.label_ids, figures.differing_ids = count_ids or [], label_ids or [], differing_ids or []
+    ((figures.incorrect_labels,),) = queries.rows(LABEL_ON_HIGHEST_ORDER)
+    ((figures.multiple_labels,),) = queries.rows(MULTIPLE_LABELS)
+    # The first products at fault, asked for only where a check on the table alone fails.
+    if figures.total_images != figures.expected_images:
+        figures.orphan_ids = queries.ids(ORPHAN_IDS)
+    if figures.duplicates:
+        figures.duplicate_ids = queries.ids(DUPLICATE_IDS)
+    if figures.incorrect_labels:
+        figures.incorrect_label_ids = queries.ids(LABEL_NOT_HIGHEST_IDS)
+    if figures.multiple_labels:
+        figures.multiple_label_ids = queries.ids(MULTIPLE_LABEL_IDS)
+    if spot_check:
+        figures.spot_check = _spot_check(queries.rows(SPOT_CHECK))
+    return figures
 
 
 def validate_tenant(schema: str, excluded_ids: Sequence[int] = ()) -> Validation:
     """Run the checks on ``schema``; ``excluded_ids`` are products listed as errors."""
-    queries = _Queries(schema, excluded_ids)
-    total_sql, (total_images,) = queries.run(TOTAL_IMAGES)
-    labels_sql, (labels,) = queries.run(LABEL_COUNT)
-    json_sql, compared = queries.run(
-        JSON_VS_TABLE, source=source_ctes(schema, sql.SQL("TRUE"), yielded=True), differing=sql.SQL(DIFFERING_CTE)
-    )
-    (count_mismatches, count_ids, expected_images, expected_labels) = compared[:4]
-    (label_mismatches, label_ids, differing, differing_ids) = compared[4:]
+    return build_validation(schema, measure_range(schema, None, None, excluded_ids), excluded_ids)
 
+
+def build_validation(schema: str, figures: RangeFigures, excluded_ids: Sequence[int] = ()) -> Validation:
+    """The six checks from a tenant's figures (measured whole, or added up range by range), each with the
+    query that measures it over the whole tenant."""
+    queries = _Queries(schema, None, None, excluded_ids)
     checks = [
-        # Passes on the totals, as the seed's; names the products whose counts differ when it fails.
-        CheckResult(1, "Total images (table = JSON)", total_images, expected_images, total_sql, 0, count_ids or []),
+        # Passes on the totals, as the seed's; names the products whose counts differ (or whose rows are
+        # orphans) when it fails.
+        CheckResult(
+            1,
+            "Total images (table = JSON)",
+            figures.total_images,
+            figures.expected_images,
+            queries.text(TOTAL_IMAGES),
+            0,
+            _first(figures.count_ids, figures.orphan_ids),
+        ),
         CheckResult(
             2,
             "Label count (= labels the JSON yields, per product)",
-            labels,
-            expected_labels,
-            labels_sql,
-            label_mismatches,
-            label_ids or [],
+            figures.labels,
+            figures.expected_labels,
+            queries.text(LABEL_COUNT),
+            figures.label_mismatches,
+            figures.label_ids,
         ),
-        queries.table_check(3, "Duplicate (product_id, order)", DUPLICATES, DUPLICATE_IDS),
+        CheckResult(
+            3,
+            "Duplicate (product_id, order)",
+            figures.duplicates,
+            0,
+            queries.text(DUPLICATES),
+            figures.duplicates,
+            figures.duplicate_ids,
+        ),
         CheckResult(
             4,
             "Products whose rows differ from their JSON (url, order, label)",
-            differing,
+            figures.differing,
             0,
-            json_sql,
-            differing,
-            differing_ids or [],
+            queries.text(JSON_VS_TABLE),
+            figures.differing,
+            figures.differing_ids,
             # The seed's query 4, kept beside the stronger comparison.
-            note=f"{count_mismatches:,} product(s) with another image count than their JSON (the seed's query 4)",
+            note=f"{figures.count_mismatches:,} product(s) with another image count than their JSON "
+            "(the seed's query 4)",
         ),
-        queries.table_check(5, "Labels not on highest order", LABEL_ON_HIGHEST_ORDER, LABEL_NOT_HIGHEST_IDS),
-        queries.table_check(6, "Products with several labels", MULTIPLE_LABELS, MULTIPLE_LABEL_IDS),
+        CheckResult(
+            5,
+            "Labels not on highest order",
+            figures.incorrect_labels,
+            0,
+            queries.text(LABEL_ON_HIGHEST_ORDER),
+            figures.incorrect_labels,
+            figures.incorrect_label_ids,
+        ),
+        CheckResult(
+            6,
+            "Products with several labels",
+            figures.multiple_labels,
+            0,
+            queries.text(MULTIPLE_LABELS),
+            figures.multiple_labels,
+            figures.multiple_label_ids,
+        ),
     ]
-    return queries.validation(checks, labels)
+    distribution = sorted(figures.distribution.items())
+    return Validation(
+        checks=checks,
+        distribution=distribution,
+        products_with_several_images=sum(products for count, products in distribution if count >= 2),
+        labels=figures.labels,
+        spot_check=figures.spot_check,
+    )
 
 
 def validate_finalized(schema: str) -> Validation:
@@ -156,53 +339,34 @@ def validate_finalized(schema: str) -> Validation:
     Checks 1, 2 and 4 compare the table with the JSON: gone, they no longer apply. Checks 3, 5 and 6 read the
     table alone and keep their numbers; check 7 stands in for the half of check 2 the table can still answer:
     a product with one image has no label."""
-    queries = _Queries(schema)
-    _, (labels,) = queries.run(LABEL_COUNT)
+    queries = _Queries(schema, None, None, ())
+    ((labels,),) = queries.rows(LABEL_COUNT)
     checks = [
         queries.table_check(3, "Duplicate (product_id, order)", DUPLICATES, DUPLICATE_IDS),
         queries.table_check(5, "Labels not on highest order", LABEL_ON_HIGHEST_ORDER, LABEL_NOT_HIGHEST_IDS),
         queries.table_check(6, "Products with several labels", MULTIPLE_LABELS, MULTIPLE_LABEL_IDS),
         queries.table_check(7, "Labels on one-image products", SINGLE_IMAGE_LABELS, SINGLE_IMAGE_LABEL_IDS),
     ]
-    return queries.validation(checks, labels)
-
-
-class _Queries:
-    """One tenant's validation queries, run with the same parameters."""
-
-    def __init__(self, schema: str, excluded_ids: Sequence[int] = ()):
-        self.schema = schema
-        self.product_images = table(schema, "product_images")
-        self.params = {"excluded_ids": list(excluded_ids), "sample": SAMPLE_SIZE}
-
-    def run(self, template: str, **extra) -> tuple[str, tuple]:
-        # The report shows the query exactly as run, values filled in, so it can be pasted into psql.
-        query = bind(sql.SQL(template).format(product_images=self.product_images, **extra), self.params)
-        return query, fetch_rows(sql.SQL(query))[0]
-
-    def first_ids(self, template: str) -> list[int]:
-        query = sql.SQL(template).format(product_images=self.product_images)
-        return [product_id for (product_id,) in fetch_rows(query, self.params)]
-
-    def table_check(self, number: int, name: str, template: str, ids_template: str) -> CheckResult:
-        """A check on the table alone: a count of products at fault, 0 expected; the first ids when it fails."""
-        query, (figure,) = self.run(template)
-        return CheckResult(number, name, figure, 0, query, figure, self.first_ids(ids_template) if figure else [])
-
-    def validation(self, checks: list[CheckResult], labels: int) -> Validation:
-        distribution = fetch_rows(sql.SQL(DISTRIBUTION).format(product_images=self.product_images))
-        return Validation(
-            checks=checks,
-            distribution=distribution,
-            products_with_several_images=sum(products for count, products in distribution if count >= 2),
-            labels=labels,
-            spot_check=spot_check(self.schema),
-        )
+    distribution = sorted(queries.rows(DISTRIBUTION))
+    return Validation(
+        checks=checks,
+        distribution=distribution,
+        products_with_several_images=sum(products for count, products in distribution if count >= 2),
+        labels=labels,
+        spot_check=_spot_check(queries.rows(SPOT_CHECK)),
+    )
 
 
 def spot_check(schema: str) -> SpotCheck | None:
-    """The rows of the tenant's first migrated product, as the seed report shows them."""
-    rows = fetch_rows(sql.SQL(SPOT_CHECK).format(product_images=table(schema, "product_images")))
+    """The rows of the tenant's first migrated product, as the seed report shows them (20 at most)."""
+    return _spot_check(_Queries(schema, None, None, ()).rows(SPOT_CHECK))
+
+
+def _spot_check(rows: list[tuple]) -> SpotCheck | None:
     if not rows:
         return None
-    return SpotCheck(product_id=rows[0][0], rows=[SpotRow(order, is_label, url) for _, order, is_label, url in rows])
+    return SpotCheck(
+        product_id=rows[0][0],
+        rows=[SpotRow(order, is_label, url) for _, order, is_label, url, _ in rows],
+        total_rows=rows[0][4],
+    )

@@ -16,3 +16,61 @@ class Tenant(TenantMixin):
 
 class Domain(DomainMixin):
     pass
+
+
+class LedgerEntry(models.Model):
+    """The run ledger: one row per run of a per-tenant job (``migrate_images``) and tenant, in the public schema.
+
+    Written by the job as it goes, each write its own short transaction: created when the job starts on the
+    tenant, updated after each batch (last product id committed, figures so far), closed with its status.
+    A re-run reads it to know where the last one stopped; ``migrate_images --status`` prints the latest
+    entry per tenant; the public admin shows it read-only.
+    """
+
+    RUNNING = "running"
+    DONE = "done"
+    ERRORS = "errors"
+    BLOCKED = "blocked"
+    INTERRUPTED = "interrupted"
+    FAILED = "failed"
+    STATUSES = [
+        (RUNNING, "running"),
+        (DONE, "done"),
+        (ERRORS, "done, with products not migrated"),
+        (BLOCKED, "blocked by another session's locks"),
+        (INTERRUPTED, "interrupted"),
+        (FAILED, "failed (database)"),
+    ]
+    UNFINISHED = (RUNNING, BLOCKED, INTERRUPTED, FAILED)
+
+    run_id = models.CharField(max_length=32, db_index=True, help_text="One run of the command, over its tenants.")
+    command = models.CharField(max_length=50, default="migrate_images")
+    schema_name = models.CharField(max_length=63)
+    mode = models.CharField(max_length=20, help_text="live or dry-run")
+    options = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=20, choices=STATUSES, default=RUNNING)
+    started_at = models.DateTimeField()
+    heartbeat_at = models.DateTimeField(help_text="Last write: the start, a batch, the end.")
+    finished_at = models.DateTimeField(null=True, blank=True)
+    resumed_after = models.BigIntegerField(
+        null=True, blank=True, help_text="Product id after which this run began, where an unfinished run stopped."
+    )
+    last_product_id = models.BigIntegerField(
+        null=True, blank=True, help_text="Every product up to this id was committed (rehearsed, in a dry run)."
+    )
+    batches = models.PositiveIntegerField(default=0)
+    figures = models.JSONField(default=dict, blank=True)
+    checks_passed = models.BooleanField(null=True, blank=True)
+    message = models.TextField(blank=True, default="")
+    backend_pid = models.IntegerField(null=True, blank=True, help_text="The database session that held the lock.")
+    client = models.CharField(max_length=300, blank=True, default="", help_text="host:pid of the command")
+
+    class Meta:
+        db_table = "run_ledger"
+        ordering = ["-started_at", "schema_name"]
+        indexes = [models.Index(fields=["schema_name", "command", "-started_at"], name="run_ledger_latest")]
+        verbose_name = "run ledger entry"
+        verbose_name_plural = "run ledger"
+
+    def __str__(self):
+        return f"{self.command} {self.mode} on {self.schema_name}, {self.started_at:%Y-%m-%d %H:%M} UTC: {self.status}"

@@ -2,36 +2,92 @@
 
 With ``jobs`` > 1, tenants run in worker threads, each on its own database
 connection (Django's connections are per thread); results keep tenant order.
+
+Ctrl-C, and SIGTERM within ``sigterm_interrupts`` (raised as ``Terminated``, a KeyboardInterrupt), stop the
+run between batches. Work stopped part-way may raise ``Stopped`` carrying its partial result, and work
+failing on the database may carry one in ``TenantJobFailed.partial``: the results then include it, so a
+report can show what was done before the stop.
 """
 
 from __future__ import annotations
 
 import queue
+import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.db import DatabaseError, connection
 
 Result = TypeVar("Result")
 TenantWork = Callable[[str, threading.Event], Result]
 
+SIGINT = "SIGINT"
+SIGTERM = "SIGTERM"
+
 
 class TenantJobFailed(Exception):
-    """The database failed in a way no single row explains; the run stops."""
+    """The database failed in a way no single row explains; the run stops.
 
-    def __init__(self, schema: str, cause: DatabaseError):
+    ``partial`` is the failing tenant's result so far, if the work gave one; ``results`` is filled in by
+    ``for_each_tenant`` with every result of the run up to the failure, in tenant order.
+    """
+
+    def __init__(self, schema: str, cause: DatabaseError, partial: Any = None):
         super().__init__(f"{schema}: {str(cause).strip()}")
         self.schema = schema
+        self.partial = partial
+        self.results: list = []
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread (``sigterm_interrupts``): handled as Ctrl-C is."""
+
+
+class Stopped(KeyboardInterrupt):
+    """Work on a tenant stopped part-way by Ctrl-C or SIGTERM; ``partial`` is its result so far."""
+
+    def __init__(self, partial: Any, signal_name: str = SIGINT):
+        super().__init__(signal_name)
+        self.partial = partial
+        self.signal_name = signal_name
+
+
+def signal_name(interrupt: BaseException) -> str:
+    """Which signal a KeyboardInterrupt stands for."""
+    if isinstance(interrupt, Terminated) or getattr(interrupt, "signal_name", SIGINT) == SIGTERM:
+        return SIGTERM
+    return SIGINT
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Within: SIGTERM raises ``Terminated`` in the main thread, so a run stops as on Ctrl-C.
+
+    Outside the main thread (a signal handler can only be set there) this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated(SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass
 class Interruption:
-    """Ctrl-C stopped the run: committed batches are kept, a re-run finishes the job."""
+    """Ctrl-C or SIGTERM stopped the run: committed batches are kept, a re-run finishes the job."""
 
     stopped_in: list[str]  # tenants being worked on when it came
     not_started: list[str]
+    signal: str = SIGINT  # SIGINT (Ctrl-C) or SIGTERM
 
 
 def for_each_tenant(
@@ -48,8 +104,16 @@ def for_each_tenant(
         for number, schema in enumerate(schemas):
             try:
                 results.append(_run_work(work, schema, threading.Event()))
-            except KeyboardInterrupt:
-                return results, Interruption(stopped_in=[schema], not_started=schemas[number + 1 :])
+            except KeyboardInterrupt as interrupt:
+                partial = getattr(interrupt, "partial", None)
+                if partial is not None:
+                    results.append(partial)
+                return results, Interruption(
+                    stopped_in=[schema], not_started=schemas[number + 1 :], signal=signal_name(interrupt)
+                )
+            except TenantJobFailed as failure:
+                failure.results = results + ([failure.partial] if failure.partial is not None else [])
+                raise
         return results, None
     return _for_each_tenant_in_parallel(schemas, jobs, work)
 
@@ -61,7 +125,7 @@ def _for_each_tenant_in_parallel(
     for schema in schemas:
         pending.put(schema)
     stop = threading.Event()
-    done: dict[str, Result] = {}
+    done: dict[str, Result] = {}  # finished tenants, and those stopped part-way with a partial result
     stopped_in: list[str] = []
     failures: list[TenantJobFailed] = []
 
@@ -74,10 +138,14 @@ def _for_each_tenant_in_parallel(
                     return
                 try:
                     done[schema] = _run_work(work, schema, stop)
-                except KeyboardInterrupt:
+                except KeyboardInterrupt as interrupt:
                     stopped_in.append(schema)
-                except TenantJobFailed as exc:
-                    failures.append(exc)
+                    if getattr(interrupt, "partial", None) is not None:
+                        done[schema] = interrupt.partial
+                except TenantJobFailed as failure:
+                    failures.append(failure)
+                    if failure.partial is not None:
+                        done[schema] = failure.partial
                     stop.set()
         finally:
             connection.close()  # each worker thread opened its own
@@ -89,25 +157,28 @@ def _for_each_tenant_in_parallel(
     running = min(jobs, len(schemas))
     for number in range(running):
         threading.Thread(target=worker, name=f"tenant-worker-{number}").start()
-    interrupted = False
+    interrupted = None
     while running:
         try:
             # A short wait, so Ctrl-C is handled promptly whichever thread the signal reached.
             finished.get(timeout=0.1)
         except queue.Empty:
             continue
-        except KeyboardInterrupt:
-            interrupted = True
+        except KeyboardInterrupt as interrupt:
+            interrupted = interrupted or signal_name(interrupt)
             stop.set()
             continue
         running -= 1
-    if failures:
-        raise failures[0]
     results = [done[schema] for schema in schemas if schema in done]
+    if failures:
+        failures[0].results = results
+        raise failures[0]
     if not interrupted:
         return results, None
     not_started = [schema for schema in schemas if schema not in done and schema not in stopped_in]
-    return results, Interruption(stopped_in=sorted(stopped_in, key=schemas.index), not_started=not_started)
+    return results, Interruption(
+        stopped_in=sorted(stopped_in, key=schemas.index), not_started=not_started, signal=interrupted
+    )
 
 
 def _run_work(work: TenantWork[Result], schema: str, stop: threading.Event) -> Result:

@@ -1,18 +1,46 @@
+import io
+import re
 import shutil
 import sys
 import textwrap
 from contextlib import nullcontext
+from datetime import UTC, datetime
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
 from products.management.command_support import HelpFormatter, exit_status_help, selected_schemas
+from products.migration import ledger
 from products.migration.batches import MigrationOptions
+from products.migration.preflight import server_problems
 from products.migration.progress import RichProgress
 from products.migration.rendering import render_json, render_markdown, render_terminal
 from products.migration.report import ExitCode, MigrationReport
-from products.migration.runs import migrate_images, preflight_problems, validate_images
-from stoflow.tenants.runner import TenantJobFailed
+from products.migration.runs import migrate_images, validate_images
+from stoflow.tenants.runner import Interruption, TenantJobFailed, signal_name, sigterm_interrupts
+
+DEFAULT_LOCK_TIMEOUT = "2s"
+DEFAULT_STATEMENT_TIMEOUT = "10min"
+DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|h)?\s*$")
+UNIT_MS = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, None: 1}
+
+
+def duration_ms(text: str, option: str, minimum: int) -> int:
+    """A duration as PostgreSQL writes them ("200ms", "2s", "10min", "1h"; a bare number is milliseconds)."""
+    match = DURATION.match(text or "")
+    if not match:
+        raise CommandError(
+            f"{option} takes a duration such as 200ms, 2s or 10min, not {text!r}.", returncode=ExitCode.USAGE
+        )
+    value = round(float(match[1]) * UNIT_MS[match[2]])
+    if value < minimum:
+        raise CommandError(f"{option} must be at least {minimum} ms.", returncode=ExitCode.USAGE)
+    return value
+
 
 EXIT_STATUS_HELP = exit_status_help(ExitCode)
 
@@ -43,8 +71,9 @@ class Command(BaseCommand):
         mode.add_argument(
             "--dry-run",
             action="store_true",
-            help="Make the very same writes inside a transaction that is rolled back: the report shows "
-            "exactly what a live run would write; nothing persists.",
+            help="Make the very same writes, each batch in its own short transaction that is rolled back once "
+            "the batch's checks are measured: the report shows exactly what a live run would write and report; "
+            "nothing persists.",
         )
         mode.add_argument(
             "--check",
@@ -86,13 +115,67 @@ class Command(BaseCommand):
             metavar="N",
             help=f"Products per batch; each batch commits on its own (default {MigrationOptions.batch_size}).",
         )
+        parser.add_argument(
+            "--lock-timeout",
+            default=DEFAULT_LOCK_TIMEOUT,
+            metavar="DURATION",
+            help="Longest wait of any statement for a lock another session holds (a row the app or the admin is "
+            "editing, an uncommitted insert, LOCK TABLE), e.g. 200ms, 2s (default "
+            f"{DEFAULT_LOCK_TIMEOUT}). The batch is then rolled back and retried (--retries); after the last retry "
+            "the tenant is reported blocked, naming the blocking pid and query, and the run goes on.",
+        )
+        parser.add_argument(
+            "--statement-timeout",
+            default=DEFAULT_STATEMENT_TIMEOUT,
+            metavar="DURATION",
+            help=f"Longest run of any statement (default {DEFAULT_STATEMENT_TIMEOUT}; 0: no limit): a runaway "
+            "statement is cancelled and the run stops with exit 5 instead of hanging.",
+        )
+        parser.add_argument(
+            "--retries",
+            type=int,
+            default=MigrationOptions.retries,
+            metavar="N",
+            help="Retries of a batch that timed out on a lock, deadlocked or lost a serialization conflict, "
+            f"after 1, 2, 4... x the lock timeout (1 s at most) (default {MigrationOptions.retries}).",
+        )
+        parser.add_argument(
+            "--pause-ms",
+            type=int,
+            default=MigrationOptions.pause_ms,
+            metavar="N",
+            help="Pause between batches, in milliseconds (default 0): room for the application on a busy primary.",
+        )
+        parser.add_argument(
+            "--restart",
+            action="store_true",
+            help="Walk every product, even where the ledger says an unfinished run stopped (default: resume there).",
+        )
+        parser.add_argument(
+            "--allow",
+            action="append",
+            default=[],
+            metavar="NAME",
+            help="A trigger, constraint, unique index or rule on product_images you have reviewed: the preflight "
+            "accepts it instead of refusing the tenant (repeatable).",
+        )
+        parser.add_argument(
+            "--status",
+            action="store_true",
+            help="Print the latest state of each tenant from the run ledger (status, last product id committed, "
+            "where a re-run resumes) and exit; migrates nothing.",
+        )
         parser.add_argument("--report", metavar="PATH", help="Also write the report as Markdown to PATH.")
         parser.add_argument("--json", metavar="PATH", help="Also write the report as JSON to PATH ('-' for stdout).")
 
     def handle(self, *args, **options):
-        for option in ("batch_size", "jobs"):
-            if options[option] < 1:
-                raise CommandError(f"--{option.replace('_', '-')} must be at least 1.", returncode=ExitCode.USAGE)
+        for option, minimum in (("batch_size", 1), ("jobs", 1), ("retries", 0), ("pause_ms", 0)):
+            if options[option] < minimum:
+                raise CommandError(
+                    f"--{option.replace('_', '-')} must be at least {minimum}.", returncode=ExitCode.USAGE
+                )
+        lock_timeout_ms = duration_ms(options["lock_timeout"], "--lock-timeout", minimum=1)
+        statement_timeout_ms = duration_ms(options["statement_timeout"], "--statement-timeout", minimum=0)
         if options["check"] and (options["force"] or options["sync"]):
             raise CommandError(
                 "--check writes nothing; it cannot be combined with --force or --sync.", returncode=ExitCode.USAGE
@@ -102,31 +185,49 @@ class Command(BaseCommand):
                 "--force rebuilds every product and --sync only those that differ: choose one.",
                 returncode=ExitCode.USAGE,
             )
-        schemas = selected_schemas(options["schemas"])
-        problems = preflight_problems(schemas)
+        mode = "check" if options["check"] else "dry-run" if options["dry_run"] else "live"
+        try:
+            schemas = selected_schemas(options["schemas"])
+        except CommandError as exc:
+            if exc.returncode == ExitCode.DATABASE_FAILURE:
+                # Nothing ran, but a report file asked for still says so (exit status 5, no tenant).
+                self.write_report(MigrationReport(mode, datetime.now(UTC), failure=str(exc)), options, files_only=True)
+            raise
+        problems = server_problems()
         if problems:
             raise CommandError(" ".join(problems) + " Nothing was done.", returncode=ExitCode.USAGE)
+        if options["status"]:
+            self.print_status(schemas)
+            return
         if options["force"] and not options["dry_run"] and options["interactive"]:
             self.confirm_force(schemas)
 
-        try:
-            if options["check"]:
-                report = validate_images(schemas, options["jobs"])
-            else:
-                migration_options = MigrationOptions(
-                    dry_run=options["dry_run"],
-                    force=options["force"],
-                    sync=options["sync"],
-                    batch_size=options["batch_size"],
-                    jobs=options["jobs"],
-                )
-                with self.progress(options, len(schemas)) as progress:
-                    report = migrate_images(schemas, migration_options, progress)
-        except TenantJobFailed as exc:
-            raise CommandError(
-                f"Stopped by a database failure in {exc}. {ExitCode.DATABASE_FAILURE.meaning}.",
-                returncode=ExitCode.DATABASE_FAILURE,
-            ) from exc
+        migration_options = MigrationOptions(
+            dry_run=options["dry_run"],
+            force=options["force"],
+            sync=options["sync"],
+            batch_size=options["batch_size"],
+            jobs=options["jobs"],
+            lock_timeout_ms=lock_timeout_ms,
+            statement_timeout_ms=statement_timeout_ms,
+            retries=options["retries"],
+            pause_ms=options["pause_ms"],
+            restart=options["restart"],
+            allowed=tuple(options["allow"]),
+        )
+        # SIGTERM stops the run as Ctrl-C does (exit 143): whole batches kept, the report written.
+        with sigterm_interrupts():
+            try:
+                if options["check"]:
+                    report = validate_images(schemas, options["jobs"], migration_options)
+                else:
+                    with self.progress(options, len(schemas)) as progress:
+                        report = migrate_images(schemas, migration_options, progress)
+            except KeyboardInterrupt as interrupt:  # before or after the tenants' loop
+                report = MigrationReport(mode, datetime.now(UTC))
+                report.interruption = Interruption([], schemas, signal=signal_name(interrupt))
+            except TenantJobFailed as failure:  # not expected: the runs report it
+                report = MigrationReport(mode, datetime.now(UTC), failure.results, failure=str(failure))
         self.write_report(report, options)
 
         if report.exit_code != ExitCode.OK:
@@ -149,8 +250,14 @@ class Command(BaseCommand):
         # Rich writes partial lines: give it the raw stream, not Django's line-ending wrapper.
         return RichProgress(getattr(out, "_out", sys.stdout), tenants)
 
-    def write_report(self, report: MigrationReport, options: dict) -> None:
+    def write_report(self, report: MigrationReport, options: dict, files_only: bool = False) -> None:
         json_to_stdout = options["json"] == "-"
+        if files_only:
+            if options["report"]:
+                Path(options["report"]).write_text(render_markdown(report), encoding="utf-8")
+            if options["json"] and not json_to_stdout:
+                Path(options["json"]).write_text(render_json(report), encoding="utf-8")
+            return
         if options["verbosity"] > 0:
             # With JSON on stdout, the readable report moves to stderr.
             out = self.stderr if json_to_stdout else self.stdout
@@ -167,12 +274,56 @@ class Command(BaseCommand):
         if report.exit_code == ExitCode.OK and options["verbosity"] > 0 and not json_to_stdout:
             self.stdout.write(self.style.SUCCESS("All checks PASS, no errors."))
 
+    def print_status(self, schemas: list[str]) -> None:
+        """The latest ledger entries per tenant, as a table."""
+        table = Table(
+            "Schema",
+            "Mode",
+            "Status",
+            "Started (UTC)",
+            "Finished",
+            "Last product id",
+            "Batches",
+            "Images",
+            "Errors",
+            "Checks",
+            "Note",
+            title="migrate_images: latest state per tenant (run ledger)",
+            box=box.SIMPLE,
+        )
+        for row in ledger.status_rows(schemas):
+            cells = [
+                row.get("mode", ""),
+                row["status"],
+                row.get("started", ""),
+                row.get("finished", ""),
+                "" if row.get("last_product_id") is None else str(row["last_product_id"]),
+                str(row.get("batches", "")),
+                f"{row['images']:,}" if "images" in row else "",
+                str(row.get("errors", "")),
+                row.get("checks", ""),
+                row.get("note", ""),
+            ]
+            table.add_row(escape(row["schema"]), *(escape(cell) for cell in cells))
+        buffer = io.StringIO()
+        Console(file=buffer, width=max(shutil.get_terminal_size((160, 24)).columns, 160), no_color=True).print(table)
+        self.stdout.write(buffer.getvalue(), ending="")
+
     @staticmethod
     def failure_message(report: MigrationReport) -> str:
         problems = []
+        if report.failure:
+            problems.append(f"Stopped by a database failure in {report.failure}")
         if report.interruption:
             stopped = ", ".join(report.interruption.stopped_in) or "between tenants"
-            problems.append(f"interrupted in {stopped}: committed batches are kept, re-run to finish")
+            by = " by SIGTERM" if report.exit_code == ExitCode.TERMINATED else ""
+            problems.append(f"interrupted{by} in {stopped}: committed batches are kept, re-run to finish")
+        if report.refused_tenants:
+            problems.append(f"refused by the preflight, not touched: {', '.join(report.refused_tenants)}")
+        for tenant in report.tenants:
+            if tenant.blocked:
+                pids = ", ".join(str(blocker.pid) for blocker in tenant.blocked.blockers) or "unknown"
+                problems.append(f"{tenant.schema} blocked on {tenant.blocked.what} by pid {pids}")
         if report.failed_checks:
             problems.append(f"{len(report.failed_checks)} check(s) FAIL")
         if report.errors:

@@ -15,6 +15,7 @@ def report_as_dict(report: MigrationReport) -> dict:
     data["seconds"] = report.seconds
     data["exit_code"] = int(report.exit_code)
     for tenant, tenant_data in zip(report.tenants, data["tenants"], strict=True):
+        tenant_data["status"] = tenant.status
         if tenant.validation:
             tenant_data["validation"]["passed"] = tenant.validation.passed
             for check, check_data in zip(tenant.validation.checks, tenant_data["validation"]["checks"], strict=True):

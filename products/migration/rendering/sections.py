@@ -51,8 +51,9 @@ DATA_SAFETY = (
 
 def interruption_note(interruption: Interruption) -> str:
     stopped = ", ".join(interruption.stopped_in) or "no tenant (between tenants)"
+    cause = " by SIGTERM" if interruption.signal == "SIGTERM" else ""
     return (
-        f"Interrupted while migrating {stopped}: committed batches are kept; "
+        f"Interrupted{cause} while migrating {stopped}: committed batches are kept; "
         f"{len(interruption.not_started)} tenant(s) not started. Re-run to finish."
     )
 
@@ -69,24 +70,31 @@ def _run_cells(run: TenantRun) -> list[str]:
     ]
 
 
+# Tenants whose figures stop short of the whole tenant: the Schema cell says why.
+PARTIAL_STATUSES = ("blocked", "interrupted", "failed")
+
+
 def summary_rows(report: MigrationReport) -> list[list[str]]:
-    """One row per tenant, then TOTAL; a busy or finalized tenant's figures say so."""
+    """One row per tenant, then TOTAL; a busy, refused or finalized tenant's figures say so, a partial run's
+    are marked."""
     rows = []
     for tenant in report.tenants:
-        if tenant.busy:
-            rows.append([tenant.schema] + ["busy: skipped"] + [""] * (len(SUMMARY_COLUMNS) - 2))
+        if tenant.busy or tenant.refused:
+            what = "busy: skipped" if tenant.busy else "refused: not touched"
+            rows.append([tenant.schema] + [what] + [""] * (len(SUMMARY_COLUMNS) - 2))
         elif tenant.finalized:
             # Under Products and Images Migrated: "finalized", "nothing to migrate".
             rows.append([tenant.schema, "finalized", "nothing to migrate"] + [""] * (len(SUMMARY_COLUMNS) - 3))
         elif tenant.run:
-            rows.append([tenant.schema] + _run_cells(tenant.run))
+            schema = tenant.schema + (f" ({tenant.status})" if tenant.status in PARTIAL_STATUSES else "")
+            rows.append([schema] + _run_cells(tenant.run))
     rows.append(["TOTAL"] + _run_cells(report.total))
     return rows
 
 
 def summary_sentence(report: MigrationReport) -> str:
     """The outcome in one sentence, as the seed report opens."""
-    schemas = sum(1 for tenant in report.tenants if not tenant.busy)
+    schemas = sum(1 for tenant in report.tenants if not tenant.busy and not tenant.refused)
     failed = len(report.failed_checks)
     verdict = "every check PASS" if not failed else f"{failed} check(s) FAIL"
     finalized = len(report.finalized_tenants)
@@ -243,8 +251,10 @@ def _spot_check(report: MigrationReport) -> Section | None:
     spot = next((v.spot_check for _, v in _validated(report) if v.spot_check), None)
     if not spot:
         return None
+    shown = len(spot.rows)
+    part = f"the first {shown // 2} and the last {shown - shown // 2} shown" if spot.image_count > shown else ""
     table = Table(
-        f"Spot check: product {spot.product_id}",
+        f"Spot check: product {spot.product_id}" + (f" ({spot.image_count:,} images, {part})" if part else ""),
         ["order", "is_label", "url"],
         [[str(row.order), str(row.is_label).lower(), row.url] for row in spot.rows],
         marks=["label" if row.is_label else "" for row in spot.rows],
@@ -255,7 +265,9 @@ def _spot_check(report: MigrationReport) -> Section | None:
         f" {row.order:>5} | {str(row.is_label).lower():<8} | {row.url}" + (" ← Label" if row.is_label else "")
         for row in spot.rows
     ]
-    caption = Paragraph(f"({len(spot.rows)} images)", lead=f"Product ID: {spot.product_id}")
+    caption = Paragraph(
+        f"({spot.image_count:,} images" + (f", {part})" if part else ")"), lead=f"Product ID: {spot.product_id}"
+    )
     return Section("Spot Check Sample", [table, Group([caption, Code("\n".join(psql))], only=MARKDOWN)])
 
 
@@ -295,21 +307,78 @@ def _errors(report: MigrationReport) -> Section | None:
 
 
 def _skipped(report: MigrationReport) -> Section | None:
-    busy = report.busy_tenants
+    busy = [tenant for tenant in report.tenants if tenant.busy]
     if not busy:
         return None
+
+    def note(tenant: TenantReport) -> str:
+        return f" ({tenant.lock_note})" if tenant.lock_note else ""
+
     # The terminal speaks while the run is on; the file, read afterwards, in the past.
     return Section(
         "Skipped",
         [
             Bullets(
-                [f"{schema}: busy, another migrate_images run holds its lock; skipped." for schema in busy],
+                [f"{t.schema}: busy, another migrate_images run holds its lock; skipped.{note(t)}" for t in busy],
                 tone=WARNING,
                 only=TERMINAL,
             ),
-            Bullets([f"{schema}: busy (another run held its lock)" for schema in busy], only=MARKDOWN),
+            Bullets([f"{t.schema}: busy (another run held its lock){note(t)}" for t in busy], only=MARKDOWN),
         ],
     )
+
+
+def _refused(report: MigrationReport) -> Section | None:
+    """Tenants the preflight refused: not touched, with every reason."""
+    rows = [[tenant.schema, reason] for tenant in report.tenants for reason in tenant.refused]
+    if not rows:
+        return None
+    table = Table("Refused by the preflight (not touched)", ["Schema", "Reason"], rows, tone=ERROR)
+    return Section("Refused", [table])
+
+
+def blocked_note(tenant: TenantReport) -> str:
+    blocked = tenant.blocked
+    return (
+        f"{tenant.schema}: blocked on {blocked.what}: {blocked.attempts} attempt(s), each waiting "
+        f"{blocked.lock_timeout_ms:,} ms for a lock ({blocked.error}). Committed batches are kept, the tenant is "
+        "not validated; re-run once the blocker is gone."
+    )
+
+
+def _blocked(report: MigrationReport) -> Section | None:
+    """Tenants given up on because of another session's locks, with the sessions that held them."""
+    blocked = [tenant for tenant in report.tenants if tenant.blocked]
+    if not blocked:
+        return None
+    blocks = []
+    for tenant in blocked:
+        blocks.append(Paragraph(blocked_note(tenant), tone=WARNING))
+        rows = [
+            [str(b.pid), b.state, b.transaction_started, b.waited_for, b.application, b.query]
+            for b in tenant.blocked.blockers
+        ]
+        if rows:
+            header = ["Blocking pid", "State", "Transaction since", "Waited for", "Application", "Query"]
+            blocks.append(Table(f"Blocking sessions: {tenant.schema}", header, rows, tone=WARNING))
+        else:
+            blocks.append(Paragraph("No blocking session was seen (the lock was released between looks)."))
+    return Section("Blocked", blocks)
+
+
+def _failure(report: MigrationReport) -> Section | None:
+    if not report.failure:
+        return None
+    text = (
+        f"Stopped by a database failure in {report.failure}. Whole batches already committed are kept; "
+        "the figures above are those of the run up to the failure. The ledger says where a re-run resumes."
+    )
+    return Section("Database failure", [Paragraph(text, tone=ERROR)])
+
+
+def _resumed(report: MigrationReport) -> Section | None:
+    notes = [f"{tenant.schema}: {tenant.resume_note}" for tenant in report.tenants if tenant.resume_note]
+    return Section("Resumed", [Bullets(notes)]) if notes else None
 
 
 def _finalized(report: MigrationReport) -> Section | None:
@@ -347,8 +416,12 @@ def report_sections(report: MigrationReport) -> list[Section]:
         _repairs(report),
         _resynced(report),
         _errors(report),
+        _resumed(report),
+        _refused(report),
+        _blocked(report),
         _finalized(report),
         _skipped(report),
+        _failure(report),
         _interruption(report),
         _performance(report),
     ]

@@ -1,0 +1,177 @@
+"""What must hold before migrate_images writes anything: on the server, then in each tenant.
+
+``server_problems`` stops the whole command (exit 2, nothing done). ``check_tenant`` looks at one tenant's
+catalog, before any write and without locking its tables: the tables, the columns the migration reads and
+writes with their types, NOT NULL columns it does not fill, and anything on product_images that could refuse
+or rewrite its rows which Django's migrations did not create (triggers, constraints, unique indexes, rules).
+A tenant with problems is refused with the reasons and not touched; the run goes on with the others.
+
+A finalized tenant (``finalize_images`` copied its JSON to ``legacy_product_images`` and dropped
+``products.images``) is no problem here: ``TenantPreflight.finalized`` says so, and the products columns,
+the JSON's among them, are not checked.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from django.db import connection
+from psycopg import sql
+
+from stoflow.raw_sql import fetch_rows
+
+MINIMUM_SERVER_VERSION = 160000  # pg_input_is_valid (bad JSON read safely), subqueries without an alias
+ARCHIVE_TABLE = "legacy_product_images"  # finalize_images' copy of the JSON, present once a tenant is finalized
+
+INTEGERS = ("smallint", "integer", "bigint")
+TIMESTAMPS = ("timestamp with time zone", "timestamp without time zone")
+TEXTS = ("text", "character varying")
+# Columns the migration reads or writes, and the types it accepts (None: any type).
+PRODUCTS_COLUMNS = {"id": INTEGERS, "images": ("jsonb",), "created_at": TIMESTAMPS, "deleted_at": None}
+IMAGES_COLUMNS = {
+    "id": INTEGERS,
+    "product_id": ("integer", "bigint"),
+    "url": TEXTS,
+    "order": ("integer", "bigint"),
+    "is_label": ("boolean",),
+    "created_at": ("timestamp with time zone",),
+    "updated_at": ("timestamp with time zone",),
+}
+REMOVED_COLUMNS = {  # --force and --sync copy removed rows there
+    "image_id": INTEGERS,
+    "product_id": INTEGERS,
+    "url": TEXTS,
+    "order": ("integer", "bigint"),
+    "is_label": ("boolean",),
+    "created_at": ("timestamp with time zone",),
+    "updated_at": ("timestamp with time zone",),
+    "removed_at": ("timestamp with time zone",),
+    "removed_by": TEXTS,
+}
+# What Django's migrations put on product_images (pg_get_constraintdef / the tail of pg_get_indexdef).
+KNOWN_CONSTRAINTS = {
+    "PRIMARY KEY (id)",
+    'UNIQUE (product_id, "order")',
+    "CHECK ((NOT (url = ''::text)))",
+    'CHECK (("order" >= 0))',
+}
+KNOWN_FOREIGN_KEY = re.compile(r"^FOREIGN KEY \(product_id\) REFERENCES (\S+\.)?products\(id\)")
+KNOWN_UNIQUE_INDEXES = {"USING btree (product_id) WHERE is_label"}  # one label per product
+
+
+@dataclass
+class TenantPreflight:
+    schema: str
+    problems: list[str] = field(default_factory=list)  # why the tenant is refused; empty: it may be migrated
+    finalized: bool = False  # no products.images and a legacy_product_images table: finalize_images ran
+
+
+def server_problems() -> list[str]:
+    """What keeps the command from running at all: an old server, no run ledger."""
+    problems = []
+    if connection.pg_version < MINIMUM_SERVER_VERSION:
+        problems.append(f"PostgreSQL 16 or newer is needed; this server is version {connection.pg_version}.")
+    ((ledger,),) = fetch_rows(sql.SQL("SELECT to_regclass('public.run_ledger') IS NOT NULL"))
+    if not ledger:
+        problems.append("No run ledger (public.run_ledger): run `manage.py migrate_schemas --shared` first.")
+    return problems
+
+
+def check_tenant(
+    schema: str, *, writes: bool = True, removes_rows: bool = False, accepted: Iterable[str] = ()
+) -> TenantPreflight:
+    """The tenant's problems, read from the catalog. ``writes``: also what could refuse or rewrite the rows
+    (``--check`` only reads); ``removes_rows``: --force or --sync, which copy rows to product_images_removed;
+    ``accepted``: names of triggers, constraints, indexes or rules on product_images the operator reviewed."""
+    tables = ["products", "product_images", ARCHIVE_TABLE] + (["product_images_removed"] if removes_rows else [])
+    columns: dict[str, dict[str, tuple[str, bool, bool]]] = {}
+    for table, column, type_name, not_null, has_default in fetch_rows(
+        sql.SQL(
+            "SELECT c.relname, a.attname, format_type(a.atttypid, NULL), a.attnotnull, "
+            "a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '' "
+            "FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+            "JOIN pg_attribute AS a ON a.attrelid = c.oid "
+            "WHERE n.nspname = %(schema)s AND c.relname = ANY(%(tables)s) AND c.relkind IN ('r', 'p') "
+            "AND a.attnum > 0 AND NOT a.attisdropped"
+        ),
+        {"schema": schema, "tables": tables},
+    ):
+        columns.setdefault(table, {})[column] = (type_name, not_null, has_default)
+    preflight = TenantPreflight(schema)
+    problems = preflight.problems
+    missing = [table for table in ("products", "product_images") if table not in columns]
+    if missing:
+        problems.append(f"no {' or '.join(missing)} table: run `manage.py migrate_schemas` first")
+        return preflight
+    products = columns["products"]
+    preflight.finalized = "images" not in products and ARCHIVE_TABLE in columns
+    if not preflight.finalized:
+        problems += _column_problems("products", products, PRODUCTS_COLUMNS, fills_rows=False)
+    problems += _column_problems("product_images", columns["product_images"], IMAGES_COLUMNS, fills_rows=writes)
+    if removes_rows:
+        if "product_images_removed" not in columns:
+            problems.append("no product_images_removed table (--force and --sync copy removed rows there)")
+        else:
+            problems += _column_problems("product_images_removed", columns["product_images_removed"], REMOVED_COLUMNS)
+    if writes:
+        problems += _unknown_objects(schema, set(accepted))
+    return preflight
+
+
+def _column_problems(
+    table: str, present: dict[str, tuple[str, bool, bool]], wanted: dict[str, tuple[str, ...] | None], fills_rows=True
+) -> list[str]:
+    problems = []
+    for column, types in wanted.items():
+        if column not in present:
+            problems.append(f"{table}.{column} is missing")
+        elif types is not None and present[column][0] not in types:
+            problems.append(f"{table}.{column} is {present[column][0]}, not {' or '.join(types)}")
+    if fills_rows:
+        for column, (_, not_null, has_default) in present.items():
+            if column not in wanted and not_null and not has_default:
+                problems.append(f"{table}.{column} is NOT NULL without a default: the migration's rows cannot fill it")
+    return problems
+
+
+_OBJECTS_ON_PRODUCT_IMAGES = """
+SELECT 'trigger', t.tgname, pg_get_triggerdef(t.oid)
+FROM pg_trigger AS t WHERE t.tgrelid = to_regclass(quote_ident(%(schema)s) || '.product_images') AND NOT t.tgisinternal
+UNION ALL
+SELECT 'constraint', c.conname, pg_get_constraintdef(c.oid)
+FROM pg_constraint AS c
+-- NOT NULL constraints (in pg_constraint from PostgreSQL 18 on) are the columns' business, checked above.
+WHERE c.conrelid = to_regclass(quote_ident(%(schema)s) || '.product_images') AND c.contype <> 'n'
+UNION ALL
+SELECT 'unique index', i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid)
+FROM pg_index AS i
+WHERE i.indrelid = to_regclass(quote_ident(%(schema)s) || '.product_images') AND i.indisunique
+  AND NOT EXISTS (SELECT 1 FROM pg_constraint AS c WHERE c.conindid = i.indexrelid)
+UNION ALL
+SELECT 'rule', r.rulename, r.definition FROM pg_rules AS r
+WHERE r.schemaname = %(schema)s AND r.tablename = 'product_images'
+ORDER BY 1, 2"""
+
+
+def _unknown_objects(schema: str, accepted: set[str]) -> list[str]:
+    """Triggers, constraints, unique indexes and rules on product_images that Django's migrations did not make."""
+    problems = []
+    for kind, name, definition in fetch_rows(sql.SQL(_OBJECTS_ON_PRODUCT_IMAGES), {"schema": schema}):
+        short_name = name.rsplit(".", 1)[-1]
+        if short_name in accepted or _known(kind, definition):
+            continue
+        problems.append(
+            f"product_images has a {kind} the migration does not know, {short_name}: {definition[:200]} "
+            f"(review it, then pass --allow {short_name})"
+        )
+    return problems
+
+
+def _known(kind: str, definition: str) -> bool:
+    if kind == "constraint":
+        return definition in KNOWN_CONSTRAINTS or bool(KNOWN_FOREIGN_KEY.match(definition))
+    if kind == "unique index":
+        return any(definition.endswith(tail) for tail in KNOWN_UNIQUE_INDEXES)
+    return False
