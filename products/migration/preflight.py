@@ -141,7 +141,9 @@ SELECT 'trigger', t.tgname, pg_get_triggerdef(t.oid)
 FROM pg_trigger AS t WHERE t.tgrelid = to_regclass(quote_ident(%(schema)s) || '.product_images') AND NOT t.tgisinternal
 UNION ALL
 SELECT 'constraint', c.conname, pg_get_constraintdef(c.oid)
-FROM pg_constraint AS c WHERE c.conrelid = to_regclass(quote_ident(%(schema)s) || '.product_images')
+FROM pg_constraint AS c
+-- NOT NULL constraints (in pg_constraint from PostgreSQL 18 on) are the columns' business, checked above.
+WHERE c.conrelid = to_regclass(quote_ident(%(schema)s) || '.product_images') AND c.contype <> 'n'
 UNION ALL
 SELECT 'unique index', i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid)
 FROM pg_index AS i
