@@ -51,7 +51,7 @@ class ExitCode(ExitCodeWithMeaning):
         "migration does not know): it is listed with the reason and not touched, the other tenants went on",
     )
     BLOCKED = (
-        6,
+        7,  # not 6: finalize_images refuses a tenant with 6, and the image commands share their codes
         "A tenant was blocked: a statement waited longer than `--lock-timeout` for a lock held by another session, "
         "on every retry; the report names the blocking pid and query, the tenant's committed batches are kept and "
         "the other tenants went on. Re-run once the blocker is gone",

@@ -100,16 +100,17 @@ def validate_images(schemas: list[str], jobs: int = 1, options: MigrationOptions
 
 
 def _validate_timed(schema: str, options: MigrationOptions, stop: threading.Event | None = None) -> TenantReport:
-    preflight = check_tenant(schema, writes=False)
-    if preflight.problems:
-        return TenantReport(schema, refused=preflight.problems)
-    finalized = preflight.finalized
-    tenant = TenantReport(schema, finalized=finalized)
+    tenant = TenantReport(schema)
     try:
-        with job_session(options, stop) as guard, _timed(tenant, "validate"):
-            tenant.validation = guard.run(
-                "the validation", lambda: validate_finalized(schema) if finalized else validate_tenant(schema)
-            )
+        with job_session(options, stop) as guard:
+            preflight = check_tenant(schema, writes=False)
+            if preflight.problems:
+                return TenantReport(schema, refused=preflight.problems)
+            tenant.finalized = finalized = preflight.finalized
+            with _timed(tenant, "validate"):
+                tenant.validation = guard.run(
+                    "the validation", lambda: validate_finalized(schema) if finalized else validate_tenant(schema)
+                )
     except TenantBlocked as blocked:
         tenant.blocked = blocked.blocked
     except DatabaseError as exc:
@@ -122,7 +123,8 @@ def migrate_tenant(
     schema: str, options: MigrationOptions, progress: Progress, stop: threading.Event | None = None
 ) -> TenantReport:
     stop = stop or threading.Event()
-    with tenant_lock(schema) as acquired:
+    # Every statement of the job, from the lock on, runs under its timeouts (job_session).
+    with job_session(options, stop) as guard, tenant_lock(schema) as acquired:
         if not acquired:
             holder = tenant_lock_holder(schema)
             return TenantReport(
@@ -140,8 +142,7 @@ def migrate_tenant(
         tenant = TenantReport(schema, run=TenantRun(), resumed_after=resumed_after, resume_note=resume_note)
         entry = ledger.open_entry(schema, options, resumed_after)
         try:
-            with job_session(options, stop) as guard:
-                _migrate_and_validate(tenant, options, progress, stop, guard, entry)
+            _migrate_and_validate(tenant, options, progress, stop, guard, entry)
         except TenantBlocked as blocked:
             tenant.blocked = blocked.blocked  # the run goes on with the next tenant
         except KeyboardInterrupt as interrupt:
