@@ -34,6 +34,7 @@ from django.utils import timezone
 from django_tenants.utils import get_public_schema_name
 from psycopg import sql
 
+from products.image_urls import URL_WHITESPACE, url_problem
 from products.models import Product, ProductImage
 from stoflow.raw_sql import as_text, execute, fetch_rows, table
 
@@ -79,7 +80,7 @@ class NotMigrated(ImageServiceError):
 def add_image(product: Product | int, url: str, *, created_at: datetime | None = None) -> ProductImage:
     """Add a photo after the product's other photos, just before its label if it has one."""
     product_id = _id(product, Product)
-    _check_url(url, product_id)
+    url = _checked_url(url, product_id)
     _check_created_at(created_at, product_id)
     with transaction.atomic():
         _lock_product(product_id)
@@ -194,21 +195,29 @@ def _id(value: object, model: type[Product] | type[ProductImage]) -> int:
     raise ImageServiceError(f"Expected a {model.__name__} or its id, got {value!r}.")
 
 
-def _check_url(url: object, product_id: int) -> None:
+def _checked_url(url: object, product_id: int) -> str:
+    """The URL as stored: trimmed, and allowed by the one rule the migration reads too (``image_urls``)."""
     if not isinstance(url, str):
         raise InvalidImageUrl(
             f"The URL of a new image of product {product_id} must be a string, got {type(url).__name__} {url!r}. "
             f"Nothing was changed."
         )
-    if not url.strip():
+    trimmed = url.strip(URL_WHITESPACE)
+    if not trimmed:
         raise InvalidImageUrl(
             f"The URL of a new image of product {product_id} is empty or blank ({url!r}). Nothing was changed."
         )
     # PostgreSQL text cannot hold a NUL character: refused here rather than as a database error.
-    if "\x00" in url:
+    if "\x00" in trimmed:
         raise InvalidImageUrl(
             f"The URL of a new image of product {product_id} holds a NUL character ({url!r}). Nothing was changed."
         )
+    problem = url_problem(trimmed)
+    if problem:
+        raise InvalidImageUrl(
+            f"The URL of a new image of product {product_id} {problem} ({url!r}). Nothing was changed."
+        )
+    return trimmed
 
 
 def _check_created_at(created_at: object, product_id: int) -> None:

@@ -40,6 +40,7 @@ from tests.helpers import (
     json_images,
     make_product,
     migrated_product,
+    run_command,
 )
 
 T0 = datetime(2026, 2, 1, 9, 30, tzinfo=UTC)
@@ -75,23 +76,23 @@ def test_the_first_image_of_a_product_gets_order_1_and_no_label(tenant):
 def test_a_second_image_makes_two_photos_and_no_label(tenant):
     product = make_product()
     with schema_context(tenant):
-        add_image(product, "a")
-        add_image(product, "b")
+        add_image(product, "/a")
+        add_image(product, "/b")
 
-    assert layout(product.id) == [(1, False, "a"), (2, False, "b")]
+    assert layout(product.id) == [(1, False, "/a"), (2, False, "/b")]
 
 
 def test_add_image_puts_the_new_photo_just_before_the_label(tenant):
     product = migrated_product(4)
     before = urls(product.id)
     with schema_context(tenant):
-        add_image(product.id, "new")
+        add_image(product.id, "/new")
 
     assert layout(product.id) == [
         (1, False, before[0]),
         (2, False, before[1]),
         (3, False, before[2]),
-        (4, False, "new"),
+        (4, False, "/new"),
         (5, True, before[3]),
     ]
 
@@ -99,7 +100,7 @@ def test_add_image_puts_the_new_photo_just_before_the_label(tenant):
 def test_add_image_keeps_0_based_numbering(tenant):
     product = migrated_product(3, first_order=0)
     with schema_context(tenant):
-        add_image(product, "new")
+        add_image(product, "/new")
 
     assert [(order, is_label) for order, is_label, _ in layout(product.id)] == [
         (0, False),
@@ -107,7 +108,7 @@ def test_add_image_keeps_0_based_numbering(tenant):
         (2, False),
         (3, True),
     ]
-    assert urls(product.id)[2] == "new"
+    assert urls(product.id)[2] == "/new"
 
 
 def test_add_image_defaults_created_at_to_now_and_keeps_a_given_one(tenant):
@@ -115,8 +116,8 @@ def test_add_image_defaults_created_at_to_now_and_keeps_a_given_one(tenant):
     given = datetime(2025, 12, 24, 18, 0, 5, 123456, tzinfo=UTC)
     with schema_context(tenant):
         before = datetime.now(UTC)
-        add_image(product, "a")
-        add_image(product, "b", created_at=given)
+        add_image(product, "/a")
+        add_image(product, "/b", created_at=given)
 
     (_, _, _, first), (_, _, _, second) = image_rows(product.id)
     assert before <= first <= datetime.now(UTC)
@@ -128,10 +129,10 @@ def test_add_image_up_to_the_limit(tenant, settings):
     settings.STOFLOW_MAX_IMAGES_PER_PRODUCT = 3
     product = make_product()
     with schema_context(tenant):
-        for url in "abc":
+        for url in ["/a", "/b", "/c"]:
             add_image(product, url)
 
-    assert urls(product.id) == ["a", "b", "c"]
+    assert urls(product.id) == ["/a", "/b", "/c"]
 
 
 def test_a_product_migrated_with_more_than_the_limit_keeps_them_shrinks_and_grows_back_to_it(tenant, settings):
@@ -141,12 +142,12 @@ def test_a_product_migrated_with_more_than_the_limit_keeps_them_shrinks_and_grow
     with schema_context(tenant):
         reorder_images(product, list(reversed(ids[:-1])))
         with pytest.raises(TooManyImages):
-            add_image(product, "refused")
+            add_image(product, "/refused")
         for image_id in ids[:3]:
             remove_image(image_id)
-        add_image(product, "back")
+        add_image(product, "/back")
         with pytest.raises(TooManyImages):
-            add_image(product, "refused")
+            add_image(product, "/refused")
 
     assert len(layout(product.id)) == 3
     assert label_url(product.id) == urls(product.id)[-1]
@@ -156,11 +157,11 @@ def test_add_image_after_the_largest_order_renumbers_the_product(tenant):
     product = migrated_product(2)
     with schema_context(tenant):
         ProductImage.objects.filter(product=product, is_label=True).update(order=MAX_ORDER)
-        add_image(product, "new")
+        add_image(product, "/new")
 
     # Renumbered in one run from its lowest order, which fits below the maximum.
     assert [(order, is_label) for order, is_label, _ in layout(product.id)] == [(1, False), (2, False), (3, True)]
-    assert urls(product.id)[1] == "new"
+    assert urls(product.id)[1] == "/new"
 
 
 # --- remove_image -------------------------------------------------------------------------
@@ -353,7 +354,7 @@ def test_the_mirror_skips_a_tenant_whose_json_column_is_gone(tenant):
     # What finalize will do; the test's transaction rolls it back.
     execute(sql.SQL("ALTER TABLE {} DROP COLUMN images").format(sql.Identifier(tenant, "products")))
     with schema_context(tenant):
-        new = add_image(product.id, "new")
+        new = add_image(product.id, "/new")
         reorder_images(product.id, [ids[1], new.id, ids[0]])
         set_label(ids[0])
         remove_image(ids[2])
@@ -361,7 +362,7 @@ def test_the_mirror_skips_a_tenant_whose_json_column_is_gone(tenant):
 
     assert [(is_label, url) for _, is_label, url, _ in image_rows(product.id)] == [
         (False, "https://cdn.example/2-1.jpeg"),
-        (False, "new"),
+        (False, "/new"),
         (False, "https://cdn.example/1-0.jpeg"),
     ]
 
@@ -444,18 +445,28 @@ REFUSED = {
     "add-an-empty-url": (lambda p: add_image(p["b"], ""), InvalidImageUrl, "product {b} is empty or blank"),
     "add-a-blank-url": (lambda p: add_image(p["b"], " \t\n"), InvalidImageUrl, "product {b} is empty or blank"),
     "add-a-url-with-a-nul": (lambda p: add_image(p["b"], "https://x/\x00.jpeg"), InvalidImageUrl, "NUL character"),
+    "add-a-url-with-a-control-character": (
+        lambda p: add_image(p["b"], "https://cdn.example/a\x07.jpeg"),
+        InvalidImageUrl,
+        "product {b} holds a control character",
+    ),
+    "add-a-javascript-url": (
+        lambda p: add_image(p["b"], "javascript:alert(1)"),
+        InvalidImageUrl,
+        "product {b} is neither an http(s) URL nor a site-relative path",
+    ),
     "add-a-none-url": (lambda p: add_image(p["b"], None), InvalidImageUrl, "product {b} must be a string"),
     "add-a-number-url": (lambda p: add_image(p["b"], 42), InvalidImageUrl, "product {b} must be a string, got int"),
     "add-a-bytes-url": (lambda p: add_image(p["b"], b"https://x"), InvalidImageUrl, "got bytes"),
-    "add-past-the-limit": (lambda p: add_image(p["a"], "fifth"), TooManyImages, "Product {a} has 4 images"),
+    "add-past-the-limit": (lambda p: add_image(p["a"], "/fifth"), TooManyImages, "Product {a} has 4 images"),
     "add-with-a-naive-created-at": (
-        lambda p: add_image(p["b"], "x", created_at=datetime(2026, 1, 1)),
+        lambda p: add_image(p["b"], "/x", created_at=datetime(2026, 1, 1)),
         ImageServiceError,
         "product {b} must be a timezone-aware datetime",
     ),
-    "add-to-a-deleted-product": (lambda p: add_image(p["gone"], "x"), ProductNotFound, "Product {gone}"),
+    "add-to-a-deleted-product": (lambda p: add_image(p["gone"], "/x"), ProductNotFound, "Product {gone}"),
     "add-to-an-unmigrated-product": (
-        lambda p: add_image(p["unmigrated"], "x"),
+        lambda p: add_image(p["unmigrated"], "/x"),
         NotMigrated,
         "Product {unmigrated} has photos in its legacy images JSON",
     ),
@@ -556,7 +567,7 @@ def test_a_call_waits_for_another_session_s_lock_on_the_product(committed_db):
             sql.SQL("SELECT id FROM {} WHERE id = %s FOR UPDATE").format(sql.Identifier(TENANT, "products")),
             [product.id],
         )
-        thread, started, outcome = in_thread(lambda: add_image(product.id, "from-the-service"))
+        thread, started, outcome = in_thread(lambda: add_image(product.id, "/from-the-service"))
         assert started.wait(10)
         assert waiting_for_a_lock_on_products(), "add_image never queued for the product's lock"
         assert thread.is_alive() and not outcome, "add_image went ahead while the product was locked"
@@ -584,7 +595,7 @@ def test_a_call_waits_for_another_session_s_lock_on_the_product(committed_db):
     # The service saw the other editor's photo: its own went after it, the label still last.
     assert [url for _, _, url in layout(product.id)][2:] == [
         "from-the-other-editor",
-        "from-the-service",
+        "/from-the-service",
         "https://cdn.example/3-2.jpeg",
     ]
     assert [is_label for _, is_label, _ in layout(product.id)] == [False] * 4 + [True]
@@ -600,12 +611,21 @@ def test_two_service_calls_on_one_product_queue_up(committed_db):
         barrier.wait(10)
         return add_image(product.id, url)
 
-    runs = [in_thread(lambda url=url: add(url)) for url in ("first", "second", "third")]
+    runs = [in_thread(lambda url=url: add(url)) for url in ("/first", "/second", "/third")]
     for thread, _, _ in runs:
         thread.join(20)
 
     assert not any(thread.is_alive() for thread, _, _ in runs)
     assert [outcome.get("error") for _, _, outcome in runs] == [None, None, None]
     rows = layout(product.id)
-    assert sorted(url for _, _, url in rows[5:8]) == ["first", "second", "third"]
+    assert sorted(url for _, _, url in rows[5:8]) == ["/first", "/second", "/third"]
     assert rows[-1] == (9, True, label) and not any(is_label for _, is_label, _ in rows[:-1])
+
+
+def test_add_image_trims_the_url_as_the_migration_reads_it(tenant):
+    product = make_product()
+    with schema_context(tenant):
+        add_image(product, "  https://cdn.example/spaced.jpeg\n")
+
+    assert urls(product.id) == ["https://cdn.example/spaced.jpeg"]
+    assert run_command("--check", "--schema", tenant)[0] == 0

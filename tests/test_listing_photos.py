@@ -72,8 +72,8 @@ def test_a_chosen_label_is_left_out_and_a_cleared_one_is_sent(tenant):
 def test_a_single_image_is_a_photo(tenant):
     product = make_product()
     with schema_context(tenant):
-        add_image(product, "only")
-        assert listing_photos(product, "vinted") == ["only"]
+        add_image(product, "/only")
+        assert listing_photos(product, "vinted") == ["/only"]
 
 
 def test_a_product_without_images_sends_nothing(tenant):

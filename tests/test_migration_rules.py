@@ -646,3 +646,12 @@ def test_every_id_is_walked_zero_negatives_and_bigint_extremes_included(tenant, 
     assert [len(image_rows(product_id)) for product_id in ids] == [2] * 5
     # --force rebuilds them too.
     assert _migrate(batch_size=batch_size, force=True).images_migrated == 10
+
+
+def test_urls_are_trimmed_of_whitespace_only(tenant):
+    # Letters that spell escapes (t, n, r, f, v) are not whitespace: "clip.mov" keeps its v.
+    product = _product([{"url": " https://cdn.example/clip.mov\t", "order": 1}, {"url": "/v\n", "order": 2}])
+
+    _migrate()
+
+    assert [url for _, _, url in _rows(product)] == ["https://cdn.example/clip.mov", "/v"]

@@ -31,6 +31,14 @@ last of them. Entries without the key follow the seed's rule: the last image by
 
 from psycopg import sql
 
+from products.image_urls import (
+    CONTROL_CHARACTER_PROBLEM,
+    SCHEME_PROBLEM,
+    URL_CONTROL_CHARACTER,
+    URL_HTTP,
+    URL_SITE_RELATIVE,
+    URL_WHITESPACE_SQL,
+)
 from stoflow.raw_sql import table
 
 # created_at strings we trust: ISO 8601 date and time, optional fraction and zone
@@ -44,11 +52,6 @@ LATEST_CREATED_AT = "2101-01-01 00:00:00+00"  # excluded: 2100-12-31T23:59:59Z i
 MAX_ORDER = 2_147_483_647  # product_images."order" is a PostgreSQL integer
 # An order written as text that is a plain decimal number ("3", " 2 ", "4.0"); bounded, so the cast cannot overflow.
 NUMERIC_TEXT_PATTERN = r"^[+-]?([0-9]{1,20}([.][0-9]{0,20})?|[.][0-9]{1,20})$"
-# URLs: trimmed of surrounding whitespace; then no control character (C0, DEL, C1) anywhere, and
-# either http(s) with a host or a site-relative path ("/media/..."; "//host/..." is not site-relative).
-URL_CONTROL_CHARACTER = r"[\x01-\x1f\x7f-\x9f]"
-URL_HTTP = r"^https?://[^/[:space:]]"
-URL_SITE_RELATIVE = r"^/[^/]"
 
 REPAIR_ORDER_INVALID = "order missing, negative or not an integer: renumbered 0..n-1"
 REPAIR_ORDER_DUPLICATE = "duplicate orders: renumbered 0..n-1"
@@ -145,9 +148,9 @@ checked AS (
                    THEN 'entry ' || en.position || ' url is a JSON ' || en.url_type || ', not a string'
                WHEN u.url = '' THEN 'entry ' || en.position || ' url is empty'
                WHEN u.url ~ {url_control_character}
-                   THEN 'entry ' || en.position || ' url holds a control character'
+                   THEN 'entry ' || en.position || ' url ' || {control_character_problem}
                WHEN NOT (u.url ~* {url_http} OR u.url ~ {url_site_relative})
-                   THEN 'entry ' || en.position || ' url is neither an http(s) URL nor a site-relative path'
+                   THEN 'entry ' || en.position || ' url ' || {scheme_problem}
            END AS problem,
            o.order_is_valid,
            o.order_is_valid AND en.entry_type = 'object'
@@ -157,7 +160,7 @@ checked AS (
            END AS created_at
     FROM entries AS en
     CROSS JOIN LATERAL (
-        SELECT CASE WHEN en.url_type = 'string' THEN btrim(en.url_text, E' \\t\\n\\r\\f\\v') END AS url
+        SELECT CASE WHEN en.url_type = 'string' THEN btrim(en.url_text, {url_whitespace}) END AS url
     ) AS u
     CROSS JOIN LATERAL (
         SELECT en.entry_type = 'string'
@@ -273,7 +276,10 @@ def source_ctes(schema: str, product_filter: sql.Composable, *, yielded: bool = 
         earliest_created_at=sql.SQL(EARLIEST_CREATED_AT),
         latest_created_at=sql.SQL(LATEST_CREATED_AT),
         numeric_text=sql.Literal(NUMERIC_TEXT_PATTERN),
+        url_whitespace=URL_WHITESPACE_SQL,
         url_control_character=sql.Literal(URL_CONTROL_CHARACTER),
+        control_character_problem=sql.Literal(CONTROL_CHARACTER_PROBLEM),
+        scheme_problem=sql.Literal(SCHEME_PROBLEM),
         url_http=sql.Literal(URL_HTTP),
         url_site_relative=sql.Literal(URL_SITE_RELATIVE),
         repair_order_invalid=sql.Literal(REPAIR_ORDER_INVALID),

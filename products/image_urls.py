@@ -1,0 +1,43 @@
+"""What an image URL may be: one rule, read in SQL by the migration (``migration/source.py``) and
+asked of PostgreSQL by the image service (``images.py``), so a URL the service stores is one the
+migration would read back unchanged.
+
+Trimmed of surrounding whitespace; then no control character (C0, DEL, C1) anywhere, and either
+http(s) with a host or a site-relative path ("/media/..."; "//host/..." is not site-relative).
+The patterns are PostgreSQL regular expressions (``[:space:]`` is a POSIX class).
+"""
+
+from psycopg import sql
+
+from stoflow.raw_sql import fetch_rows
+
+URL_WHITESPACE = " \t\n\r\f\v"  # trimmed from both ends
+# The same characters as a PostgreSQL escape string, so the SQL text itself holds no control character
+# (the report shows each query as it ran).
+URL_WHITESPACE_SQL = sql.SQL("E'{}'".format("".join(c if c == " " else f"\\x{ord(c):02x}" for c in URL_WHITESPACE)))
+URL_CONTROL_CHARACTER = r"[\x01-\x1f\x7f-\x9f]"
+URL_HTTP = r"^https?://[^/[:space:]]"
+URL_SITE_RELATIVE = r"^/[^/]"
+CONTROL_CHARACTER_PROBLEM = "holds a control character"
+SCHEME_PROBLEM = "is neither an http(s) URL nor a site-relative path"
+
+_URL_PROBLEM = """SELECT CASE
+    WHEN %(url)s ~ %(control)s THEN %(control_problem)s
+    WHEN NOT (%(url)s ~* %(http)s OR %(url)s ~ %(relative)s) THEN %(scheme_problem)s
+END"""
+
+
+def url_problem(url: str) -> str | None:
+    """Why the rule refuses ``url`` (already trimmed), or None; PostgreSQL reads the patterns."""
+    ((problem,),) = fetch_rows(
+        sql.SQL(_URL_PROBLEM),
+        {
+            "url": url,
+            "control": URL_CONTROL_CHARACTER,
+            "http": URL_HTTP,
+            "relative": URL_SITE_RELATIVE,
+            "control_problem": CONTROL_CHARACTER_PROBLEM,
+            "scheme_problem": SCHEME_PROBLEM,
+        },
+    )
+    return problem
