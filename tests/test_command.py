@@ -141,6 +141,7 @@ def test_force_asks_for_confirmation_unless_no_input(tenant, monkeypatch):
     from django.core.management.base import CommandError
 
     product = make_product(images=entries(2))
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
     monkeypatch.setattr("builtins.input", lambda prompt: "no")
     with pytest.raises(CommandError) as exc_info:
         call_command("migrate_images", "--schema", tenant, "--force", stdout=StringIO())
@@ -150,6 +151,53 @@ def test_force_asks_for_confirmation_unless_no_input(tenant, monkeypatch):
     monkeypatch.setattr("builtins.input", lambda prompt: "yes")
     call_command("migrate_images", "--schema", tenant, "--force", stdout=StringIO())
     assert len(image_rows(product.id)) == 2
+
+
+def test_force_with_no_terminal_and_no_no_input_refuses_saying_to_pass_it(tenant, monkeypatch):
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    product = make_product(images=entries(2))
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)
+    with pytest.raises(CommandError) as exc_info:
+        call_command("migrate_images", "--schema", tenant, "--force", stdout=StringIO())
+    assert exc_info.value.returncode == ExitCode.USAGE
+    assert "pass --no-input" in str(exc_info.value)
+    assert image_rows(product.id) == []
+
+
+@pytest.mark.parametrize(
+    "option, name, problem",
+    [
+        ("--report", "missing-folder/report.md", "which does not exist"),
+        ("--json", "missing-folder/report.json", "which does not exist"),
+        ("--report", ".", "is a directory"),
+    ],
+)
+def test_an_output_file_that_cannot_be_written_is_refused_before_any_work(tenant, tmp_path, option, name, problem):
+    product = make_product(images=entries(2))
+
+    code, _, output = run_command("--schema", tenant, option, str(tmp_path / name))
+
+    assert code == ExitCode.USAGE
+    assert problem in output and "Nothing was done" in output
+    assert image_rows(product.id) == []
+
+
+def test_an_unexpected_error_has_its_own_exit_status_not_products_not_migrated(tenant, monkeypatch):
+    def bug(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr("products.management.commands.migrate_images.migrate_images", bug)
+    make_product(images=entries(2))
+
+    code, _, output = run_command("--schema", tenant)
+
+    assert code == ExitCode.INTERNAL_ERROR == 70
+    assert "Unexpected error: ZeroDivisionError('a bug')" in output
+    assert "Traceback" in output
 
 
 def test_dry_run_writes_nothing_and_reports_what_the_live_run_writes(tenant, tmp_path):
@@ -175,7 +223,8 @@ def test_dry_run_writes_nothing_and_reports_what_the_live_run_writes(tenant, tmp
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--batch-size", "0"], "argument --batch-size: must be at least 1, not 0"),
+        (["--jobs", "two"], "argument --jobs: 'two' is not a whole number"),
         (["--check", "--force"], "cannot be combined with --force"),
     ],
 )

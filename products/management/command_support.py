@@ -6,10 +6,12 @@ restore_images_json; the enums of the three say so, and a test checks it."""
 
 import argparse
 import enum
+import os
 import sys
 import textwrap
+from pathlib import Path
 
-from django.core.management.base import CommandError, DjangoHelpFormatter
+from django.core.management.base import CommandError, CommandParser, DjangoHelpFormatter
 from django.db import OperationalError, ProgrammingError
 
 from products.migration.report import ExitCode
@@ -18,6 +20,15 @@ from stoflow.tenants.selectors import tenant_schema_names
 
 class HelpFormatter(DjangoHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Django's option order, with the exit status table kept as written."""
+
+
+class UsageParser(CommandParser):
+    """Django's parser, whose errors are usage errors (exit 2) from call_command too, as on the command line."""
+
+    def error(self, message):
+        if self.called_from_command_line:
+            super().error(message)  # argparse prints the usage and exits 2
+        raise CommandError(f"Error: {message}. Nothing was done.", returncode=ExitCode.USAGE)
 
 
 def exit_status_help(codes: type[enum.IntEnum]) -> str:
@@ -63,3 +74,36 @@ def confirm(question: str) -> None:
         )
     if input(f"{question}\nType 'yes' to continue, or 'no' to cancel: ") != "yes":
         raise CommandError("Cancelled; nothing was done.", returncode=ExitCode.USAGE)
+
+
+def at_least(minimum: int):
+    """An argparse type: an integer no smaller than ``minimum``; a bad value is a usage error before any work."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def check_writable(path: str | None, option: str) -> None:
+    """Refuse, before any work, an output file the command could not write at the end ('-' is stdout)."""
+    if not path or path == "-":
+        return
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        problem = "is a directory"
+    elif not folder.is_dir():
+        problem = f"is in {folder}, which does not exist"
+    elif not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        problem = "cannot be written (permissions)"
+    else:
+        return
+    raise CommandError(f"{option} {path}: the file {problem}. Nothing was done.", returncode=ExitCode.USAGE)

@@ -29,6 +29,11 @@ class ExitCode(ExitCodeWithMeaning):
     When several apply, the first listed wins."""
 
     OK = 0, "Every product migrated (or already), no errors, every check PASS"
+    INTERNAL_ERROR = (
+        70,
+        "An unexpected error in the command itself (a bug, not your data): the traceback is printed; whole "
+        "batches already committed are kept. Please report it",
+    )
     DATABASE_FAILURE = (
         5,
         "The database is unreachable, or failed mid-run (connection lost, statement timeout, ...): whole batches "

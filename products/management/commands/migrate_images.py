@@ -3,17 +3,27 @@ import re
 import shutil
 import sys
 import textwrap
+import traceback
 from contextlib import nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
 from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from products.management.command_support import HelpFormatter, exit_status_help, selected_schemas
+from products.management.command_support import (
+    HelpFormatter,
+    UsageParser,
+    at_least,
+    check_writable,
+    confirm,
+    exit_status_help,
+    selected_schemas,
+)
 from products.migration import ledger
 from products.migration.batches import MigrationOptions
 from products.migration.preflight import server_problems
@@ -54,10 +64,30 @@ class Command(BaseCommand):
         width=79,
     )
 
+    def execute(self, *args, **options):
+        # An exception nobody expected is a bug, not "products not migrated" (exit 1): its own exit status,
+        # with the traceback for the report of it.
+        try:
+            return super().execute(*args, **options)
+        except (CommandError, KeyboardInterrupt, SystemExit):
+            raise
+        except DatabaseError as exc:
+            raise CommandError(
+                f"Stopped by a database failure: {str(exc).strip()}. {ExitCode.DATABASE_FAILURE.meaning}.",
+                returncode=ExitCode.DATABASE_FAILURE,
+            ) from exc
+        except Exception as exc:
+            self.stderr.write(traceback.format_exc(), ending="")
+            raise CommandError(
+                f"Unexpected error: {exc!r}. {ExitCode.INTERNAL_ERROR.meaning}.", returncode=ExitCode.INTERNAL_ERROR
+            ) from exc
+
     def create_parser(self, prog_name, subcommand, **kwargs):
-        return super().create_parser(
+        parser = super().create_parser(
             prog_name, subcommand, formatter_class=HelpFormatter, epilog=EXIT_STATUS_HELP, **kwargs
         )
+        parser.__class__ = UsageParser  # Django builds a CommandParser; its errors become usage errors here
+        return parser
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -102,7 +132,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--jobs",
-            type=int,
+            type=at_least(1),
             default=MigrationOptions.jobs,
             metavar="N",
             help="Tenants to work on at once, each on its own database connection (default "
@@ -110,7 +140,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--batch-size",
-            type=int,
+            type=at_least(1),
             default=MigrationOptions.batch_size,
             metavar="N",
             help=f"Products per batch; each batch commits on its own (default {MigrationOptions.batch_size}).",
@@ -133,7 +163,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--retries",
-            type=int,
+            type=at_least(0),
             default=MigrationOptions.retries,
             metavar="N",
             help="Retries of a batch that timed out on a lock, deadlocked or lost a serialization conflict, "
@@ -141,7 +171,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--pause-ms",
-            type=int,
+            type=at_least(0),
             default=MigrationOptions.pause_ms,
             metavar="N",
             help="Pause between batches, in milliseconds (default 0): room for the application on a busy primary.",
@@ -169,11 +199,8 @@ class Command(BaseCommand):
         parser.add_argument("--json", metavar="PATH", help="Also write the report as JSON to PATH ('-' for stdout).")
 
     def handle(self, *args, **options):
-        for option, minimum in (("batch_size", 1), ("jobs", 1), ("retries", 0), ("pause_ms", 0)):
-            if options[option] < minimum:
-                raise CommandError(
-                    f"--{option.replace('_', '-')} must be at least {minimum}.", returncode=ExitCode.USAGE
-                )
+        check_writable(options["report"], "--report")
+        check_writable(options["json"], "--json")
         lock_timeout_ms = duration_ms(options["lock_timeout"], "--lock-timeout", minimum=1)
         statement_timeout_ms = duration_ms(options["statement_timeout"], "--statement-timeout", minimum=0)
         if options["check"] and (options["force"] or options["sync"]):
@@ -234,12 +261,7 @@ class Command(BaseCommand):
             raise CommandError(self.failure_message(report), returncode=report.exit_code)
 
     def confirm_force(self, schemas: list[str]) -> None:
-        answer = input(
-            f"--force replaces the product_images rows of every product in {', '.join(schemas)}.\n"
-            "Type 'yes' to continue, or 'no' to cancel: "
-        )
-        if answer != "yes":
-            raise CommandError("Cancelled; nothing was done.", returncode=ExitCode.USAGE)
+        confirm(f"--force replaces the product_images rows of every product in {', '.join(schemas)}.")
 
     def progress(self, options: dict, tenants: int):
         # Bars only on a terminal, so reports piped to files stay clean; beside the
