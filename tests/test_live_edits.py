@@ -1,14 +1,12 @@
 """The migration beside live edits: a batch waits for a product another session is changing, then reads its JSON."""
 
 import threading
-import time
 
 from django.db import connections
 
 from products.migration.report import ExitCode
 from tests.helpers import (
     TENANT,
-    WAIT_SECONDS,
     entries,
     image_rows,
     join_all,
@@ -16,6 +14,7 @@ from tests.helpers import (
     other_session,
     run_command,
     tenant_sql,
+    wait_until_blocked_by,
 )
 
 # What the image service does for set_label(first image): the product row locked first, then the image
@@ -28,20 +27,6 @@ SET_FIRST_IMAGE_AS_LABEL = [
     "'created_at', created_at, 'is_label', is_label) ORDER BY \"order\") FROM {images} WHERE product_id = %(id)s) "
     "WHERE id = %(id)s",
 ]
-
-
-def _wait_until_blocked_by(pid: int) -> int:
-    """The pid of the backend waiting for a lock ``pid`` holds (polled from a session of its own)."""
-    deadline = time.monotonic() + WAIT_SECONDS
-    with other_session() as watcher:
-        while time.monotonic() < deadline:
-            row = watcher.execute(
-                "SELECT pid FROM pg_stat_activity WHERE %(pid)s = ANY(pg_blocking_pids(pid))", {"pid": pid}
-            ).fetchone()
-            if row:
-                return row[0]
-            time.sleep(0.05)
-    raise AssertionError(f"no backend waited for a lock of backend {pid} within {WAIT_SECONDS} s")
 
 
 def test_a_force_run_waits_for_a_product_being_edited_and_keeps_the_edit(committed_db):
@@ -60,7 +45,7 @@ def test_a_force_run_waits_for_a_product_being_edited_and_keeps_the_edit(committ
     with other_session() as editor, editor.transaction():
         editor.execute(tenant_sql("SELECT 1 FROM {products} WHERE id = %(id)s FOR UPDATE"), {"id": product.pk})
         run.start()
-        _wait_until_blocked_by(editor.info.backend_pid)
+        wait_until_blocked_by(editor.info.backend_pid)
         for statement in SET_FIRST_IMAGE_AS_LABEL:
             editor.execute(tenant_sql(statement), {"id": product.pk, "url": first_url})
         assert run.is_alive(), "the --force run did not wait for the product being edited"
