@@ -212,7 +212,7 @@ def test_tables_a_writer_holds_make_the_tenant_busy_within_the_lock_timeout(fina
         # A writer in the middle of its transaction: it holds products until it commits.
         writer.execute(tenant_sql("LOCK TABLE {products} IN ROW EXCLUSIVE MODE"))
         started = time.monotonic()
-        code, output = run_lifecycle(FINALIZE, "--schema", TENANT, "--lock-timeout", "0.3")
+        code, output = run_lifecycle(FINALIZE, "--schema", TENANT, "--lock-timeout", "300ms")
         waited = time.monotonic() - started
 
     assert code == FinalizeExitCode.TENANT_BUSY, output
@@ -393,7 +393,7 @@ def test_without_a_terminal_finalize_wants_no_input_but_a_dry_run_needs_none(fin
     "args, message",
     [
         (["--schema", "user_999"], "Unknown tenant schema(s): 'user_999'"),
-        (["--lock-timeout", "0"], "--lock-timeout must be more than 0 seconds"),
+        (["--lock-timeout", "0"], "argument --lock-timeout: must be at least 1 ms"),
     ],
 )
 def test_usage_errors_change_nothing(finalizable, command, args, message):

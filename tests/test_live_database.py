@@ -81,9 +81,9 @@ def test_the_run_s_statements_run_under_its_timeouts_and_the_session_gets_its_ow
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--lock-timeout", "soon"], "--lock-timeout takes a duration such as 200ms, 2s or 10min"),
-        (["--lock-timeout", "0"], "--lock-timeout must be at least 1 ms"),
-        (["--statement-timeout", "1 day"], "--statement-timeout takes a duration"),
+        (["--lock-timeout", "soon"], "argument --lock-timeout: takes a duration such as 200ms, 2s or 10min"),
+        (["--lock-timeout", "0"], "argument --lock-timeout: must be at least 1 ms"),
+        (["--statement-timeout", "1 day"], "argument --statement-timeout: takes a duration"),
         (["--retries", "-1"], "argument --retries: must be at least 0, not -1"),
         (["--pause-ms", "-5"], "argument --pause-ms: must be at least 0, not -5"),
     ],

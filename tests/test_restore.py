@@ -165,7 +165,7 @@ def test_tables_a_reader_holds_make_the_restore_busy_within_the_lock_timeout(res
     with other_session() as reader, reader.transaction():
         reader.execute(tenant_sql("LOCK TABLE {products} IN ACCESS SHARE MODE"))  # a long query on products
         started = time.monotonic()
-        code, output = run_lifecycle(RESTORE, "--lock-timeout", "0.3")
+        code, output = run_lifecycle(RESTORE, "--lock-timeout", "300ms")
         waited = time.monotonic() - started
 
     assert code == RestoreExitCode.TENANT_BUSY, output

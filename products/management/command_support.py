@@ -7,11 +7,12 @@ restore_images_json; the enums of the three say so, and a test checks it."""
 import argparse
 import enum
 import os
+import re
 import sys
 import textwrap
 from pathlib import Path
 
-from django.core.management.base import CommandError, CommandParser, DjangoHelpFormatter
+from django.core.management.base import BaseCommand, CommandError, CommandParser, DjangoHelpFormatter
 from django.db import OperationalError, ProgrammingError
 
 from products.migration.report import ExitCode
@@ -29,6 +30,20 @@ class UsageParser(CommandParser):
         if self.called_from_command_line:
             super().error(message)  # argparse prints the usage and exits 2
         raise CommandError(f"Error: {message}. Nothing was done.", returncode=ExitCode.USAGE)
+
+
+class ImageCommand(BaseCommand):
+    """The image commands' parser: Django's option order, the exit status table of ``exit_codes`` closing
+    --help, and bad options as usage errors (exit 2) however the command is called."""
+
+    exit_codes: type[enum.IntEnum]
+
+    def create_parser(self, prog_name, subcommand, **kwargs):
+        parser = super().create_parser(
+            prog_name, subcommand, formatter_class=HelpFormatter, epilog=exit_status_help(self.exit_codes), **kwargs
+        )
+        parser.__class__ = UsageParser  # Django builds a CommandParser; its errors become usage errors here
+        return parser
 
 
 def exit_status_help(codes: type[enum.IntEnum]) -> str:
@@ -107,3 +122,36 @@ def check_writable(path: str | None, option: str) -> None:
     else:
         return
     raise CommandError(f"{option} {path}: the file {problem}. Nothing was done.", returncode=ExitCode.USAGE)
+
+
+DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|h)?\s*$")
+UNIT_MS = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, None: 1}
+
+
+def duration_ms(minimum: int):
+    """An argparse type: a duration as PostgreSQL writes them ("200ms", "2s", "10min", "1h"; a bare number
+    is milliseconds), in milliseconds, no shorter than ``minimum``. Every --*-timeout option takes it."""
+
+    def parse(text: str) -> int:
+        match = DURATION.match(text or "")
+        if not match:
+            raise argparse.ArgumentTypeError(f"takes a duration such as 200ms, 2s or 10min, not {text!r}")
+        value = round(float(match[1]) * UNIT_MS[match[2]])
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum} ms")
+        return value
+
+    parse.__name__ = "duration"
+    return parse
+
+
+def add_lock_timeout_option(parser, default: str, what: str) -> None:
+    """finalize_images and restore_images_json: how long a tenant's table locks may be waited for."""
+    parser.add_argument(
+        "--lock-timeout",
+        type=duration_ms(minimum=1),
+        default=default,
+        metavar="DURATION",
+        help=f"How long to wait for {what} before skipping the tenant as busy (200ms, 2s, 1min; default {default}); "
+        "the application's queries on the table queue meanwhile.",
+    )

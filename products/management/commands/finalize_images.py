@@ -1,16 +1,22 @@
 import textwrap
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from products.legacy_json import ARCHIVE_TABLE
-from products.management.command_support import HelpFormatter, confirm, exit_status_help, selected_schemas
+from products.management.command_support import (
+    ImageCommand,
+    add_lock_timeout_option,
+    confirm,
+    selected_schemas,
+)
 from products.migration.finalize import FinalizeExitCode, describe, failure_message, finalize_images
 from products.migration.runs import preflight_problems
 from products.migration.table_locks import DEFAULT_LOCK_TIMEOUT
 from stoflow.tenants.runner import TenantJobFailed
 
 
-class Command(BaseCommand):
+class Command(ImageCommand):
+    exit_codes = FinalizeExitCode
     help = textwrap.fill(
         "Drop the legacy JSON column products.images of every tenant (or those named by --schema) once the "
         "gate lets it: every validation check of migrate_images passes, no product is listed as an error, "
@@ -19,15 +25,6 @@ class Command(BaseCommand):
         "restore_images_json puts the column back. A tenant already finalized is left as it is.",
         width=79,
     )
-
-    def create_parser(self, prog_name, subcommand, **kwargs):
-        return super().create_parser(
-            prog_name,
-            subcommand,
-            formatter_class=HelpFormatter,
-            epilog=exit_status_help(FinalizeExitCode),
-            **kwargs,
-        )
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -49,18 +46,9 @@ class Command(BaseCommand):
             dest="interactive",
             help="Do not ask for confirmation (needed when there is no terminal to ask on).",
         )
-        parser.add_argument(
-            "--lock-timeout",
-            type=float,
-            default=DEFAULT_LOCK_TIMEOUT,
-            metavar="SECONDS",
-            help="How long to wait for a tenant's table locks before skipping it as busy "
-            f"(default {DEFAULT_LOCK_TIMEOUT:g}); the application's queries on the table queue meanwhile.",
-        )
+        add_lock_timeout_option(parser, f"{DEFAULT_LOCK_TIMEOUT:g}s", "a tenant's table locks")
 
     def handle(self, *args, **options):
-        if options["lock_timeout"] <= 0:
-            raise CommandError("--lock-timeout must be more than 0 seconds.", returncode=FinalizeExitCode.USAGE)
         schemas = selected_schemas(options["schemas"])
         problems = preflight_problems(schemas)
         if problems:
@@ -71,7 +59,7 @@ class Command(BaseCommand):
                 f"the gate lets through, after copying it to {ARCHIVE_TABLE}."
             )
         try:
-            finalization = finalize_images(schemas, options["dry_run"], options["lock_timeout"])
+            finalization = finalize_images(schemas, options["dry_run"], options["lock_timeout"] / 1000)
         except TenantJobFailed as exc:
             raise CommandError(
                 f"Stopped by a database failure in {exc}. {FinalizeExitCode.DATABASE_FAILURE.meaning}.",

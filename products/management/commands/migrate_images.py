@@ -1,5 +1,4 @@
 import io
-import re
 import shutil
 import sys
 import textwrap
@@ -8,7 +7,7 @@ from contextlib import nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import DatabaseError
 from rich import box
 from rich.console import Console
@@ -16,12 +15,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from products.management.command_support import (
-    HelpFormatter,
-    UsageParser,
+    ImageCommand,
     at_least,
     check_writable,
     confirm,
-    exit_status_help,
+    duration_ms,
     selected_schemas,
 )
 from products.migration import ledger
@@ -35,27 +33,10 @@ from stoflow.tenants.runner import Interruption, TenantJobFailed, signal_name, s
 
 DEFAULT_LOCK_TIMEOUT = "2s"
 DEFAULT_STATEMENT_TIMEOUT = "10min"
-DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|h)?\s*$")
-UNIT_MS = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, None: 1}
 
 
-def duration_ms(text: str, option: str, minimum: int) -> int:
-    """A duration as PostgreSQL writes them ("200ms", "2s", "10min", "1h"; a bare number is milliseconds)."""
-    match = DURATION.match(text or "")
-    if not match:
-        raise CommandError(
-            f"{option} takes a duration such as 200ms, 2s or 10min, not {text!r}.", returncode=ExitCode.USAGE
-        )
-    value = round(float(match[1]) * UNIT_MS[match[2]])
-    if value < minimum:
-        raise CommandError(f"{option} must be at least {minimum} ms.", returncode=ExitCode.USAGE)
-    return value
-
-
-EXIT_STATUS_HELP = exit_status_help(ExitCode)
-
-
-class Command(BaseCommand):
+class Command(ImageCommand):
+    exit_codes = ExitCode
     help = textwrap.fill(
         "Copy product photos from the legacy JSON column products.images into the product_images table "
         "of every tenant (or those named by --schema), marking the last image of each product with two or "
@@ -81,13 +62,6 @@ class Command(BaseCommand):
             raise CommandError(
                 f"Unexpected error: {exc!r}. {ExitCode.INTERNAL_ERROR.meaning}.", returncode=ExitCode.INTERNAL_ERROR
             ) from exc
-
-    def create_parser(self, prog_name, subcommand, **kwargs):
-        parser = super().create_parser(
-            prog_name, subcommand, formatter_class=HelpFormatter, epilog=EXIT_STATUS_HELP, **kwargs
-        )
-        parser.__class__ = UsageParser  # Django builds a CommandParser; its errors become usage errors here
-        return parser
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -147,6 +121,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--lock-timeout",
+            type=duration_ms(minimum=1),
             default=DEFAULT_LOCK_TIMEOUT,
             metavar="DURATION",
             help="Longest wait of any statement for a lock another session holds (a row the app or the admin is "
@@ -156,6 +131,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--statement-timeout",
+            type=duration_ms(minimum=0),
             default=DEFAULT_STATEMENT_TIMEOUT,
             metavar="DURATION",
             help=f"Longest run of any statement (default {DEFAULT_STATEMENT_TIMEOUT}; 0: no limit): a runaway "
@@ -201,8 +177,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         check_writable(options["report"], "--report")
         check_writable(options["json"], "--json")
-        lock_timeout_ms = duration_ms(options["lock_timeout"], "--lock-timeout", minimum=1)
-        statement_timeout_ms = duration_ms(options["statement_timeout"], "--statement-timeout", minimum=0)
+        lock_timeout_ms, statement_timeout_ms = options["lock_timeout"], options["statement_timeout"]
         if options["check"] and (options["force"] or options["sync"]):
             raise CommandError(
                 "--check writes nothing; it cannot be combined with --force or --sync.", returncode=ExitCode.USAGE

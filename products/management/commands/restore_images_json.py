@@ -1,16 +1,22 @@
 import textwrap
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from products.legacy_json import ARCHIVE_TABLE
-from products.management.command_support import HelpFormatter, confirm, exit_status_help, selected_schemas
+from products.management.command_support import (
+    ImageCommand,
+    add_lock_timeout_option,
+    confirm,
+    selected_schemas,
+)
 from products.migration.restore import RestoreExitCode, describe, failure_message, restore_images_json
 from products.migration.runs import preflight_problems
 from products.migration.table_locks import DEFAULT_LOCK_TIMEOUT
 from stoflow.tenants.runner import TenantJobFailed
 
 
-class Command(BaseCommand):
+class Command(ImageCommand):
+    exit_codes = RestoreExitCode
     help = textwrap.fill(
         "The rollback of finalize_images: put the JSON column products.images back in every finalized tenant "
         "(or those named by --schema) and fill it from the product_images rows, by order, with url, order, "
@@ -18,15 +24,6 @@ class Command(BaseCommand):
         "no rows then either, else []. One transaction per tenant; a tenant that has the column is left as it is.",
         width=79,
     )
-
-    def create_parser(self, prog_name, subcommand, **kwargs):
-        return super().create_parser(
-            prog_name,
-            subcommand,
-            formatter_class=HelpFormatter,
-            epilog=exit_status_help(RestoreExitCode),
-            **kwargs,
-        )
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -43,18 +40,9 @@ class Command(BaseCommand):
             dest="interactive",
             help="Do not ask for confirmation (needed when there is no terminal to ask on).",
         )
-        parser.add_argument(
-            "--lock-timeout",
-            type=float,
-            default=DEFAULT_LOCK_TIMEOUT,
-            metavar="SECONDS",
-            help="How long to wait for a tenant's table locks before skipping it as busy "
-            f"(default {DEFAULT_LOCK_TIMEOUT:g}); the application's queries on the table queue meanwhile.",
-        )
+        add_lock_timeout_option(parser, f"{DEFAULT_LOCK_TIMEOUT:g}s", "a tenant's table locks")
 
     def handle(self, *args, **options):
-        if options["lock_timeout"] <= 0:
-            raise CommandError("--lock-timeout must be more than 0 seconds.", returncode=RestoreExitCode.USAGE)
         schemas = selected_schemas(options["schemas"])
         problems = preflight_problems(schemas)
         if problems:
@@ -65,7 +53,7 @@ class Command(BaseCommand):
                 "filled from their image rows."
             )
         try:
-            restoration = restore_images_json(schemas, options["lock_timeout"])
+            restoration = restore_images_json(schemas, options["lock_timeout"] / 1000)
         except TenantJobFailed as exc:
             raise CommandError(
                 f"Stopped by a database failure in {exc}. {RestoreExitCode.DATABASE_FAILURE.meaning}.",
