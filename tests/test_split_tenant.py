@@ -208,6 +208,9 @@ def test_ctrl_c_stops_every_range_between_batches_and_a_rerun_ends_in_the_serial
     assert rerun_code == ExitCode.OK, output
     assert table_state(TENANT) == serial_rows
     assert rerun["total"]["images_migrated"] == images - committed
+    # The re-run's validation covers the whole tenant, not only the ids it walked.
+    (check_1,) = [check for check in rerun["tenants"][0]["validation"]["checks"] if check["number"] == 1]
+    assert check_1["figure"] == check_1["expected"] == images
 
 
 def test_a_database_failure_in_one_range_worker_stops_the_run_and_keeps_committed_batches(
