@@ -245,9 +245,9 @@ def test_a_database_failure_in_one_range_worker_stops_the_run_and_keeps_committe
 
 
 def test_a_small_tenant_keeps_one_worker(committed_db, batch_backends):
-    for count in (1, 2, 3):
+    products = split.MINIMUM_BATCHES_TO_SPLIT * 2 - 1  # one product short of two batches of 2
+    for count in range(1, products + 1):
         make_product(images=entries(count))
 
     assert run_command(*SCHEMA, "--batch-size", "2", "--jobs", "2")[0] == ExitCode.OK
     assert not range_workers(batch_backends)
-    assert split.MINIMUM_BATCHES_TO_SPLIT * 2 > 3
