@@ -127,7 +127,7 @@ def test_a_split_tenant_gives_the_serial_run_s_report_and_rows_on_the_seed_distr
     assert all(upto <= cut for _, thread, _, upto in batch_backends if thread == "range-worker-0")
 
 
-@pytest.mark.parametrize("flags", [[], ["--sync"]], ids=["first-run", "sync"])
+@pytest.mark.parametrize("flags", [[], ["--sync"], ["--force"]], ids=["first-run", "sync", "force"])
 def test_a_split_tenant_gives_the_serial_run_s_report_and_rows_on_hostile_data(
     committed_db, tmp_path, batch_backends, flags
 ):
