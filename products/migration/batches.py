@@ -263,10 +263,11 @@ def migrate_batches(
     run: TenantRun | None = None,
     guard: Guard | None = None,
     after: int | None = None,
+    upto: int | None = None,
     on_batch: Callable[[int], None] | None = None,
     rehearsal: RangeFigures | None = None,
 ) -> TenantRun:
-    """Walk the tenant's products with ids above ``after`` (None: every id), one batch after the other.
+    """Walk the tenant's products with ids in (``after``, ``upto``] (None: no bound), one batch after the other.
 
     ``run`` collects the figures as batches finish (given, it holds them even if the walk stops part-way);
     ``on_batch(last id)`` is called after each batch, outside its transaction (the ledger); a dry run passes
@@ -276,15 +277,16 @@ def migrate_batches(
     guard = guard or Guard(options, stop=stop)
     walk = _Walk(schema, options, run, guard, rehearsal)
     products = table(schema, "products")
-    count = sql.SQL(_COUNT).format(products=products, after=id_range("p.id", after, None))
-    remaining = guard.run("counting the products", lambda: fetch_rows(count, {"after": after})[0][0])
+    bound = upto
+    count = sql.SQL(_COUNT).format(products=products, after=id_range("p.id", after, bound))
+    remaining = guard.run("counting the products", lambda: fetch_rows(count, {"after": after, "upto": bound})[0][0])
     progress.start_tenant(schema, remaining)
     try:
         while True:
             if stop.is_set():
                 raise KeyboardInterrupt
-            batch_end = sql.SQL(_BATCH_END).format(products=products, after=id_range("p.id", after, None))
-            params = {"after": after, "batch_size": options.batch_size}
+            batch_end = sql.SQL(_BATCH_END).format(products=products, after=id_range("p.id", after, bound))
+            params = {"after": after, "upto": bound, "batch_size": options.batch_size}
             (upto,) = guard.run("finding the next batch", lambda query=batch_end, p=params: fetch_rows(query, p)[0])
             if upto is None:
                 break
@@ -297,10 +299,10 @@ def migrate_batches(
             after = upto
             if options.pause_ms:
                 guard.pause(options.pause_ms / 1000)
-        if rehearsal is not None:
+        if rehearsal is not None and (bound is None or after != bound):
             # What lies past the last product (rows whose product is gone), as a live run's validation counts it.
             rehearsal.add(
-                guard.run("validating the rehearsal", lambda: measure_range(schema, after, None, walk.error_ids()))
+                guard.run("validating the rehearsal", lambda: measure_range(schema, after, bound, walk.error_ids()))
             )
     finally:
         progress.finish_tenant(schema)  # also when the walk stops part-way: its bar goes

@@ -72,7 +72,7 @@ def open_entry(schema: str, options: MigrationOptions, resumed_after: int | None
     )
 
 
-def record_batch(entry: LedgerEntry, last_product_id: int, run: TenantRun) -> None:
+def record_batch(entry: LedgerEntry, last_product_id: int | None, run: TenantRun) -> None:
     """A batch is committed (or, in a dry run, rehearsed): every product up to ``last_product_id`` is done."""
     entry.last_product_id = last_product_id
     entry.batches += 1

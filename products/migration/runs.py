@@ -32,6 +32,7 @@ from products.migration.batches import (
 )
 from products.migration.preflight import MINIMUM_SERVER_VERSION, check_tenant
 from products.migration.report import MigrationReport, TenantReport, TenantRun
+from products.migration.split import IdRange, Slots, migrate_ranges, slot, split_points, validate_ranges
 from products.migration.validation import RangeFigures, build_validation, validate_finalized, validate_tenant
 from stoflow.raw_sql import execute, fetch_rows, table
 from stoflow.tenants.locks import tenant_lock, tenant_lock_holder
@@ -50,9 +51,11 @@ def migrate_images(schemas: list[str], options: MigrationOptions, progress: Prog
         run_id=options.run_id or uuid.uuid4().hex,
     )
     progress = progress or Progress()
+    # With --jobs, at most that many walks at once, whether of tenants or of a large tenant's ranges.
+    slots = Slots(options.jobs) if options.jobs > 1 else None
     try:
         report.tenants, report.interruption = for_each_tenant(
-            schemas, options.jobs, lambda schema, stop: migrate_tenant(schema, options, progress, stop)
+            schemas, options.jobs, lambda schema, stop: migrate_tenant(schema, options, progress, stop, slots)
         )
     except TenantJobFailed as failure:
         report.tenants, report.failure = failure.results, str(failure)
@@ -120,7 +123,11 @@ def _validate_timed(schema: str, options: MigrationOptions, stop: threading.Even
 
 
 def migrate_tenant(
-    schema: str, options: MigrationOptions, progress: Progress, stop: threading.Event | None = None
+    schema: str,
+    options: MigrationOptions,
+    progress: Progress,
+    stop: threading.Event | None = None,
+    slots: Slots | None = None,
 ) -> TenantReport:
     stop = stop or threading.Event()
     # Every statement of the job, from the lock on, runs under its timeouts (job_session).
@@ -142,7 +149,7 @@ def migrate_tenant(
         tenant = TenantReport(schema, run=TenantRun(), resumed_after=resumed_after, resume_note=resume_note)
         entry = ledger.open_entry(schema, options, resumed_after)
         try:
-            _migrate_and_validate(tenant, options, progress, stop, guard, entry)
+            _migrate_and_validate(tenant, options, progress, stop, guard, entry, slots)
         except TenantBlocked as blocked:
             tenant.blocked = blocked.blocked  # the run goes on with the next tenant
         except KeyboardInterrupt as interrupt:
@@ -158,6 +165,25 @@ def migrate_tenant(
 
 
 def _migrate_and_validate(
+    tenant: TenantReport,
+    options: MigrationOptions,
+    progress: Progress,
+    stop: threading.Event,
+    guard: Guard,
+    entry,
+    slots: Slots | None = None,
+) -> None:
+    schema = tenant.schema
+    # --jobs N: a large tenant's ids are cut into ranges worked at once, each on its own connection (split.py).
+    ranges = guard.run("cutting the products into ranges", lambda: split_points(schema, tenant.resumed_after, options))
+    if len(ranges) > 1:
+        _migrate_and_validate_ranges(tenant, ranges, options, progress, stop, guard, entry, slots)
+        return
+    with slot(slots, stop):
+        _migrate_and_validate_serially(tenant, options, progress, stop, guard, entry)
+
+
+def _migrate_and_validate_serially(
     tenant: TenantReport,
     options: MigrationOptions,
     progress: Progress,
@@ -194,6 +220,48 @@ def _migrate_and_validate(
             return validate_tenant(schema, excluded)
 
         tenant.validation = guard.run("the validation", validate)
+
+
+def _migrate_and_validate_ranges(
+    tenant: TenantReport,
+    ranges: list[IdRange],
+    options: MigrationOptions,
+    progress: Progress,
+    stop: threading.Event,
+    guard: Guard,
+    entry,
+    slots: Slots | None,
+) -> None:
+    """``_migrate_and_validate`` with the tenant's ids in ranges, each worked and validated on its own connection
+    while this one holds the tenant's lock. The ledger keeps one resume point per entry, the conservative one:
+    the last id below which every range committed everything (``split.resume_point``)."""
+    schema, run = tenant.schema, tenant.run
+    for part in ranges:
+        part.rehearsal = RangeFigures() if options.dry_run else None
+    with _timed(tenant, "migrate"):
+        migrate_ranges(
+            schema,
+            ranges,
+            options,
+            progress,
+            stop,
+            run,
+            on_batch=lambda resume_after, so_far: ledger.record_batch(entry, resume_after, so_far),
+            slots=slots,
+        )
+    excluded = [error.product_id for error in run.errors]
+    with _timed(tenant, "validate"):
+        if options.dry_run:
+            figures = RangeFigures()
+            for part in ranges:
+                figures.add(part.rehearsal)
+        else:
+            if run.images_migrated:
+                # Fresh statistics before the validation's joins (see _migrate_and_validate).
+                analyze = sql.SQL("ANALYZE {}").format(table(schema, "product_images"))
+                guard.run("the validation", lambda: execute(analyze))
+            figures = validate_ranges(schema, ranges, options, stop, excluded, slots)
+        tenant.validation = build_validation(schema, figures, excluded)
 
 
 def _failure(exc: DatabaseError, options: MigrationOptions) -> str:

@@ -1,0 +1,253 @@
+"""--jobs N on one large tenant: its ids cut into ranges worked at once, each on its own connection, under the
+one tenant lock; the report, rows and exit code of a serial run."""
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+from django.db import OperationalError, connection
+
+from products.demo import demo_image_counts, fill_products
+from products.migration import batches, split
+from products.migration.report import ExitCode
+from stoflow.tenants.models import LedgerEntry
+from tests.helpers import (
+    TENANT,
+    entries,
+    make_product,
+    run_command,
+    run_sql,
+    sql_value,
+    store_json,
+    table_state,
+)
+
+SCHEMA = ["--schema", TENANT]
+
+
+def comparable(report: dict) -> dict:
+    """The report without what differs between any two runs: when it started and how long it took."""
+    report = {key: value for key, value in report.items() if key not in ("started_at", "seconds")}
+    report["tenants"] = [
+        {key: value for key, value in tenant.items() if key != "seconds"} for tenant in report["tenants"]
+    ]
+    return report
+
+
+def seed_catalogue() -> int:
+    """A tenth of the seed's products (every 10th of its distribution), with their image counts."""
+    counts = demo_image_counts()[::10]
+    fill_products(TENANT, counts)
+    return sum(counts)
+
+
+def hostile_catalogue():
+    """Products of every kind a run meets, among plain ones; one migrated earlier whose JSON changed since."""
+    for number in range(40):
+        if number % 7 == 3:
+            make_product(images=[{"order": 1}])  # an error from the JSON
+        elif number % 7 == 5:
+            make_product(images=[{"url": "/a.jpeg", "order": 0}, {"url": "/b.jpeg", "order": 0}])  # repaired
+        elif number % 11 == 4:
+            make_product(images=entries(2), deleted_at="2025-01-01T00:00:00Z")
+        elif number % 13 == 6:
+            make_product(images=[])
+        else:
+            make_product(images=entries(1 + number % 5))
+    already = make_product(images=entries(3))
+    for _ in range(6):
+        make_product(images=entries(2))
+    make_stale(already.pk)
+    return already
+
+
+def make_stale(already: int) -> None:
+    """Only ``already`` migrated, its JSON changed since (check 4 names it; --sync rebuilds it); no ledger."""
+    forget_the_run()
+    store_json(already, entries(3))
+    assert run_command(*SCHEMA)[0] == ExitCode.PRODUCT_ERRORS
+    keep_only(already)
+    store_json(already, entries(2))
+    run_sql("TRUNCATE public.run_ledger")
+
+
+def keep_only(product_id: int) -> None:
+    run_sql("DELETE FROM {images} WHERE product_id <> %(id)s", {"id": product_id})
+
+
+def forget_the_run() -> None:
+    run_sql("TRUNCATE {images}")
+    run_sql("TRUNCATE public.run_ledger")
+
+
+@pytest.fixture
+def batch_backends(monkeypatch):
+    """The backend pid and thread of each batch written, by the first id after which it starts."""
+    write_batch = batches._write_batch
+    seen = []
+    lock = threading.Lock()
+
+    def record(schema, after, upto, options):
+        with lock:
+            seen.append((sql_value("SELECT pg_backend_pid()"), threading.current_thread().name, after, upto))
+        return write_batch(schema, after, upto, options)
+
+    monkeypatch.setattr(batches, "_write_batch", record)
+    return seen
+
+
+def range_workers(seen) -> set[int]:
+    """The distinct backends that wrote batches in range workers (never the coordinator's connection)."""
+    pids = {pid for pid, thread, _, _ in seen if thread.startswith("range-worker-")}
+    assert connection.connection is None or connection.connection.info.backend_pid not in pids
+    return pids
+
+
+def test_a_split_tenant_gives_the_serial_run_s_report_and_rows_on_the_seed_distribution(
+    committed_db, tmp_path, batch_backends
+):
+    images = seed_catalogue()
+    serial_code, serial, _ = run_command(*SCHEMA, "--batch-size", "20", tmp_path=tmp_path)
+    serial_rows = table_state(TENANT)
+    assert {thread for _, thread, _, _ in batch_backends} == {threading.current_thread().name}
+    forget_the_run()
+    batch_backends.clear()
+
+    split_code, parallel, output = run_command(*SCHEMA, "--batch-size", "20", "--jobs", "2", tmp_path=tmp_path)
+
+    assert serial_code == split_code == ExitCode.OK, output
+    assert parallel["total"]["images_migrated"] == images
+    assert comparable(parallel) == comparable(serial)
+    assert table_state(TENANT) == serial_rows
+    assert len(range_workers(batch_backends)) == 2
+    # Each worker walked its own range: no batch crosses the cut.
+    cut = min(after for _, thread, after, _ in batch_backends if thread == "range-worker-1")
+    assert all(upto <= cut for _, thread, _, upto in batch_backends if thread == "range-worker-0")
+
+
+@pytest.mark.parametrize("flags", [[], ["--sync"], ["--force"]], ids=["first-run", "sync", "force"])
+def test_a_split_tenant_gives_the_serial_run_s_report_and_rows_on_hostile_data(
+    committed_db, tmp_path, batch_backends, flags
+):
+    already = hostile_catalogue()
+    args = [*SCHEMA, *flags, "--batch-size", "3"]
+    serial_code, serial, _ = run_command(*args, tmp_path=tmp_path)
+    serial_rows = table_state(TENANT)
+    make_stale(already.pk)
+    batch_backends.clear()
+
+    split_code, parallel, output = run_command(*args, "--jobs", "3", tmp_path=tmp_path)
+
+    assert serial_code == split_code, output
+    assert parallel["total"]["errors"] and parallel["total"]["repaired"] and parallel["total"]["soft_deleted"]
+    assert comparable(parallel) == comparable(serial)
+    assert table_state(TENANT) == serial_rows
+    assert len(range_workers(batch_backends)) == 3
+
+
+def test_a_split_dry_run_gives_the_serial_dry_run_s_figures_and_writes_nothing(committed_db, tmp_path, batch_backends):
+    hostile_catalogue()
+    before = table_state(TENANT)
+    args = [*SCHEMA, "--dry-run", "--batch-size", "3"]
+    serial_code, serial, _ = run_command(*args, tmp_path=tmp_path)
+    batch_backends.clear()
+
+    split_code, parallel, output = run_command(*args, "--jobs", "2", tmp_path=tmp_path)
+
+    assert serial_code == split_code == ExitCode.CHECK_FAILED, output
+    assert comparable(parallel) == comparable(serial)
+    assert table_state(TENANT) == before
+    assert len(range_workers(batch_backends)) == 2
+    assert not LedgerEntry.objects.filter(mode="live").exists()
+
+
+def test_ctrl_c_stops_every_range_between_batches_and_a_rerun_ends_in_the_serial_state(
+    committed_db, tmp_path, monkeypatch
+):
+    images = seed_catalogue()
+    assert run_command(*SCHEMA, "--batch-size", "20")[0] == ExitCode.OK
+    serial_rows = table_state(TENANT)
+    forget_the_run()
+    write_batch = batches._write_batch
+    written = []
+
+    def ctrl_c_during_the_third_batch(*args, **kwargs):
+        written.append(args)
+        if len(written) == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, whichever thread the kernel hands it to
+        if len(written) >= 3:
+            time.sleep(0.3)  # slow batches from now on: no range can finish before the signal is handled
+        return write_batch(*args, **kwargs)
+
+    monkeypatch.setattr(batches, "_write_batch", ctrl_c_during_the_third_batch)
+    code, report, output = run_command(*SCHEMA, "--batch-size", "20", "--jobs", "2", tmp_path=tmp_path)
+
+    assert code == ExitCode.INTERRUPTED, output
+    assert report["interruption"]["stopped_in"] == [TENANT]
+    (tenant,) = report["tenants"]
+    assert tenant["status"] == "interrupted" and tenant["validation"] is None
+    # Each worker finishes the batch it is in, then stops; the report counts the committed batches.
+    assert len(written) <= 5
+    committed = len(table_state(TENANT))
+    assert 0 < committed < images
+    assert report["total"]["images_migrated"] == committed
+    (entry,) = LedgerEntry.objects.filter(schema_name=TENANT)
+    assert entry.status == LedgerEntry.INTERRUPTED
+    # The resume point is conservative: every product up to it is committed.
+    below = sql_value(
+        "SELECT count(*) FROM {products} AS p WHERE p.id <= %(id)s AND jsonb_array_length(p.images) > 0 "
+        "AND NOT EXISTS (SELECT 1 FROM {images} AS i WHERE i.product_id = p.id)",
+        {"id": entry.last_product_id or 0},
+    )
+    assert below == 0
+
+    monkeypatch.setattr(batches, "_write_batch", write_batch)
+    rerun_code, rerun, output = run_command(*SCHEMA, "--batch-size", "20", "--jobs", "2", tmp_path=tmp_path)
+    assert rerun_code == ExitCode.OK, output
+    assert table_state(TENANT) == serial_rows
+    assert rerun["total"]["images_migrated"] == images - committed
+    # The re-run's validation covers the whole tenant, not only the ids it walked.
+    (check_1,) = [check for check in rerun["tenants"][0]["validation"]["checks"] if check["number"] == 1]
+    assert check_1["figure"] == check_1["expected"] == images
+
+
+def test_a_database_failure_in_one_range_worker_stops_the_run_and_keeps_committed_batches(
+    committed_db, tmp_path, monkeypatch
+):
+    images = seed_catalogue()
+    write_batch = batches._write_batch
+    second_range = []
+
+    def fail_in_the_second_range(schema, after, upto, options):
+        if threading.current_thread().name == "range-worker-1":
+            second_range.append(after)
+            if len(second_range) == 2:
+                raise OperationalError("server closed the connection unexpectedly")
+        return write_batch(schema, after, upto, options)
+
+    monkeypatch.setattr(batches, "_write_batch", fail_in_the_second_range)
+    code, report, output = run_command(*SCHEMA, "--batch-size", "20", "--jobs", "2", tmp_path=tmp_path)
+
+    assert code == ExitCode.DATABASE_FAILURE, output
+    assert f"database failure in {TENANT}" in output
+    committed = len(table_state(TENANT))
+    assert 0 < committed < images
+    assert report["total"]["images_migrated"] == committed
+    (entry,) = LedgerEntry.objects.filter(schema_name=TENANT)
+    assert entry.status == LedgerEntry.FAILED
+
+    monkeypatch.setattr(batches, "_write_batch", write_batch)
+    rerun_code, _, output = run_command(*SCHEMA, "--batch-size", "20", "--jobs", "2")
+    assert rerun_code == ExitCode.OK, output
+    assert len(table_state(TENANT)) == images
+
+
+def test_a_small_tenant_keeps_one_worker(committed_db, batch_backends):
+    products = split.MINIMUM_BATCHES_TO_SPLIT * 2 - 1  # one product short of two batches of 2
+    for count in range(1, products + 1):
+        make_product(images=entries(count))
+
+    assert run_command(*SCHEMA, "--batch-size", "2", "--jobs", "2")[0] == ExitCode.OK
+    assert not range_workers(batch_backends)
