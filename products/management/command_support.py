@@ -46,6 +46,28 @@ class ImageCommand(BaseCommand):
         return parser
 
 
+def add_schema_option(parser, verb: str) -> None:
+    """--schema NAME, repeatable, as the image commands name it; checked by ``selected_schemas``."""
+    parser.add_argument(
+        "--schema",
+        action="append",
+        dest="schemas",
+        metavar="NAME",
+        help=f"{verb} only this tenant schema (repeatable). Default: every tenant.",
+    )
+
+
+def add_no_input_option(parser) -> None:
+    """--no-input (Django's spelling, with its --noinput alias): never ask (``confirm``)."""
+    parser.add_argument(
+        "--no-input",
+        "--noinput",
+        action="store_false",
+        dest="interactive",
+        help="Do not ask for confirmation (needed when there is no terminal to ask on).",
+    )
+
+
 def exit_status_help(codes: type[enum.IntEnum]) -> str:
     """The command's exit codes (an enum whose members carry ``meaning``) as --help's closing table."""
     return "exit status (the first that applies, in this order):\n" + "\n".join(

@@ -28,7 +28,13 @@ from psycopg import sql
 from products.legacy_json import ARCHIVE_TABLE, has_json_column
 from products.migration.report import SAMPLE_SIZE, ExitCodeWithMeaning
 from products.migration.source import source_ctes
-from products.migration.table_locks import DEFAULT_LOCK_TIMEOUT, lock_for_column_change, locks_not_granted
+from products.migration.table_locks import (
+    BUSY_MEANING,
+    DEFAULT_LOCK_TIMEOUT,
+    USAGE_MEANING,
+    lock_for_column_change,
+    locks_not_granted,
+)
 from products.migration.validation import validate_tenant
 from stoflow.raw_sql import execute, fetch_rows, table
 from stoflow.tenants.locks import tenant_lock
@@ -51,16 +57,8 @@ class FinalizeExitCode(ExitCodeWithMeaning):
         "The gate refused a tenant (a check FAIL, products listed as errors, pending or drifted): it is named "
         "with the reasons and was left as it was",
     )
-    TENANT_BUSY = (
-        4,
-        "A tenant was skipped: another job holds its lock, or its tables could not be locked within "
-        "--lock-timeout; it was left as it was, re-run",
-    )
-    USAGE = (
-        2,
-        "Usage error: bad option, unknown `--schema`, not confirmed (or no terminal to ask on: pass "
-        "`--no-input`), server older than PostgreSQL 16, a tenant without its tables. Nothing was done",
-    )
+    TENANT_BUSY = 4, BUSY_MEANING
+    USAGE = 2, USAGE_MEANING
 
 
 class Outcome(enum.Enum):

@@ -24,7 +24,13 @@ from psycopg import sql
 
 from products.legacy_json import ARCHIVE_TABLE, has_archive, has_json_column
 from products.migration.report import ExitCodeWithMeaning
-from products.migration.table_locks import DEFAULT_LOCK_TIMEOUT, lock_for_column_change, locks_not_granted
+from products.migration.table_locks import (
+    BUSY_MEANING,
+    DEFAULT_LOCK_TIMEOUT,
+    USAGE_MEANING,
+    lock_for_column_change,
+    locks_not_granted,
+)
 from stoflow.raw_sql import execute, fetch_rows, table
 from stoflow.tenants.locks import tenant_lock
 from stoflow.tenants.runner import Interruption, for_each_tenant
@@ -41,16 +47,8 @@ class RestoreExitCode(ExitCodeWithMeaning):
         "restored before it stay so; re-run to finish",
     )
     INTERRUPTED = 130, "Interrupted (Ctrl-C): the tenant in progress was rolled back; re-run to finish"
-    TENANT_BUSY = (
-        4,
-        "A tenant was skipped: another job holds its lock, or its tables could not be locked within "
-        "--lock-timeout; it was left as it was, re-run",
-    )
-    USAGE = (
-        2,
-        "Usage error: bad option, unknown `--schema`, not confirmed (or no terminal to ask on: pass "
-        "`--no-input`), server older than PostgreSQL 16, a tenant without its tables. Nothing was done",
-    )
+    TENANT_BUSY = 4, BUSY_MEANING
+    USAGE = 2, USAGE_MEANING
 
 
 class Outcome(enum.Enum):

@@ -10,6 +10,16 @@ from stoflow.raw_sql import execute, fetch_rows, table
 # once a lock request queues on a table, every later query on it queues behind the request.
 DEFAULT_LOCK_TIMEOUT = 5.0  # seconds
 
+# What finalize_images and restore_images_json both mean by exit statuses 4 and 2 (their enums).
+BUSY_MEANING = (
+    "A tenant was skipped: another job holds its lock, or its tables could not be locked within "
+    "--lock-timeout; it was left as it was, re-run"
+)
+USAGE_MEANING = (
+    "Usage error: bad option, unknown `--schema`, not confirmed (or no terminal to ask on: pass "
+    "`--no-input`), server older than PostgreSQL 16, a tenant without its tables. Nothing was done"
+)
+
 # SQLSTATEs that mean "the locks were not granted": lock_not_available (lock_timeout), deadlock_detected.
 _NOT_GRANTED = ("55P03", "40P01")
 

@@ -6,6 +6,8 @@ from products.legacy_json import ARCHIVE_TABLE
 from products.management.command_support import (
     ImageCommand,
     add_lock_timeout_option,
+    add_no_input_option,
+    add_schema_option,
     confirm,
     selected_schemas,
 )
@@ -27,25 +29,13 @@ class Command(ImageCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument(
-            "--schema",
-            action="append",
-            dest="schemas",
-            metavar="NAME",
-            help="Finalize only this tenant schema (repeatable). Default: every tenant.",
-        )
+        add_schema_option(parser, "Finalize")
         parser.add_argument(
             "--dry-run",
             action="store_true",
             help="Run the gate only and say, per tenant, whether it would be finalized or why not; change nothing.",
         )
-        parser.add_argument(
-            "--no-input",
-            "--noinput",
-            action="store_false",
-            dest="interactive",
-            help="Do not ask for confirmation (needed when there is no terminal to ask on).",
-        )
+        add_no_input_option(parser)
         add_lock_timeout_option(parser, f"{DEFAULT_LOCK_TIMEOUT:g}s", "a tenant's table locks")
 
     def handle(self, *args, **options):

@@ -16,6 +16,8 @@ from rich.table import Table
 
 from products.management.command_support import (
     ImageCommand,
+    add_no_input_option,
+    add_schema_option,
     at_least,
     check_writable,
     confirm,
@@ -64,13 +66,7 @@ class Command(ImageCommand):
             ) from exc
 
     def add_arguments(self, parser):
-        parser.add_argument(
-            "--schema",
-            action="append",
-            dest="schemas",
-            metavar="NAME",
-            help="Migrate only this tenant schema (repeatable). Default: every tenant.",
-        )
+        add_schema_option(parser, "Migrate")
         mode = parser.add_mutually_exclusive_group()
         mode.add_argument(
             "--dry-run",
@@ -97,13 +93,7 @@ class Command(ImageCommand):
             "relabelled or emptied since they were migrated), and migrate new ones; every other row is left "
             "untouched. With --dry-run, shows the same without writing.",
         )
-        parser.add_argument(
-            "--no-input",
-            "--noinput",
-            action="store_false",
-            dest="interactive",
-            help="Do not prompt the user for input of any kind.",
-        )
+        add_no_input_option(parser)
         parser.add_argument(
             "--jobs",
             type=at_least(1),
