@@ -3,6 +3,7 @@ a second database session, and the time limits every wait in a test is held to."
 
 import json
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from django_tenants.utils import schema_context
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from products.migration import batches
 from products.models import ProductImage
 from stoflow.database_settings import connection_kwargs
 from stoflow.raw_sql import execute, fetch_rows
@@ -310,3 +312,22 @@ def run_lifecycle(command: str, *args: str, no_input: bool = True) -> tuple[int,
 def json_text(product_id: int, schema: str = TENANT) -> str | None:
     """The product's legacy JSON as PostgreSQL prints it (None: SQL NULL); the column must be there."""
     return sql_value("SELECT images::text FROM {products} WHERE id = %(id)s", {"id": product_id}, schema=schema)
+
+
+def ctrl_c_at_batch(monkeypatch, number: int) -> list[tuple]:
+    """A real Ctrl-C (SIGINT, whichever thread the kernel hands it to) when the ``number``-th batch is written,
+    and slow batches from then on, so no worker can finish before the signal is handled; the list the batches'
+    arguments are recorded in."""
+    write_batch = batches._write_batch
+    written = []
+
+    def interrupting(*args, **kwargs):
+        written.append(args)
+        if len(written) == number:
+            os.kill(os.getpid(), signal.SIGINT)
+        if len(written) >= number:
+            time.sleep(0.3)
+        return write_batch(*args, **kwargs)
+
+    monkeypatch.setattr(batches, "_write_batch", interrupting)
+    return written

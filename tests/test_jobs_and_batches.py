@@ -1,9 +1,5 @@
 """--jobs (tenants in parallel, each on its own connection) and --batch-size (each batch its own commit)."""
 
-import os
-import signal
-import time
-
 import pytest
 from django.db import connection
 
@@ -12,6 +8,7 @@ from products.migration.report import ExitCode
 from tests.helpers import (
     OTHER_TENANT,
     TENANT,
+    ctrl_c_at_batch,
     entries,
     make_product,
     other_session,
@@ -93,18 +90,7 @@ def test_check_with_jobs_gives_the_serial_check(committed_db, tmp_path):
 
 def test_ctrl_c_with_jobs_stops_the_workers_between_batches_and_a_rerun_finishes(committed_db, tmp_path, monkeypatch):
     seller_catalogues()
-    write_batch = batches._write_batch
-    written = []
-
-    def ctrl_c_during_the_second_batch(*args, **kwargs):
-        written.append(args)
-        if len(written) == 2:
-            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, whichever thread the kernel hands it to
-        if len(written) >= 2:
-            time.sleep(0.3)  # slow batches from now on: no tenant can finish before the signal is handled
-        return write_batch(*args, **kwargs)
-
-    monkeypatch.setattr(batches, "_write_batch", ctrl_c_during_the_second_batch)
+    written = ctrl_c_at_batch(monkeypatch, 2)
     code, report, output = run_command(*BOTH_TENANTS, "--jobs", "2", "--batch-size", "2", tmp_path=tmp_path)
 
     assert code == ExitCode.INTERRUPTED
@@ -118,7 +104,7 @@ def test_ctrl_c_with_jobs_stops_the_workers_between_batches_and_a_rerun_finishes
     # Each worker finishes the batch it is in, then stops (2 tenants x 5 batches were due).
     assert len(written) <= 4
 
-    monkeypatch.setattr(batches, "_write_batch", write_batch)
+    monkeypatch.undo()  # batches written as usual again
     rerun = run_command(*BOTH_TENANTS, "--jobs", "2", tmp_path=tmp_path)
     assert rerun[0] == ExitCode.PRODUCT_ERRORS, rerun[2]
     assert table_state(TENANT) == table_state(OTHER_TENANT)

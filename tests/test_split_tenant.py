@@ -1,10 +1,7 @@
 """--jobs N on one large tenant: its ids cut into ranges worked at once, each on its own connection, under the
 one tenant lock; the report, rows and exit code of a serial run."""
 
-import os
-import signal
 import threading
-import time
 
 import pytest
 from django.db import OperationalError, connection
@@ -15,6 +12,7 @@ from products.migration.report import ExitCode
 from stoflow.tenants.models import LedgerEntry
 from tests.helpers import (
     TENANT,
+    ctrl_c_at_batch,
     entries,
     make_product,
     run_command,
@@ -170,18 +168,7 @@ def test_ctrl_c_stops_every_range_between_batches_and_a_rerun_ends_in_the_serial
     assert run_command(*SCHEMA, "--batch-size", "20")[0] == ExitCode.OK
     serial_rows = table_state(TENANT)
     forget_the_run()
-    write_batch = batches._write_batch
-    written = []
-
-    def ctrl_c_during_the_third_batch(*args, **kwargs):
-        written.append(args)
-        if len(written) == 3:
-            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, whichever thread the kernel hands it to
-        if len(written) >= 3:
-            time.sleep(0.3)  # slow batches from now on: no range can finish before the signal is handled
-        return write_batch(*args, **kwargs)
-
-    monkeypatch.setattr(batches, "_write_batch", ctrl_c_during_the_third_batch)
+    written = ctrl_c_at_batch(monkeypatch, 3)
     code, report, output = run_command(*SCHEMA, "--batch-size", "20", "--jobs", "2", tmp_path=tmp_path)
 
     assert code == ExitCode.INTERRUPTED, output
@@ -203,7 +190,7 @@ def test_ctrl_c_stops_every_range_between_batches_and_a_rerun_ends_in_the_serial
     )
     assert below == 0
 
-    monkeypatch.setattr(batches, "_write_batch", write_batch)
+    monkeypatch.undo()  # batches written as usual again
     rerun_code, rerun, output = run_command(*SCHEMA, "--batch-size", "20", "--jobs", "2", tmp_path=tmp_path)
     assert rerun_code == ExitCode.OK, output
     assert table_state(TENANT) == serial_rows
