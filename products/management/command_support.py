@@ -16,6 +16,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import OperationalError, ProgrammingError
 
 from products.migration.report import ExitCode
+from products.migration.table_locks import DEFAULT_LOCK_TIMEOUT
 from stoflow.tenants.selectors import tenant_schema_names
 
 
@@ -167,13 +168,14 @@ def duration_ms(minimum: int):
     return parse
 
 
-def add_lock_timeout_option(parser, default: str, what: str) -> None:
+def add_lock_timeout_option(parser) -> None:
     """finalize_images and restore_images_json: how long a tenant's table locks may be waited for."""
+    default = f"{DEFAULT_LOCK_TIMEOUT:g}s"
     parser.add_argument(
         "--lock-timeout",
         type=duration_ms(minimum=1),
         default=default,
         metavar="DURATION",
-        help=f"How long to wait for {what} before skipping the tenant as busy (200ms, 2s, 1min; default {default}); "
-        "the application's queries on the table queue meanwhile.",
+        help=f"How long to wait for a tenant's table locks before skipping it as busy (200ms, 2s, 1min; "
+        f"default {default}); the application's queries on the table queue meanwhile.",
     )

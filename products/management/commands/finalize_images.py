@@ -13,7 +13,6 @@ from products.management.command_support import (
 )
 from products.migration.finalize import FinalizeExitCode, describe, failure_message, finalize_images
 from products.migration.runs import preflight_problems
-from products.migration.table_locks import DEFAULT_LOCK_TIMEOUT
 from stoflow.tenants.runner import TenantJobFailed
 
 
@@ -36,7 +35,7 @@ class Command(ImageCommand):
             help="Run the gate only and say, per tenant, whether it would be finalized or why not; change nothing.",
         )
         add_no_input_option(parser)
-        add_lock_timeout_option(parser, f"{DEFAULT_LOCK_TIMEOUT:g}s", "a tenant's table locks")
+        add_lock_timeout_option(parser)
 
     def handle(self, *args, **options):
         schemas = selected_schemas(options["schemas"])

@@ -13,7 +13,6 @@ from products.management.command_support import (
 )
 from products.migration.restore import RestoreExitCode, describe, failure_message, restore_images_json
 from products.migration.runs import preflight_problems
-from products.migration.table_locks import DEFAULT_LOCK_TIMEOUT
 from stoflow.tenants.runner import TenantJobFailed
 
 
@@ -30,7 +29,7 @@ class Command(ImageCommand):
     def add_arguments(self, parser):
         add_schema_option(parser, "Restore")
         add_no_input_option(parser)
-        add_lock_timeout_option(parser, f"{DEFAULT_LOCK_TIMEOUT:g}s", "a tenant's table locks")
+        add_lock_timeout_option(parser)
 
     def handle(self, *args, **options):
         schemas = selected_schemas(options["schemas"])
