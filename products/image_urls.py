@@ -15,9 +15,13 @@ URL_WHITESPACE = " \t\n\r\f\v"  # trimmed from both ends
 # The same characters as a PostgreSQL escape string, so the SQL text itself holds no control character
 # (the report shows each query as it ran).
 URL_WHITESPACE_SQL = sql.SQL("E'{}'".format("".join(c if c == " " else f"\\x{ord(c):02x}" for c in URL_WHITESPACE)))
-URL_CONTROL_CHARACTER = r"[\x01-\x1f\x7f-\x9f]"
-URL_HTTP = r"^https?://[^/[:space:]]"
+_CONTROL_CHARACTERS = r"\x01-\x1f\x7f-\x9f"  # C0, DEL, C1, as the body of a bracket expression
+URL_CONTROL_CHARACTER = f"[{_CONTROL_CHARACTERS}]"
+URL_HTTP = r"^https?://[^/[:space:]]"  # case-insensitive (~*)
 URL_SITE_RELATIVE = r"^/[^/]"
+# The whole rule in one case-insensitive pattern, for the migration's SQL to ask once per entry (three
+# patterns cost 0.9 s more on 588,210 entries); the three above say which part a refused URL breaks.
+URL_ACCEPTED = rf"^(https?://[^/[:space:]{_CONTROL_CHARACTERS}]|/[^/{_CONTROL_CHARACTERS}])[^{_CONTROL_CHARACTERS}]*$"
 CONTROL_CHARACTER_PROBLEM = "holds a control character"
 SCHEME_PROBLEM = "is neither an http(s) URL nor a site-relative path"
 

@@ -7,6 +7,7 @@ import pytest
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
+from products.image_urls import URL_ACCEPTED, url_problem
 from products.migration.batches import MigrationOptions
 from products.migration.report import ProductError
 from products.migration.runs import migrate_images
@@ -22,7 +23,7 @@ from products.migration.source import (
     REPAIR_URL_TRIMMED,
 )
 from products.models import Product, ProductImage
-from tests.helpers import TENANT, entries, image_rows, make_product, run_sql, sql_rows
+from tests.helpers import TENANT, entries, image_rows, make_product, run_sql, sql_rows, sql_value
 
 PRODUCT_CREATED_AT = datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC)
 ENTRY_CREATED_AT = "2025-03-01T10:00:00Z"
@@ -259,6 +260,43 @@ def test_unparseable_created_at_falls_back_to_products(tenant, bad_created_at):
 
 
 # Accepted shapes
+
+
+ACCEPTED_TIMESTAMPS = {
+    "2024-05-06T07:08:09": datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC),
+    "2024-05-06 07:08:09Z": datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC),
+    "2024-05-06T07:08:09.5Z": datetime(2024, 5, 6, 7, 8, 9, 500000, tzinfo=UTC),
+    "2024-05-06T07:08:09.123456+02": datetime(2024, 5, 6, 5, 8, 9, 123456, tzinfo=UTC),
+    "2024-05-06T07:08:09-0130": datetime(2024, 5, 6, 8, 38, 9, tzinfo=UTC),
+    "2024-05-06T07:08:09+05:30": datetime(2024, 5, 6, 1, 38, 9, tzinfo=UTC),
+}
+REFUSED_TIMESTAMPS = [
+    "2024-05-06",  # no time
+    "2024-05-06T07:08",  # no seconds
+    "20240506T070809Z",  # compact ISO 8601
+    "2024-05-06T07:08:09.1234567Z",  # 7 digits of fraction
+    "2024-05-06T07:08:09 PST",  # a zone name
+    "2024-05-06T07:08:09+5",  # a one-digit offset
+    " 2024-05-06T07:08:09Z",  # padded
+    "2024-05-06T07:08:09z",  # lower-case zone
+    "2024/05/06 07:08:09",  # another date layout
+    "May 6 2024 07:08:09",  # a free-form date PostgreSQL would read
+    "tomorrow",
+    "epoch",
+    "infinity",
+    "２０２４-05-06T07:08:09Z",  # full-width digits
+]
+
+
+def test_only_iso_8601_date_and_time_shapes_are_read(tenant):
+    # Each accepted shape keeps its instant; every other text PostgreSQL might parse takes the product's.
+    texts = [*ACCEPTED_TIMESTAMPS, *REFUSED_TIMESTAMPS]
+    product = _product([{"url": _url(order), "order": order, "created_at": text} for order, text in enumerate(texts)])
+
+    _migrate()
+
+    read = {texts[order]: created_at for order, _, _, created_at in image_rows(product.pk)}
+    assert read == {**ACCEPTED_TIMESTAMPS, **dict.fromkeys(REFUSED_TIMESTAMPS, PRODUCT_CREATED_AT)}
 
 
 @pytest.mark.parametrize("count", [1, 3])
@@ -632,6 +670,33 @@ def test_urls_that_are_no_http_or_site_path_or_hold_control_characters_are_refus
     ]
     assert image_rows(bad.pk) == image_rows(string_entry.pk) == []
     assert len(_rows(before)) == 2
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://cdn.example/p.jpeg",
+        "HTTP://CDN.EXAMPLE/P.JPEG",
+        "http://x",
+        "/media/p.jpeg",
+        "/x",
+        "https://",
+        "https:///p.jpeg",
+        "https:// cdn.example/p.jpeg",
+        "https://\u0001cdn.example/p.jpeg",
+        "/\u0007p.jpeg",
+        "/p\u009f.jpeg",
+        "/p\u00a0.jpeg",
+        "//cdn.example/p.jpeg",
+        "/",
+        "ftp://cdn.example/p.jpeg",
+        "mailto:someone@example.com",
+    ],
+)
+def test_the_one_pattern_the_migration_asks_agrees_with_the_rule_the_service_asks(db, url):
+    # The migration asks URL_ACCEPTED once per entry; the service asks the three patterns (url_problem).
+    accepted = sql_value("SELECT %(url)s ~* %(accepted)s", {"url": url, "accepted": URL_ACCEPTED})
+    assert accepted == (url_problem(url) is None)
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 1000])

@@ -39,11 +39,7 @@ excluded AS (
 table_rows AS (
     SELECT product_id, url, "order", is_label FROM {product_images}
 ),
-table_counts AS (
-    SELECT product_id, COUNT(*) AS table_count, COUNT(*) FILTER (WHERE is_label) AS table_labels
-    FROM table_rows
-    GROUP BY product_id
-),
+{differing},
 compared AS (
     SELECT s.id,
            s.image_count AS json_count,
@@ -52,9 +48,8 @@ compared AS (
            COALESCE(t.table_labels, 0) AS table_labels,
            s.id IN (SELECT id FROM excluded) AS is_error
     FROM status AS s
-    LEFT JOIN table_counts AS t ON s.id = t.product_id
-),
-{differing}
+    LEFT JOIN table_products AS t ON s.id = t.product_id
+)
 SELECT COUNT(*) FILTER (WHERE NOT is_error AND json_count != table_count) AS count_mismatches,
        (array_agg(id ORDER BY id) FILTER (WHERE NOT is_error AND json_count != table_count))[1:%(sample)s],
        COALESCE(SUM(CASE WHEN is_error THEN table_count ELSE json_count END), 0)::bigint AS expected_images,
@@ -193,7 +188,7 @@ class _Queries:
             "product_images": images_in_range(schema, after, upto),
             "products": table(schema, "products"),
         }
-        self.source = source_ctes(schema, id_range("p.id", after, upto), yielded=True)
+        self.source = source_ctes(schema, id_range("p.id", after, upto), with_created_at=False)
         self.params = {
             "excluded_ids": list(excluded_ids),
             "sample": SAMPLE_SIZE,
