@@ -174,7 +174,8 @@ def gate_refusals(schema: str) -> list[str]:
     """Why the tenant cannot be finalized yet, in words naming the first products; empty when it can."""
     reasons = []
     query = sql.SQL(_SOURCE_VERDICT).format(
-        source=source_ctes(schema, sql.SQL("TRUE"), with_created_at=False), product_images=table(schema, "product_images")
+        source=source_ctes(schema, sql.SQL("TRUE"), with_created_at=False),
+        product_images=table(schema, "product_images"),
     )
     ((errors, error_ids, first_error, pending, pending_ids),) = fetch_rows(query, {"sample": SAMPLE_SIZE})
     if errors:

@@ -248,7 +248,6 @@ status AS (
                 ) AS v
                 OFFSET 0
             ) AS en
-            OFFSET 0
         ) AS c
     ) AS pe
     CROSS JOIN LATERAL (

@@ -197,11 +197,14 @@ class _Queries:
             "head": SPOT_CHECK_ROWS // 2,
             "tail": SPOT_CHECK_ROWS - SPOT_CHECK_ROWS // 2,
         }
+        self._texts: dict[str, str] = {}
 
     def text(self, template: str) -> str:
         """The query exactly as run, values filled in, so the report's reader can paste it into psql."""
-        extra = {"source": self.source, "differing": sql.SQL(DIFFERING_CTE)} if template is JSON_VS_TABLE else {}
-        return bind(sql.SQL(template).format(**self.fields, **extra), self.params)
+        if template not in self._texts:  # run, then shown in the report: bound once
+            extra = {"source": self.source, "differing": sql.SQL(DIFFERING_CTE)} if template is JSON_VS_TABLE else {}
+            self._texts[template] = bind(sql.SQL(template).format(**self.fields, **extra), self.params)
+        return self._texts[template]
 
     def rows(self, template: str) -> list[tuple]:
         return fetch_rows(sql.SQL(self.text(template)))
@@ -222,7 +225,10 @@ def measure_range(
 ) -> RangeFigures:
     """The checks' figures over products with ids in (after, upto]; ``excluded_ids`` are products listed as
     errors. Read-only: run inside a dry run's rehearsal, it sees the batch's rows before they are rolled back."""
-    queries = _Queries(schema, after, upto, excluded_ids)
+    return _measure(_Queries(schema, after, upto, excluded_ids), spot_check=spot_check)
+
+
+def _measure(queries: _Queries, *, spot_check: bool = True) -> RangeFigures:
     figures = RangeFigures()
     figures.distribution = dict(queries.rows(DISTRIBUTION))
     ((figures.total_images,),) = queries.rows(TOTAL_IMAGES)
@@ -250,13 +256,16 @@ def measure_range(
 
 def validate_tenant(schema: str, excluded_ids: Sequence[int] = ()) -> Validation:
     """Run the checks on ``schema``; ``excluded_ids`` are products listed as errors."""
-    return build_validation(schema, measure_range(schema, None, None, excluded_ids), excluded_ids)
-
-
-def build_validation(schema: str, figures: RangeFigures, excluded_ids: Sequence[int] = ()) -> Validation:
-    """The six checks from a tenant's figures (measured whole, or added up range by range), each with the
-    query that measures it over the whole tenant."""
     queries = _Queries(schema, None, None, excluded_ids)
+    return build_validation(schema, _measure(queries), excluded_ids, queries)
+
+
+def build_validation(
+    schema: str, figures: RangeFigures, excluded_ids: Sequence[int] = (), queries: _Queries | None = None
+) -> Validation:
+    """The six checks from a tenant's figures (measured whole, or added up range by range), each with the
+    query that measures it over the whole tenant (``queries``, when the caller has them)."""
+    queries = queries or _Queries(schema, None, None, excluded_ids)
     checks = [
         # Passes on the totals, as the seed's; names the products whose counts differ (or whose rows are
         # orphans) when it fails.
