@@ -1,7 +1,10 @@
 """--jobs N on one large tenant: its ids cut into ranges worked at once, each on its own connection, under the
 one tenant lock; the report, rows and exit code of a serial run."""
 
+import os
+import signal
 import threading
+import time
 
 import pytest
 from django.db import OperationalError, connection
@@ -198,6 +201,43 @@ def test_ctrl_c_stops_every_range_between_batches_and_a_rerun_ends_in_the_serial
     # The re-run's validation covers the whole tenant, not only the ids it walked.
     (check_1,) = [check for check in rerun["tenants"][0]["validation"]["checks"] if check["number"] == 1]
     assert check_1["figure"] == check_1["expected"] == images
+
+
+def test_ctrl_c_while_the_range_workers_start_stops_every_worker_before_the_lock_goes(
+    committed_db, tmp_path, monkeypatch
+):
+    images = seed_catalogue()
+    write_batch = batches._write_batch
+
+    def slow(*args, **kwargs):
+        time.sleep(0.2)  # the first worker is surely mid-walk when the command returns
+        return write_batch(*args, **kwargs)
+
+    class CtrlCAfterTheFirstStart(threading.Thread):
+        def start(self):
+            super().start()
+            if self.name == "range-worker-0":
+                # A real Ctrl-C before the next worker starts. The coordinator runs in a tenant worker thread
+                # (any --jobs above 1), so the signal reaches the main thread, which sets the run's stop event;
+                # the coordinator starts the rest, then passes the stop on to every range worker it started.
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.2)
+
+    monkeypatch.setattr(batches, "_write_batch", slow)
+    monkeypatch.setattr(split.threading, "Thread", CtrlCAfterTheFirstStart)
+    code, report, output = run_command(*SCHEMA, "--batch-size", "20", "--jobs", "2", tmp_path=tmp_path)
+
+    assert code == ExitCode.INTERRUPTED, output
+    # Every worker started was stopped and waited for: none writes once the coordinator has let the lock go.
+    assert [thread.name for thread in threading.enumerate() if thread.name.startswith("range-worker-")] == []
+    committed = len(table_state(TENANT))
+    assert report["total"]["images_migrated"] == committed < images
+    assert LedgerEntry.objects.get(schema_name=TENANT).status == LedgerEntry.INTERRUPTED
+
+    monkeypatch.undo()
+    rerun_code, _, output = run_command(*SCHEMA, "--batch-size", "20", "--jobs", "2")
+    assert rerun_code == ExitCode.OK, output
+    assert len(table_state(TENANT)) == images
 
 
 def test_a_database_failure_in_one_range_worker_stops_the_run_and_keeps_committed_batches(
