@@ -22,6 +22,18 @@ def fetch_rows(query: sql.Composable, params: dict | None = None) -> list[tuple]
         return cursor.fetchall()
 
 
+def fetch_result_sets(bound_queries: list[str]) -> list[list[tuple]]:
+    """Run queries whose values ``bind`` filled in, in one round trip, and return each one's rows in order.
+
+    Without parameters psycopg sends the text as one simple query, which may hold several statements."""
+    with connection.cursor() as cursor:
+        cursor.execute(";\n".join(query.strip().rstrip(";") for query in bound_queries))
+        result_sets = [cursor.fetchall()]
+        while cursor.nextset():
+            result_sets.append(cursor.fetchall())
+        return result_sets
+
+
 def execute(query: sql.Composable, params: dict | None = None) -> None:
     """Run a statement that returns no rows (DDL, ANALYZE, DELETE, ...)."""
     with connection.cursor() as cursor:
