@@ -266,12 +266,14 @@ def migrate_batches(
     upto: int | None = None,
     on_batch: Callable[[int], None] | None = None,
     rehearsal: RangeFigures | None = None,
+    product_count: int | None = None,
 ) -> TenantRun:
     """Walk the tenant's products with ids in (``after``, ``upto``] (None: no bound), one batch after the other.
 
     ``run`` collects the figures as batches finish (given, it holds them even if the walk stops part-way);
     ``on_batch(last id)`` is called after each batch, outside its transaction (the ledger); a dry run passes
-    ``rehearsal``, which collects the checks measured in each batch's rehearsal and over the ids past the last.
+    ``rehearsal``, which collects the checks measured in each batch's rehearsal and over the ids past the last;
+    ``product_count``: how many the walk will meet, for its progress bar, when the caller counted them already.
     """
     run = run if run is not None else TenantRun()
     guard = guard or Guard(options, stop=stop)
@@ -279,7 +281,9 @@ def migrate_batches(
     products = table(schema, "products")
     bound = upto
     count = sql.SQL(_COUNT).format(products=products, after=id_range("p.id", after, bound))
-    remaining = guard.run("counting the products", lambda: fetch_rows(count, {"after": after, "upto": bound})[0][0])
+    remaining = product_count
+    if remaining is None:
+        remaining = guard.run("counting the products", lambda: fetch_rows(count, {"after": after, "upto": bound})[0][0])
     progress.start_tenant(schema, remaining)
     try:
         while True:

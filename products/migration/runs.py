@@ -183,7 +183,7 @@ def _migrate_and_validate(
         _migrate_and_validate_ranges(tenant, ranges, options, progress, stop, guard, entry, slots)
         return
     with slot(slots, stop):
-        _migrate_and_validate_serially(tenant, options, progress, stop, guard, entry)
+        _migrate_and_validate_serially(tenant, options, progress, stop, guard, entry, ranges[0].product_count)
 
 
 def _migrate_and_validate_serially(
@@ -193,6 +193,7 @@ def _migrate_and_validate_serially(
     stop: threading.Event,
     guard: Guard,
     entry,
+    product_count: int | None = None,
 ) -> None:
     schema, run = tenant.schema, tenant.run
     # A dry run rehearses each batch and measures its checks before the rollback; they add up to the tenant's.
@@ -208,6 +209,7 @@ def _migrate_and_validate_serially(
             after=tenant.resumed_after,
             on_batch=lambda last_id: ledger.record_batch(entry, last_id, run),
             rehearsal=rehearsal,
+            product_count=product_count,
         )
     excluded = [error.product_id for error in run.errors]
     with _timed(tenant, "validate"):

@@ -73,6 +73,7 @@ class IdRange:
     rehearsal: RangeFigures | None = None
     last_committed: int | None = None  # the last id of this range's last committed batch
     finished: bool = False
+    product_count: int | None = None  # how many, when known from the cutting (a serial walk need not count them)
 
 
 def split_points(schema: str, after: int | None, options: MigrationOptions) -> list[IdRange]:
@@ -85,7 +86,7 @@ def split_points(schema: str, after: int | None, options: MigrationOptions) -> l
     query = sql.SQL(_CUTS).format(products=table(schema, "products"), after=id_range("p.id", after, None))
     ((products, cuts),) = fetch_rows(query, {"fractions": fractions, "after": after})
     if products < MINIMUM_BATCHES_TO_SPLIT * options.batch_size:
-        return [IdRange(after, None)]
+        return [IdRange(after, None, product_count=products)]
     parts = max(1, min(options.jobs, products // options.batch_size))
     cuts = sorted(set(cuts[: parts - 1] if parts == options.jobs else _fewer_cuts(cuts, parts)))
     bounds = [after, *cuts, None]
