@@ -690,3 +690,23 @@ def test_blocked_refused_failed_and_resumed_tenants_in_every_rendering():
     data = json.loads(render_json(report))
     assert [tenant["status"] for tenant in data["tenants"]] == ["blocked", "refused", "failed"]
     assert data["tenants"][0]["blocked"]["blockers"][0]["pid"] == 4242
+
+
+def test_past_ten_tenants_the_label_analysis_adds_them_up_and_each_tenant_stays_in_the_json():
+    def tenant(number: int) -> TenantReport:
+        validation = Validation(checks(), [(1, 1), (2 + number % 2, 3)], 3, 3, None)
+        return TenantReport(f"user_{number}", run=TenantRun(products=4), validation=validation)
+
+    report = MigrationReport("live", datetime(2026, 1, 15, tzinfo=UTC), [tenant(number) for number in range(11)])
+
+    markdown, text = render_markdown(report), render_terminal(report, width=200)
+
+    # 11 tenants: 11 one-image products, 18 with two images (6 tenants), 15 with three (5 tenants).
+    assert md_table(markdown, "**Image Distribution (all 11 tenants):**")[1] == [["1", "11"], ["2", "18"], ["3", "15"]]
+    assert "all 11 tenants: 33 products with 2+ images, 33 labels" in markdown
+    assert "Image distribution: user_" not in text and "Image Distribution (user_" not in markdown
+    tenants = json.loads(render_json(report))["tenants"]
+    assert [tenant["validation"]["distribution"] for tenant in tenants][:2] == [[[1, 1], [2, 3]], [[1, 1], [3, 3]]]
+    # Ten tenants keep a table each.
+    report.tenants = report.tenants[:10]
+    assert "Image Distribution (user_9):" in render_markdown(report)

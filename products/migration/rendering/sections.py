@@ -42,6 +42,7 @@ MODE_TITLES = {
 }
 
 NOT_RUN = "n/a"  # the cell of a check a tenant does not run
+MANY_TENANTS = 10  # more validated tenants than this: the label analysis adds them up
 
 DATA_SAFETY = (
     "The JSON column products.images is only read, never modified. Re-running skips migrated products; "
@@ -117,14 +118,10 @@ def check_cell(check: CheckResult) -> str:
     return f"FAIL {check.figure:,} (expected {check.expected:,})"
 
 
-def label_analysis(tenant: TenantReport) -> str:
-    """Products with 2+ images against labels, explained as the seed report does."""
-    validation = tenant.validation
+def label_analysis(name: str, validation: Validation) -> str:
+    """Products with 2+ images against labels, explained as the seed report does; ``name``: whose."""
     with_images = sum(products for _, products in validation.distribution)
-    text = (
-        f"{tenant.schema}: {validation.products_with_several_images:,} products with 2+ images, "
-        f"{validation.labels:,} labels"
-    )
+    text = f"{name}: {validation.products_with_several_images:,} products with 2+ images, {validation.labels:,} labels"
     if with_images and validation.labels == with_images == validation.products_with_several_images:
         low, high = validation.distribution[0][0], validation.distribution[-1][0]
         text += (
@@ -152,17 +149,35 @@ def _results(report: MigrationReport) -> Section | None:
     return Section("Results", [table])
 
 
+def added_up(validations: list[Validation]) -> Validation:
+    """The distribution, products with 2+ images and labels of several tenants together (no checks)."""
+    distribution: dict[int, int] = {}
+    for validation in validations:
+        for images, products in validation.distribution:
+            distribution[images] = distribution.get(images, 0) + products
+    return Validation(
+        checks=[],
+        distribution=sorted(distribution.items()),
+        products_with_several_images=sum(validation.products_with_several_images for validation in validations),
+        labels=sum(validation.labels for validation in validations),
+        spot_check=None,
+    )
+
+
 def _label_analysis(report: MigrationReport) -> Section | None:
+    analysed = [(tenant.schema, validation) for tenant, validation in _validated(report) if validation.distribution]
+    if len(analysed) > MANY_TENANTS:
+        # One table for them all: a thousand tables is no analysis to read (and took 7 s to lay out). Each
+        # tenant's distribution is in the JSON report.
+        analysed = [(f"all {len(analysed):,} tenants", added_up([validation for _, validation in analysed]))]
     blocks = []
-    for tenant, validation in _validated(report):
-        if not validation.distribution:
-            continue
-        finding = label_analysis(tenant)
+    for name, validation in analysed:
+        finding = label_analysis(name, validation)
         distribution = Table(
-            f"Image distribution: {tenant.schema}",
+            f"Image distribution: {name}",
             ["Image Count", "Product Count"],
             [[str(images), products] for images, products in validation.distribution],
-            caption=f"Image Distribution ({tenant.schema}):",
+            caption=f"Image Distribution ({name}):",
         )
         # The file states the finding, then shows its table; the terminal shows the table, then the finding.
         blocks += [Bullets([finding], only=MARKDOWN), distribution, Paragraph(finding, only=TERMINAL)]
