@@ -710,3 +710,23 @@ def test_past_ten_tenants_the_label_analysis_adds_them_up_and_each_tenant_stays_
     # Ten tenants keep a table each.
     report.tenants = report.tenants[:10]
     assert "Image Distribution (user_9):" in render_markdown(report)
+
+
+def test_past_ten_tenants_the_terminal_lists_the_tenants_that_need_a_look_and_the_file_lists_all():
+    def tenant(number: int) -> TenantReport:
+        failing = {4: (1, 0)} if number == 3 else None
+        errors = [ProductError(f"user_{number}", 5, BAD_JSON_REASON)] if number == 7 else []
+        validation = Validation(checks(failing), [(2, 1)], 1, 1, None)
+        return TenantReport(f"user_{number}", run=TenantRun(products=1, errors=errors), validation=validation)
+
+    report = MigrationReport("live", datetime(2026, 1, 15, tzinfo=UTC), [tenant(number) for number in range(12)])
+
+    text, markdown = render_terminal(report, width=200), render_markdown(report)
+
+    listed = {line.split()[0] for line in text.splitlines() if line.strip().startswith("user_")}
+    assert listed == {"user_3", "user_7"}  # a failing check; a product in error
+    assert "11 other tenant(s) not listed here: migrated whole" in text
+    assert "11 other tenant(s): every check PASS (each in the JSON" in text
+    assert len(md_table(markdown, "## Results")[1]) == 13  # every tenant and TOTAL
+    assert len(md_table(markdown, "## Validation")[1]) == 12
+    assert "other tenant(s)" not in markdown

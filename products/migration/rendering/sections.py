@@ -42,7 +42,8 @@ MODE_TITLES = {
 }
 
 NOT_RUN = "n/a"  # the cell of a check a tenant does not run
-MANY_TENANTS = 10  # more validated tenants than this: the label analysis adds them up
+MANY_TENANTS = 10  # more tenants than this: the label analysis adds them up, the terminal lists fewer
+EACH_IN_THE_FILES = "(each in the JSON and Markdown reports)"
 
 DATA_SAFETY = (
     "The JSON column products.images is only read, never modified. Re-running skips migrated products; "
@@ -142,11 +143,39 @@ def _summary(report: MigrationReport) -> Section:
     )
 
 
+def needs_attention(tenant: TenantReport) -> bool:
+    """Not migrated whole and clean: skipped, refused, stopped part-way, or with products in error."""
+    return bool(
+        tenant.busy or tenant.refused or tenant.status in PARTIAL_STATUSES or (tenant.run and tenant.run.errors)
+    )
+
+
+def _shown_in_the_terminal(report: MigrationReport, keep) -> tuple[list[TenantReport], str]:
+    """Past MANY_TENANTS, the terminal (read at a glance) lists only the tenants ``keep`` picks; the file and the
+    JSON list all. The tenants listed, and the line that says how many are left out (empty: none)."""
+    if len(report.tenants) <= MANY_TENANTS:
+        return report.tenants, ""
+    kept = [tenant for tenant in report.tenants if keep(tenant)]
+    left = len(report.tenants) - len(kept)
+    return kept, f"{left:,} other tenant(s) not listed here" if left else ""
+
+
 def _results(report: MigrationReport) -> Section | None:
     if report.mode == "check":
         return None  # --check migrates nothing
-    table = Table("Results", SUMMARY_COLUMNS, summary_rows(report), total_row=True, headline=True)
-    return Section("Results", [table])
+    rows = summary_rows(report)
+    shown, left_out = _shown_in_the_terminal(report, needs_attention)
+    if not left_out:
+        return Section("Results", [Table("Results", SUMMARY_COLUMNS, rows, total_row=True, headline=True)])
+    terminal_rows = [rows[report.tenants.index(tenant)] for tenant in shown] + rows[-1:]
+    return Section(
+        "Results",
+        [
+            Table("Results", SUMMARY_COLUMNS, rows, total_row=True, headline=True, only=MARKDOWN),
+            Table("Results", SUMMARY_COLUMNS, terminal_rows, total_row=True, headline=True, only=TERMINAL),
+            Paragraph(f"{left_out}: migrated whole, no product in error {EACH_IN_THE_FILES}.", only=TERMINAL),
+        ],
+    )
 
 
 def added_up(validations: list[Validation]) -> Validation:
@@ -203,19 +232,33 @@ def _validation(report: MigrationReport) -> Section | None:
     if not validated:
         return None
     checks = _checks_run(validated)
-    table = Table(
-        "Validation checks",
-        ["Schema", *(str(check.number) for check in checks)],
-        [
-            [tenant.schema, *(_check_outcome(validation, check.number) for check in checks)]
-            for tenant, validation in validated
-        ],
-        legend=[(str(check.number), check.name) for check in checks],
-        headline=True,
-    )
+
+    def table(rows: list[tuple[TenantReport, Validation]], only: str | None = None) -> Table:
+        return Table(
+            "Validation checks",
+            ["Schema", *(str(check.number) for check in checks)],
+            [
+                [tenant.schema, *(_check_outcome(validation, check.number) for check in checks)]
+                for tenant, validation in rows
+            ],
+            legend=[(str(check.number), check.name) for check in checks],
+            headline=True,
+            only=only,
+        )
+
     failing = [(tenant, check) for tenant, validation in validated for check in validation.checks if not check.passed]
+    if len(validated) > MANY_TENANTS:
+        # The terminal lists the tenants with a failing check; the file lists every tenant.
+        failing_tenants = [(tenant, validation) for tenant, validation in validated if not validation.passed]
+        left = len(validated) - len(failing_tenants)
+        blocks = [table(validated, only=MARKDOWN)]
+        blocks += [table(failing_tenants, only=TERMINAL)] if failing_tenants else []
+        passed = Paragraph(f"{left:,} other tenant(s): every check PASS {EACH_IN_THE_FILES}.", only=TERMINAL)
+        blocks += [passed] if left else []
+    else:
+        blocks = [table(validated)]
     if not failing:
-        return Section("Validation", [table])
+        return Section("Validation", blocks)
     details = Table(
         "Failing checks",
         ["Schema", "Check", "Result", "First products at fault", "Also"],
@@ -226,7 +269,7 @@ def _validation(report: MigrationReport) -> Section | None:
         tone=ERROR,
         caption="Failing checks:",
     )
-    return Section("Validation", [table, details])
+    return Section("Validation", [*blocks, details])
 
 
 def _with_note(check: CheckResult) -> str:
