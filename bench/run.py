@@ -8,7 +8,7 @@ On the same rows, in one run, it times three things per data set:
   into a table shaped like product_images (same constraints, indexes, foreign key).
 
 Each is timed ``--runs`` times, interleaved, and the medians are reported, with
-the targets of issue 3 and, when one is missed, by how much. The figures and the
+the targets of issue 12 and, when one is missed, by how much. The figures and the
 machine's description go to ``bench/RESULTS.md``.
 
 The data sets live in a database of their own (``stoflow_bench``), built on the
