@@ -7,20 +7,22 @@ One definition serves the migration (which inserts from it) and the validation
 
 - ``decoded``: one row per product; ``images`` is the JSON array, decoded when the
   value is a JSON string holding an array, NULL when the value is no array at all.
-- ``checked``: one row per array entry (an entry stored as the JSON text of an
-  object is read as that object): its url (trimmed), its source order (the position
-  for plain string entries and for entries whose order is no number), its parsed
-  ``created_at`` (years 1900 to 2100 only), and the ``problem`` that stops the
-  product from being moved faithfully, if any.
-- ``status``: one row per product: ``image_count`` (entries in the JSON), the
-  ``error`` that keeps it from being migrated, the ``repairs`` applied,
-  whether its source orders are kept (``keeps_orders``), and its label: the
-  array ``label_position`` of the entry that becomes the label (NULL: none),
-  ``yields_label``.
-- ``yielded`` (on request): the image rows the JSON yields, one per entry of every product
+- ``status``: one row per product, its entries read in a LATERAL subquery (an entry
+  stored as the JSON text of an object is read as that object; each entry's url
+  trimmed, its source order: the position for plain string entries and for entries
+  whose order is no number; its ``created_at``, years 1900 to 2100 only; the
+  ``problem`` that stops the product from being moved faithfully, if any):
+  ``image_count`` (entries in the JSON), the ``error`` that keeps it from being
+  migrated, the ``repairs`` applied, whether its source orders are kept
+  (``keeps_orders``), ``yields_label``, and the rows it yields as arrays, one slot
+  per image in their final order: ``urls``, ``orders``, ``label_flags``,
+  ``created_ats``.
+- ``yielded`` (on request): those rows unnested, one per entry of every product
   without an error: ``product_id``, ``url``, ``order``, ``is_label``,
-  ``created_at``. The migration inserts them; the validation compares the
-  table with them.
+  ``created_at``. The migration inserts them.
+
+``DIFFERING_CTE`` compares each product's rows in the table with status's arrays:
+the validation and ``--sync`` use it.
 
 The label: a product with one image has none. Entries that carry ``is_label``
 (the image service's JSON mirror writes it) decide: exactly one true is the
