@@ -218,10 +218,7 @@ def _migrate_and_validate_serially(
             return
 
         def validate():
-            if run.images_migrated >= ANALYZE_AFTER_IMAGES:
-                # Fresh statistics: planned on those of an empty table, the validation
-                # joins of a large tenant run for hours instead of seconds.
-                execute(sql.SQL("ANALYZE {}").format(table(schema, "product_images")))
+            refresh_statistics(schema, run)
             return validate_tenant(schema, excluded)
 
         tenant.validation = guard.run("the validation", validate)
@@ -261,12 +258,16 @@ def _migrate_and_validate_ranges(
             for part in ranges:
                 figures.add(part.rehearsal)
         else:
-            if run.images_migrated >= ANALYZE_AFTER_IMAGES:
-                # Fresh statistics before the validation's joins (see _migrate_and_validate_serially).
-                analyze = sql.SQL("ANALYZE {}").format(table(schema, "product_images"))
-                guard.run("the validation", lambda: execute(analyze))
+            guard.run("the validation", lambda: refresh_statistics(schema, run))
             figures = validate_ranges(schema, ranges, options, stop, excluded, slots)
         tenant.validation = build_validation(schema, figures, excluded)
+
+
+def refresh_statistics(schema: str, run: TenantRun) -> None:
+    """ANALYZE product_images once a run has written many rows: planned on the statistics of an empty table,
+    the validation joins of a large tenant run for hours instead of seconds."""
+    if run.images_migrated >= ANALYZE_AFTER_IMAGES:
+        execute(sql.SQL("ANALYZE {}").format(table(schema, "product_images")))
 
 
 def _failure(exc: DatabaseError, options: MigrationOptions) -> str:

@@ -76,11 +76,11 @@ def _run_cells(run: TenantRun) -> list[str]:
 PARTIAL_STATUSES = ("blocked", "interrupted", "failed")
 
 
-def summary_rows(report: MigrationReport) -> list[list[str]]:
-    """One row per tenant, then TOTAL; a busy, refused or finalized tenant's figures say so, a partial run's
-    are marked."""
+def summary_rows(report: MigrationReport, tenants: list[TenantReport] | None = None) -> list[list[str]]:
+    """One row per tenant (``tenants``: these only), then TOTAL; a busy, refused or finalized tenant's figures
+    say so, a partial run's are marked."""
     rows = []
-    for tenant in report.tenants:
+    for tenant in report.tenants if tenants is None else tenants:
         if tenant.busy or tenant.refused:
             what = "busy: skipped" if tenant.busy else "refused: not touched"
             rows.append([tenant.schema] + [what] + [""] * (len(SUMMARY_COLUMNS) - 2))
@@ -150,32 +150,32 @@ def needs_attention(tenant: TenantReport) -> bool:
     )
 
 
-def _shown_in_the_terminal(report: MigrationReport, keep) -> tuple[list[TenantReport], str]:
-    """Past MANY_TENANTS, the terminal (read at a glance) lists only the tenants ``keep`` picks; the file and the
-    JSON list all. The tenants listed, and the line that says how many are left out (empty: none)."""
-    if len(report.tenants) <= MANY_TENANTS:
-        return report.tenants, ""
-    kept = [tenant for tenant in report.tenants if keep(tenant)]
-    left = len(report.tenants) - len(kept)
-    return kept, f"{left:,} other tenant(s) not listed here" if left else ""
+def _listed_in_the_terminal(items: list, needs_a_look) -> tuple[list, int] | None:
+    """Past MANY_TENANTS, the terminal (read at a glance) lists only the items that need a look, and says how
+    many it leaves out: (those items, how many left out). None: it lists them all, as the file and the JSON
+    always do."""
+    if len(items) <= MANY_TENANTS:
+        return None
+    kept = [item for item in items if needs_a_look(item)]
+    return kept, len(items) - len(kept)
 
 
 def _results(report: MigrationReport) -> Section | None:
     if report.mode == "check":
         return None  # --check migrates nothing
     rows = summary_rows(report)
-    shown, left_out = _shown_in_the_terminal(report, needs_attention)
-    if not left_out:
+    listed = _listed_in_the_terminal(report.tenants, needs_attention)
+    if listed is None:
         return Section("Results", [Table("Results", SUMMARY_COLUMNS, rows, total_row=True, headline=True)])
-    terminal_rows = [rows[report.tenants.index(tenant)] for tenant in shown] + rows[-1:]
-    return Section(
-        "Results",
-        [
-            Table("Results", SUMMARY_COLUMNS, rows, total_row=True, headline=True, only=MARKDOWN),
-            Table("Results", SUMMARY_COLUMNS, terminal_rows, total_row=True, headline=True, only=TERMINAL),
-            Paragraph(f"{left_out}: migrated whole, no product in error {EACH_IN_THE_FILES}.", only=TERMINAL),
-        ],
-    )
+    kept, left = listed
+    blocks = [
+        Table("Results", SUMMARY_COLUMNS, rows, total_row=True, headline=True, only=MARKDOWN),
+        Table("Results", SUMMARY_COLUMNS, summary_rows(report, kept), total_row=True, headline=True, only=TERMINAL),
+    ]
+    if left:
+        line = f"{left:,} other tenant(s) not listed here: migrated whole, no product in error {EACH_IN_THE_FILES}."
+        blocks.append(Paragraph(line, only=TERMINAL))
+    return Section("Results", blocks)
 
 
 def added_up(validations: list[Validation]) -> Validation:
@@ -247,16 +247,15 @@ def _validation(report: MigrationReport) -> Section | None:
         )
 
     failing = [(tenant, check) for tenant, validation in validated for check in validation.checks if not check.passed]
-    if len(validated) > MANY_TENANTS:
-        # The terminal lists the tenants with a failing check; the file lists every tenant.
-        failing_tenants = [(tenant, validation) for tenant, validation in validated if not validation.passed]
-        left = len(validated) - len(failing_tenants)
-        blocks = [table(validated, only=MARKDOWN)]
-        blocks += [table(failing_tenants, only=TERMINAL)] if failing_tenants else []
-        passed = Paragraph(f"{left:,} other tenant(s): every check PASS {EACH_IN_THE_FILES}.", only=TERMINAL)
-        blocks += [passed] if left else []
-    else:
+    listed = _listed_in_the_terminal(validated, lambda tenant_validation: not tenant_validation[1].passed)
+    if listed is None:
         blocks = [table(validated)]
+    else:
+        # The terminal lists the tenants with a failing check; the file lists every tenant.
+        kept, left = listed
+        blocks = [table(validated, only=MARKDOWN)] + ([table(kept, only=TERMINAL)] if kept else [])
+        if left:
+            blocks.append(Paragraph(f"{left:,} other tenant(s): every check PASS {EACH_IN_THE_FILES}.", only=TERMINAL))
     if not failing:
         return Section("Validation", blocks)
     details = Table(
