@@ -136,7 +136,8 @@ def measure(
 ) -> list[SetResult]:
     """One result per --jobs value, runs interleaved; the per-row reference and the floor are timed once per
     run and shared by them."""
-    results = [SetResult(data_set, jobs) for jobs in job_counts]
+    reference_seconds, floor_seconds = [], []  # one list each, which every result reads
+    results = [SetResult(data_set, jobs, reference=reference_seconds, floor=floor_seconds) for jobs in job_counts]
     conninfo = {**connection_kwargs(connection.settings_dict), "dbname": connection.settings_dict["NAME"]}
     for _ in range(runs):
         for result in results:
@@ -148,13 +149,9 @@ def measure(
             reset(data_set)
             started = time.perf_counter()
             inserted = per_row_reference.migrate(conninfo, data_set.schemas)
-            seconds = time.perf_counter() - started
+            reference_seconds.append(time.perf_counter() - started)
             assert inserted == data_set.images, f"reference inserted {inserted} images, expected {data_set.images}"
-            for result in results:
-                result.reference.append(seconds)
-        seconds = time_insert_floor(data_set, conninfo)
-        for result in results:
-            result.floor.append(seconds)
+        floor_seconds.append(time_insert_floor(data_set, conninfo))
     return results
 
 
