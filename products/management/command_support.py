@@ -15,8 +15,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError, CommandParser, DjangoHelpFormatter
 from django.db import OperationalError, ProgrammingError
 
+from products.lifecycle.table_locks import DEFAULT_LOCK_TIMEOUT
 from products.migration.report import ExitCode
-from products.migration.table_locks import DEFAULT_LOCK_TIMEOUT
 from stoflow.tenants.selectors import tenant_schema_names
 
 

@@ -26,15 +26,15 @@ from django.db import DatabaseError, transaction
 from psycopg import sql
 
 from products.legacy_json import ARCHIVE_TABLE, has_json_column
-from products.migration.report import SAMPLE_SIZE, ExitCodeWithMeaning
-from products.migration.source import source_ctes
-from products.migration.table_locks import (
+from products.lifecycle.table_locks import (
     BUSY_MEANING,
     DEFAULT_LOCK_TIMEOUT,
     USAGE_MEANING,
     lock_for_column_change,
     locks_not_granted,
 )
+from products.migration.report import SAMPLE_SIZE, ExitCodeWithMeaning
+from products.migration.source import source_ctes
 from products.migration.validation import validate_tenant
 from stoflow.raw_sql import execute, fetch_rows, table
 from stoflow.tenants.locks import tenant_lock

@@ -23,14 +23,14 @@ from django.db import DatabaseError, transaction
 from psycopg import sql
 
 from products.legacy_json import ARCHIVE_TABLE, has_archive, has_json_column
-from products.migration.report import ExitCodeWithMeaning
-from products.migration.table_locks import (
+from products.lifecycle.table_locks import (
     BUSY_MEANING,
     DEFAULT_LOCK_TIMEOUT,
     USAGE_MEANING,
     lock_for_column_change,
     locks_not_granted,
 )
+from products.migration.report import ExitCodeWithMeaning
 from stoflow.raw_sql import execute, fetch_rows, table
 from stoflow.tenants.locks import tenant_lock
 from stoflow.tenants.runner import Interruption, for_each_tenant
