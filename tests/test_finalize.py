@@ -17,8 +17,8 @@ from django.conf import settings
 from django.db import connections
 
 from products.legacy_json import ARCHIVE_TABLE, has_archive, has_json_column
-from products.migration import finalize
-from products.migration.finalize import FinalizeExitCode
+from products.lifecycle import finalize
+from products.lifecycle.finalize import FinalizeExitCode
 from products.migration.report import ExitCode
 from products.migration.restore import RestoreExitCode
 from tests.helpers import (

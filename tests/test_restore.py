@@ -14,7 +14,7 @@ from django_tenants.utils import schema_context
 from products import images
 from products.demo import SEED_DISTRIBUTION, demo_image_counts, fill_products
 from products.legacy_json import has_json_column
-from products.migration.finalize import FinalizeExitCode
+from products.lifecycle.finalize import FinalizeExitCode
 from products.migration.report import ExitCode
 from products.migration.restore import RestoreExitCode
 from products.models import Product
