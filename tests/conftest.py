@@ -7,8 +7,8 @@ import pytest
 from django.db import connection
 
 from products.legacy_json import ARCHIVE_TABLE, has_archive, has_json_column
+from products.lifecycle.restore import restore_tenant
 from products.migration.report import ExitCode
-from products.migration.restore import restore_tenant
 from stoflow.tenants.services import ensure_tenant
 from tests.helpers import SESSION_OPTIONS, TENANT, TEST_TENANTS, entries, make_product, run_command, run_sql
 

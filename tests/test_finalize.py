@@ -19,8 +19,8 @@ from django.db import connections
 from products.legacy_json import ARCHIVE_TABLE, has_archive, has_json_column
 from products.lifecycle import finalize
 from products.lifecycle.finalize import FinalizeExitCode
+from products.lifecycle.restore import RestoreExitCode
 from products.migration.report import ExitCode
-from products.migration.restore import RestoreExitCode
 from tests.helpers import (
     OTHER_TENANT,
     TENANT,

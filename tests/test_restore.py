@@ -15,8 +15,8 @@ from products import images
 from products.demo import SEED_DISTRIBUTION, demo_image_counts, fill_products
 from products.legacy_json import has_json_column
 from products.lifecycle.finalize import FinalizeExitCode
+from products.lifecycle.restore import RestoreExitCode
 from products.migration.report import ExitCode
-from products.migration.restore import RestoreExitCode
 from products.models import Product
 from tests.helpers import (
     OTHER_TENANT,

@@ -3,6 +3,7 @@ import textwrap
 from django.core.management.base import CommandError
 
 from products.legacy_json import ARCHIVE_TABLE
+from products.lifecycle.restore import RestoreExitCode, describe, failure_message, restore_images_json
 from products.management.command_support import (
     ImageCommand,
     add_lock_timeout_option,
@@ -11,7 +12,6 @@ from products.management.command_support import (
     confirm,
     selected_schemas,
 )
-from products.migration.restore import RestoreExitCode, describe, failure_message, restore_images_json
 from products.migration.runs import preflight_problems
 from stoflow.tenants.runner import TenantJobFailed
 
