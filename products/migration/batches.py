@@ -59,6 +59,23 @@ class MigrationOptions:
     restart: bool = False  # walk every product, even where the ledger says an unfinished run stopped
     allowed: tuple[str, ...] = ()  # triggers/constraints/indexes/rules on product_images the preflight accepts
 
+    @classmethod
+    def from_command_options(cls, options: dict) -> MigrationOptions:
+        """migrate_images' parsed options (its durations already in milliseconds) as the engine's options."""
+        return cls(
+            dry_run=options["dry_run"],
+            force=options["force"],
+            sync=options["sync"],
+            batch_size=options["batch_size"],
+            jobs=options["jobs"],
+            lock_timeout_ms=options["lock_timeout"],
+            statement_timeout_ms=options["statement_timeout"],
+            retries=options["retries"],
+            pause_ms=options["pause_ms"],
+            restart=options["restart"],
+            allowed=tuple(options["allow"]),
+        )
+
 
 class Progress:
     """Hooks the command uses to show progress; this base shows nothing."""

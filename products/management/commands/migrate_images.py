@@ -167,7 +167,6 @@ class Command(ImageCommand):
     def handle(self, *args, **options):
         check_writable(options["report"], "--report")
         check_writable(options["json"], "--json")
-        lock_timeout_ms, statement_timeout_ms = options["lock_timeout"], options["statement_timeout"]
         if options["check"] and (options["force"] or options["sync"]):
             raise CommandError(
                 "--check writes nothing; it cannot be combined with --force or --sync.", returncode=ExitCode.USAGE
@@ -194,19 +193,7 @@ class Command(ImageCommand):
         if options["force"] and not options["dry_run"] and options["interactive"]:
             self.confirm_force(schemas)
 
-        migration_options = MigrationOptions(
-            dry_run=options["dry_run"],
-            force=options["force"],
-            sync=options["sync"],
-            batch_size=options["batch_size"],
-            jobs=options["jobs"],
-            lock_timeout_ms=lock_timeout_ms,
-            statement_timeout_ms=statement_timeout_ms,
-            retries=options["retries"],
-            pause_ms=options["pause_ms"],
-            restart=options["restart"],
-            allowed=tuple(options["allow"]),
-        )
+        migration_options = MigrationOptions.from_command_options(options)
         # SIGTERM stops the run as Ctrl-C does (exit 143): whole batches kept, the report written.
         with sigterm_interrupts():
             try:
