@@ -1,4 +1,3 @@
-import io
 import shutil
 import sys
 import textwrap
@@ -9,10 +8,6 @@ from pathlib import Path
 
 from django.core.management.base import CommandError
 from django.db import DatabaseError
-from rich import box
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from products.management.command_support import (
     ImageCommand,
@@ -28,7 +23,7 @@ from products.migration import ledger
 from products.migration.batches import MigrationOptions
 from products.migration.preflight import server_problems
 from products.migration.progress import RichProgress
-from products.migration.rendering import render_json, render_markdown, render_terminal
+from products.migration.rendering import render_json, render_markdown, render_status, render_terminal
 from products.migration.report import ExitCode, MigrationReport
 from products.migration.runs import migrate_images, validate_images
 from stoflow.tenants.runner import Interruption, TenantJobFailed, signal_name, sigterm_interrupts
@@ -188,7 +183,9 @@ class Command(ImageCommand):
         if problems:
             raise CommandError(" ".join(problems) + " Nothing was done.", returncode=ExitCode.USAGE)
         if options["status"]:
-            self.print_status(schemas)
+            # render_status keeps to its minimum width on a narrower terminal, or with none.
+            width = shutil.get_terminal_size().columns
+            self.stdout.write(render_status(ledger.status_rows(schemas), width=width), ending="")
             return
         if options["force"] and not options["dry_run"] and options["interactive"]:
             self.confirm_force(schemas)
@@ -247,41 +244,6 @@ class Command(ImageCommand):
                 Path(options["json"]).write_text(render_json(report), encoding="utf-8")
         if report.exit_code == ExitCode.OK and options["verbosity"] > 0 and not json_to_stdout:
             self.stdout.write(self.style.SUCCESS("All checks PASS, no errors."))
-
-    def print_status(self, schemas: list[str]) -> None:
-        """The latest ledger entries per tenant, as a table."""
-        table = Table(
-            "Schema",
-            "Mode",
-            "Status",
-            "Started (UTC)",
-            "Finished",
-            "Last product id",
-            "Batches",
-            "Images",
-            "Errors",
-            "Checks",
-            "Note",
-            title="migrate_images: latest state per tenant (run ledger)",
-            box=box.SIMPLE,
-        )
-        for row in ledger.status_rows(schemas):
-            cells = [
-                row.get("mode", ""),
-                row["status"],
-                row.get("started", ""),
-                row.get("finished", ""),
-                "" if row.get("last_product_id") is None else str(row["last_product_id"]),
-                str(row.get("batches", "")),
-                f"{row['images']:,}" if "images" in row else "",
-                str(row.get("errors", "")),
-                row.get("checks", ""),
-                row.get("note", ""),
-            ]
-            table.add_row(escape(row["schema"]), *(escape(cell) for cell in cells))
-        buffer = io.StringIO()
-        Console(file=buffer, width=max(shutil.get_terminal_size((160, 24)).columns, 160), no_color=True).print(table)
-        self.stdout.write(buffer.getvalue(), ending="")
 
     @staticmethod
     def failure_message(report: MigrationReport) -> str:
