@@ -4,7 +4,6 @@ import textwrap
 import traceback
 from contextlib import nullcontext
 from datetime import UTC, datetime
-from pathlib import Path
 
 from django.core.management.base import CommandError
 from django.db import DatabaseError
@@ -23,7 +22,7 @@ from products.migration import ledger
 from products.migration.batches import MigrationOptions
 from products.migration.preflight import server_problems
 from products.migration.progress import RichProgress
-from products.migration.rendering import render_json, render_markdown, render_status, render_terminal
+from products.migration.rendering import render_json, render_status, render_terminal, write_report_files
 from products.migration.report import ExitCode, MigrationReport
 from products.migration.runs import migrate_images, validate_images
 from stoflow.tenants.runner import Interruption, TenantJobFailed, signal_name, sigterm_interrupts
@@ -223,25 +222,18 @@ class Command(ImageCommand):
 
     def write_report(self, report: MigrationReport, options: dict, files_only: bool = False) -> None:
         json_to_stdout = options["json"] == "-"
-        if files_only:
-            if options["report"]:
-                Path(options["report"]).write_text(render_markdown(report), encoding="utf-8")
-            if options["json"] and not json_to_stdout:
-                Path(options["json"]).write_text(render_json(report), encoding="utf-8")
-            return
-        if options["verbosity"] > 0:
+        if not files_only and options["verbosity"] > 0:
             # With JSON on stdout, the readable report moves to stderr.
             out = self.stderr if json_to_stdout else self.stdout
             tty = out.isatty()
             width = shutil.get_terminal_size((120, 24)).columns if tty else 120
             out.write(render_terminal(report, width=width, color=tty), style_func=str, ending="")
-        if options["report"]:
-            Path(options["report"]).write_text(render_markdown(report), encoding="utf-8")
-        if options["json"]:
-            if json_to_stdout:
-                self.stdout.write(render_json(report), ending="")
-            else:
-                Path(options["json"]).write_text(render_json(report), encoding="utf-8")
+        # JSON asked on stdout ('-') is no file: printed below, after the readable report, unless files only.
+        write_report_files(report, markdown=options["report"], json=None if json_to_stdout else options["json"])
+        if files_only:
+            return
+        if json_to_stdout:
+            self.stdout.write(render_json(report), ending="")
         if report.exit_code == ExitCode.OK and options["verbosity"] > 0 and not json_to_stdout:
             self.stdout.write(self.style.SUCCESS("All checks PASS, no errors."))
 
