@@ -22,7 +22,13 @@ from products.migration import ledger
 from products.migration.batches import MigrationOptions
 from products.migration.preflight import server_problems
 from products.migration.progress import RichProgress
-from products.migration.rendering import render_json, render_status, render_terminal, write_report_files
+from products.migration.rendering import (
+    failure_message,
+    render_json,
+    render_status,
+    render_terminal,
+    write_report_files,
+)
 from products.migration.report import ExitCode, MigrationReport
 from products.migration.runs import migrate_images, validate_images
 from stoflow.tenants.runner import Interruption, TenantJobFailed, signal_name, sigterm_interrupts
@@ -206,7 +212,7 @@ class Command(ImageCommand):
         self.write_report(report, options)
 
         if report.exit_code != ExitCode.OK:
-            raise CommandError(self.failure_message(report), returncode=report.exit_code)
+            raise CommandError(failure_message(report), returncode=report.exit_code)
 
     def confirm_force(self, schemas: list[str]) -> None:
         confirm(f"--force replaces the product_images rows of every product in {', '.join(schemas)}.")
@@ -236,26 +242,3 @@ class Command(ImageCommand):
             self.stdout.write(render_json(report), ending="")
         if report.exit_code == ExitCode.OK and options["verbosity"] > 0 and not json_to_stdout:
             self.stdout.write(self.style.SUCCESS("All checks PASS, no errors."))
-
-    @staticmethod
-    def failure_message(report: MigrationReport) -> str:
-        problems = []
-        if report.failure:
-            problems.append(f"Stopped by a database failure in {report.failure}")
-        if report.interruption:
-            stopped = ", ".join(report.interruption.stopped_in) or "between tenants"
-            by = " by SIGTERM" if report.exit_code == ExitCode.TERMINATED else ""
-            problems.append(f"interrupted{by} in {stopped}: committed batches are kept, re-run to finish")
-        if report.refused_tenants:
-            problems.append(f"refused by the preflight, not touched: {', '.join(report.refused_tenants)}")
-        for tenant in report.tenants:
-            if tenant.blocked:
-                pids = ", ".join(str(blocker.pid) for blocker in tenant.blocked.blockers) or "unknown"
-                problems.append(f"{tenant.schema} blocked on {tenant.blocked.what} by pid {pids}")
-        if report.failed_checks:
-            problems.append(f"{len(report.failed_checks)} check(s) FAIL")
-        if report.errors:
-            problems.append(f"{len(report.errors)} product(s) not migrated (listed above)")
-        if report.busy_tenants:
-            problems.append(f"busy tenant(s) skipped: {', '.join(report.busy_tenants)}")
-        return "; ".join(problems) + f". Exit status {int(report.exit_code)}: {report.exit_code.meaning}."
