@@ -10,6 +10,8 @@ import os
 import re
 import sys
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser, DjangoHelpFormatter
@@ -17,6 +19,8 @@ from django.db import OperationalError, ProgrammingError
 
 from products.lifecycle.table_locks import DEFAULT_LOCK_TIMEOUT
 from products.migration.report import ExitCode
+from products.migration.runs import preflight_problems
+from stoflow.tenants.runner import TenantJobFailed
 from stoflow.tenants.selectors import tenant_schema_names
 
 
@@ -179,3 +183,26 @@ def add_lock_timeout_option(parser) -> None:
         help=f"How long to wait for a tenant's table locks before skipping it as busy (200ms, 2s, 1min; "
         f"default {default}); the application's queries on the table queue meanwhile.",
     )
+
+
+def lifecycle_schemas(requested: list[str] | None) -> list[str]:
+    """finalize_images and restore_images_json: the tenants to work on (``selected_schemas``), none of them
+    when the server or a tenant's tables cannot take the command (``preflight_problems``)."""
+    schemas = selected_schemas(requested)
+    problems = preflight_problems(schemas)
+    if problems:
+        raise CommandError(" ".join(problems) + " Nothing was done.", returncode=ExitCode.USAGE)
+    return schemas
+
+
+@contextmanager
+def stopped_by_database_failure(exit_codes: type[enum.IntEnum]) -> Iterator[None]:
+    """finalize_images and restore_images_json: a tenant's database failure stops the command with exit 5,
+    in the words of the command's own ``exit_codes`` (what a failure leaves differs between the two)."""
+    try:
+        yield
+    except TenantJobFailed as exc:
+        raise CommandError(
+            f"Stopped by a database failure in {exc}. {exit_codes.DATABASE_FAILURE.meaning}.",
+            returncode=exit_codes.DATABASE_FAILURE,
+        ) from exc

@@ -10,10 +10,9 @@ from products.management.command_support import (
     add_no_input_option,
     add_schema_option,
     confirm,
-    selected_schemas,
+    lifecycle_schemas,
+    stopped_by_database_failure,
 )
-from products.migration.runs import preflight_problems
-from stoflow.tenants.runner import TenantJobFailed
 
 
 class Command(ImageCommand):
@@ -38,22 +37,14 @@ class Command(ImageCommand):
         add_lock_timeout_option(parser)
 
     def handle(self, *args, **options):
-        schemas = selected_schemas(options["schemas"])
-        problems = preflight_problems(schemas)
-        if problems:
-            raise CommandError(" ".join(problems) + " Nothing was done.", returncode=FinalizeExitCode.USAGE)
+        schemas = lifecycle_schemas(options["schemas"])
         if options["interactive"] and not options["dry_run"]:
             confirm(
                 f"finalize_images drops the JSON column products.images in {', '.join(schemas)}, in each tenant "
                 f"the gate lets through, after copying it to {ARCHIVE_TABLE}."
             )
-        try:
+        with stopped_by_database_failure(self.exit_codes):
             finalization = finalize_images(schemas, options["dry_run"], options["lock_timeout"] / 1000)
-        except TenantJobFailed as exc:
-            raise CommandError(
-                f"Stopped by a database failure in {exc}. {FinalizeExitCode.DATABASE_FAILURE.meaning}.",
-                returncode=FinalizeExitCode.DATABASE_FAILURE,
-            ) from exc
 
         if options["dry_run"]:
             self.stdout.write("Dry run: the gate only, nothing changed.")

@@ -10,10 +10,9 @@ from products.management.command_support import (
     add_no_input_option,
     add_schema_option,
     confirm,
-    selected_schemas,
+    lifecycle_schemas,
+    stopped_by_database_failure,
 )
-from products.migration.runs import preflight_problems
-from stoflow.tenants.runner import TenantJobFailed
 
 
 class Command(ImageCommand):
@@ -32,22 +31,14 @@ class Command(ImageCommand):
         add_lock_timeout_option(parser)
 
     def handle(self, *args, **options):
-        schemas = selected_schemas(options["schemas"])
-        problems = preflight_problems(schemas)
-        if problems:
-            raise CommandError(" ".join(problems) + " Nothing was done.", returncode=RestoreExitCode.USAGE)
+        schemas = lifecycle_schemas(options["schemas"])
         if options["interactive"]:
             confirm(
                 f"restore_images_json puts products.images back in the finalized tenants of {', '.join(schemas)}, "
                 "filled from their image rows."
             )
-        try:
+        with stopped_by_database_failure(self.exit_codes):
             restoration = restore_images_json(schemas, options["lock_timeout"] / 1000)
-        except TenantJobFailed as exc:
-            raise CommandError(
-                f"Stopped by a database failure in {exc}. {RestoreExitCode.DATABASE_FAILURE.meaning}.",
-                returncode=RestoreExitCode.DATABASE_FAILURE,
-            ) from exc
 
         for tenant in restoration.tenants:
             self.stdout.write(describe(tenant))
