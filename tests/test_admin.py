@@ -20,7 +20,7 @@ from django_tenants.utils import schema_context
 
 import products.admin
 import stoflow.tenants.sites
-from products.admin_html import LABEL_BADGE_TEXT, thumbnail
+from products.admin.html import LABEL_BADGE_TEXT, thumbnail
 from products.models import Product, ProductImage
 from products.seller_overview import LastRun, last_runs, seller_figures
 from stoflow.tenants.models import Domain

@@ -20,6 +20,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from products.admin.filters import HasLabelFilter, IsLabelFilter, MigratedFilter, ProductFilter, SoftDeletedFilter
+from products.admin.html import label_badge, thumbnail
 from products.admin.selectors import (
     compare_with_legacy_json,
     image_title,
@@ -27,7 +28,6 @@ from products.admin.selectors import (
     product_image_rows,
     products_with_image_summary,
 )
-from products.admin_html import label_badge, thumbnail
 from products.admin_image_actions import OPERATIONS as IMAGE_OPERATIONS
 from products.images import ImageServiceError, clear_label, set_label
 from products.label_plans import (
