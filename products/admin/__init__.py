@@ -21,6 +21,13 @@ from django.utils.html import format_html
 
 from products.admin.filters import HasLabelFilter, IsLabelFilter, MigratedFilter, ProductFilter, SoftDeletedFilter
 from products.admin.html import label_badge, thumbnail
+from products.admin.label_plans import (
+    LabelChange,
+    listing_line,
+    plan_clear_labels,
+    plan_make_labels,
+    several_per_product,
+)
 from products.admin.selectors import (
     compare_with_legacy_json,
     image_title,
@@ -30,13 +37,6 @@ from products.admin.selectors import (
 )
 from products.admin_image_actions import OPERATIONS as IMAGE_OPERATIONS
 from products.images import ImageServiceError, clear_label, set_label
-from products.label_plans import (
-    LabelChange,
-    listing_line,
-    plan_clear_labels,
-    plan_make_labels,
-    several_per_product,
-)
 from products.models import Product, ProductImage
 from products.selectors import listing_photo_summary
 from products.seller_overview import seller_figures
