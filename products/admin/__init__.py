@@ -21,6 +21,7 @@ from django.utils.html import format_html
 
 from products.admin.filters import HasLabelFilter, IsLabelFilter, MigratedFilter, ProductFilter, SoftDeletedFilter
 from products.admin.html import label_badge, thumbnail
+from products.admin.image_actions import OPERATIONS as IMAGE_OPERATIONS
 from products.admin.label_plans import (
     LabelChange,
     listing_line,
@@ -35,7 +36,6 @@ from products.admin.selectors import (
     product_image_rows,
     products_with_image_summary,
 )
-from products.admin_image_actions import OPERATIONS as IMAGE_OPERATIONS
 from products.images import ImageServiceError, clear_label, set_label
 from products.models import Product, ProductImage
 from products.selectors import listing_photo_summary
