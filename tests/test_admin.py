@@ -21,8 +21,8 @@ from django_tenants.utils import schema_context
 import products.admin
 import stoflow.tenants.sites
 from products.admin.html import LABEL_BADGE_TEXT, thumbnail
+from products.admin.seller_overview import LastRun, last_runs, seller_figures
 from products.models import Product, ProductImage
-from products.seller_overview import LastRun, last_runs, seller_figures
 from stoflow.tenants.models import Domain
 from stoflow.tenants.services import ensure_public_tenant
 from tests.helpers import (

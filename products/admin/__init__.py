@@ -36,10 +36,10 @@ from products.admin.selectors import (
     product_image_rows,
     products_with_image_summary,
 )
+from products.admin.seller_overview import seller_figures
 from products.images import ImageServiceError, clear_label, set_label
 from products.models import Product, ProductImage
 from products.selectors import listing_photo_summary
-from products.seller_overview import seller_figures
 from stoflow.tenants.sites import seller_admin_site, seller_log_prefix
 
 ADMIN_CSS = {"all": ["products/admin.css"]}
