@@ -18,11 +18,11 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
-import products.admin
+import products.admin.image_admin
 import stoflow.tenants.sites
-from products.admin_html import LABEL_BADGE_TEXT, thumbnail
+from products.admin.html import LABEL_BADGE_TEXT, thumbnail
+from products.admin.seller_overview import LastRun, last_runs, seller_figures
 from products.models import Product, ProductImage
-from products.seller_overview import LastRun, last_runs, seller_figures
 from stoflow.tenants.models import Domain
 from stoflow.tenants.services import ensure_public_tenant
 from tests.helpers import (
@@ -723,7 +723,7 @@ def test_one_product_with_several_selected_is_named(admin_client):
 
 
 def test_the_confirmation_lists_a_long_selection_in_part_and_confirms_it_whole(admin_client, monkeypatch):
-    monkeypatch.setattr(products.admin, "PLANS_SHOWN", 3)
+    monkeypatch.setattr(products.admin.image_admin, "PLANS_SHOWN", 3)
     products_ = [product_with_images(2, title=f"Lamp {n}") for n in range(5)]
     ids = [image_ids(product, 1)[0] for product in products_]
     page = label_action(admin_client, "make_label", ids, confirm=False).content.decode()

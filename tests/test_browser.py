@@ -21,7 +21,7 @@ from django_tenants.utils import get_public_schema_name, get_tenant_model, schem
 from playwright.sync_api import expect, sync_playwright
 from pytest_django.live_server_helper import LiveServer
 
-from products.admin_html import LABEL_BADGE_TEXT
+from products.admin.html import LABEL_BADGE_TEXT
 from products.models import Product, ProductImage
 from stoflow.tenants.services import ensure_public_tenant, ensure_tenant
 from tests.helpers import TENANT, make_product

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from django.utils.text import capfirst
 
 from products import images
+from products.admin.label_plans import image_name, plan_clear_labels, plan_make_labels
 from products.images import ImageServiceError
-from products.label_plans import image_name, plan_clear_labels, plan_make_labels
 from products.models import Product, ProductImage
 
 

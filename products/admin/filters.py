@@ -1,11 +1,11 @@
-"""List filters: Yes/No on the admin's annotations (see products.admin_selectors), and a product's images."""
+"""List filters: Yes/No on the admin's annotations (see products.admin.selectors), and a product's images."""
 
 import re
 
 from django.contrib import admin
 from django.db.models import Q
 
-from products.admin_selectors import products_holding_json_photos
+from products.admin.selectors import products_holding_json_photos
 from products.models import Product
 
 
