@@ -42,8 +42,9 @@ admin: $(INSTALLED)
 	@echo "Admin: http://127.0.0.1:$(ADMIN_PORT)/admin/ (Ctrl-C stops the server)"
 	$(DEV) $(BIN)/python manage.py runserver 127.0.0.1:$(ADMIN_PORT)
 
-# Not part of `make test`: times the command against the per-row method and the
-# insert floor on scaled data sets; writes bench/RESULTS.md. BENCH_ARGS passes options.
+# Not part of `make test`: times the command against the per-row method and the insert floor on scaled
+# data sets; writes var/bench-results.md. BENCH_ARGS passes options: BENCH_ARGS="--results bench/RESULTS.md"
+# refreshes the tracked figures (docs/benchmark.md).
 bench: $(INSTALLED)
 	$(DEV) $(BIN)/python -m bench.run $(BENCH_ARGS)
 
