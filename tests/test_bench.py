@@ -1,5 +1,5 @@
 """The benchmark's command line (python -m bench.run), in a fresh process: what it refuses before any database work,
-and what its help says about its data sets and where it writes."""
+and what its help and docs/benchmark.md say about its data sets and where it writes."""
 
 import os
 import re
@@ -8,7 +8,7 @@ import sys
 
 from django.conf import settings
 
-from tests.helpers import WAIT_SECONDS
+from tests.helpers import WAIT_SECONDS, doc_section
 
 
 def run_bench(tmp_path, *args: str) -> subprocess.CompletedProcess:
@@ -35,12 +35,15 @@ def test_an_unknown_set_is_a_usage_error_before_any_database_is_made(tmp_path):
     assert not (tmp_path / "pgdata").exists()
 
 
-def test_help_names_every_set_and_where_the_figures_go(tmp_path):
+def test_help_and_the_docs_name_every_set_and_where_the_figures_go(tmp_path):
     refused = run_bench(tmp_path, "--sets", "bogus").stderr
     names = re.search(r"\(the sets: (.+)\)", refused).group(1).split(", ")
     help_text = " ".join(run_bench(tmp_path, "--help").stdout.split())
+    benchmark_doc = doc_section("docs/benchmark.md", "# Benchmark")
 
     for name in names:
         assert f" {name}: " in help_text
+        assert f"| `{name}` |" in benchmark_doc
     assert "(default: var/bench-results.md; bench/RESULTS.md refreshes the tracked figures)" in help_text
+    assert "`--results bench/RESULTS.md`" in benchmark_doc
     assert not (tmp_path / "pgdata").exists()
