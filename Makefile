@@ -8,10 +8,11 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.requirements-installed
 ADMIN_PORT ?= 8000
 export ADMIN_PORT
-# The demo, the admin and the benchmark are development: debug on, the built-in secret key (stoflow/settings.py).
+# The demo, the admin, the benchmark and `make manage` are development: debug on, the built-in secret key
+# (stoflow/settings.py).
 DEV := DJANGO_DEBUG=1
 
-.PHONY: demo test install admin bench db-status db-stop db-reset db-psql
+.PHONY: demo test install manage admin bench db-status db-stop db-reset db-psql
 
 install: $(INSTALLED)
 
@@ -27,12 +28,19 @@ demo: $(INSTALLED)
 	mkdir -p var
 	$(DEV) $(BIN)/python manage.py migrate_images --report var/migration-report.md --json var/migration-report.json
 	@echo "Reports written to var/migration-report.md and var/migration-report.json"
+	@echo "By hand: make manage ARGS=\"migrate_images --status\" (or DJANGO_DEBUG=1 $(BIN)/python manage.py ...)"
 
 # The tests choose their own settings (tests/settings.py).
 test: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+# Any manage.py command on the demo's database, with the development settings the demo uses (typed by hand
+# without DJANGO_DEBUG=1, a command stops on the missing DJANGO_SECRET_KEY). Not for a production database:
+# there, export DJANGO_SECRET_KEY and run manage.py itself (README).
+manage: $(INSTALLED)
+	$(DEV) $(BIN)/python manage.py $(ARGS)
 
 # The demo in the admin: set up the demo data if needed (quietly), then serve it.
 admin: $(INSTALLED)
@@ -42,8 +50,9 @@ admin: $(INSTALLED)
 	@echo "Admin: http://127.0.0.1:$(ADMIN_PORT)/admin/ (Ctrl-C stops the server)"
 	$(DEV) $(BIN)/python manage.py runserver 127.0.0.1:$(ADMIN_PORT)
 
-# Not part of `make test`: times the command against the per-row method and the
-# insert floor on scaled data sets; writes bench/RESULTS.md. BENCH_ARGS passes options.
+# Not part of `make test`: times the command against the per-row method and the insert floor on scaled
+# data sets; writes var/bench-results.md. BENCH_ARGS passes options: BENCH_ARGS="--results bench/RESULTS.md"
+# refreshes the tracked figures (docs/benchmark.md).
 bench: $(INSTALLED)
 	$(DEV) $(BIN)/python -m bench.run $(BENCH_ARGS)
 

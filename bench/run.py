@@ -9,7 +9,8 @@ On the same rows, in one run, it times three things per data set:
 
 Each is timed ``--runs`` times, interleaved, and the medians are reported, with
 the targets of issue 12 and, when one is missed, by how much. The figures and the
-machine's description go to ``bench/RESULTS.md``.
+machine's description go to ``var/bench-results.md``, or where ``--results`` says
+(``--results bench/RESULTS.md`` refreshes the tracked figures).
 
 The data sets live in a database of their own (``stoflow_bench``), built on the
 first run and reused afterwards.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -30,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# A partial run (one set, one run) must not overwrite the tracked figures: those are written only when asked.
+DEFAULT_RESULTS = ROOT / "var" / "bench-results.md"
 os.environ.setdefault("STOFLOW_DATABASE_NAME", "stoflow_bench")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "stoflow.settings")
 os.environ.setdefault("DJANGO_DEBUG", "1")  # a development tool: the development settings, as before (no secret key)
@@ -55,14 +59,15 @@ class SetPlan:
     build: Callable[[], DataSet]
     jobs: tuple[int, ...]  # --jobs values the command is timed with, each against the same reference and floor
     reference: bool  # time the per-row method too (6 minutes a run on 100x, which no target reads)
+    contents: str  # what --help says the set holds
 
 
 SET_PLANS = {
-    "1x": SetPlan(lambda: scaled_set(1), (1,), True),
+    "1x": SetPlan(lambda: scaled_set(1), (1,), True, "the seed report's catalogue in one tenant"),
     # The seed's shape, one large tenant: serial, then split in two ranges.
-    "30x": SetPlan(lambda: scaled_set(30), (1, 2), True),
-    "100x": SetPlan(lambda: scaled_set(100), (2,), False),
-    "fanout": SetPlan(fan_out_set, (2,), True),
+    "30x": SetPlan(lambda: scaled_set(30), (1, 2), True, "that catalogue 30 times over, in one tenant"),
+    "100x": SetPlan(lambda: scaled_set(100), (2,), False, "that catalogue 100 times over, in one tenant"),
+    "fanout": SetPlan(fan_out_set, (2,), True, "1,000 tenants of 20 products"),
 }
 
 
@@ -88,16 +93,33 @@ class SetResult:
         return statistics.median(getattr(value, figure) for value in values) if figure else statistics.median(values)
 
 
+def set_names(value: str) -> list[str]:
+    """--sets, checked while parsing: a bad name must stop the run before it creates or fills any database."""
+    names = value.split(",")
+    unknown = [name for name in names if name not in SET_PLANS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"not a data set: {', '.join(map(repr, unknown))} (the sets: {', '.join(SET_PLANS)})"
+        )
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sets", default=",".join(SET_PLANS), help="Data sets to run (default: all).")
+    sets_help = "; ".join(f"{name}: {plan.contents}" for name, plan in SET_PLANS.items())
+    parser.add_argument(
+        "--sets",
+        type=set_names,
+        default=list(SET_PLANS),
+        help=f"Data sets to run, comma-separated (default: all). {sets_help}.",
+    )
     parser.add_argument("--runs", type=int, default=3, help="Timed runs of each thing; medians reported.")
     parser.add_argument(
         "--jobs",
         type=int,
         default=None,
         help="--jobs for every set, a large tenant then split in ranges (default: 1 on 1x, 1 and 2 on 30x, "
-        "2 on 100x and on the many-tenant set).",
+        "2 on 100x and on fanout).",
     )
     parser.add_argument("--batch-size", type=int, help="--batch-size for the command (default: its own).")
     parser.add_argument(
@@ -105,13 +127,19 @@ def main(argv: list[str] | None = None) -> int:
         default="500,1000,2500,5000",
         help="--batch-size values timed on the 30x set, to choose the default ('' to skip).",
     )
-    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md", help="Markdown output.")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=DEFAULT_RESULTS,
+        help=f"Markdown output (default: {DEFAULT_RESULTS.relative_to(ROOT)}; bench/RESULTS.md refreshes the "
+        "tracked figures).",
+    )
     args = parser.parse_args(argv)
 
     prepare_database()
     command_options = ["--batch-size", str(args.batch_size)] if args.batch_size else []
     results = []
-    for name in args.sets.split(","):
+    for name in args.sets:
         plan = SET_PLANS[name]
         data_set = plan.build()
         started = time.perf_counter()
@@ -125,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
 
     machine = machine_description()
     print(render_terminal(results, sweep, machine))
-    command = " ".join(["make bench", *(argv or sys.argv[1:])])
+    options = argv if argv is not None else sys.argv[1:]
+    command = f"make bench BENCH_ARGS={shlex.quote(shlex.join(options))}" if options else "make bench"
+    args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(render_markdown(results, sweep, machine, command))
     print(f"Figures written to {args.results}")
     return 0 if all(target.met for target in targets(results)) else 1

@@ -1,8 +1,9 @@
 """What tests share: the test tenants, product and entry builders, raw SQL in a tenant, running the command,
-a second database session, and the time limits every wait in a test is held to."""
+a second database session, the time limits every wait in a test is held to, and reading the docs."""
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
@@ -331,3 +333,18 @@ def ctrl_c_at_batch(monkeypatch, number: int) -> list[tuple]:
 
     monkeypatch.setattr(batches, "_write_batch", interrupting)
     return written
+
+
+def doc_section(path: str, heading: str) -> str:
+    """The text under the heading line ``heading`` (``"## Exit status"``) of a Markdown file of the checkout
+    (``"docs/migrate_images.md"``), up to the next heading of the same level or above."""
+    text = "\n" + (Path(settings.BASE_DIR) / path).read_text()  # a heading on the first line too
+    assert f"\n{heading}\n" in text, f"{path} has no heading {heading!r}"
+    body = text.split(f"\n{heading}\n", 1)[1]
+    level = len(heading) - len(heading.lstrip("#"))
+    return re.split(rf"^#{{1,{level}}} ", body, maxsplit=1, flags=re.MULTILINE)[0]
+
+
+def exit_status_table(section: str) -> dict[int, str]:
+    """A documented exit status table's rows, ``| code | meaning |``: {code: meaning}."""
+    return {int(code): meaning for code, meaning in re.findall(r"^\| (\d+) \| (.+) \|$", section, flags=re.MULTILINE)}

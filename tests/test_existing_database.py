@@ -1,4 +1,5 @@
-"""The README's path for a database that already holds seller schemas with a legacy products table."""
+"""The README runbook's step 0 and first migrate_images, for a database that already holds seller schemas with a legacy
+products table."""
 
 import json
 from io import StringIO

@@ -5,15 +5,12 @@ transaction, which PostgreSQL rolls back DDL and all; the one that needs real co
 itself, and the module ends by checking both test tenants still have it.
 """
 
-import re
 import sys
 import threading
 import time
-from pathlib import Path
 
 import psycopg
 import pytest
-from django.conf import settings
 from django.db import connections
 
 from products.legacy_json import ARCHIVE_TABLE, has_archive, has_json_column
@@ -25,7 +22,9 @@ from tests.helpers import (
     OTHER_TENANT,
     TENANT,
     WAIT_SECONDS,
+    doc_section,
     entries,
+    exit_status_table,
     image_rows,
     join_all,
     json_text,
@@ -428,7 +427,7 @@ def test_codes_shared_with_migrate_images_mean_the_same_there(codes):
     [(FINALIZE, FinalizeExitCode), ("restore_images_json", RestoreExitCode)],
     ids=["finalize", "restore"],
 )
-def test_help_and_the_readme_document_every_exit_status(command, codes):
+def test_help_and_the_docs_document_every_exit_status(command, codes):
     from django.core.management import load_command_class
 
     help_text = load_command_class("products", command).create_parser("manage.py", command).format_help()
@@ -436,9 +435,7 @@ def test_help_and_the_readme_document_every_exit_status(command, codes):
         assert f"{code.value:>5}  " in help_text
     assert "--no-input" in help_text and "--schema" in help_text
 
-    readme = (Path(settings.BASE_DIR) / "README.md").read_text()
-    section = readme.split(f"### Exit status of `{command}`", 1)[1].split("###", 1)[0]
-    rows = re.findall(r"^\| (\d+) \| (.+) \|$", section, flags=re.MULTILINE)
-    assert {int(code): meaning for code, meaning in rows} == {int(code): code.meaning for code in codes}
+    section = doc_section("docs/lifecycle.md", f"### Exit status of `{command}`")
+    assert exit_status_table(section) == {int(code): code.meaning for code in codes}
     precedence = ", ".join(str(int(code)) for code in codes if code not in (codes.OK, codes.USAGE))
     assert f"the first in this order wins: {precedence}." in section

@@ -25,7 +25,7 @@ class ExitCodeWithMeaning(enum.IntEnum):
 
 class ExitCode(ExitCodeWithMeaning):
     """Exit status of ``migrate_images``, each with its meaning: the one table that ``--help``,
-    the failure message and the README's table (checked by a test) all come from.
+    the failure message and the table in docs/migrate_images.md (checked by a test) all come from.
     When several apply, the first listed wins."""
 
     OK = 0, "Every product migrated (or already), no errors, every check PASS"
