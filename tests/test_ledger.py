@@ -119,16 +119,18 @@ def test_a_rerun_resumes_after_the_last_product_the_interrupted_run_committed(co
 
 
 @pytest.mark.parametrize(
-    "args, note",
+    "interrupted, args, note",
     [
-        (["--restart"], "--restart: walks every product"),
-        (["--force"], "ran with other options: this run walks every product"),
+        ([], ["--restart"], "--restart: walks every product"),
+        ([], ["--force"], "ran with other options: this run walks every product"),
+        (["--sync"], [], "ran with other options: this run walks every product"),
     ],
+    ids=["restart", "force-after-a-plain-run", "plain-after-a-sync-run"],
 )
-def test_restart_or_other_options_walk_every_product(committed_db, monkeypatch, tmp_path, args, note):
+def test_restart_or_other_options_walk_every_product(committed_db, monkeypatch, tmp_path, interrupted, args, note):
     products = [make_product(images=entries(2)) for _ in range(5)]
     interrupt_batch(monkeypatch, 2)
-    assert run_command("--schema", TENANT, "--batch-size", "2")[0] == ExitCode.INTERRUPTED
+    assert run_command("--schema", TENANT, "--batch-size", "2", *interrupted)[0] == ExitCode.INTERRUPTED
 
     calls = interrupt_batch(monkeypatch, 0)
     code, report, output = run_command("--schema", TENANT, "--batch-size", "2", *args, tmp_path=tmp_path)
