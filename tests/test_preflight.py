@@ -77,6 +77,7 @@ def test_a_tenant_failing_its_preflight_is_refused_untouched_and_the_others_go_o
     assert refused["run"] is None and refused["validation"] is None
     flat = " ".join(output.split())  # the terminal wraps long cells
     assert reason in flat and "refused: not touched" in flat
+    assert "to the product_images table across 1 schema(s);" in flat  # the refused one is not among them
     assert image_rows(mine.pk) == [] and ledger_entries(TENANT) == []
     assert len(image_rows(other.pk, OTHER_TENANT)) == 3
 
