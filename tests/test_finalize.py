@@ -144,8 +144,22 @@ def label_off_the_last_image(products) -> list[str]:
     return [f"check 5 FAIL (Labels not on highest order): 1, expected 0; first products at fault: {products.b.pk}"]
 
 
+def label_on_another_product(products) -> list[str]:
+    """As many labels in the rows as the JSON yields, on other products: a's JSON now marks none of its photos
+    (its rows keep their label), b's rows lost their label (its JSON still yields one)."""
+    set_json(products.a.pk, [{**entry, "is_label": False} for entry in entries(4)])
+    run_sql("UPDATE {images} SET is_label = false WHERE product_id = %(id)s", {"id": products.b.pk})
+    at_fault = f"first products at fault: {products.a.pk}, {products.b.pk}"
+    return [
+        f"check 2 FAIL (Label count (= labels the JSON yields, per product)): 2, expected 2; {at_fault}",
+        f"check 4 FAIL (Products whose rows differ from their JSON (url, order, label)): 2, expected 0; {at_fault}",
+    ]
+
+
 @pytest.mark.parametrize(
-    "plant", [error_product, drifted_product, pending_product, label_off_the_last_image], ids=lambda f: f.__name__
+    "plant",
+    [error_product, drifted_product, pending_product, label_off_the_last_image, label_on_another_product],
+    ids=lambda f: f.__name__,
 )
 @pytest.mark.parametrize("dry_run", [False, True], ids=["live", "dry-run"])
 def test_the_gate_refuses_a_tenant_naming_why_and_changes_nothing(finalizable, plant, dry_run):

@@ -118,17 +118,62 @@ def test_a_rerun_resumes_after_the_last_product_the_interrupted_run_committed(co
     assert ledger_entries()[-1]["resumed_after"] == products[3].pk
 
 
+def test_a_resumed_run_stopped_before_its_first_batch_passes_its_resume_point_on(committed_db, monkeypatch, tmp_path):
+    products = [make_product(images=entries(2)) for _ in range(7)]
+    interrupt_batch(monkeypatch, 3)
+    assert run_command("--schema", TENANT, "--batch-size", "2")[0] == ExitCode.INTERRUPTED
+    monkeypatch.undo()
+    interrupt_batch(monkeypatch, 1)
+    assert run_command("--schema", TENANT, "--batch-size", "2")[0] == ExitCode.INTERRUPTED
+
+    # The resumed run committed nothing: its entry still says where the first one stopped.
+    resumed = ledger_entries()[-1]
+    assert (resumed["status"], resumed["batches"]) == ("interrupted", 0)
+    assert resumed["resumed_after"] == resumed["last_product_id"] == products[3].pk
+    monkeypatch.undo()
+    calls = interrupt_batch(monkeypatch, 0)
+    code, report, output = run_command("--schema", TENANT, "--batch-size", "2", tmp_path=tmp_path)
+
+    assert code == ExitCode.OK, output
+    assert calls[0] == (products[3].pk, products[5].pk)
+    assert report["tenants"][0]["resumed_after"] == products[3].pk
+    assert len(table_state(TENANT)) == 14
+
+
+def test_an_interrupted_dry_run_never_decides_where_a_live_run_resumes(committed_db, monkeypatch, tmp_path):
+    products = [make_product(images=entries(2)) for _ in range(7)]
+    interrupt_batch(monkeypatch, 3)
+    assert run_command("--schema", TENANT, "--batch-size", "2")[0] == ExitCode.INTERRUPTED
+    monkeypatch.undo()
+    interrupt_batch(monkeypatch, 2)
+    assert run_command("--schema", TENANT, "--batch-size", "2", "--dry-run")[0] == ExitCode.INTERRUPTED
+    dry = ledger_entries()[-1]
+    assert (dry["mode"], dry["status"], dry["last_product_id"]) == ("dry-run", "interrupted", products[1].pk)
+
+    monkeypatch.undo()
+    calls = interrupt_batch(monkeypatch, 0)
+    code, report, output = run_command("--schema", TENANT, "--batch-size", "2", tmp_path=tmp_path)
+
+    # The live run resumes where the last live run stopped, not where the rehearsal did.
+    assert code == ExitCode.OK, output
+    assert calls[0] == (products[3].pk, products[5].pk)
+    assert report["tenants"][0]["resumed_after"] == products[3].pk
+    assert len(table_state(TENANT)) == 14
+
+
 @pytest.mark.parametrize(
-    "args, note",
+    "interrupted, args, note",
     [
-        (["--restart"], "--restart: walks every product"),
-        (["--force"], "ran with other options: this run walks every product"),
+        ([], ["--restart"], "--restart: walks every product"),
+        ([], ["--force"], "ran with other options: this run walks every product"),
+        (["--sync"], [], "ran with other options: this run walks every product"),
     ],
+    ids=["restart", "force-after-a-plain-run", "plain-after-a-sync-run"],
 )
-def test_restart_or_other_options_walk_every_product(committed_db, monkeypatch, tmp_path, args, note):
+def test_restart_or_other_options_walk_every_product(committed_db, monkeypatch, tmp_path, interrupted, args, note):
     products = [make_product(images=entries(2)) for _ in range(5)]
     interrupt_batch(monkeypatch, 2)
-    assert run_command("--schema", TENANT, "--batch-size", "2")[0] == ExitCode.INTERRUPTED
+    assert run_command("--schema", TENANT, "--batch-size", "2", *interrupted)[0] == ExitCode.INTERRUPTED
 
     calls = interrupt_batch(monkeypatch, 0)
     code, report, output = run_command("--schema", TENANT, "--batch-size", "2", *args, tmp_path=tmp_path)

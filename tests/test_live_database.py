@@ -41,6 +41,9 @@ from tests.helpers import (
 )
 
 FAST = ["--lock-timeout", "200ms", "--retries", "1"]
+# For a test that needs every attempt's blockers seen: the watch looks after half the lock timeout, and its
+# first look opens its connection, which on a loaded machine can outlast FAST's 100 ms window.
+WATCHED = ["--lock-timeout", "1s", "--retries", "1"]
 SESSION = (
     "SELECT current_setting('lock_timeout'), current_setting('statement_timeout'), "
     "current_setting('idle_in_transaction_session_timeout'), current_setting('client_connection_check_interval')"
@@ -144,6 +147,54 @@ def test_a_tenant_blocked_by_another_session_is_reported_with_its_pid_and_query_
     code, report, output = run_command("--schema", TENANT, tmp_path=tmp_path)
     assert code == ExitCode.OK, output
     assert len(image_rows(first.pk)) == 3
+
+
+def test_blockers_seen_on_any_attempt_are_reported_when_the_last_attempt_saw_none(committed_db, tmp_path, monkeypatch):
+    product = make_product(images=entries(2))
+    with other_session() as app:
+        app_pid = app.info.backend_pid
+        app.execute("BEGIN")
+        app.execute(tenant_sql("SELECT 1 FROM {products} WHERE id = %(id)s FOR UPDATE"), {"id": product.pk})
+
+        def release_then_lose_a_deadlock(number, after, upto):
+            # The first attempt waits for the app's lock; the second meets no lock, it loses at once.
+            if number == 2:
+                app.execute("ROLLBACK")
+                raise OperationalError("deadlock detected") from psycopg.errors.DeadlockDetected("lost")
+
+        calls = record_calls(monkeypatch, release_then_lose_a_deadlock)
+        code, report, output = run_command("--schema", TENANT, *WATCHED, tmp_path=tmp_path)
+
+    assert code == ExitCode.BLOCKED, output
+    assert len(calls) == 2
+    blocked = report["tenants"][0]["blocked"]
+    assert blocked["error"] == "deadlock detected"
+    assert [blocker["pid"] for blocker in blocked["blockers"]] == [app_pid]
+    assert f"pid {app_pid}" in ledger_entries()[0]["message"]
+
+
+def test_blockers_of_every_attempt_are_reported_not_only_the_last_attempt_s(committed_db, tmp_path, monkeypatch):
+    product = make_product(images=entries(2))
+    lock_row = tenant_sql("SELECT 1 FROM {products} WHERE id = %(id)s FOR UPDATE")
+    with other_session() as first, other_session() as second:
+        pids = [first.info.backend_pid, second.info.backend_pid]
+        first.execute("BEGIN")
+        first.execute(lock_row, {"id": product.pk})
+
+        def hand_the_lock_over(number, after, upto):
+            # The first attempt waits for one session, the second for another.
+            if number == 2:
+                first.execute("ROLLBACK")
+                second.execute("BEGIN")
+                second.execute(lock_row, {"id": product.pk})
+
+        record_calls(monkeypatch, hand_the_lock_over)
+        code, report, output = run_command("--schema", TENANT, *WATCHED, tmp_path=tmp_path)
+        second.execute("ROLLBACK")
+
+    assert code == ExitCode.BLOCKED, output
+    assert [blocker["pid"] for blocker in report["tenants"][0]["blocked"]["blockers"]] == pids
+    assert all(f"pid {pid}" in ledger_entries()[0]["message"] for pid in pids)
 
 
 @pytest.mark.parametrize(

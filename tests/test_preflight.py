@@ -1,6 +1,8 @@
 """The per-tenant preflight: a tenant whose tables the migration cannot trust is refused untouched (exit 2),
 with the reason, and the other tenants go on. DDL here is rolled back with the test."""
 
+import shlex
+
 import pytest
 
 from products.migration.preflight import check_tenant
@@ -75,6 +77,7 @@ def test_a_tenant_failing_its_preflight_is_refused_untouched_and_the_others_go_o
     assert refused["run"] is None and refused["validation"] is None
     flat = " ".join(output.split())  # the terminal wraps long cells
     assert reason in flat and "refused: not touched" in flat
+    assert "to the product_images table across 1 schema(s);" in flat  # the refused one is not among them
     assert image_rows(mine.pk) == [] and ledger_entries(TENANT) == []
     assert len(image_rows(other.pk, OTHER_TENANT)) == 3
 
@@ -94,6 +97,28 @@ def test_an_unknown_trigger_is_refused_until_the_operator_allows_it(tenant, tmp_
     code, report, output = run_command("--schema", tenant, "--allow", "audit_images", tmp_path=tmp_path)
     assert code == ExitCode.OK, output
     assert len(image_rows(product.pk)) == 2
+
+
+@pytest.mark.parametrize("name", ["one_row_per_url", "One row.per URL"], ids=["plain-name", "name-to-quote"])
+def test_an_unknown_unique_index_is_allowed_by_the_name_the_refusal_gives_and_still_enforced(tenant, tmp_path, name):
+    first = make_product(images=entries(2))
+    twin = make_product(images=entries(1))  # its one URL is first's: the index refuses its row
+    alter("CREATE UNIQUE INDEX {name} ON {images} (url)", name=name)
+
+    code, report, _ = run_command("--schema", tenant, "--allow", "another_index", tmp_path=tmp_path)
+
+    assert code == ExitCode.USAGE
+    [problem] = report["tenants"][0]["refused"]
+    assert f"product_images has a unique index the migration does not know, {name}: CREATE UNIQUE INDEX" in problem
+    assert problem.endswith(f"(review it, then pass --allow {shlex.quote(name)})")  # as a shell takes it
+
+    code, report, output = run_command("--schema", tenant, "--allow", name, tmp_path=tmp_path)
+
+    # Allowed, not dropped nor bypassed: the rows it refuses make their product an error.
+    assert code == ExitCode.PRODUCT_ERRORS, output
+    assert len(image_rows(first.pk)) == 2 and image_rows(twin.pk) == []
+    [error] = report["tenants"][0]["run"]["errors"]
+    assert error["product_id"] == twin.pk and "duplicate key value violates unique constraint" in error["reason"]
 
 
 def test_force_and_sync_also_need_the_table_of_removed_rows(tenant, tmp_path):

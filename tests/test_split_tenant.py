@@ -148,6 +148,30 @@ def test_a_split_tenant_gives_the_serial_run_s_report_and_rows_on_hostile_data(
     assert len(range_workers(batch_backends)) == 3
 
 
+def test_more_jobs_than_batches_cut_one_range_per_batch_and_give_the_serial_run_s_report_and_rows(
+    committed_db, tmp_path, batch_backends
+):
+    already = hostile_catalogue()  # 47 products: three batches of 15 and a bit, fewer than --jobs 4
+    args = [*SCHEMA, "--batch-size", "15"]
+    serial_code, serial, _ = run_command(*args, tmp_path=tmp_path)
+    serial_rows = table_state(TENANT)
+    make_stale(already.pk)
+    batch_backends.clear()
+
+    split_code, parallel, output = run_command(*args, "--jobs", "4", tmp_path=tmp_path)
+
+    assert serial_code == split_code, output
+    assert comparable(parallel) == comparable(serial)
+    assert table_state(TENANT) == serial_rows
+    assert len(range_workers(batch_backends)) == 3
+    # Three ranges, one after the other: each worker walks on from where the worker below it stopped.
+    walks = {}
+    for _, thread, after, upto in batch_backends:  # a worker's batches, in the order it wrote them
+        walks[thread] = (walks.get(thread, (after,))[0], upto)
+    (first, second, third) = (walks[f"range-worker-{number}"] for number in range(3))
+    assert (first[0], second[0], third[0]) == (None, first[1], second[1])
+
+
 def test_a_split_dry_run_gives_the_serial_dry_run_s_figures_and_writes_nothing(committed_db, tmp_path, batch_backends):
     hostile_catalogue()
     before = table_state(TENANT)
@@ -278,3 +302,12 @@ def test_a_small_tenant_keeps_one_worker(committed_db, batch_backends):
 
     assert run_command(*SCHEMA, "--batch-size", "2", "--jobs", "2")[0] == ExitCode.OK
     assert not range_workers(batch_backends)
+
+
+def test_a_tenant_of_exactly_the_minimum_batches_is_split(committed_db, batch_backends):
+    products = split.MINIMUM_BATCHES_TO_SPLIT * 2  # exactly that many batches of 2
+    for count in range(1, products + 1):
+        make_product(images=entries(count))
+
+    assert run_command(*SCHEMA, "--batch-size", "2", "--jobs", "2")[0] == ExitCode.OK
+    assert len(range_workers(batch_backends)) == 2

@@ -165,3 +165,25 @@ def test_check_2_compares_labels_per_product_not_totals(tenant, tmp_path):
     check_2 = checks(report)[2]
     assert (check_2["figure"], check_2["expected"], check_2["passed"]) == (1, 1, False)
     assert check_2["product_ids"] == [single.pk, pair.pk]
+
+
+@pytest.mark.parametrize("flag", ["--force", "--sync"])
+def test_a_migrated_product_whose_json_became_an_error_keeps_its_rows_and_is_reported(tenant, tmp_path, flag):
+    broken = make_product(images=entries(3))
+    clean = make_product(images=entries(2))
+    assert run_command("--schema", tenant)[0] == ExitCode.OK
+    rows = rows_with_ids(broken.pk)
+    store_json(broken.pk, {"url": "https://cdn.example/1-0.jpeg"})  # an object, not an array: no rows to rebuild
+
+    code, report, output = run_command(flag, "--schema", tenant, tmp_path=tmp_path)
+
+    assert code == ExitCode.PRODUCT_ERRORS, output
+    run = report["tenants"][0]["run"]
+    assert [(error["product_id"], error["reason"]) for error in run["errors"]] == [
+        (broken.pk, "images is a JSON object, not an array")
+    ]
+    # Neither rebuilt nor emptied: its rows stay as the last run left them, same ids, and nothing went aside.
+    assert rows_with_ids(broken.pk) == rows
+    assert kept_aside() == [] and run["rows_kept_aside"] == 0
+    assert run["resynced"]["products"] == 0
+    assert len(image_rows(clean.pk)) == 2

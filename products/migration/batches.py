@@ -31,7 +31,7 @@ from products.migration.report import Blocked, ProductError, TenantRun
 from products.migration.source import DIFFERING_CTE, id_range, source_ctes
 from products.migration.validation import RangeFigures, measure_range
 from stoflow.raw_sql import fetch_rows, table
-from stoflow.tenants.blocking import BlockerWatch
+from stoflow.tenants.blocking import Blocker, BlockerWatch
 from stoflow.tenants.locks import JOB_SESSION_SETTINGS
 from stoflow.tenants.sessions import session_settings
 
@@ -114,7 +114,9 @@ class Guard:
         """``work()``, retried up to ``options.retries`` times on a lock timeout, deadlock or serialization
         failure (a unit that writes runs in its own transaction, rolled back by the failure)."""
         error: DatabaseError | None = None
-        blockers = []
+        # Every session seen holding the lock, on any attempt (by pid, its latest sighting): an attempt that
+        # lost at once (a deadlock) or met another holder does not hide the ones an earlier attempt waited for.
+        blockers: dict[int, Blocker] = {}
         attempts = self.options.retries + 1
         for attempt in range(1, attempts + 1):
             if attempt > 1:
@@ -126,8 +128,10 @@ class Guard:
                 if sqlstate(exc) not in RETRIED:
                     raise
                 error = exc
-                blockers = (self.watch.seen if self.watch else []) or blockers
-        raise TenantBlocked(Blocked(what, attempts, self.options.lock_timeout_ms, first_line(error), blockers))
+                blockers.update((blocker.pid, blocker) for blocker in (self.watch.seen if self.watch else []))
+        raise TenantBlocked(
+            Blocked(what, attempts, self.options.lock_timeout_ms, first_line(error), list(blockers.values()))
+        )
 
     def backoff(self, retry: int) -> float:
         """Seconds before retry number ``retry``: the lock timeout (1 s at most), doubled at each retry."""

@@ -14,6 +14,7 @@ the JSON's among them, are not checked.
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -149,8 +150,9 @@ FROM target JOIN pg_constraint AS c ON c.conrelid = target.oid
 -- NOT NULL constraints (in pg_constraint from PostgreSQL 18 on) are the columns' business, checked above.
 WHERE c.contype <> 'n'
 UNION ALL
-SELECT 'unique index', i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid)
-FROM target JOIN pg_index AS i ON i.indrelid = target.oid
+-- The index's bare name, as --allow takes it (regclass::text would qualify and quote it: tenant_a."Url.Key").
+SELECT 'unique index', ic.relname, pg_get_indexdef(i.indexrelid)
+FROM target JOIN pg_index AS i ON i.indrelid = target.oid JOIN pg_class AS ic ON ic.oid = i.indexrelid
 WHERE i.indisunique
   AND NOT EXISTS (SELECT 1 FROM pg_constraint AS c WHERE c.conrelid = target.oid AND c.conindid = i.indexrelid)
 UNION ALL
@@ -163,12 +165,11 @@ def _unknown_objects(objects: list[tuple], accepted: set[str]) -> list[str]:
     """Triggers, constraints, unique indexes and rules on product_images that Django's migrations did not make."""
     problems = []
     for kind, name, definition in objects:
-        short_name = name.rsplit(".", 1)[-1]
-        if short_name in accepted or _known(kind, definition):
+        if name in accepted or _known(kind, definition):
             continue
         problems.append(
-            f"product_images has a {kind} the migration does not know, {short_name}: {definition[:200]} "
-            f"(review it, then pass --allow {short_name})"
+            f"product_images has a {kind} the migration does not know, {name}: {definition[:200]} "
+            f"(review it, then pass --allow {shlex.quote(name)})"
         )
     return problems
 

@@ -198,7 +198,8 @@ class Blocked:
     attempts: int
     lock_timeout_ms: int
     error: str  # PostgreSQL's message for the last attempt
-    blockers: list[Blocker] = field(default_factory=list)  # the sessions seen holding the lock (pid, query, ...)
+    # The sessions seen holding the lock on any of the attempts (pid, query, ...).
+    blockers: list[Blocker] = field(default_factory=list)
 
 
 @dataclass
