@@ -448,7 +448,22 @@ REFUSED = {
     "add-a-url-with-a-control-character": (
         lambda p: add_image(p["b"], "https://cdn.example/a\x07.jpeg"),
         InvalidImageUrl,
-        "product {b} holds a control character",
+        "product {b} holds a backslash or an invisible character",
+    ),
+    "add-a-url-with-a-backslash": (
+        lambda p: add_image(p["b"], "/\\evil.example.com/x.jpg"),
+        InvalidImageUrl,
+        "product {b} holds a backslash or an invisible character",
+    ),
+    "add-a-url-with-a-line-separator": (
+        lambda p: add_image(p["b"], "https://cdn.example/a\u2028.jpeg"),
+        InvalidImageUrl,
+        "product {b} holds a backslash or an invisible character",
+    ),
+    "add-a-url-with-a-bidi-override": (
+        lambda p: add_image(p["b"], "https://cdn.example/\u202egepj.exe"),
+        InvalidImageUrl,
+        "product {b} holds a backslash or an invisible character",
     ),
     "add-a-javascript-url": (
         lambda p: add_image(p["b"], "javascript:alert(1)"),

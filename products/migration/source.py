@@ -33,13 +33,7 @@ last of them. Entries without the key follow the seed's rule: the last image by
 
 from psycopg import sql
 
-from products.image_urls import (
-    CONTROL_CHARACTER_PROBLEM,
-    SCHEME_PROBLEM,
-    URL_ACCEPTED,
-    URL_CONTROL_CHARACTER,
-    URL_WHITESPACE_SQL,
-)
+from products.image_urls import REFUSED_CHARACTER_PROBLEM, SCHEME_PROBLEM, URL_WHITESPACE_SQL, url_patterns
 from stoflow.raw_sql import table
 
 # created_at strings we trust: ISO 8601 date and time, optional fraction and zone
@@ -180,9 +174,9 @@ status AS (
                        WHEN en.url_type <> 'string'
                            THEN 'entry ' || en.position || ' url is a JSON ' || en.url_type || ', not a string'
                        WHEN en.url = '' THEN 'entry ' || en.position || ' url is empty'
-                       WHEN en.url !~* {url_accepted} THEN
-                           CASE WHEN en.url ~ {url_control_character}
-                                THEN 'entry ' || en.position || ' url ' || {control_character_problem}
+                       WHEN en.url !~ {url_accepted} THEN
+                           CASE WHEN en.url ~ {url_refused_character}
+                                THEN 'entry ' || en.position || ' url ' || {refused_character_problem}
                                 ELSE 'entry ' || en.position || ' url ' || {scheme_problem}
                            END
                    END AS problem,
@@ -338,10 +332,10 @@ def source_ctes(
         max_order=sql.Literal(MAX_ORDER),
         numeric_text=sql.Literal(NUMERIC_TEXT_PATTERN),
         url_whitespace=URL_WHITESPACE_SQL,
-        url_control_character=sql.Literal(URL_CONTROL_CHARACTER),
-        control_character_problem=sql.Literal(CONTROL_CHARACTER_PROBLEM),
+        url_refused_character=sql.Literal(url_patterns().refused_character),
+        refused_character_problem=sql.Literal(REFUSED_CHARACTER_PROBLEM),
         scheme_problem=sql.Literal(SCHEME_PROBLEM),
-        url_accepted=sql.Literal(URL_ACCEPTED),
+        url_accepted=sql.Literal(url_patterns().accepted),
         repair_order_invalid=sql.Literal(REPAIR_ORDER_INVALID),
         repair_order_duplicate=sql.Literal(REPAIR_ORDER_DUPLICATE),
         repair_several_labels=sql.Literal(REPAIR_SEVERAL_LABELS),
