@@ -34,6 +34,7 @@ from django.utils import timezone
 from django_tenants.utils import get_public_schema_name
 from psycopg import sql
 
+from products.image_timestamps import FIRST_YEAR, LAST_YEAR, created_at_accepted
 from products.image_urls import URL_WHITESPACE, url_problem
 from products.models import Product, ProductImage
 from stoflow.raw_sql import as_text, execute, fetch_rows, table
@@ -227,6 +228,11 @@ def _check_created_at(created_at: object, product_id: int) -> None:
         raise ImageServiceError(
             f"created_at of a new image of product {product_id} must be a timezone-aware datetime, "
             f"got {created_at!r}. Nothing was changed."
+        )
+    if not created_at_accepted(created_at):
+        raise ImageServiceError(
+            f"created_at of a new image of product {product_id} must fall in the years {FIRST_YEAR} to {LAST_YEAR} "
+            f"(UTC), the range the migration reads, got {created_at.isoformat()}. Nothing was changed."
         )
 
 

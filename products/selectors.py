@@ -1,17 +1,20 @@
 """Product photos as marketplaces receive them: the only way photos leave the system.
 
 A listing carries the product's photos in order, never its price label, and no more than
-the marketplace takes (``settings.STOFLOW_MARKETPLACE_PHOTO_LIMITS``). Call these inside a
-seller's schema (``django_tenants.utils.schema_context``).
+the marketplace takes (``settings.STOFLOW_MARKETPLACE_PHOTO_LIMITS``). A photo whose URL the
+URL rule refuses (``image_urls``) is never sent: the service and the migration store none, but
+a row written around them by raw SQL (``javascript:``, ``//host``, ``/\\host``) would be. Call
+these inside a seller's schema (``django_tenants.utils.schema_context``).
 """
 
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db.models import F, Window
+from django.db.models import Count, F, Q, Window
 from django.db.models.functions import RowNumber
 
+from products.image_urls import url_patterns
 from products.models import Product, ProductImage
 
 
@@ -44,7 +47,7 @@ def photo_limit(marketplace: str) -> int:
 def listing_photos(product: Product | int, marketplace: str) -> list[str]:
     """The photo URLs a listing of the product on ``marketplace`` carries, in order, label left out."""
     limit = photo_limit(marketplace)
-    photos = ProductImage.objects.filter(product_id=_id(product), is_label=False).order_by("order")
+    photos = ProductImage.objects.filter(_sendable(), product_id=_id(product)).order_by("order")
     return list(photos.values_list("url", flat=True)[:limit])
 
 
@@ -60,7 +63,7 @@ def listing_photos_for(products: Iterable[Product | int], marketplace: str) -> d
     # 40 photos sends no more rows than one with ``limit``.
     position = Window(RowNumber(), partition_by=[F("product_id")], order_by=F("order").asc())
     rows = (
-        ProductImage.objects.filter(product_id__in=ids, is_label=False)
+        ProductImage.objects.filter(_sendable(), product_id__in=ids)
         .annotate(position=position)
         .filter(position__lte=limit)
         .order_by("product_id", "order")
@@ -73,10 +76,10 @@ def listing_photos_for(products: Iterable[Product | int], marketplace: str) -> d
 
 def listing_photo_summary(product: Product | int) -> list[ListingPhotoSummary]:
     """For each known marketplace, what a listing of the product would receive (one query)."""
-    images = ProductImage.objects.filter(product_id=_id(product)).order_by()
-    labels = list(images.values_list("is_label", flat=True))
-    photos = labels.count(False)
-    has_label = True in labels
+    counts = ProductImage.objects.filter(product_id=_id(product)).aggregate(
+        photos=Count("pk", filter=_sendable()), labels=Count("pk", filter=Q(is_label=True))
+    )
+    photos, has_label = counts["photos"], counts["labels"] > 0
     return [
         ListingPhotoSummary(
             marketplace=marketplace,
@@ -87,6 +90,12 @@ def listing_photo_summary(product: Product | int) -> list[ListingPhotoSummary]:
         )
         for marketplace, limit in settings.STOFLOW_MARKETPLACE_PHOTO_LIMITS.items()
     ]
+
+
+def _sendable() -> Q:
+    """Photos (never the label) whose URL the rule accepts: the same operator (~) and pattern as the
+    migration's SQL. Applied before any limit, so a refused URL takes no photo's place."""
+    return Q(is_label=False, url__regex=url_patterns().accepted)
 
 
 def _id(product: object) -> int:

@@ -2,7 +2,7 @@
 
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import psycopg
 import pytest
@@ -123,6 +123,52 @@ def test_add_image_defaults_created_at_to_now_and_keeps_a_given_one(tenant):
     assert before <= first <= datetime.now(UTC)
     assert second == given
     assert json_images(product.id)[1]["created_at"] == "2025-12-24T18:00:05.123456Z"
+
+
+PLUS_ONE, MINUS_ONE = timezone(timedelta(hours=1)), timezone(timedelta(hours=-1))
+# At and just inside the bounds the migration reads (image_timestamps: 1900-2100, UTC), in several zones.
+CREATED_AT_INSIDE = [
+    datetime(1900, 1, 1, tzinfo=UTC),  # the first instant
+    datetime(1900, 1, 1, 1, tzinfo=PLUS_ONE),  # the same, written in +01:00
+    datetime(1900, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
+    datetime(2100, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),  # the last instant
+    datetime(2101, 1, 1, 0, 59, 59, 999999, tzinfo=PLUS_ONE),  # the same, written in +01:00 (year 2101 there)
+    datetime(2100, 12, 31, 22, 59, 59, tzinfo=MINUS_ONE),
+]
+CREATED_AT_OUTSIDE = [
+    datetime(1899, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),  # just before
+    datetime(1900, 1, 1, 0, 30, tzinfo=PLUS_ONE),  # 1899 in UTC
+    datetime(2101, 1, 1, tzinfo=UTC),  # just after
+    datetime(2100, 12, 31, 23, 30, tzinfo=MINUS_ONE),  # 2101 in UTC
+    datetime(1, 1, 1, 0, 30, tzinfo=PLUS_ONE),  # 1 BC in UTC: once stored, the ORM could not read the row
+    datetime.min.replace(tzinfo=UTC),
+    datetime(9999, 12, 31, 23, 30, tzinfo=MINUS_ONE),  # year 10000 in UTC
+    datetime.max.replace(tzinfo=UTC),
+]
+
+
+def test_add_image_takes_the_timestamps_the_migration_reads_and_refuses_the_others(tenant):
+    product = make_product()
+    with schema_context(tenant):
+        for created_at in CREATED_AT_OUTSIDE:
+            with pytest.raises(ImageServiceError, match=f"product {product.id} must fall in the years 1900 to 2100"):
+                add_image(product, "/refused", created_at=created_at)
+        assert image_rows(product.id) == [] and json_images(product.id) == []
+
+        for number, created_at in enumerate(CREATED_AT_INSIDE):
+            add_image(product, f"/{number}", created_at=created_at)
+        read_by_the_orm = list(
+            ProductImage.objects.filter(product_id=product.id).order_by("order").values_list("created_at", flat=True)
+        )
+    mirrored = [datetime.fromisoformat(entry["created_at"]) for entry in json_images(product.id)]
+
+    # Aware datetimes compare as instants, whatever their zone.
+    assert read_by_the_orm == mirrored == CREATED_AT_INSIDE
+    # The migration reads the mirror back to the same instants: rebuilt from it, the rows are unchanged.
+    before = image_rows(product.id)
+    code, report, _ = run_command("--force", "--schema", tenant)
+    assert code == 0 and report is None
+    assert image_rows(product.id) == before
 
 
 def test_add_image_up_to_the_limit(tenant, settings):
@@ -448,7 +494,22 @@ REFUSED = {
     "add-a-url-with-a-control-character": (
         lambda p: add_image(p["b"], "https://cdn.example/a\x07.jpeg"),
         InvalidImageUrl,
-        "product {b} holds a control character",
+        "product {b} holds a backslash or an invisible character",
+    ),
+    "add-a-url-with-a-backslash": (
+        lambda p: add_image(p["b"], "/\\evil.example.com/x.jpg"),
+        InvalidImageUrl,
+        "product {b} holds a backslash or an invisible character",
+    ),
+    "add-a-url-with-a-line-separator": (
+        lambda p: add_image(p["b"], "https://cdn.example/a\u2028.jpeg"),
+        InvalidImageUrl,
+        "product {b} holds a backslash or an invisible character",
+    ),
+    "add-a-url-with-a-bidi-override": (
+        lambda p: add_image(p["b"], "https://cdn.example/\u202egepj.exe"),
+        InvalidImageUrl,
+        "product {b} holds a backslash or an invisible character",
     ),
     "add-a-javascript-url": (
         lambda p: add_image(p["b"], "javascript:alert(1)"),
@@ -463,6 +524,11 @@ REFUSED = {
         lambda p: add_image(p["b"], "/x", created_at=datetime(2026, 1, 1)),
         ImageServiceError,
         "product {b} must be a timezone-aware datetime",
+    ),
+    "add-with-a-created-at-in-1-bc-utc": (
+        lambda p: add_image(p["b"], "/x", created_at=datetime(1, 1, 1, 0, 30, tzinfo=PLUS_ONE)),
+        ImageServiceError,
+        "product {b} must fall in the years 1900 to 2100 (UTC)",
     ),
     "add-to-a-deleted-product": (lambda p: add_image(p["gone"], "/x"), ProductNotFound, "Product {gone}"),
     "add-to-an-unmigrated-product": (

@@ -3,6 +3,7 @@
 import pytest
 from django_tenants.utils import schema_context
 
+from products.image_urls import url_problem
 from products.images import add_image, clear_label, set_label
 from products.selectors import (
     ListingPhotoSummary,
@@ -12,7 +13,7 @@ from products.selectors import (
     listing_photos_for,
     photo_limit,
 )
-from tests.helpers import image_ids, image_rows, make_product, migrated_product
+from tests.helpers import image_ids, image_rows, make_product, migrated_product, run_sql
 
 
 def urls(product_id: int) -> list[str]:
@@ -142,3 +143,45 @@ def test_listing_photo_summary_without_a_label(tenant):
 def test_a_product_id_of_another_type_is_a_type_error(tenant):
     with schema_context(tenant), pytest.raises(TypeError, match="Expected a Product or its id"):
         listing_photos("12", "ebay")
+
+
+# Rows the service and the migration would never write, put there by raw SQL.
+HOSTILE_URLS = [
+    "data:text/html,<script>alert(1)</script>",
+    "JaVaScRiPt:alert(1)",
+    "//evil.test/x.jpg",
+    "/\\evil.test/x.jpg",  # browsers read /\ as //
+    " https://cdn.example/untrimmed.jpeg",
+    "https://cdn.example/p\u2028.jpeg",
+    "https://cdn.example/\u202egepj.exe",
+]
+
+
+def insert_rows(product_id: int, rows: list[tuple[str, bool]]) -> None:
+    """(url, is_label) rows with orders 1, 2, ..., written by raw SQL around the service's checks."""
+    for order, (url, is_label) in enumerate(rows, 1):
+        run_sql(
+            'INSERT INTO {images} (product_id, url, "order", is_label, created_at, updated_at) '
+            "VALUES (%(product)s, %(url)s, %(order)s, %(is_label)s, now(), now())",
+            {"product": product_id, "url": url, "order": order, "is_label": is_label},
+        )
+
+
+def test_a_url_the_rule_refuses_is_never_sent_and_takes_no_photo_s_place(tenant, settings):
+    settings.STOFLOW_MARKETPLACE_PHOTO_LIMITS = {**settings.STOFLOW_MARKETPLACE_PHOTO_LIMITS, "tiny": 2}
+    product, other = make_product(), make_product()
+    hostile = [(url, False) for url in HOSTILE_URLS]
+    insert_rows(product.id, [("/first", False), *hostile, ("/second", False), ("/third", False), ("/label", True)])
+    insert_rows(other.id, [*hostile, ("javascript:alert(2)", True)])
+    with schema_context(tenant):
+        photos = {marketplace: listing_photos(product, marketplace) for marketplace in ("vinted", "tiny")}
+        many = listing_photos_for([product, other], "tiny")
+        summary = {line.marketplace: line for line in listing_photo_summary(product)}
+        other_summary = listing_photo_summary(other)
+
+    assert all(url_problem(url) for url in HOSTILE_URLS)
+    assert photos == {"vinted": ["/first", "/second", "/third"], "tiny": ["/first", "/second"]}
+    assert many == {product.id: ["/first", "/second"], other.id: []}
+    assert summary["tiny"] == ListingPhotoSummary("tiny", 2, photos_sent=2, photos_left_out=1, label_left_out=True)
+    assert summary["vinted"].photos_sent == 3
+    assert {(line.photos_sent, line.label_left_out) for line in other_summary} == {(0, True)}

@@ -10,7 +10,7 @@ One definition serves the migration (which inserts from it) and the validation
 - ``status``: one row per product, its entries read in a LATERAL subquery (an entry
   stored as the JSON text of an object is read as that object; each entry's url
   trimmed, its source order: the position for plain string entries and for entries
-  whose order is no number; its ``created_at``, years 1900 to 2100 only; the
+  whose order is no number; its ``created_at``, in ``image_timestamps``' range only; the
   ``problem`` that stops the product from being moved faithfully, if any):
   ``image_count`` (entries in the JSON), the ``error`` that keeps it from being
   migrated, the ``repairs`` applied, whether its source orders are kept
@@ -33,13 +33,8 @@ last of them. Entries without the key follow the seed's rule: the last image by
 
 from psycopg import sql
 
-from products.image_urls import (
-    CONTROL_CHARACTER_PROBLEM,
-    SCHEME_PROBLEM,
-    URL_ACCEPTED,
-    URL_CONTROL_CHARACTER,
-    URL_WHITESPACE_SQL,
-)
+from products.image_timestamps import EARLIEST_CREATED_AT, FIRST_YEAR, LAST_YEAR, LATEST_CREATED_AT_EXCLUDED
+from products.image_urls import REFUSED_CHARACTER_PROBLEM, SCHEME_PROBLEM, URL_WHITESPACE_SQL, url_patterns
 from stoflow.raw_sql import table
 
 # created_at strings we trust: ISO 8601 date and time, optional fraction and zone
@@ -47,17 +42,14 @@ from stoflow.raw_sql import table
 # would parse in PostgreSQL, so the shape is checked first: YYYY-MM-DD, T or a space,
 # hh:mm:ss, an optional fraction of 1 to 6 digits, an optional zone (Z, +hh, +hhmm,
 # +hh:mm, or with -), each digit written 0 (the SQL compares the value with its digits
-# turned to 0). The parsed value must
-# also fall in 1900-2100 (UTC): '0001-01-01T00:30:00+01:00' parses as 1 BC and
-# '9999-12-31T23:30:00-01:00' as year 10000, which Python (Django) cannot read.
+# turned to 0). The parsed value must also fall in the range the image service accepts
+# (``image_timestamps``).
 TIMESTAMP_SHAPES = frozenset(
     f"0000-00-00{separator}00:00:00{fraction}{zone}"
     for separator in ("T", " ")
     for fraction in ["", *("." + "0" * digits for digits in range(1, 7))]
     for zone in ("", "Z", *(sign + digits for sign in "+-" for digits in ("00", "0000", "00:00")))
 )
-EARLIEST_CREATED_AT = "1900-01-01 00:00:00+00"
-LATEST_CREATED_AT = "2101-01-01 00:00:00+00"  # excluded: 2100-12-31T23:59:59Z is the last accepted
 MAX_ORDER = 2_147_483_647  # product_images."order" is a PostgreSQL integer
 # An order written as text that is a plain decimal number ("3", " 2 ", "4.0"); bounded, so the cast cannot overflow.
 NUMERIC_TEXT_PATTERN = r"^[+-]?([0-9]{1,20}([.][0-9]{0,20})?|[.][0-9]{1,20})$"
@@ -65,7 +57,7 @@ NUMERIC_TEXT_PATTERN = r"^[+-]?([0-9]{1,20}([.][0-9]{0,20})?|[.][0-9]{1,20})$"
 REPAIR_ORDER_INVALID = "order missing, negative or not an integer: renumbered 0..n-1"
 REPAIR_ORDER_DUPLICATE = "duplicate orders: renumbered 0..n-1"
 REPAIR_ORDER_AS_NUMBER = 'order written as text or as a whole-number float ("3", 2.0): read as the number'
-REPAIR_CREATED_AT = "created_at missing, unparseable or outside 1900-2100: product's created_at used"
+REPAIR_CREATED_AT = f"created_at missing, unparseable or outside {FIRST_YEAR}-{LAST_YEAR}: product's created_at used"
 REPAIR_SEVERAL_LABELS = "several entries marked is_label: the last of them kept as the label"
 REPAIR_LABEL_MOVED = "is_label marked on a photo that is not the last: label moved last, renumbered 0..n-1"
 REPAIR_SINGLE_IMAGE_LABEL = "the only image marked is_label: a one-image product has no label"
@@ -180,9 +172,9 @@ status AS (
                        WHEN en.url_type <> 'string'
                            THEN 'entry ' || en.position || ' url is a JSON ' || en.url_type || ', not a string'
                        WHEN en.url = '' THEN 'entry ' || en.position || ' url is empty'
-                       WHEN en.url !~* {url_accepted} THEN
-                           CASE WHEN en.url ~ {url_control_character}
-                                THEN 'entry ' || en.position || ' url ' || {control_character_problem}
+                       WHEN en.url !~ {url_accepted} THEN
+                           CASE WHEN en.url ~ {url_refused_character}
+                                THEN 'entry ' || en.position || ' url ' || {refused_character_problem}
                                 ELSE 'entry ' || en.position || ' url ' || {scheme_problem}
                            END
                    END AS problem,
@@ -190,7 +182,7 @@ status AS (
                    en.order_is_valid AND en.entry_type = 'object'
                        AND (en.order_is_text OR scale(en.order_value) > 0) AS order_read_as_number,
                    CASE WHEN en.parsed_created_at >= {earliest_created_at}
-                             AND en.parsed_created_at < {latest_created_at}
+                             AND en.parsed_created_at < {latest_created_at_excluded}
                         THEN en.parsed_created_at
                    END AS created_at
             FROM (
@@ -331,17 +323,17 @@ def source_ctes(
     return sql.SQL(_SOURCE_CTES + (_YIELDED_CTE if yielded else "")).format(
         parsed_created_at=sql.SQL(parsed_created_at).format(timestamp_shapes=sql.Literal(sorted(TIMESTAMP_SHAPES))),
         earliest_created_at=sql.Literal(EARLIEST_CREATED_AT),
-        latest_created_at=sql.Literal(LATEST_CREATED_AT),
+        latest_created_at_excluded=sql.Literal(LATEST_CREATED_AT_EXCLUDED),
         created_at_repair=sql.SQL(created_at_repair).format(repair_created_at=sql.Literal(REPAIR_CREATED_AT)),
         products=table(schema, "products"),
         product_filter=product_filter,
         max_order=sql.Literal(MAX_ORDER),
         numeric_text=sql.Literal(NUMERIC_TEXT_PATTERN),
         url_whitespace=URL_WHITESPACE_SQL,
-        url_control_character=sql.Literal(URL_CONTROL_CHARACTER),
-        control_character_problem=sql.Literal(CONTROL_CHARACTER_PROBLEM),
+        url_refused_character=sql.Literal(url_patterns().refused_character),
+        refused_character_problem=sql.Literal(REFUSED_CHARACTER_PROBLEM),
         scheme_problem=sql.Literal(SCHEME_PROBLEM),
-        url_accepted=sql.Literal(URL_ACCEPTED),
+        url_accepted=sql.Literal(url_patterns().accepted),
         repair_order_invalid=sql.Literal(REPAIR_ORDER_INVALID),
         repair_order_duplicate=sql.Literal(REPAIR_ORDER_DUPLICATE),
         repair_several_labels=sql.Literal(REPAIR_SEVERAL_LABELS),
