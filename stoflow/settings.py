@@ -3,6 +3,8 @@
 import os
 from pathlib import Path
 
+from django.urls import reverse_lazy
+
 from stoflow.database_settings import database_settings
 from stoflow.env import SettingsError, env_flag, env_int, env_list
 
@@ -76,6 +78,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (the admin's CSS and scripts, the demo's thumbnails) straight from the process, before
+    # sessions or tenants are looked at: production runs no separate web server for them.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -113,6 +118,26 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
+# Where `manage.py collectstatic` gathers every app's static files, which WhiteNoise serves when DEBUG is off:
+# a deployment runs collectstatic whenever the code changes. With DEBUG on, they are served from the apps.
+STATIC_ROOT = BASE_DIR / "var" / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Collected files get a gzip copy, which WhiteNoise serves to browsers that accept it. Not the manifest
+    # storage (hashed names, cached for ever): any page it renders with DEBUG off needs collectstatic run
+    # first, and pytest-django runs every test with DEBUG off.
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+# After logging in without a safe `next` page: the public admin's index (the seller picker), not Django's
+# default /accounts/profile/, which this project has no page for.
+LOGIN_REDIRECT_URL = reverse_lazy("admin:index", urlconf=PUBLIC_SCHEMA_URLCONF)
 
 # Product photos (products/images.py, products/selectors.py).
 # The image service refuses to grow a product past this many images, its label included;

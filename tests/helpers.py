@@ -19,6 +19,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
+from django.urls import reverse
 from django_tenants.utils import schema_context
 from psycopg import sql
 from psycopg.types.json import Jsonb
@@ -207,6 +208,11 @@ def manage_py_environment() -> dict[str, str]:
     """The environment for a ``manage.py`` subprocess working on the tests' database (the same server)."""
     connection.ensure_connection()
     return {**os.environ, "STOFLOW_DATABASE_NAME": connection.settings_dict["NAME"]}
+
+
+def public_url(name: str, *args) -> str:
+    """A page of the public site (outside /sellers/), e.g. ``admin:login``."""
+    return reverse(name, args=args, urlconf=settings.PUBLIC_SCHEMA_URLCONF)
 
 
 def ledger_entries(schema: str = TENANT) -> list[dict]:

@@ -10,3 +10,9 @@ import os
 os.environ["DJANGO_DEBUG"] = "1"
 
 from stoflow.settings import *  # noqa: E402, F403
+
+# pytest-django turns DEBUG off for each test, after these settings are read: WhiteNoise would then serve only
+# STATIC_ROOT, which the tests do not fill (and warn, for each client, that it is missing). They serve the apps'
+# own files, as development does; tests/test_web_settings.py collects and serves them as production does.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = True

@@ -5,17 +5,20 @@ directory (``STOFLOW_PGDATA``) in a fresh temporary directory; a server started 
 afterwards.
 """
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 
 from stoflow import embedded_postgres
+from tests.helpers import WAIT_SECONDS
 
 STARTED = f"Embedded PostgreSQL {embedded_postgres.server_version()} started"
 # Prints the database it reached and the socket directory the backend filled in, after a second connection.
@@ -27,14 +30,19 @@ QUERY = (
 )
 
 
-def manage(pgdata: Path, *args: str) -> subprocess.CompletedProcess:
+def manage_environment(pgdata: Path) -> dict[str, str]:
+    """A user's environment for ``manage.py``: no ``DATABASE_URL``, the embedded server's data in ``pgdata``."""
     env = {**os.environ, "STOFLOW_PGDATA": str(pgdata)}
     for name in ("DATABASE_URL", "STOFLOW_DATABASE_NAME", "STOFLOW_TEST_DATABASE"):
         env.pop(name, None)
+    return env
+
+
+def manage(pgdata: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=settings.BASE_DIR,
-        env=env,
+        env=manage_environment(pgdata),
         capture_output=True,
         text=True,
         timeout=120,
@@ -148,3 +156,86 @@ def test_the_server_can_be_inspected_stopped_and_reset(pgdata):
     assert reset.returncode == 0, reset.stderr
     assert not pgdata.exists()
     assert embedded_cli(pgdata, "reset").stdout.startswith("Nothing to delete")
+
+
+COMMANDS_AT_ONCE = 12
+
+
+def test_a_dozen_commands_starting_together_start_one_server_and_all_succeed(pgdata):
+    """Each process waits, Django loaded, for a file to appear, then connects: their starts overlap.
+
+    Every other process has a runtime directory of its own (``XDG_RUNTIME_DIR``), as a command from
+    a desktop terminal and one from an IDE or cron do: the wheel's own lock lies there, so it does not
+    keep these apart (without our lock, they ran initdb together and failed).
+    """
+    gate = pgdata.parent / "go"
+    ready_files = [pgdata.parent / f"ready-{number}" for number in range(COMMANDS_AT_ONCE)]
+    processes = []
+    for number, ready in enumerate(ready_files):
+        env = manage_environment(pgdata)
+        if number % 2:
+            runtime_dir = pgdata.parent / f"runtime-{number}"
+            runtime_dir.mkdir(mode=0o700)  # platformdirs ignores a runtime directory others may read
+            env["XDG_RUNTIME_DIR"] = str(runtime_dir)
+        waiting_then_query = (
+            f"import pathlib, time; pathlib.Path({str(ready)!r}).touch()\n"
+            f"while not pathlib.Path({str(gate)!r}).exists(): time.sleep(0.005)\n"
+            f"{QUERY}"
+        )
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "manage.py", "shell", "-c", waiting_then_query],
+                cwd=settings.BASE_DIR,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    try:
+        deadline = time.monotonic() + WAIT_SECONDS
+        while not all(ready.exists() for ready in ready_files):
+            assert time.monotonic() < deadline, "the processes did not all load Django in time"
+            assert all(process.poll() is None for process in processes), "a process ended before the gate opened"
+            time.sleep(0.05)
+        gate.touch()
+        outputs = [process.communicate(timeout=WAIT_SECONDS) for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+    for process, (stdout, stderr) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, stderr
+        assert stdout.split()[-2] == "stoflow"
+    every_stderr = "".join(stderr for _, stderr in outputs)
+    assert every_stderr.count(STARTED) == 1  # the others attached to the running server
+    assert every_stderr.count("created database 'stoflow'") == 1
+    assert "Traceback" not in every_stderr
+    # Each process left the wheel's handle list as it exited.
+    assert json.loads((pgdata / embedded_postgres.PID_LIST_NAME).read_text()) == []
+
+    later = manage(pgdata, "shell", "-c", QUERY)
+    assert later.returncode == 0, later.stderr
+    assert later.stderr == ""
+
+
+@pytest.mark.parametrize("damaged", ["", "[4242, 42"], ids=["empty", "garbage"])
+def test_a_damaged_handle_list_is_rewritten_saying_so_once(pgdata, damaged):
+    assert manage(pgdata, "shell", "-c", QUERY).returncode == 0
+    pid_list = pgdata / embedded_postgres.PID_LIST_NAME
+    pid_list.write_text(damaged)
+
+    repaired = manage(pgdata, "shell", "-c", QUERY)
+
+    assert repaired.returncode == 0, repaired.stderr
+    assert repaired.stdout.split()[-2] == "stoflow"
+    damage = "empty" if not damaged else "not a JSON list of process ids"
+    assert repaired.stderr == (
+        f"Embedded PostgreSQL: {pid_list} was {damage}; rewritten as an empty list of handles.\n"
+    )
+    assert json.loads(pid_list.read_text()) == []
+    after = manage(pgdata, "shell", "-c", QUERY)
+    assert after.returncode == 0, after.stderr
+    assert after.stderr == ""

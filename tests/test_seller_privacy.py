@@ -2,16 +2,15 @@
 whether the seller exists or not; staff still reach real sellers. And the public admin's tenant registry
 is read-only."""
 
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import pytest
-from django.conf import settings
 from django.db import connection
-from django.urls import reverse
+from django.test.utils import CaptureQueriesContext
 
 from stoflow.tenants.models import Domain, Tenant
 from stoflow.tenants.services import ensure_public_tenant
-from tests.helpers import TENANT
+from tests.helpers import TENANT, public_url
 
 UNKNOWN = "user_404"
 # Seller paths of every kind: the admin's pages and login, an object page, a catch-all, paths outside the admin.
@@ -27,10 +26,6 @@ PATHS = [
     "no-such-page",
     "admin/products/product/?q=lamp&deleted=yes",
 ]
-
-
-def public_url(name: str, *args) -> str:
-    return reverse(name, args=args, urlconf=settings.PUBLIC_SCHEMA_URLCONF)
 
 
 @pytest.fixture(autouse=True)
@@ -118,3 +113,16 @@ def test_tenants_and_domains_are_read_only_in_the_public_admin(admin_client, mod
     bulk_delete = {"action": "delete_selected", "_selected_action": [obj.pk], "post": "yes"}
     admin_client.post(changelist, bulk_delete)
     assert list(type(obj).objects.values()) == before
+
+
+@pytest.mark.parametrize(
+    "seller",
+    ["user_1\x00", "user'1", "user\\1", "user;1", "s" * 64],
+    ids=["nul", "quote", "backslash", "semicolon", "64-chars"],
+)
+def test_staff_get_a_not_found_for_a_name_no_schema_can_have_without_looking_it_up(admin_client, seller):
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.get(f"/sellers/{quote(seller)}/admin/")  # the NUL as %00
+
+    assert response.status_code == 404
+    assert not [query for query in queries if Domain._meta.db_table in query["sql"]]

@@ -9,7 +9,8 @@ requested path as ``next``, whether the seller exists or not, and without the lo
 logging in, the user comes back to the page they asked for.
 
 Staff pass through to django-tenants' routing: a real seller's pages, or a 404 for an unknown one
-(staff see every seller in the public admin anyway).
+(staff see every seller in the public admin anyway), also for a name no schema can have, which is
+not looked up.
 
 Why a redirect for both rather than a 404 for both: a seller's pages are bookmarked and linked (the
 seller picker, "Switch seller"); an expired session should lead to the login page and back, as the
@@ -21,6 +22,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.db import connection
 from django.urls import reverse
 from django_tenants.middleware.subfolder import TenantSubfolderMiddleware
+from django_tenants.postgresql_backend.base import is_valid_schema_name
 from django_tenants.utils import get_subfolder_prefix
 
 from stoflow.tenants.sites import seller_admin_site
@@ -43,3 +45,13 @@ class SellerSubfolderMiddleware(TenantSubfolderMiddleware):
             if not seller_admin_site.has_permission(request):
                 return redirect_to_login(request.get_full_path(), public_login_url())
         return super().process_request(request)
+
+    def get_tenant(self, domain_model, hostname):
+        """The tenant of a seller path; ``hostname`` is the path's seller name (its Domain row is the schema's name).
+
+        A name the tenant model would refuse as a schema name (a NUL, a quote, over 63 characters, ...)
+        names no seller: it is answered as an unknown one, a 404, without the query, which a NUL made fail.
+        """
+        if not is_valid_schema_name(hostname):
+            raise domain_model.DoesNotExist(f"no seller can be named {hostname!r}")
+        return super().get_tenant(domain_model, hostname)
