@@ -65,3 +65,24 @@ class RemovedProductImage(models.Model):
 
     def __str__(self):
         return f"{self.product_id}#{self.order} (removed {self.removed_at:%Y-%m-%d %H:%M})"
+
+
+class ProductJsonState(models.Model):
+    """Per product, what its rows were last reconciled with: the digest of its legacy JSON (``md5`` of the
+    value's text), and why that JSON was refused, if it was.
+
+    ``migrate_images`` (first run, ``--sync``, ``--force``) and the follower write it; ``--sync`` reads it to
+    find the products whose JSON changed without decoding every product's JSON. A refused product keeps the
+    rows it had and is held back from marketplaces (``products.selectors``) until its JSON is fixed or a
+    person decides in the admin: whichever convention the JSON mixes could name another photo as the label."""
+
+    product_id = models.BigIntegerField(primary_key=True)  # no foreign key: written in the products' triggers
+    json_digest = models.UUIDField(null=True)  # md5 of products.images::text; NULL for SQL NULL
+    refused = models.TextField(null=True, blank=True)  # the rule's reason; NULL: the rows are what the JSON yields
+    recorded_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "product_json_state"
+
+    def __str__(self):
+        return f"product {self.product_id}" + (f" (refused: {self.refused})" if self.refused else "")

@@ -19,7 +19,8 @@ One definition serves the migration (which inserts from it) and the validation
   ``created_ats``.
 - ``yielded`` (on request): those rows unnested, one per entry of every product
   without an error: ``product_id``, ``url``, ``order``, ``is_label``,
-  ``created_at``. The migration inserts them.
+  ``created_at``, and ``entry_created_at`` (the entry's own, or NULL). The migration
+  inserts them; ``reconcile`` compares them with the rows.
 
 ``DIFFERING_CTE`` compares each product's rows in the table with status's arrays:
 the validation and ``--sync`` use it.
@@ -29,6 +30,13 @@ The label: a product with one image has none. Entries that carry ``is_label``
 label (moved last if it is not), all false is no label, several true keep the
 last of them. Entries without the key follow the seed's rule: the last image by
 (order, position) of a product with two or more.
+
+Mixed conventions are an error, never a guess (docs/lifecycle.md, "Two writers"):
+a product whose entries mix keyed and unkeyed ``is_label`` (old code appended a
+photo to JSON the service wrote), or with an ``is_label`` that is not a JSON
+boolean (``"true"``, 1, null), yields no rows. Either convention could name a
+different photo as the price label; the product keeps the rows it has and is
+held back from marketplaces (``products.selectors``) until a person decides.
 """
 
 from psycopg import sql
@@ -97,7 +105,14 @@ status AS (
                WHEN d.images IS NULL AND d.value_type = 'string'
                    THEN 'images is a JSON string that does not hold an array'
                WHEN d.images IS NULL THEN 'images is a JSON ' || d.value_type || ', not an array'
-               ELSE pe.problem
+               -- An entry's own problem first, then a product whose entries disagree on how they say which photo
+               -- is the price label (LABEL_CONVENTIONS_MIXED).
+               ELSE COALESCE(pe.problem,
+                             CASE WHEN pe.keyed_entries > 0 AND pe.keyed_entries < pe.image_count
+                                  THEN 'entries mix the two label conventions: ' || pe.keyed_entries || ' of '
+                                       || pe.image_count || ' say is_label, entry ' || pe.first_unkeyed_position
+                                       || ' does not, so either could be the price label'
+                             END)
            END AS error,
            array_remove(ARRAY[
                CASE WHEN NOT pe.orders_are_valid THEN {repair_order_invalid}
@@ -145,6 +160,8 @@ status AS (
                bool_or(c.decoded_from_text) AS entries_decoded,
                bool_or(c.url_trimmed) AS urls_trimmed,
                bool_or(c.label_flag IS NOT NULL) AS says_which_is_label,
+               count(*) FILTER (WHERE c.label_key IS NOT NULL) AS keyed_entries,
+               min(c.position) FILTER (WHERE c.label_key IS NULL) AS first_unkeyed_position,
                count(*) FILTER (WHERE c.label_flag) AS marked_labels,
                -- One sort key for every array, so PostgreSQL sorts the entries once.
                array_agg(c.position ORDER BY c.source_order, c.position) AS positions,
@@ -162,6 +179,7 @@ status AS (
                         ELSE COALESCE(en.order_value, en.position - 1)
                    END AS source_order,
                    en.label_flag,
+                   en.label_key,
                    en.decoded_from_text,
                    en.url <> en.url_text AND en.url <> '' AS url_trimmed,
                    CASE
@@ -177,6 +195,9 @@ status AS (
                                 THEN 'entry ' || en.position || ' url ' || {refused_character_problem}
                                 ELSE 'entry ' || en.position || ' url ' || {scheme_problem}
                            END
+                   WHEN en.label_key <> 'boolean'
+                       THEN 'entry ' || en.position || ' is_label is a JSON ' || en.label_key
+                            || ', not true or false'
                    END AS problem,
                    en.order_is_valid,
                    en.order_is_valid AND en.entry_type = 'object'
@@ -222,7 +243,9 @@ status AS (
                            -- Written by the image service's JSON mirror; NULL when the entry does not say.
                            CASE WHEN jsonb_typeof(x.entry -> 'is_label') = 'boolean'
                                 THEN (x.entry -> 'is_label')::boolean
-                           END AS label_flag
+                           END AS label_flag,
+                           -- The key's JSON type, whatever its value ("true", 1, null): NULL when the key is absent.
+                           jsonb_typeof(x.entry -> 'is_label') AS label_key
                     FROM (
                         -- An entry stored as a JSON string holding the JSON text of an object is read as that
                         -- object (nested CASEs: the text is only cast once it is known to parse).
@@ -276,7 +299,8 @@ yielded AS (
            r.url,
            r."order",
            r.is_label,
-           COALESCE(r.created_at, s.product_created_at, now()) AS created_at
+           COALESCE(r.created_at, s.product_created_at, now()) AS created_at,
+           r.created_at AS entry_created_at  -- NULL: the entry gives none (reconcile keeps a row's own)
     FROM status AS s
     CROSS JOIN LATERAL unnest(s.urls, s.orders, s.label_flags, s.created_ats) AS r(url, "order", is_label, created_at)
     WHERE s.error IS NULL

@@ -1,0 +1,242 @@
+"""A product's rows brought to what its JSON yields, keeping the ids of the rows whose URL stays.
+
+Once ``product_images`` is the source of truth, other tables point at its ids (marketplace upload records,
+say), so nothing rebuilds a product by deleting and inserting its rows. Each row is paired with an image
+of the JSON by (product, url, occurrence): the k-th row of a URL by id with the k-th image of that URL by
+order. Then
+
+- a paired row keeps its id; a changed order or label is updated in place, and its ``created_at`` only when
+  the JSON's entry gives one that differs (an entry without one keeps the row's own);
+- a row left unpaired (its URL left the JSON, or fewer copies of it remain) is deleted, first copied to
+  ``product_images_removed`` when its URL is nowhere in the product's JSON: no photo is lost;
+- an image left unpaired is inserted.
+
+A product whose JSON the rule refuses (``status.error``) keeps its rows as they are. Every product looked at
+gets its ``product_json_state``: the digest of the JSON reconciled (``md5`` of its text) and, if refused, why.
+
+One query (``PLAN``) reads the JSON once, through ``source``, and returns what to do as arrays; the
+statements (``STATEMENTS``) apply them, each a plain statement over ``unnest`` of those arrays. The same
+text serves ``migrate_images --sync``/``--force`` (values bound as query parameters) and the follower's
+trigger function (``follower``: the arrays are PL/pgSQL variables), so there is one rule and one way to
+apply it.
+
+Why two UPDATEs: a unique index that is not deferrable is checked row by row, so rows swapping orders in one
+statement collide half-way. The rows that move go first to orders no row holds or will hold (the smallest
+free ones, never past the integer maximum), all as photos, then to their final orders and labels, as the
+image service does (``products.images._arrange``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from psycopg import sql
+
+from products.migration.source import source_ctes
+from stoflow.raw_sql import execute, fetch_rows, table
+
+# The arrays PLAN returns, in this order; STATEMENTS name them with the same names.
+PLAN_ARRAYS = (
+    "product_ids",  # every product looked at
+    "json_digests",  # its JSON's digest (uuid), same order
+    "refusals",  # why its JSON was refused, or NULL, same order
+    "changed_ids",  # the products whose rows change
+    "aside_ids",  # rows deleted whose URL left the JSON: copied aside first
+    "delete_ids",  # every row deleted
+    "move_ids",  # rows whose order or label changes
+    "free_orders",  # the free order each of them passes through, same order
+    "update_ids",  # rows changed in place (moved, or a new created_at)
+    "update_orders",
+    "update_labels",
+    "update_created_ats",
+    "insert_product_ids",  # images inserted
+    "insert_urls",
+    "insert_orders",
+    "insert_labels",
+    "insert_created_ats",
+)
+
+# The casts PostgreSQL needs to read each array parameter (a NULL array has no type of its own).
+ARRAY_TYPES = {
+    "product_ids": "bigint[]",
+    "json_digests": "uuid[]",
+    "refusals": "text[]",
+    "changed_ids": "bigint[]",
+    "aside_ids": "bigint[]",
+    "delete_ids": "bigint[]",
+    "move_ids": "bigint[]",
+    "free_orders": "integer[]",
+    "update_ids": "bigint[]",
+    "update_orders": "integer[]",
+    "update_labels": "boolean[]",
+    "update_created_ats": "timestamptz[]",
+    "insert_product_ids": "bigint[]",
+    "insert_urls": "text[]",
+    "insert_orders": "integer[]",
+    "insert_labels": "boolean[]",
+    "insert_created_ats": "timestamptz[]",
+}
+
+_PLAN = """WITH {source},
+target AS (
+    SELECT y.product_id, y.url, y."order", y.is_label, y.created_at, y.entry_created_at,
+           row_number() OVER (PARTITION BY y.product_id, y.url ORDER BY y."order") AS occurrence
+    FROM yielded AS y
+),
+current AS (
+    SELECT pi.id, pi.product_id, pi.url, pi."order", pi.is_label, pi.created_at,
+           row_number() OVER (PARTITION BY pi.product_id, pi.url ORDER BY pi.id) AS occurrence
+    FROM {product_images} AS pi
+    JOIN status AS s ON s.id = pi.product_id AND s.error IS NULL
+),
+paired AS (
+    SELECT c.id,
+           COALESCE(c.product_id, t.product_id) AS product_id,
+           COALESCE(t.url, c.url) AS url,
+           c.id IS NOT NULL AND t.url IS NOT NULL AS kept,
+           t.url IS NULL AS deleted,
+           c.id IS NULL AS inserted,
+           c."order" AS current_order,
+           t."order" AS target_order,
+           (c."order", c.is_label) IS DISTINCT FROM (t."order", t.is_label) AS moves,
+           c.is_label AS current_label,
+           t.is_label AS target_label,
+           CASE WHEN c.id IS NULL THEN t.created_at ELSE COALESCE(t.entry_created_at, c.created_at) END
+               AS target_created_at,
+           t.entry_created_at IS NOT NULL AND t.entry_created_at <> c.created_at AS retimed
+    FROM current AS c
+    FULL JOIN target AS t ON t.product_id = c.product_id AND t.url = c.url AND t.occurrence = c.occurrence
+),
+-- Orders held after the deletes, or to be held: the rows that move pass through others.
+used AS (
+    SELECT product_id, current_order AS "order" FROM paired WHERE kept
+    UNION
+    SELECT product_id, target_order FROM paired WHERE NOT deleted
+),
+movers AS (
+    SELECT id, product_id, row_number() OVER (PARTITION BY product_id ORDER BY id) AS k
+    FROM paired WHERE kept AND moves
+),
+passing AS (
+    SELECT m.id, f.free_order
+    FROM movers AS m
+    CROSS JOIN LATERAL (
+        SELECT g::integer AS free_order
+        FROM generate_series(0, (SELECT count(*) FROM used AS u WHERE u.product_id = m.product_id) + m.k) AS g
+        WHERE NOT EXISTS (SELECT 1 FROM used AS u WHERE u.product_id = m.product_id AND u."order" = g)
+        ORDER BY g OFFSET m.k - 1 LIMIT 1
+    ) AS f
+),
+products_seen AS (
+    SELECT s.id, md5(p.images::text)::uuid AS json_digest, s.error
+    FROM status AS s JOIN {products} AS p ON p.id = s.id
+)
+SELECT (SELECT array_agg(id ORDER BY id) FROM products_seen),
+       (SELECT array_agg(json_digest ORDER BY id) FROM products_seen),
+       (SELECT array_agg(error ORDER BY id) FROM products_seen),
+       (SELECT array_agg(DISTINCT product_id ORDER BY product_id) FROM paired
+        WHERE deleted OR inserted OR moves OR retimed),
+       (SELECT array_agg(d.id ORDER BY d.id) FROM paired AS d
+        WHERE d.deleted AND NOT EXISTS (SELECT 1 FROM target AS t WHERE t.product_id = d.product_id AND t.url = d.url)),
+       (SELECT array_agg(id ORDER BY id) FROM paired WHERE deleted),
+       (SELECT array_agg(id ORDER BY id) FROM passing),
+       (SELECT array_agg(free_order ORDER BY id) FROM passing),
+       (SELECT array_agg(id ORDER BY id) FROM paired WHERE kept AND (moves OR retimed)),
+       (SELECT array_agg(target_order ORDER BY id) FROM paired WHERE kept AND (moves OR retimed)),
+       (SELECT array_agg(target_label ORDER BY id) FROM paired WHERE kept AND (moves OR retimed)),
+       (SELECT array_agg(target_created_at ORDER BY id) FROM paired WHERE kept AND (moves OR retimed)),
+       (SELECT array_agg(product_id ORDER BY product_id, target_order) FROM paired WHERE inserted),
+       (SELECT array_agg(url ORDER BY product_id, target_order) FROM paired WHERE inserted),
+       (SELECT array_agg(target_order ORDER BY product_id, target_order) FROM paired WHERE inserted),
+       (SELECT array_agg(target_label ORDER BY product_id, target_order) FROM paired WHERE inserted),
+       (SELECT array_agg(target_created_at ORDER BY product_id, target_order) FROM paired WHERE inserted)"""
+
+# Applied in this order: copy aside, delete (frees orders and the label), pass movers through free orders,
+# final orders and labels, inserts, then the state. Each names its arrays as {name}; a statement with
+# nothing to do touches no row.
+STATEMENTS = (
+    """INSERT INTO {removed_images} (image_id, product_id, url, "order", is_label, created_at, updated_at,
+                              removed_at, removed_by)
+SELECT pi.id, pi.product_id, pi.url, pi."order", pi.is_label, pi.created_at, pi.updated_at, now(), {run_name}
+FROM {product_images} AS pi WHERE pi.id = ANY({aside_ids})""",
+    """DELETE FROM {product_images} WHERE id = ANY({delete_ids})""",
+    """UPDATE {product_images} AS pi SET "order" = m.free_order, is_label = false
+FROM unnest({move_ids}, {free_orders}) AS m(id, free_order) WHERE pi.id = m.id""",
+    """UPDATE {product_images} AS pi
+SET "order" = u."order", is_label = u.is_label, created_at = u.created_at, updated_at = now()
+FROM unnest({update_ids}, {update_orders}, {update_labels}, {update_created_ats}) AS u(id, "order", is_label, created_at)
+WHERE pi.id = u.id""",
+    """INSERT INTO {product_images} (product_id, url, "order", is_label, created_at, updated_at)
+SELECT product_id, url, "order", is_label, created_at, now()
+FROM unnest({insert_product_ids}, {insert_urls}, {insert_orders}, {insert_labels}, {insert_created_ats})
+    AS n(product_id, url, "order", is_label, created_at)""",
+    """INSERT INTO {json_state} AS st (product_id, json_digest, refused, recorded_at)
+SELECT product_id, json_digest, refused, now()
+FROM unnest({product_ids}, {json_digests}, {refusals}) AS r(product_id, json_digest, refused)
+ON CONFLICT (product_id) DO UPDATE
+SET json_digest = EXCLUDED.json_digest, refused = EXCLUDED.refused, recorded_at = EXCLUDED.recorded_at""",
+)
+
+
+def plan_query(schema: str, product_filter: sql.Composable) -> sql.Composed:
+    """The plan for the tenant's products matching ``product_filter`` (alias ``p``): one row of PLAN_ARRAYS."""
+    return sql.SQL(_PLAN).format(
+        source=source_ctes(schema, product_filter, yielded=True),
+        product_images=table(schema, "product_images"),
+        products=table(schema, "products"),
+    )
+
+
+def statements(schema: str, array: Callable[[str], sql.Composable], run_name: sql.Composable) -> list[sql.Composed]:
+    """STATEMENTS for the tenant, each array written by ``array(name)`` (a query parameter, a PL/pgSQL variable)."""
+    names = {name: array(name) for name in PLAN_ARRAYS}
+    return [
+        sql.SQL(text).format(
+            product_images=table(schema, "product_images"),
+            removed_images=table(schema, "product_images_removed"),
+            json_state=table(schema, "product_json_state"),
+            run_name=run_name,
+            **{name: value for name, value in names.items() if "{" + name + "}" in text},
+        )
+        for text in STATEMENTS
+    ]
+
+
+def parameter(name: str) -> sql.Composable:
+    """An array as a query parameter, typed (``%(name)s::type``)."""
+    return sql.SQL("{}::{}").format(sql.Placeholder(name), sql.SQL(ARRAY_TYPES[name]))
+
+
+@dataclass
+class Reconciled:
+    """What one reconciliation did."""
+
+    products: list[int] = field(default_factory=list)  # products looked at
+    refused: dict[int, str] = field(default_factory=dict)  # product id: why its JSON was refused
+    changed: list[int] = field(default_factory=list)  # products whose rows changed
+    rows_deleted: int = 0
+    rows_kept_aside: int = 0  # of those, copied aside (their URL left the JSON)
+    rows_updated: int = 0
+    rows_inserted: int = 0
+
+
+def reconcile(schema: str, product_filter: sql.Composable, params: dict, run_name: str) -> Reconciled:
+    """Bring the rows of the products matching ``product_filter`` (alias ``p``, values in ``params``) to what
+    their JSON yields, in the caller's transaction (the caller holds their row locks)."""
+    (plan,) = fetch_rows(plan_query(schema, product_filter), params)
+    arrays = dict(zip(PLAN_ARRAYS, plan, strict=True))
+    for statement in statements(schema, parameter, sql.Placeholder("run_name")):
+        execute(statement, {**arrays, "run_name": run_name})
+    outcome = Reconciled(products=list(arrays["product_ids"] or []))
+    outcome.refused = {
+        product_id: reason
+        for product_id, reason in zip(arrays["product_ids"] or [], arrays["refusals"] or [], strict=True)
+        if reason is not None
+    }
+    outcome.rows_deleted = len(arrays["delete_ids"] or [])
+    outcome.rows_kept_aside = len(arrays["aside_ids"] or [])
+    outcome.rows_updated = len(arrays["update_ids"] or [])
+    outcome.rows_inserted = len(arrays["insert_product_ids"] or [])
+    outcome.changed = list(arrays["changed_ids"] or [])
+    return outcome
