@@ -78,7 +78,8 @@ class ProductJsonState(models.Model):
 
     product_id = models.BigIntegerField(primary_key=True)  # no foreign key: written in the products' triggers
     json_digest = models.UUIDField(null=True)  # md5 of products.images::text; NULL for SQL NULL
-    refused = models.TextField(null=True, blank=True)  # the rule's reason; NULL: the rows are what the JSON yields
+    # The rule's reason; NULL (not ""): the rows are what the JSON yields. The SQL writes and tests it as NULL.
+    refused = models.TextField(null=True, blank=True)  # noqa: DJ001
     recorded_at = models.DateTimeField()
 
     class Meta:

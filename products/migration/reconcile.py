@@ -165,7 +165,8 @@ FROM {product_images} AS pi WHERE pi.id = ANY({aside_ids})""",
 FROM unnest({move_ids}, {free_orders}) AS m(id, free_order) WHERE pi.id = m.id""",
     """UPDATE {product_images} AS pi
 SET "order" = u."order", is_label = u.is_label, created_at = u.created_at, updated_at = now()
-FROM unnest({update_ids}, {update_orders}, {update_labels}, {update_created_ats}) AS u(id, "order", is_label, created_at)
+FROM unnest({update_ids}, {update_orders}, {update_labels}, {update_created_ats})
+    AS u(id, "order", is_label, created_at)
 WHERE pi.id = u.id""",
     """INSERT INTO {product_images} (product_id, url, "order", is_label, created_at, updated_at)
 SELECT product_id, url, "order", is_label, created_at, now()
