@@ -34,7 +34,7 @@ from products.migration.source import (
     REPAIR_URL_TRIMMED,
 )
 from products.models import Product, ProductImage
-from tests.helpers import TENANT, entries, image_rows, make_product, run_sql, sql_rows
+from tests.helpers import TENANT, entries, image_rows, make_product, run_sql, sql_rows, store_json
 
 PRODUCT_CREATED_AT = datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC)
 ENTRY_CREATED_AT = "2025-03-01T10:00:00Z"
@@ -799,8 +799,11 @@ def test_every_id_is_walked_zero_negatives_and_bigint_extremes_included(tenant, 
 
     assert (run.products, run.images_migrated, run.labels_detected) == (5, 10, 5)
     assert [len(image_rows(product_id)) for product_id in ids] == [2] * 5
-    # --force rebuilds them too.
-    assert _migrate(batch_size=batch_size, force=True).images_migrated == 10
+    # --force reaches them too: each brought to its new JSON.
+    for product_id in ids:
+        store_json(product_id, entries(3))
+    assert _migrate(batch_size=batch_size, force=True).resynced.sample_ids == ids
+    assert [len(image_rows(product_id)) for product_id in ids] == [3] * 5
 
 
 def test_urls_are_trimmed_of_whitespace_only(tenant):

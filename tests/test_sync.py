@@ -58,6 +58,7 @@ def test_sync_rebuilds_exactly_the_products_that_differ(drifted, tenant, tmp_pat
     changed, emptied, untouched, new = drifted
     untouched_rows = rows_with_ids(untouched.pk)
     removed_rows = rows_with_ids(emptied.pk)
+    changed_ids = {url: image_id for image_id, _, _, url, _ in rows_with_ids(changed.pk)}
 
     code, report, output = run_command("--sync", "--schema", tenant, tmp_path=tmp_path)
 
@@ -65,9 +66,13 @@ def test_sync_rebuilds_exactly_the_products_that_differ(drifted, tenant, tmp_pat
     run = report["tenants"][0]["run"]
     assert run["resynced"]["products"] == 2
     assert run["resynced"]["sample_ids"] == [changed.pk, emptied.pk]
-    assert (run["images_migrated"], run["already_migrated"]) == (3 + 2, 1)
+    # The changed product is brought to its JSON in place: it counts as migrated before, the new one is migrated.
+    assert (run["images_migrated"], run["already_migrated"]) == (2, 2)
     assert "Resynced products" in output
     assert rows_with_ids(untouched.pk) == untouched_rows  # same ids, same updated_at
+    # The two photos whose URL stayed kept their ids through the reorder and the label's move.
+    kept = {url: image_id for image_id, _, _, url, _ in rows_with_ids(changed.pk) if url in changed_ids}
+    assert kept == {url: changed_ids[url] for url in kept} and len(kept) == 2
     assert [(o, label, url) for o, label, url, _ in image_rows(changed.pk)] == [
         (1, False, "https://cdn.example/replaced.jpeg"),
         (2, False, "https://cdn.example/3-2.jpeg"),

@@ -28,7 +28,8 @@ from django.db import DatabaseError, transaction
 from psycopg import sql
 
 from products.migration.report import Blocked, ProductError, TenantRun
-from products.migration.source import DIFFERING_CTE, id_range, source_ctes
+from products.migration.reconcile import Reconciled, reconcile
+from products.migration.source import id_range, source_ctes
 from products.migration.validation import RangeFigures, measure_range
 from stoflow.raw_sql import fetch_rows, table
 from stoflow.tenants.blocking import Blocker, BlockerWatch
@@ -178,6 +179,8 @@ def first_line(exc: BaseException | None) -> str:
 # (connection lost, missing table, out of memory) stops the run.
 ROW_ERROR_CLASSES = ("22", "23", "P0")
 
+# A first migration of the batch's products that have no rows. Each product it inserts (or refuses) gets its
+# product_json_state, the digest of the JSON read: --sync later finds the products whose JSON changed since.
 _MIGRATE_BATCH = """WITH {source},
 todo AS (
     SELECT s.*,
@@ -189,7 +192,7 @@ new_rows AS (
     SELECT y.*
     FROM yielded AS y
     JOIN todo AS t ON t.id = y.product_id
-    WHERE %(force)s OR NOT t.has_rows
+    WHERE NOT t.has_rows
 ),
 inserted AS (
     INSERT INTO {product_images} (product_id, url, "order", is_label, created_at, updated_at)
@@ -201,11 +204,19 @@ inserted_per_product AS (
     SELECT product_id, count(*) AS images, count(*) FILTER (WHERE is_label) AS labels
     FROM inserted
     GROUP BY product_id
+),
+recorded AS (
+    INSERT INTO {json_state} AS st (product_id, json_digest, refused, recorded_at)
+    SELECT t.id, md5(p.images::text)::uuid, t.error, now()
+    FROM todo AS t JOIN {products} AS p ON p.id = t.id
+    WHERE NOT t.has_rows
+    ON CONFLICT (product_id) DO UPDATE
+    SET json_digest = EXCLUDED.json_digest, refused = EXCLUDED.refused, recorded_at = EXCLUDED.recorded_at
 )
 SELECT t.error,
        t.repairs,
        t.is_deleted,
-       t.has_rows AND NOT %(force)s AS already_migrated,
+       t.has_rows AS already_migrated,
        count(*) AS products,
        COALESCE(sum(i.images), 0)::bigint AS images,
        COALESCE(sum(i.labels), 0)::bigint AS labels,
@@ -214,40 +225,16 @@ FROM todo AS t
 LEFT JOIN inserted_per_product AS i ON i.product_id = t.id
 GROUP BY 1, 2, 3, 4"""
 
-# --force: the rows of every product that migrates cleanly go, in the batch's
-# transaction, so a failure before the INSERT leaves the old rows in place.
-# --force and --sync: the rows of the products to rebuild go (--force: every product that
-# is no error, an emptied JSON included; --sync: those whose rows differ from their JSON),
-# in the batch's transaction, so a failure before the INSERT leaves the old rows in place.
-# A removed row whose URL the JSON no longer holds is first copied aside, in the same
-# statement: no run deletes a photo that exists nowhere else.
-_REMOVE_BATCH = """WITH {source},
-table_rows AS (
-    SELECT pi.product_id, pi.url, pi."order", pi.is_label
-    FROM {product_images} AS pi
-    JOIN status AS s ON s.id = pi.product_id
-),
-{differing},
-rebuilt AS (
-    SELECT s.id FROM status AS s
-    WHERE s.error IS NULL AND (%(force)s OR s.id IN (SELECT product_id FROM differing))
-),
-removed AS (
-    DELETE FROM {product_images} AS pi
-    USING rebuilt AS r
-    WHERE pi.product_id = r.id
-    RETURNING pi.*
-),
-kept_aside AS (
-    INSERT INTO {removed_images} (image_id, product_id, url, "order", is_label, created_at, updated_at,
-                                  removed_at, removed_by)
-    SELECT r.id, r.product_id, r.url, r."order", r.is_label, r.created_at, r.updated_at, now(), %(run_name)s
-    FROM removed AS r
-    WHERE NOT EXISTS (SELECT 1 FROM yielded AS y WHERE y.product_id = r.product_id AND y.url = r.url)
-    RETURNING 1
-)
-SELECT (SELECT array_agg(DISTINCT product_id ORDER BY product_id) FROM removed),
-       (SELECT count(*) FROM kept_aside)"""
+# --force and --sync: the batch's products that have rows, brought to their JSON keeping the ids of the rows
+# whose URL stays (reconcile). --sync takes only those whose JSON changed since their rows were last
+# reconciled (its digest differs from product_json_state's), was refused then, or was never recorded: a day of
+# changes costs what the changed products cost, not the whole tenant's JSON decoded.
+_RECONCILED = """{batch}
+AND EXISTS (SELECT 1 FROM {product_images} AS pi WHERE pi.product_id = p.id)
+AND (%(force)s OR NOT EXISTS (
+    SELECT 1 FROM {json_state} AS st
+    WHERE st.product_id = p.id AND st.refused IS NULL AND st.json_digest IS NOT DISTINCT FROM md5(p.images::text)::uuid
+))"""
 
 # The batch's products, locked as the image service locks a product before it
 # writes: a service call and a batch on the same product queue up, and the
@@ -396,30 +383,32 @@ def _caused_by_rows(exc: DatabaseError) -> bool:
 def _write_batch(schema: str, after: int | None, upto: int, options: MigrationOptions) -> tuple:
     params = {"after": after, "upto": upto, "force": options.force, "run_name": options.run_name}
     batch_filter = id_range("p.id", after, upto)
-    source = source_ctes(schema, batch_filter, yielded=True)
     product_images = table(schema, "product_images")
+    json_state = table(schema, "product_json_state")
     fetch_rows(sql.SQL(_LOCK_BATCH).format(products=table(schema, "products"), product_filter=batch_filter), params)
-    removal = ((), 0)
+    reconciled = Reconciled()
     if options.force or options.sync:
-        query = sql.SQL(_REMOVE_BATCH).format(
-            source=source,
-            product_images=product_images,
-            removed_images=table(schema, "product_images_removed"),
-            differing=sql.SQL(DIFFERING_CTE),
+        product_filter = sql.SQL(_RECONCILED).format(
+            batch=batch_filter, product_images=product_images, json_state=json_state
         )
-        ((rebuilt_ids, kept_aside),) = fetch_rows(query, params)
-        removal = (rebuilt_ids or (), kept_aside)
-    # --sync then migrates like a first run: the products it emptied and the new ones have no rows.
-    groups = fetch_rows(sql.SQL(_MIGRATE_BATCH).format(source=source, product_images=product_images), params)
-    return groups, removal
+        reconciled = reconcile(schema, product_filter, params, options.run_name)
+    # Then a first migration of the products that have no rows (new products, and those --force or --sync left
+    # without rows because their JSON is empty).
+    query = sql.SQL(_MIGRATE_BATCH).format(
+        source=source_ctes(schema, batch_filter, yielded=True),
+        product_images=product_images,
+        products=table(schema, "products"),
+        json_state=json_state,
+    )
+    return fetch_rows(query, params), reconciled
 
 
-def _tally(schema: str, written: tuple[list[tuple], tuple], run: TenantRun, options: MigrationOptions) -> None:
-    """Add one batch's outcome (the migration's groups, what --force or --sync removed) to the tenant's figures."""
-    groups, (rebuilt_ids, kept_aside) = written
-    run.rows_kept_aside += kept_aside
-    if options.sync and rebuilt_ids:
-        run.resynced.add(len(rebuilt_ids), list(rebuilt_ids))
+def _tally(schema: str, written: tuple[list[tuple], Reconciled], run: TenantRun, options: MigrationOptions) -> None:
+    """Add one batch's outcome (the migration's groups, what --force or --sync reconciled) to the tenant's figures."""
+    groups, reconciled = written
+    run.rows_kept_aside += reconciled.rows_kept_aside
+    if reconciled.changed:
+        run.resynced.add(len(reconciled.changed), reconciled.changed)
     errors = []
     for error, repairs, is_deleted, already_migrated, products, images, labels, ids in groups:
         run.products += products

@@ -134,7 +134,10 @@ COUNTERS = (
     "soft_deleted",
     "rows_kept_aside",
 )
-RESYNCED = "rows differed from the JSON (changed, reordered, relabelled or emptied): rebuilt from it"
+RESYNCED = (
+    "rows differed from the JSON (changed, reordered, relabelled or emptied): brought to it in place, "
+    "ids kept where the URL stays"
+)
 
 
 @dataclass

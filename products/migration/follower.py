@@ -1,0 +1,189 @@
+"""The follower: while old code still writes ``products.images``, each change reaches the rows at once.
+
+Per tenant, a trigger on ``products`` (after INSERT, DELETE and UPDATE OF images, for each row) runs
+``reconcile``'s plan and statements for that product in the writer's own transaction: the same SQL source,
+the same rule, ids kept where the URL stays. It never fails the writer's statement: the rule reads bad
+input with ``pg_input_is_valid`` instead of raising, a JSON it refuses leaves the rows as they were and is
+recorded in ``product_json_state`` (``refused``: the product is held back from marketplaces), and a change
+that would delete a photo another table points at with ON DELETE NO ACTION or RESTRICT is refused the same
+way. No EXCEPTION block: each would be a subtransaction, and an app transaction touching more than 64
+products would overflow the subtransaction cache, slowing every session and the standbys.
+
+Writes that record their own ``product_json_state`` (the image service's JSON mirror, written from the rows)
+do not bounce back: a JSON whose digest the state already holds, not refused, is skipped.
+
+A deleted product's rows go with it, each copied to ``product_images_removed`` first.
+
+``migrate_images --follow`` installs it on a tenant whose checks pass, ``--unfollow`` removes it,
+``finalize_images`` removes it with the column, ``restore_images_json --follow`` puts it back. The function's
+text is generated here; a tenant that follows an older text is listed by ``--status`` as needing
+``--follow`` again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from django.db import connection
+from psycopg import sql
+
+from products.migration import reconcile
+from stoflow.raw_sql import as_text, fetch_rows, table
+
+FUNCTION = "stoflow_follow_images"
+TRIGGER = "stoflow_follow_images"
+REMOVED_BY = "follower"  # product_images_removed.removed_by of the rows the follower removes
+# Written in the function's comment: which text a tenant runs (``--status`` compares it with this code's).
+VERSION_PREFIX = "stoflow follower "
+
+_FUNCTION = """CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $follow$
+DECLARE
+    _product_id bigint;
+    _digest uuid;
+{declarations}
+    _referencing record;
+    _references bigint;
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        INSERT INTO {removed_images} (image_id, product_id, url, "order", is_label, created_at, updated_at,
+                                      removed_at, removed_by)
+        SELECT pi.id, pi.product_id, pi.url, pi."order", pi.is_label, pi.created_at, pi.updated_at, now(),
+               {removed_by_deleted}
+        FROM {product_images} AS pi WHERE pi.product_id = OLD.id;
+        DELETE FROM {product_images} WHERE product_id = OLD.id;
+        DELETE FROM {json_state} WHERE product_id = OLD.id;
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'UPDATE' AND NEW.images IS NOT DISTINCT FROM OLD.images THEN
+        RETURN NULL;
+    END IF;
+    _product_id := NEW.id;
+    _digest := md5(NEW.images::text)::uuid;
+    -- Already reconciled with this JSON (the image service records the JSON it mirrors from the rows).
+    IF EXISTS (SELECT 1 FROM {json_state} AS st
+               WHERE st.product_id = _product_id AND st.refused IS NULL
+                 AND st.json_digest IS NOT DISTINCT FROM _digest) THEN
+        RETURN NULL;
+    END IF;
+    SELECT * INTO {targets} FROM ({plan}) AS plan;
+    -- A photo another table points at without ON DELETE CASCADE or SET NULL/DEFAULT: deleting it would fail
+    -- the writer's statement. The product keeps its rows and is recorded as refused.
+    IF _delete_ids IS NOT NULL THEN
+        FOR _referencing IN
+            SELECT c.conrelid::regclass AS referencing_table, a.attname AS referencing_column, c.confdeltype
+            FROM pg_constraint AS c
+            JOIN pg_attribute AS a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+            WHERE c.contype = 'f' AND c.confrelid = {product_images_name}::regclass
+              AND cardinality(c.conkey) = 1 AND c.confdeltype IN ('a', 'r')
+        LOOP
+            EXECUTE format('SELECT count(*) FROM %s WHERE %I = ANY($1)',
+                           _referencing.referencing_table, _referencing.referencing_column)
+                INTO _references USING _delete_ids;
+            IF _references > 0 THEN
+                _product_ids := ARRAY[_product_id];
+                _json_digests := ARRAY[_digest];
+                _refusals := ARRAY[format(
+                    'its JSON drops %s photo(s) that %s row(s) of %s.%s point at (ON DELETE %s): rows kept',
+                    cardinality(_delete_ids), _references, _referencing.referencing_table,
+                    _referencing.referencing_column,
+                    CASE _referencing.confdeltype WHEN 'r' THEN 'RESTRICT' ELSE 'NO ACTION' END)];
+                {record_state};
+                RETURN NULL;
+            END IF;
+        END LOOP;
+    END IF;
+{statements}
+    RETURN NULL;
+END
+$follow$"""
+
+_TRIGGER = """CREATE OR REPLACE TRIGGER {trigger}
+AFTER INSERT OR DELETE OR UPDATE OF images ON {products}
+FOR EACH ROW EXECUTE FUNCTION {function}()"""
+
+
+def _variable(name: str) -> sql.Composable:
+    return sql.Identifier("_" + name)
+
+
+def function_sql(schema: str) -> sql.Composed:
+    """The CREATE FUNCTION of the tenant's follower, generated from ``reconcile``."""
+    statements = reconcile.statements(schema, _variable, sql.Literal(REMOVED_BY))
+    declarations = sql.SQL("\n").join(
+        sql.SQL("    {} {};").format(_variable(name), sql.SQL(reconcile.ARRAY_TYPES[name]))
+        for name in reconcile.PLAN_ARRAYS
+    )
+    return sql.SQL(_FUNCTION).format(
+        function=sql.Identifier(schema, FUNCTION),
+        declarations=declarations,
+        removed_images=table(schema, "product_images_removed"),
+        product_images=table(schema, "product_images"),
+        product_images_name=sql.Literal(as_text(table(schema, "product_images"))),
+        json_state=table(schema, "product_json_state"),
+        removed_by_deleted=sql.Literal(f"{REMOVED_BY}: product deleted"),
+        targets=sql.SQL(", ").join(_variable(name) for name in reconcile.PLAN_ARRAYS),
+        plan=reconcile.plan_query(schema, sql.SQL("p.id = _product_id")),
+        record_state=statements[-1],
+        statements=sql.SQL("\n").join(sql.SQL("    {};").format(statement) for statement in statements),
+    )
+
+
+def version(schema: str) -> str:
+    """The digest of the follower's text for the tenant (its schema name left out, so every tenant's is equal)."""
+    text = as_text(function_sql(schema)).replace(as_text(sql.Identifier(schema)), "{schema}")
+    return VERSION_PREFIX + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def install(schema: str) -> None:
+    """Create or replace the tenant's follower function and trigger (in the caller's transaction)."""
+    with connection.cursor() as cursor:
+        # No parameters: the text is sent as it is (its regexes and format strings hold % signs).
+        cursor.execute(as_text(function_sql(schema)))
+        cursor.execute(
+            as_text(
+                sql.SQL("COMMENT ON FUNCTION {}() IS {}").format(
+                    sql.Identifier(schema, FUNCTION), sql.Literal(version(schema))
+                )
+            )
+        )
+        cursor.execute(
+            as_text(
+                sql.SQL(_TRIGGER).format(
+                    trigger=sql.Identifier(TRIGGER),
+                    products=table(schema, "products"),
+                    function=sql.Identifier(schema, FUNCTION),
+                )
+            )
+        )
+
+
+def uninstall(schema: str) -> None:
+    """Drop the tenant's follower trigger and function, if there (in the caller's transaction)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            as_text(
+                sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(TRIGGER), table(schema, "products"))
+            )
+        )
+        cursor.execute(as_text(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(schema, FUNCTION))))
+
+
+def installed_version(schema: str) -> str | None:
+    """The version the tenant's follower runs (None: no follower: no trigger on products, or no function)."""
+    rows = fetch_rows(
+        sql.SQL(
+            "SELECT obj_description(f.oid, 'pg_proc') FROM pg_trigger AS t JOIN pg_proc AS f ON f.oid = t.tgfoid "
+            "WHERE t.tgrelid = to_regclass(quote_ident(%(schema)s) || '.products') AND t.tgname = %(trigger)s"
+        ),
+        {"schema": schema, "trigger": TRIGGER},
+    )
+    if not rows:
+        return None
+    return rows[0][0] or ""
+
+
+def follows(schema: str) -> bool:
+    return installed_version(schema) is not None
