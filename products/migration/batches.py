@@ -27,8 +27,8 @@ from typing import TypeVar
 from django.db import DatabaseError, transaction
 from psycopg import sql
 
-from products.migration.report import Blocked, ProductError, TenantRun
 from products.migration.reconcile import Reconciled, reconcile
+from products.migration.report import Blocked, ProductError, TenantRun
 from products.migration.source import id_range, source_ctes
 from products.migration.validation import RangeFigures, measure_range
 from stoflow.raw_sql import fetch_rows, table
