@@ -74,6 +74,11 @@ class LabelNotAllowed(ImageServiceError):
     """Only a product with two or more images has a label."""
 
 
+class JsonChanged(ImageServiceError):
+    """Old code changed the product's legacy JSON since its rows were reconciled with it (or wrote one the rule
+    refuses): mirroring the rows over it would lose what it wrote."""
+
+
 class NotMigrated(ImageServiceError):
     """The product's photos are still only in the legacy JSON: writing rows would lose them."""
 
@@ -278,6 +283,35 @@ def _lock_product(product_id: int) -> None:
         )
     if not list(Product.objects.select_for_update().filter(pk=product_id).values_list("pk", flat=True)):
         raise ProductNotFound(f"Product {product_id} does not exist. Nothing was changed.")
+    _refuse_unreconciled(product_id)
+
+
+def _refuse_unreconciled(product_id: int) -> None:
+    """While old code may still write the JSON: a product whose JSON changed since its rows were last reconciled
+    with it (``product_json_state``), or was refused, is not written. The mirror would overwrite the JSON with
+    the rows, and a photo the old code added exists nowhere else. A product never recorded (rows made before
+    the state existed) is written as before."""
+    if not _has_json_column():
+        return
+    query = sql.SQL(
+        "SELECT st.refused, st.json_digest IS NOT DISTINCT FROM md5(p.images::text)::uuid "
+        "FROM {products} AS p JOIN {json_state} AS st ON st.product_id = p.id WHERE p.id = %(id)s"
+    ).format(
+        products=table(connection.schema_name, "products"),
+        json_state=table(connection.schema_name, "product_json_state"),
+    )
+    for refused, same_json in fetch_rows(query, {"id": product_id}):
+        if refused is not None:
+            raise JsonChanged(
+                f"Product {product_id}'s photo list in the old images JSON was refused ({refused}): it is held back "
+                f"from marketplaces until the list is fixed or the choice is made. Nothing was changed."
+            )
+        if not same_json:
+            raise JsonChanged(
+                f"Product {product_id}'s photo list was changed by the old code since its image rows were last "
+                f"brought up to date: run migrate_images --sync (or turn the follower on with --follow), then "
+                f"retry. Nothing was changed."
+            )
 
 
 def _images(product_id: int) -> list[ProductImage]:
@@ -384,27 +418,35 @@ def _free_orders(taken: set[int], count: int) -> list[int]:
 
 # The product's rows as the legacy JSON array, in order. created_at is ISO 8601 UTC,
 # "YYYY-MM-DDTHH:MM:SS[.ffffff]Z", the fraction only when there is one: the legacy entries'
-# shape, which the migration's source reads.
-_MIRROR_JSON = """UPDATE {products} SET images = (
-    SELECT COALESCE(
-        jsonb_agg(
-            jsonb_build_object(
-                'url', i.url,
-                'order', i."order",
-                'created_at', to_char(i.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')
-                    || CASE WHEN date_trunc('second', i.created_at) = i.created_at THEN ''
-                            ELSE to_char(i.created_at AT TIME ZONE 'UTC', '.US') END
-                    || 'Z',
-                'is_label', i.is_label
-            )
-            ORDER BY i."order"
-        ),
-        '[]'::jsonb
+# shape, which the migration's source reads. The JSON written is recorded as reconciled with the rows
+# (product_json_state), in the same statement: --sync and the follower leave it alone (no bounce back).
+_MIRROR_JSON = """WITH mirrored AS (
+    UPDATE {products} SET images = (
+        SELECT COALESCE(
+            jsonb_agg(
+                jsonb_build_object(
+                    'url', i.url,
+                    'order', i."order",
+                    'created_at', to_char(i.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')
+                        || CASE WHEN date_trunc('second', i.created_at) = i.created_at THEN ''
+                                ELSE to_char(i.created_at AT TIME ZONE 'UTC', '.US') END
+                        || 'Z',
+                    'is_label', i.is_label
+                )
+                ORDER BY i."order"
+            ),
+            '[]'::jsonb
+        )
+        FROM {product_images} AS i
+        WHERE i.product_id = %(product_id)s
     )
-    FROM {product_images} AS i
-    WHERE i.product_id = %(product_id)s
+    WHERE id = %(product_id)s
+    RETURNING id, md5(images::text)::uuid AS json_digest
 )
-WHERE id = %(product_id)s"""
+INSERT INTO {json_state} AS st (product_id, json_digest, refused, recorded_at)
+SELECT id, json_digest, NULL, now() FROM mirrored
+ON CONFLICT (product_id) DO UPDATE
+SET json_digest = EXCLUDED.json_digest, refused = NULL, recorded_at = EXCLUDED.recorded_at"""
 
 _HAS_JSON_COLUMN = """SELECT EXISTS (
     SELECT FROM pg_attribute
@@ -430,7 +472,9 @@ def _mirror_json(product_id: int) -> None:
     schema = connection.schema_name
     execute(
         sql.SQL(_MIRROR_JSON).format(
-            products=table(schema, "products"), product_images=table(schema, "product_images")
+            products=table(schema, "products"),
+            product_images=table(schema, "product_images"),
+            json_state=table(schema, "product_json_state"),
         ),
         {"product_id": product_id},
     )

@@ -3,8 +3,10 @@
 A listing carries the product's photos in order, never its price label, and no more than
 the marketplace takes (``settings.STOFLOW_MARKETPLACE_PHOTO_LIMITS``). A photo whose URL the
 URL rule refuses (``image_urls``) is never sent: the service and the migration store none, but
-a row written around them by raw SQL (``javascript:``, ``//host``, ``/\\host``) would be. Call
-these inside a seller's schema (``django_tenants.utils.schema_context``).
+a row written around them by raw SQL (``javascript:``, ``//host``, ``/\\host``) would be. A
+product held back (its legacy JSON was refused: ``ProductJsonState.refused``, e.g. entries
+mixing the two label conventions, where either could name another photo as the label) sends no
+photo at all. Call these inside a seller's schema (``django_tenants.utils.schema_context``).
 """
 
 from collections.abc import Iterable
@@ -15,7 +17,7 @@ from django.db.models import Count, F, Q, Window
 from django.db.models.functions import RowNumber
 
 from products.image_urls import url_patterns
-from products.models import Product, ProductImage
+from products.models import Product, ProductImage, ProductJsonState
 
 
 class UnknownMarketplace(ValueError):
@@ -94,8 +96,15 @@ def listing_photo_summary(product: Product | int) -> list[ListingPhotoSummary]:
 
 def _sendable() -> Q:
     """Photos (never the label) whose URL the rule accepts: the same operator (~) and pattern as the
-    migration's SQL. Applied before any limit, so a refused URL takes no photo's place."""
-    return Q(is_label=False, url__regex=url_patterns().accepted)
+    migration's SQL, of products not held back. Applied before any limit, so a refused URL takes no
+    photo's place."""
+    held = ProductJsonState.objects.filter(refused__isnull=False).values("product_id")
+    return Q(is_label=False, url__regex=url_patterns().accepted) & ~Q(product_id__in=held)
+
+
+def held_back(product: Product | int) -> str | None:
+    """Why the product is held back from marketplaces (its refused JSON's reason), or None."""
+    return ProductJsonState.objects.filter(product_id=_id(product)).values_list("refused", flat=True).first()
 
 
 def _id(product: object) -> int:

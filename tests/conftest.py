@@ -8,6 +8,7 @@ from django.db import connection
 
 from products.legacy_json import ARCHIVE_TABLE, has_archive, has_json_column
 from products.lifecycle.restore import restore_tenant
+from products.migration import follower
 from products.migration.report import ExitCode
 from stoflow.tenants.services import ensure_tenant
 from tests.helpers import SESSION_OPTIONS, TENANT, TEST_TENANTS, entries, make_product, run_command, run_sql
@@ -53,7 +54,11 @@ def committed_db(django_db_setup, django_db_blocker):
             yield
         finally:
             for schema in TEST_TENANTS:
-                run_sql("TRUNCATE {images}, {products} RESTART IDENTITY CASCADE", schema=schema)
+                follower.uninstall(schema)  # a test's follower would apply the next test's JSON writes
+                run_sql(
+                    "TRUNCATE {images}, {products}, {schema}.product_json_state RESTART IDENTITY CASCADE",
+                    schema=schema,
+                )
             run_sql("TRUNCATE public.run_ledger")
 
 

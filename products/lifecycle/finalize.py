@@ -33,6 +33,7 @@ from products.lifecycle.table_locks import (
     lock_for_column_change,
     locks_not_granted,
 )
+from products.migration import follower
 from products.migration.report import SAMPLE_SIZE, ExitCodeWithMeaning
 from products.migration.source import source_ctes
 from products.migration.validation import validate_tenant
@@ -219,6 +220,8 @@ def _copy_and_drop(schema: str, lock_timeout: float) -> TenantFinalization:
                 sql.SQL(_COPY).format(archive=archive, products=products, product_images=product_images),
                 {"copied_at": copied_at},
             )
+            # The follower's trigger fires on UPDATE OF images: it goes with the column (it would block the drop).
+            follower.uninstall(schema)
             # A catalogue change only (no table rewrite): instant under the lock already held.
             execute(sql.SQL("ALTER TABLE {} DROP COLUMN images").format(products))
     except DatabaseError as exc:

@@ -30,6 +30,7 @@ from products.lifecycle.table_locks import (
     lock_for_column_change,
     locks_not_granted,
 )
+from products.migration import follower
 from products.migration.report import ExitCodeWithMeaning
 from stoflow.raw_sql import execute, fetch_rows, table
 from stoflow.tenants.locks import tenant_lock
@@ -134,15 +135,17 @@ _ARCHIVED = (
 _NO_ARCHIVE = "SELECT NULL::bigint AS product_id, NULL::jsonb AS images, NULL::integer AS image_rows WHERE false"
 
 
-def restore_images_json(schemas: list[str], lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> Restoration:
+def restore_images_json(
+    schemas: list[str], lock_timeout: float = DEFAULT_LOCK_TIMEOUT, follow: bool = False
+) -> Restoration:
     restoration = Restoration()
     restoration.tenants, restoration.interruption = for_each_tenant(
-        schemas, 1, lambda schema, stop: restore_tenant(schema, lock_timeout)
+        schemas, 1, lambda schema, stop: restore_tenant(schema, lock_timeout, follow)
     )
     return restoration
 
 
-def restore_tenant(schema: str, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> TenantRestore:
+def restore_tenant(schema: str, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, follow: bool = False) -> TenantRestore:
     started = time.perf_counter()
     with tenant_lock(schema) as acquired:
         if not acquired:
@@ -150,12 +153,12 @@ def restore_tenant(schema: str, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> T
         elif has_json_column(schema):
             result = TenantRestore(schema, Outcome.NOT_FINALIZED)
         else:
-            result = _add_and_fill(schema, lock_timeout)
+            result = _add_and_fill(schema, lock_timeout, follow)
     result.seconds = time.perf_counter() - started
     return result
 
 
-def _add_and_fill(schema: str, lock_timeout: float) -> TenantRestore:
+def _add_and_fill(schema: str, lock_timeout: float, follow: bool) -> TenantRestore:
     products, product_images = table(schema, "products"), table(schema, "product_images")
     archived = (
         sql.SQL(_ARCHIVED).format(archive=table(schema, ARCHIVE_TABLE)) if has_archive(schema) else sql.SQL(_NO_ARCHIVE)
@@ -171,6 +174,9 @@ def _add_and_fill(schema: str, lock_timeout: float) -> TenantRestore:
                     iso_utc=sql.SQL(_ISO_UTC), product_images=product_images, products=products, archived=archived
                 )
             )
+            if follow:
+                # Old code may write the JSON again from the commit on: the follower is there before it can.
+                follower.install_and_catch_up(schema, "restore_images_json --follow")
     except DatabaseError as exc:
         reason = locks_not_granted(exc, lock_timeout)
         if reason is None:

@@ -27,7 +27,7 @@ from typing import TypeVar
 from django.db import DatabaseError, transaction
 from psycopg import sql
 
-from products.migration.reconcile import Reconciled, reconcile
+from products.migration.reconcile import Reconciled, reconcile, stale
 from products.migration.report import Blocked, ProductError, TenantRun
 from products.migration.source import id_range, source_ctes
 from products.migration.validation import RangeFigures, measure_range
@@ -59,6 +59,7 @@ class MigrationOptions:
     pause_ms: int = 0  # pause between batches, leaving room to the application on a busy primary
     restart: bool = False  # walk every product, even where the ledger says an unfinished run stopped
     allowed: tuple[str, ...] = ()  # triggers/constraints/indexes/rules on product_images the preflight accepts
+    follow: bool = False  # install the follower on each tenant whose checks pass (live runs)
 
     @classmethod
     def from_command_options(cls, options: dict) -> MigrationOptions:
@@ -75,6 +76,7 @@ class MigrationOptions:
             pause_ms=options["pause_ms"],
             restart=options["restart"],
             allowed=tuple(options["allow"]),
+            follow=options["follow"],
         )
 
 
@@ -226,15 +228,11 @@ LEFT JOIN inserted_per_product AS i ON i.product_id = t.id
 GROUP BY 1, 2, 3, 4"""
 
 # --force and --sync: the batch's products that have rows, brought to their JSON keeping the ids of the rows
-# whose URL stays (reconcile). --sync takes only those whose JSON changed since their rows were last
-# reconciled (its digest differs from product_json_state's), was refused then, or was never recorded: a day of
-# changes costs what the changed products cost, not the whole tenant's JSON decoded.
+# whose URL stays (reconcile). --sync takes only the stale ones (reconcile.STALE): a day of changes costs what
+# the changed products cost, not the whole tenant's JSON decoded.
 _RECONCILED = """{batch}
 AND EXISTS (SELECT 1 FROM {product_images} AS pi WHERE pi.product_id = p.id)
-AND (%(force)s OR NOT EXISTS (
-    SELECT 1 FROM {json_state} AS st
-    WHERE st.product_id = p.id AND st.refused IS NULL AND st.json_digest IS NOT DISTINCT FROM md5(p.images::text)::uuid
-))"""
+AND (%(force)s OR {stale})"""
 
 # The batch's products, locked as the image service locks a product before it
 # writes: a service call and a batch on the same product queue up, and the
@@ -389,7 +387,7 @@ def _write_batch(schema: str, after: int | None, upto: int, options: MigrationOp
     reconciled = Reconciled()
     if options.force or options.sync:
         product_filter = sql.SQL(_RECONCILED).format(
-            batch=batch_filter, product_images=product_images, json_state=json_state
+            batch=batch_filter, product_images=product_images, stale=stale(schema)
         )
         reconciled = reconcile(schema, product_filter, params, options.run_name)
     # Then a first migration of the products that have no rows (new products, and those --force or --sync left

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 
-from django.db import connection
+from django.db import connection, transaction
 from psycopg import sql
 
 from products.migration import reconcile
@@ -160,6 +160,15 @@ def install(schema: str) -> None:
         )
 
 
+def install_and_catch_up(schema: str, run_name: str) -> reconcile.Reconciled:
+    """Install the follower, then reconcile the products whose JSON changed before it was there, in one
+    transaction: creating the trigger locks products against writes until the commit, so no write falls
+    between the last batch and the trigger."""
+    with transaction.atomic():
+        install(schema)
+        return reconcile.reconcile(schema, reconcile.stale(schema), {}, run_name)
+
+
 def uninstall(schema: str) -> None:
     """Drop the tenant's follower trigger and function, if there (in the caller's transaction)."""
     with connection.cursor() as cursor:
@@ -187,3 +196,11 @@ def installed_version(schema: str) -> str | None:
 
 def follows(schema: str) -> bool:
     return installed_version(schema) is not None
+
+
+def describe(schema: str) -> str:
+    """The tenant's follower in a word or two, for ``--status`` and the admin: on, off, or outdated."""
+    installed = installed_version(schema)
+    if installed is None:
+        return "off"
+    return "on" if installed == version(schema) else "outdated: run --follow again"

@@ -15,7 +15,9 @@ import socket
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
+from products.migration import follower
 from products.migration.batches import MigrationOptions
+from products.migration.reconcile import held_products
 from products.migration.report import COUNTERS, TenantReport, TenantRun
 from stoflow.tenants.locks import LockHolder, tenant_lock_holder
 from stoflow.tenants.models import LedgerEntry
@@ -200,10 +202,12 @@ def status_rows(schemas: list[str]) -> list[dict]:
         entries = [entry for entry in (latest_entry(schema, LIVE), latest_entry(schema, DRY_RUN)) if entry]
         if len(entries) == 2 and entries[1].started_at < entries[0].started_at:
             entries = entries[:1]
+        # Not the ledger's: what the tenant's tables say now.
+        now = {"follower": follower.describe(schema), "held": held_products(schema)}
         if not entries:
-            rows.append({"schema": schema, "status": "never run"})
+            rows.append({"schema": schema, "status": "never run", **now})
         for entry in entries:
-            rows.append(_status_row(schema, entry))
+            rows.append({**_status_row(schema, entry), **now})
     return rows
 
 

@@ -180,6 +180,20 @@ SET json_digest = EXCLUDED.json_digest, refused = EXCLUDED.refused, recorded_at 
 )
 
 
+# Products whose rows are not known to be what their JSON yields: the JSON changed since it was last reconciled,
+# was refused then, or was never recorded (``p``: the products table). --sync and the follower's catch-up
+# reconcile only these.
+STALE = """NOT EXISTS (
+    SELECT 1 FROM {json_state} AS st
+    WHERE st.product_id = p.id AND st.refused IS NULL AND st.json_digest IS NOT DISTINCT FROM md5(p.images::text)::uuid
+)"""
+
+
+def stale(schema: str) -> sql.Composed:
+    """``STALE`` for the tenant."""
+    return sql.SQL(STALE).format(json_state=table(schema, "product_json_state"))
+
+
 def plan_query(schema: str, product_filter: sql.Composable) -> sql.Composed:
     """The plan for the tenant's products matching ``product_filter`` (alias ``p``): one row of PLAN_ARRAYS."""
     return sql.SQL(_PLAN).format(
@@ -241,3 +255,11 @@ def reconcile(schema: str, product_filter: sql.Composable, params: dict, run_nam
     outcome.rows_inserted = len(arrays["insert_product_ids"] or [])
     outcome.changed = list(arrays["changed_ids"] or [])
     return outcome
+
+
+def held_products(schema: str) -> int:
+    """How many of the tenant's products are held back from marketplaces: their JSON was refused."""
+    ((count,),) = fetch_rows(
+        sql.SQL("SELECT count(*) FROM {} WHERE refused IS NOT NULL").format(table(schema, "product_json_state"))
+    )
+    return count

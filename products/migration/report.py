@@ -223,6 +223,9 @@ class TenantReport:
     failure: str = ""  # the database error that stopped the run in this tenant
     resumed_after: int | None = None  # the walk began after this product id, where an unfinished run stopped
     resume_note: str = ""  # which run stopped there, or why this run walks every product
+    # --follow: whether the follower was installed (after the checks passed, with the products whose JSON had
+    # changed caught up first) or why not; empty when not asked.
+    follower: str = ""
 
     @property
     def status(self) -> str:

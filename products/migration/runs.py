@@ -16,10 +16,10 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, connection, transaction
 from psycopg import sql
 
-from products.migration import ledger
+from products.migration import follower, ledger
 from products.migration.batches import (
     Guard,
     MigrationOptions,
@@ -63,6 +63,36 @@ def migrate_images(schemas: list[str], options: MigrationOptions, progress: Prog
     except TenantJobFailed as failure:
         report.tenants, report.failure = failure.results, str(failure)
     return report
+
+
+def _follow(tenant: TenantReport, options: MigrationOptions, guard: Guard) -> str:
+    """--follow: install the follower once the tenant's checks pass (its rows are what its JSON yields)."""
+    if tenant.validation is None or not tenant.validation.passed:
+        return "not installed: the checks did not pass"
+    caught_up = guard.run(
+        "installing the follower", lambda: follower.install_and_catch_up(tenant.schema, options.run_name)
+    )
+    changed = len(caught_up.changed)
+    return f"installed; {changed} product(s) changed since their batch were caught up first" if changed else "installed"
+
+
+def unfollow(schemas: list[str], options: MigrationOptions) -> Iterator[tuple[str, str]]:
+    """Remove each tenant's follower under the job's timeouts; yields (schema, what happened)."""
+    for schema in schemas:
+        try:
+            with job_session(options) as guard:
+                if not follower.follows(schema):
+                    yield schema, "no follower"
+                    continue
+                guard.run("removing the follower", lambda schema=schema: _uninstalled(schema))
+                yield schema, "follower removed"
+        except TenantBlocked as blocked:
+            yield schema, f"blocked, follower kept: {blocked.blocked.what}"
+
+
+def _uninstalled(schema: str) -> None:
+    with transaction.atomic():
+        follower.uninstall(schema)
 
 
 def preflight_problems(schemas: list[str]) -> list[str]:
@@ -163,6 +193,8 @@ def migrate_tenant(
             tenant.failure = _failure(exc, options)
             ledger.close_entry(entry, tenant, best_effort=True)
             raise TenantJobFailed(schema, exc, partial=tenant) from exc
+        if options.follow and not options.dry_run:
+            tenant.follower = _follow(tenant, options, guard)
         ledger.close_entry(entry, tenant)
         return tenant
 

@@ -30,7 +30,7 @@ from products.migration.rendering import (
     write_report_files,
 )
 from products.migration.report import ExitCode, MigrationReport
-from products.migration.runs import migrate_images, validate_images
+from products.migration.runs import migrate_images, unfollow, validate_images
 from stoflow.tenants.runner import Interruption, TenantJobFailed, signal_name, sigterm_interrupts
 
 DEFAULT_LOCK_TIMEOUT = "2s"
@@ -92,6 +92,19 @@ class Command(ImageCommand):
             help="Rebuild exactly the products whose rows differ from their JSON today (changed, reordered, "
             "relabelled or emptied since they were migrated), and migrate new ones; every other row is left "
             "untouched. With --dry-run, shows the same without writing.",
+        )
+        parser.add_argument(
+            "--follow",
+            action="store_true",
+            help="Once a tenant's checks pass, install its follower: a trigger that applies each later write of "
+            "products.images by the old code to the rows in the writer's own transaction (ids kept where the "
+            "URL stays; a JSON the rule refuses keeps the rows and holds the product back from marketplaces). "
+            "Products changed before it was there are caught up when it is installed.",
+        )
+        parser.add_argument(
+            "--unfollow",
+            action="store_true",
+            help="Remove the follower from the tenants and exit; migrates nothing.",
         )
         add_no_input_option(parser)
         parser.add_argument(
@@ -187,6 +200,16 @@ class Command(ImageCommand):
         problems = server_problems()
         if problems:
             raise CommandError(" ".join(problems) + " Nothing was done.", returncode=ExitCode.USAGE)
+        if options["follow"] and (options["check"] or options["dry_run"]):
+            raise CommandError(
+                "--follow installs the follower after a live run's checks pass: it cannot be combined with "
+                "--check or --dry-run.",
+                returncode=ExitCode.USAGE,
+            )
+        if options["unfollow"]:
+            for schema, outcome in unfollow(schemas, MigrationOptions.from_command_options(options)):
+                self.stdout.write(f"{schema}: {outcome}")
+            return
         if options["status"]:
             # render_status keeps to its minimum width on a narrower terminal, or with none.
             width = shutil.get_terminal_size().columns

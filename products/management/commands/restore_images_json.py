@@ -29,6 +29,12 @@ class Command(ImageCommand):
         add_schema_option(parser, "Restore")
         add_no_input_option(parser)
         add_lock_timeout_option(parser)
+        parser.add_argument(
+            "--follow",
+            action="store_true",
+            help="Also put the follower back (migrate_images --follow): old code writing products.images again "
+            "reaches the rows at once.",
+        )
 
     def handle(self, *args, **options):
         schemas = lifecycle_schemas(options["schemas"])
@@ -38,7 +44,7 @@ class Command(ImageCommand):
                 "filled from their image rows."
             )
         with stopped_by_database_failure(self.exit_codes):
-            restoration = restore_images_json(schemas, options["lock_timeout"] / 1000)
+            restoration = restore_images_json(schemas, options["lock_timeout"] / 1000, follow=options["follow"])
 
         for tenant in restoration.tenants:
             self.stdout.write(describe(tenant))

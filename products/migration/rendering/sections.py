@@ -355,6 +355,12 @@ def _resynced(report: MigrationReport) -> Section | None:
     return Section("Resynced", blocks) if blocks else None
 
 
+def _following(report: MigrationReport) -> Section | None:
+    """--follow: which tenants now follow the legacy JSON's writes, and which do not, with why."""
+    notes = [f"{tenant.schema}: follower {tenant.follower}" for tenant in report.tenants if tenant.follower]
+    return Section("Follower", [Bullets(notes)]) if notes else None
+
+
 def _errors(report: MigrationReport) -> Section | None:
     if not report.errors:
         return None
@@ -472,6 +478,7 @@ def report_sections(report: MigrationReport) -> list[Section]:
         _spot_check(report),
         _repairs(report),
         _resynced(report),
+        _following(report),
         _errors(report),
         _resumed(report),
         _refused(report),

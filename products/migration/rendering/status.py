@@ -9,8 +9,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-# Eleven columns with timestamps and notes: narrower than this, rich would wrap every row.
-MIN_WIDTH = 160
+# Thirteen columns with timestamps and notes: narrower than this, rich would wrap every row.
+MIN_WIDTH = 180
 
 
 def render_status(rows: list[dict], *, width: int = MIN_WIDTH) -> str:
@@ -26,6 +26,8 @@ def render_status(rows: list[dict], *, width: int = MIN_WIDTH) -> str:
         "Images",
         "Errors",
         "Checks",
+        "Follower",
+        "Held",
         "Note",
         title="migrate_images: latest state per tenant (run ledger)",
         box=box.SIMPLE,
@@ -41,6 +43,8 @@ def render_status(rows: list[dict], *, width: int = MIN_WIDTH) -> str:
             f"{row['images']:,}" if "images" in row else "",
             str(row.get("errors", "")),
             row.get("checks", ""),
+            row.get("follower", ""),
+            str(row.get("held", "")),
             row.get("note", ""),
         ]
         table.add_row(escape(row["schema"]), *(escape(cell) for cell in cells))
