@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 import pytest
 
 from products.migration.report import ExitCode
-from tests.helpers import entries, image_rows, make_product, run_command, sql_rows, store_json
+from tests.helpers import entries, image_rows, make_product, run_command, run_sql, sql_rows, sql_value, store_json
 
 
 def rows_with_ids(product_id: int) -> list[tuple]:
@@ -192,3 +192,35 @@ def test_a_migrated_product_whose_json_became_an_error_keeps_its_rows_and_is_rep
     assert kept_aside() == [] and run["rows_kept_aside"] == 0
     assert run["resynced"]["products"] == 0
     assert len(image_rows(clean.pk)) == 2
+
+
+def test_sync_keeps_the_ids_other_tables_point_at_and_counts_the_references_it_removes(tenant, tmp_path):
+    product = make_product(images=entries(3))
+    other = make_product(images=entries(2))
+    assert run_command("--schema", tenant)[0] == ExitCode.OK
+    run_sql(
+        "CREATE TABLE {schema}.uploads (id bigserial PRIMARY KEY, "
+        "image_id bigint NOT NULL REFERENCES {images}(id) ON DELETE CASCADE)"
+    )
+    run_sql("INSERT INTO {schema}.uploads (image_id) SELECT id FROM {images}")
+    photos = entries(3)
+    photos[0]["url"] = "https://cdn.example/replaced.jpeg"  # one URL changes; the two others stay
+    store_json(product.pk, photos)
+
+    dry = run_command("--sync", "--dry-run", "--schema", tenant, tmp_path=tmp_path)[1]
+    code, report, output = run_command("--sync", "--schema", tenant, tmp_path=tmp_path)
+
+    assert code == ExitCode.OK, output
+    assert report["tenants"][0]["referencing_keys"] == [f"{tenant}.uploads(image_id) ON DELETE CASCADE"]
+    # Before (the dry run) and after: the one reference to the replaced photo, nothing else.
+    assert dry["tenants"][0]["run"]["references_removed"] == report["tenants"][0]["run"]["references_removed"] == 1
+    assert "1 of their rows pointed at the rows removed here" in output
+    assert sql_value("SELECT count(*) FROM {schema}.uploads") == 5 - 1
+    assert (
+        sql_value(
+            "SELECT count(*) FROM {schema}.uploads AS u JOIN {images} AS i ON i.id = u.image_id "
+            "WHERE i.product_id = %(id)s",
+            {"id": other.pk},
+        )
+        == 2
+    )

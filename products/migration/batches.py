@@ -405,6 +405,7 @@ def _tally(schema: str, written: tuple[list[tuple], Reconciled], run: TenantRun,
     """Add one batch's outcome (the migration's groups, what --force or --sync reconciled) to the tenant's figures."""
     groups, reconciled = written
     run.rows_kept_aside += reconciled.rows_kept_aside
+    run.references_removed += reconciled.references_removed
     if reconciled.changed:
         run.resynced.add(len(reconciled.changed), reconciled.changed)
     errors = []

@@ -67,6 +67,8 @@ class TenantPreflight:
     schema: str
     problems: list[str] = field(default_factory=list)  # why the tenant is refused; empty: it may be migrated
     finalized: bool = False  # no products.images and a legacy_product_images table: finalize_images ran
+    # Other tables' foreign keys to product_images ("table(columns) ON DELETE action"): ids must survive.
+    referencing_keys: list[str] = field(default_factory=list)
 
 
 def server_problems() -> list[str]:
@@ -88,13 +90,13 @@ def check_tenant(
     ``accepted``: names of triggers, constraints, indexes or rules on product_images the operator reviewed."""
     tables = ["products", "product_images", ARCHIVE_TABLE] + (["product_images_removed"] if removes_rows else [])
     params = {"schema": schema, "tables": tables}
-    queries = [_COLUMNS] + ([_OBJECTS_ON_PRODUCT_IMAGES] if writes else [])
+    queries = [_COLUMNS, REFERENCING_KEYS] + ([_OBJECTS_ON_PRODUCT_IMAGES] if writes else [])
     # One round trip (a thousand small tenants: one statement fewer each); no table, no objects either.
-    column_rows, *object_rows = fetch_result_sets([bind(sql.SQL(query), params) for query in queries])
+    column_rows, key_rows, *object_rows = fetch_result_sets([bind(sql.SQL(query), params) for query in queries])
     columns: dict[str, dict[str, tuple[str, bool, bool]]] = {}
     for table, column, type_name, not_null, has_default in column_rows:
         columns.setdefault(table, {})[column] = (type_name, not_null, has_default)
-    preflight = TenantPreflight(schema)
+    preflight = TenantPreflight(schema, referencing_keys=[describe_key(*row) for row in key_rows])
     problems = preflight.problems
     missing = [table for table in ("products", "product_images") if table not in columns]
     if missing:
@@ -159,6 +161,24 @@ UNION ALL
 SELECT 'rule', r.rulename, r.definition FROM pg_rules AS r
 WHERE r.schemaname = %(schema)s AND r.tablename = 'product_images'
 ORDER BY 1, 2"""
+
+
+# Other tables' foreign keys that point at the tenant's product_images: schema, table, columns, ON DELETE.
+REFERENCING_KEYS = """SELECT n.nspname, r.relname,
+       (SELECT array_agg(a.attname::text ORDER BY k.n)
+        FROM unnest(c.conkey) WITH ORDINALITY AS k(attnum, n)
+        JOIN pg_attribute AS a ON a.attrelid = c.conrelid AND a.attnum = k.attnum),
+       c.confdeltype
+FROM pg_constraint AS c
+JOIN pg_class AS r ON r.oid = c.conrelid
+JOIN pg_namespace AS n ON n.oid = r.relnamespace
+WHERE c.contype = 'f' AND c.confrelid = to_regclass(quote_ident(%(schema)s) || '.product_images')
+ORDER BY 1, 2, 3"""
+ON_DELETE = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
+
+
+def describe_key(schema: str, table: str, columns: list[str], on_delete: str) -> str:
+    return f"{schema}.{table}({', '.join(columns)}) ON DELETE {ON_DELETE.get(on_delete, on_delete)}"
 
 
 def _unknown_objects(objects: list[tuple], accepted: set[str]) -> list[str]:

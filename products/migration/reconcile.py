@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 from psycopg import sql
 
+from products.migration.preflight import REFERENCING_KEYS
 from products.migration.source import source_ctes
 from stoflow.raw_sql import execute, fetch_rows, table
 
@@ -234,6 +235,7 @@ class Reconciled:
     rows_kept_aside: int = 0  # of those, copied aside (their URL left the JSON)
     rows_updated: int = 0
     rows_inserted: int = 0
+    references_removed: int = 0  # rows of other tables pointing at the deleted rows
 
 
 def reconcile(schema: str, product_filter: sql.Composable, params: dict, run_name: str) -> Reconciled:
@@ -241,6 +243,7 @@ def reconcile(schema: str, product_filter: sql.Composable, params: dict, run_nam
     their JSON yields, in the caller's transaction (the caller holds their row locks)."""
     (plan,) = fetch_rows(plan_query(schema, product_filter), params)
     arrays = dict(zip(PLAN_ARRAYS, plan, strict=True))
+    references = references_to(schema, arrays["delete_ids"]) if arrays["delete_ids"] else 0
     for statement in statements(schema, parameter, sql.Placeholder("run_name")):
         execute(statement, {**arrays, "run_name": run_name})
     outcome = Reconciled(products=list(arrays["product_ids"] or []))
@@ -254,7 +257,22 @@ def reconcile(schema: str, product_filter: sql.Composable, params: dict, run_nam
     outcome.rows_updated = len(arrays["update_ids"] or [])
     outcome.rows_inserted = len(arrays["insert_product_ids"] or [])
     outcome.changed = list(arrays["changed_ids"] or [])
+    outcome.references_removed = references
     return outcome
+
+
+def references_to(schema: str, image_ids: list[int]) -> int:
+    """Rows of other tables whose foreign keys point at these image rows (single-column keys)."""
+    total = 0
+    for key_schema, key_table, columns, _ in fetch_rows(sql.SQL(REFERENCING_KEYS), {"schema": schema}):
+        if len(columns) != 1:
+            continue
+        query = sql.SQL("SELECT count(*) FROM {} WHERE {} = ANY(%(ids)s)").format(
+            sql.Identifier(key_schema, key_table), sql.Identifier(columns[0])
+        )
+        ((count,),) = fetch_rows(query, {"ids": image_ids})
+        total += count
+    return total
 
 
 def held_products(schema: str) -> int:

@@ -105,6 +105,9 @@ class TenantRun:
     # --sync: products whose rows differed from their JSON (emptied JSON included), rebuilt.
     resynced: Repair = field(default_factory=lambda: Repair(RESYNCED))
     rows_kept_aside: int = 0  # removed rows copied to product_images_removed (their URL left the JSON)
+    # Rows of other tables pointing at the image rows --force or --sync removed (ON DELETE CASCADE deletes
+    # them, SET NULL empties them); a dry run counts those it would remove.
+    references_removed: int = 0
 
     def add(self, other: TenantRun) -> None:
         for name in COUNTERS:
@@ -133,6 +136,7 @@ COUNTERS = (
     "repaired",
     "soft_deleted",
     "rows_kept_aside",
+    "references_removed",
 )
 RESYNCED = (
     "rows differed from the JSON (changed, reordered, relabelled or emptied): brought to it in place, "
@@ -223,6 +227,8 @@ class TenantReport:
     failure: str = ""  # the database error that stopped the run in this tenant
     resumed_after: int | None = None  # the walk began after this product id, where an unfinished run stopped
     resume_note: str = ""  # which run stopped there, or why this run walks every product
+    # Foreign keys of other tables that point at product_images, as "table(columns) ON DELETE action".
+    referencing_keys: list[str] = field(default_factory=list)
     # --follow: whether the follower was installed (after the checks passed, with the products whose JSON had
     # changed caught up first) or why not; empty when not asked.
     follower: str = ""

@@ -179,7 +179,13 @@ def migrate_tenant(
             # nothing is left to migrate from, whatever the options; the checks on the table still run.
             return _validate_timed(schema, options, stop)
         resumed_after, resume_note = ledger.resume_point(schema, options)
-        tenant = TenantReport(schema, run=TenantRun(), resumed_after=resumed_after, resume_note=resume_note)
+        tenant = TenantReport(
+            schema,
+            run=TenantRun(),
+            resumed_after=resumed_after,
+            resume_note=resume_note,
+            referencing_keys=preflight.referencing_keys,
+        )
         entry = ledger.open_entry(schema, options, resumed_after)
         try:
             _migrate_and_validate(tenant, options, progress, stop, guard, entry, slots)

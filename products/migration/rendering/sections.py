@@ -352,6 +352,15 @@ def _resynced(report: MigrationReport) -> Section | None:
                 tone=WARNING,
             )
         )
+    keys = sorted({key for tenant in report.tenants for key in tenant.referencing_keys})
+    if keys and (total.resynced.products or total.references_removed):
+        blocks.append(
+            Paragraph(
+                f"Other tables point at product_images ({'; '.join(keys)}): {total.references_removed:,} of their "
+                "rows pointed at the rows removed here. Rows whose URL stayed kept their ids.",
+                tone=WARNING if total.references_removed else None,
+            )
+        )
     return Section("Resynced", blocks) if blocks else None
 
 
