@@ -1,0 +1,107 @@
+"""No mix of label conventions sends a price tag to a marketplace (docs/migrate_images.md, "Two writers").
+
+Hypothesis writes random JSON of keyed (``is_label`` true or false), unkeyed and malformed (``"true"``, 1,
+null) entries in random order, as a first migration reads it and as the follower reads a legacy write over a
+product the image service wrote. After each, ``listing_photos`` must never return the photo the documented
+rule calls the label nor, in a mixed or malformed product, a photo either convention calls the label.
+"""
+
+from django.db import transaction
+from django_tenants.utils import schema_context
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_config
+from hypothesis import strategies as st
+
+from products.images import set_label
+from products.migration import follower
+from products.models import ProductImage
+from products.selectors import listing_photos
+from tests.helpers import TENANT, entries, make_product, run_command, store_json
+
+ABSENT = object()  # the entry has no is_label key
+MARKS = st.sampled_from([ABSENT, True, False, "true", "false", 1, 0, None])
+
+# Each example runs in a savepoint of the test's transaction, rolled back at its end: the fixture's tenant is
+# the same for every example, its rows are not.
+EXAMPLES = {
+    "max_examples": 60,
+    "deadline": None,
+    "database": None,
+    "suppress_health_check": [HealthCheck.function_scoped_fixture],
+}
+ENTRIES = st.lists(st.tuples(MARKS, st.integers(0, 6)), min_size=0, max_size=6)
+
+
+def json_of(marks_and_orders: list[tuple]) -> list[dict]:
+    images = []
+    for position, (mark, order) in enumerate(marks_and_orders):
+        entry = {"url": f"https://cdn.example/p{position}.jpeg", "order": order}
+        if mark is not ABSENT:
+            entry["is_label"] = mark
+        images.append(entry)
+    return images
+
+
+def forbidden(images: list[dict]) -> set[str]:
+    """The URLs a marketplace must never receive from this JSON."""
+    if len(images) < 2:
+        return set()
+    # Both conventions read the images by (order, position): the old one takes the last, the marks the last
+    # marked of several.
+    by_order = [image for _, image in sorted(enumerate(images), key=lambda pair: (pair[1]["order"], pair[0]))]
+    last_by_order = by_order[-1]["url"]
+    keyed = [image for image in by_order if "is_label" in image]
+    marked = [image["url"] for image in keyed if image["is_label"] in (True, "true", 1)]
+    well_formed = all(isinstance(image["is_label"], bool) for image in keyed)
+    if keyed and len(keyed) == len(images) and well_formed:
+        return {marked[-1]} if marked else set()  # the marks decide (the last marked, of several)
+    if not keyed:
+        return {last_by_order}
+    return {last_by_order, *marked}  # mixed or malformed: neither convention's label may go out
+
+
+def sent(product_id: int) -> set[str]:
+    with schema_context(TENANT):
+        return set(listing_photos(product_id, "vinted"))
+
+
+@hypothesis_config(**EXAMPLES)
+@given(ENTRIES)
+def test_a_first_migration_never_sends_a_label_of_either_convention(tenant, marks_and_orders):
+    images = json_of(marks_and_orders)
+    with transaction.atomic():
+        product = make_product(images=images)
+        run_command("--schema", TENANT, "-v", "0")
+
+        assert not sent(product.pk) & forbidden(images), images
+        transaction.set_rollback(True)
+
+
+@hypothesis_config(**EXAMPLES)
+@given(ENTRIES, st.integers(0, 3))
+def test_a_legacy_write_over_the_service_s_json_never_sends_a_label_of_either_convention(
+    tenant, marks_and_orders, label_position
+):
+    images = json_of(marks_and_orders)
+    with transaction.atomic():
+        # The image service wrote this product (its mirror: is_label on every entry), then the follower came.
+        product = make_product(images=entries(4))
+        run_command("--schema", TENANT, "-v", "0", "--follow")
+        with schema_context(TENANT):
+            set_label(ProductImage.objects.filter(product_id=product.pk).order_by("order")[label_position].pk)
+
+        store_json(product.pk, images)  # the old code's write, reaching the rows through the follower
+
+        assert not sent(product.pk) & forbidden(images), images
+        transaction.set_rollback(True)
+
+
+def test_the_follower_is_what_the_property_test_runs_against(tenant):
+    """The property above holds through the follower, not because nothing followed."""
+    product = make_product(images=entries(2))
+    run_command("--schema", TENANT, "-v", "0", "--follow")
+    assert follower.follows(TENANT)
+
+    store_json(product.pk, entries(3))
+
+    assert sent(product.pk) == {entry["url"] for entry in entries(3)[:2]}
