@@ -7,14 +7,16 @@ back, and adds them up to the figures a live run's validation of the whole tenan
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from django.db import connection, transaction
 from psycopg import sql
 
 from products.migration.report import SAMPLE_SIZE, SPOT_CHECK_ROWS, CheckResult, SpotCheck, SpotRow, Validation
 from products.migration.source import DIFFERING_CTE, id_range, images_in_range, source_ctes
-from stoflow.raw_sql import bind, fetch_result_sets, fetch_rows, table
+from stoflow.raw_sql import bind, execute, fetch_result_sets, fetch_rows, table
 
 # The seed report's six queries, schema-qualified. Queries 1-3, 5 and 6 are the
 # seed's own; query 4 is widened to every product (soft-deleted ones included,
@@ -228,7 +230,26 @@ def measure_range(
     return _measure(_Queries(schema, after, upto, excluded_ids), spot_check=spot_check)
 
 
+@contextmanager
+def one_snapshot() -> Iterator[None]:
+    """Every statement inside sees the same committed state (REPEATABLE READ, READ ONLY): the checks compare
+    the JSON with the rows, and with the follower on a writer changes both in one commit, which one check
+    must not see half of (counted before it in one statement, after it in the next). Inside a caller's
+    transaction (a dry run's rehearsal), the caller's."""
+    if connection.in_atomic_block:
+        yield
+        return
+    with transaction.atomic():
+        execute(sql.SQL("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
+        yield
+
+
 def _measure(queries: _Queries, *, spot_check: bool = True) -> RangeFigures:
+    with one_snapshot():
+        return _measure_in_one_snapshot(queries, spot_check=spot_check)
+
+
+def _measure_in_one_snapshot(queries: _Queries, *, spot_check: bool) -> RangeFigures:
     figures = RangeFigures()
     # The checks in one round trip: a small tenant's validation was eight, most of its time spent between them.
     templates = [DISTRIBUTION, TOTAL_IMAGES, LABEL_COUNT, DUPLICATES, JSON_VS_TABLE, LABEL_ON_HIGHEST_ORDER]
