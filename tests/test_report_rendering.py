@@ -530,6 +530,8 @@ def test_json_rendering():
         "failure": "",
         "resumed_after": None,
         "resume_note": "",
+        "referencing_keys": [],
+        "follower": "",
     }
     assert c["validation"]["passed"] is True
     assert c["run"]["repairs"] == [
