@@ -36,6 +36,8 @@ from psycopg import sql
 
 from products.image_timestamps import FIRST_YEAR, LAST_YEAR, created_at_accepted
 from products.image_urls import URL_WHITESPACE, url_problem
+from products.legacy_json import CONVENTIONS, rewrite_in_one_convention
+from products.migration.reconcile import reconcile
 from products.models import Product, ProductImage
 from stoflow.raw_sql import as_text, execute, fetch_rows, table
 
@@ -187,6 +189,28 @@ def clear_label(product: Product | int) -> None:
             _mirror_json(product_id)
 
 
+def settle_label_convention(product: Product | int, convention: str) -> str | None:
+    """A person's choice for a product held back because its legacy JSON mixes the two label conventions:
+    rewrite every entry by one of them (``legacy_json.LAST_PHOTO``: the last photo is the price label;
+    ``legacy_json.MARKED``: the photo marked is_label is), then bring the rows to it (ids kept where the URL
+    stays). Nothing is lost: every photo of the JSON stays in it. Returns why the product is still held back
+    (another problem of its JSON), or None when it is released."""
+    product_id = _id(product, Product)
+    if convention not in CONVENTIONS:
+        raise ImageServiceError(f"Unknown label convention {convention!r}: {', '.join(CONVENTIONS)}.")
+    with transaction.atomic():
+        _lock_product(product_id, refuse_unreconciled=False)
+        schema = connection.schema_name
+        if not _has_json_column() or not rewrite_in_one_convention(schema, product_id, convention):
+            raise ImageServiceError(
+                f"Product {product_id} has no list of photos in its old images JSON to settle. Nothing was changed."
+            )
+        outcome = reconcile(
+            schema, sql.SQL("p.id = %(id)s"), {"id": product_id}, f"settle_label_convention {convention}"
+        )
+        return outcome.refused.get(product_id)
+
+
 # --- checks -------------------------------------------------------------------------------
 
 
@@ -273,7 +297,7 @@ def _join(ids: list[int]) -> str:
 # --- reading and locking ------------------------------------------------------------------
 
 
-def _lock_product(product_id: int) -> None:
+def _lock_product(product_id: int, *, refuse_unreconciled: bool = True) -> None:
     """Lock the product's row for the rest of the transaction; every write below happens under it.
 
     Only the id is selected: the legacy ``images`` column may already be gone in this tenant."""
@@ -283,7 +307,8 @@ def _lock_product(product_id: int) -> None:
         )
     if not list(Product.objects.select_for_update().filter(pk=product_id).values_list("pk", flat=True)):
         raise ProductNotFound(f"Product {product_id} does not exist. Nothing was changed.")
-    _refuse_unreconciled(product_id)
+    if refuse_unreconciled:
+        _refuse_unreconciled(product_id)
 
 
 def _refuse_unreconciled(product_id: int) -> None:
