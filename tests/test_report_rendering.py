@@ -11,6 +11,7 @@ from django.core.management.base import CommandError
 
 from products.migration.rendering import SUMMARY_COLUMNS, render_json, render_markdown, render_terminal, report_as_dict
 from products.migration.report import (
+    EMPTIED,
     SAMPLE_SIZE,
     Blocked,
     CheckResult,
@@ -859,3 +860,44 @@ def test_past_ten_tenants_not_checked_the_summary_names_ten_and_counts_the_other
             f"; 1 of 13 tenant(s) checked, every check passed; not checked: {named} and 2 more (each in the JSON "
             "report)."
         )
+
+
+# --force and --sync: the products whose rows all went because their JSON is now empty or null.
+
+
+def test_the_emptied_products_are_named_with_their_ids_in_every_rendering():
+    emptied_a = TenantRun(products=12, emptied=Repair(EMPTIED, 12, list(range(101, 111))))
+    emptied_c = TenantRun(products=1, emptied=Repair(EMPTIED, 1, [7]))
+    report = MigrationReport(
+        "live",
+        STARTED,
+        [
+            TenantReport("tenant_a", run=emptied_a, validation=Validation(checks(), [], 0, 0, None)),
+            TenantReport("tenant_b", run=TenantRun(products=3), validation=Validation(checks(), [], 0, 0, None)),
+            TenantReport("tenant_c", run=emptied_c, validation=Validation(checks(), [], 0, 0, None)),
+        ],
+    )
+    sentence = "13 product(s) whose JSON is now empty or null had every row removed from product_images:"
+
+    markdown = render_markdown(report)
+    assert f"## Emptied\n\n{sentence}\n" in markdown
+    assert md_table(markdown, "## Emptied") == (
+        ["Schema", "Products", "Product ids"],
+        [["tenant_a", "12", "101, 102, 103, 104, 105, 106, 107, 108, 109, 110 (+2 more)"], ["tenant_c", "1", "7"]],
+    )
+    terminal = render_terminal(report, width=200)
+    assert sentence in terminal and "Emptied products" in terminal
+    lines = terminal.splitlines()
+    assert [line.split()[:3] for line in lines if line.strip().startswith("tenant_c") and "7" in line.split()] == [
+        ["tenant_c", "1", "7"]
+    ]
+    assert any("101, 102" in line and "(+2 more)" in line for line in lines)
+    data = json.loads(render_json(report))
+    assert data["tenants"][0]["run"]["emptied"] == {"reason": EMPTIED, "products": 12, "sample_ids": [*range(101, 111)]}
+    assert data["tenants"][1]["run"]["emptied"]["products"] == 0
+    assert data["total"]["emptied"] == {"reason": EMPTIED, "products": 13, "sample_ids": [7, *range(101, 110)]}
+
+    report.mode = "dry-run"
+    assert "13 product(s) whose JSON is now empty or null would have every row removed" in render_markdown(report)
+    # A run that emptied nothing has no such section.
+    assert "Emptied" not in render_markdown(busy_report()) + render_terminal(busy_report())

@@ -105,11 +105,14 @@ class TenantRun:
     # --sync: products whose rows differed from their JSON (emptied JSON included), rebuilt.
     resynced: Repair = field(default_factory=lambda: Repair(RESYNCED))
     rows_kept_aside: int = 0  # removed rows copied to product_images_removed (their URL left the JSON)
+    # --force or --sync: products whose JSON is now empty or null, so every row they had was removed.
+    emptied: Repair = field(default_factory=lambda: Repair(EMPTIED))
 
     def add(self, other: TenantRun) -> None:
         for name in COUNTERS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.resynced.add(other.resynced.products, other.resynced.sample_ids)
+        self.emptied.add(other.emptied.products, other.emptied.sample_ids)
         for repair in other.repairs:
             self.repair(repair.reason).add(repair.products, repair.sample_ids)
         self.errors.extend(other.errors)
@@ -135,6 +138,7 @@ COUNTERS = (
     "rows_kept_aside",
 )
 RESYNCED = "rows differed from the JSON (changed, reordered, relabelled or emptied): rebuilt from it"
+EMPTIED = "the JSON is now empty or null: every row of the product removed"
 
 
 @dataclass

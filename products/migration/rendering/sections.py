@@ -319,9 +319,13 @@ def _with_note(check: CheckResult) -> str:
 
 def products_at_fault(check: CheckResult) -> str:
     """The first product ids, and how many more there are."""
-    ids = ", ".join(map(str, check.product_ids))
-    more = max(check.products_at_fault, len(check.product_ids)) - len(check.product_ids)
-    return ids + (f" (+{more:,} more)" if more else "")
+    return first_ids(check.product_ids, check.products_at_fault)
+
+
+def first_ids(ids: list[int], products: int) -> str:
+    """``ids``, the first few of ``products`` products, and how many more there are."""
+    more = max(products, len(ids)) - len(ids)
+    return ", ".join(map(str, ids)) + (f" (+{more:,} more)" if more else "")
 
 
 def _validation_queries(report: MigrationReport) -> Section | None:
@@ -395,6 +399,21 @@ def _resynced(report: MigrationReport) -> Section | None:
             )
         )
     return Section("Resynced", blocks) if blocks else None
+
+
+def _emptied(report: MigrationReport) -> Section | None:
+    """The products --force or --sync left without a row because their JSON is now empty or null, per tenant."""
+    emptied = [
+        (tenant.schema, tenant.run.emptied) for tenant in report.tenants if tenant.run and tenant.run.emptied.products
+    ]
+    if not emptied:
+        return None
+    products = sum(repair.products for _, repair in emptied)
+    removed = "would have every row removed" if report.mode == "dry-run" else "had every row removed"
+    sentence = f"{products:,} product(s) whose JSON is now empty or null {removed} from product_images:"
+    rows = [[schema, repair.products, first_ids(repair.sample_ids, repair.products)] for schema, repair in emptied]
+    table = Table("Emptied products", ["Schema", "Products", "Product ids"], rows, tone=WARNING)
+    return Section("Emptied", [Paragraph(sentence, tone=WARNING), table])
 
 
 def _errors(report: MigrationReport) -> Section | None:
@@ -514,6 +533,7 @@ def report_sections(report: MigrationReport) -> list[Section]:
         _spot_check(report),
         _repairs(report),
         _resynced(report),
+        _emptied(report),
         _errors(report),
         _resumed(report),
         _refused(report),
