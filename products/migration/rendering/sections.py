@@ -116,7 +116,7 @@ def summary_sentence(report: MigrationReport) -> str:
 
 
 # Why a tenant has no validation, for the statuses that say so; any other tenant without one is "not validated".
-UNCHECKED_STATUSES = ("busy", "refused", "failed", "interrupted", "blocked")
+UNCHECKED_STATUSES = ("busy", "refused", *PARTIAL_STATUSES)
 
 
 def unchecked_tenants(report: MigrationReport) -> list[str]:
