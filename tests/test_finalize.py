@@ -330,7 +330,7 @@ def test_migrate_images_on_a_finalized_tenant_has_nothing_to_migrate_and_runs_th
         assert f"{TENANT}: finalized: finalize_images dropped its JSON column" in output
     code, report, output = run_command("--schema", TENANT, tmp_path=tmp_path)
     assert "finalized   nothing to migrate" in output  # the Results row
-    assert "(1 finalized, nothing to migrate)" in " ".join(output.split())  # the summary, wrapped
+    assert "across 0 schema(s) (plus 1 finalized, nothing to migrate)" in " ".join(output.split())  # the summary
     assert len(image_rows(finalizable.a.pk)) == 4
 
 

@@ -408,6 +408,8 @@ def _tally(schema: str, written: tuple[list[tuple], Reconciled], run: TenantRun,
     run.references_removed += reconciled.references_removed
     if reconciled.changed:
         run.resynced.add(len(reconciled.changed), reconciled.changed)
+    if reconciled.emptied:
+        run.emptied.add(len(reconciled.emptied), reconciled.emptied)
     errors = []
     for error, repairs, is_deleted, already_migrated, products, images, labels, ids in groups:
         run.products += products

@@ -76,8 +76,14 @@ def open_entry(schema: str, options: MigrationOptions, resumed_after: int | None
 
 def record_batch(entry: LedgerEntry, last_product_id: int | None, run: TenantRun) -> None:
     """A batch is committed (or, in a dry run, rehearsed): every product up to ``last_product_id`` is done."""
-    entry.last_product_id = last_product_id
     entry.batches += 1
+    record_resume_point(entry, last_product_id, run)
+
+
+def record_resume_point(entry: LedgerEntry, last_product_id: int | None, run: TenantRun) -> None:
+    """Every product up to ``last_product_id`` is done, and the figures so far: after a batch, or when a split
+    tenant's range finishes and moves the point without a batch of its own."""
+    entry.last_product_id = last_product_id
     LedgerEntry.objects.filter(pk=entry.pk).update(
         last_product_id=last_product_id, batches=entry.batches, figures=figures_record(run), heartbeat_at=timezone.now()
     )

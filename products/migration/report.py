@@ -108,11 +108,14 @@ class TenantRun:
     # Rows of other tables pointing at the image rows --force or --sync removed (ON DELETE CASCADE deletes
     # them, SET NULL empties them); a dry run counts those it would remove.
     references_removed: int = 0
+    # --force or --sync: products whose JSON is now empty or null, so every row they had was removed.
+    emptied: Repair = field(default_factory=lambda: Repair(EMPTIED))
 
     def add(self, other: TenantRun) -> None:
         for name in COUNTERS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.resynced.add(other.resynced.products, other.resynced.sample_ids)
+        self.emptied.add(other.emptied.products, other.emptied.sample_ids)
         for repair in other.repairs:
             self.repair(repair.reason).add(repair.products, repair.sample_ids)
         self.errors.extend(other.errors)
@@ -142,6 +145,7 @@ RESYNCED = (
     "rows differed from the JSON (changed, reordered, relabelled or emptied): brought to it in place, "
     "ids kept where the URL stays"
 )
+EMPTIED = "the JSON is now empty or null: every row of the product removed"
 
 
 @dataclass

@@ -287,6 +287,7 @@ def _migrate_and_validate_ranges(
             stop,
             run,
             on_batch=lambda resume_after, so_far: ledger.record_batch(entry, resume_after, so_far),
+            on_resume_point=lambda resume_after, so_far: ledger.record_resume_point(entry, resume_after, so_far),
             slots=slots,
         )
     excluded = [error.product_id for error in run.errors]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 
 from django.db import DatabaseError, connection
@@ -107,9 +107,10 @@ def resume_point(ranges: Sequence[IdRange], after: int | None) -> int | None:
     One resume point per entry keeps the ledger's shape, --status and older runs' entries as they are."""
     point = after
     for part in ranges:
-        if not part.finished:
+        if not part.finished or part.upto is None:
+            # A range still at work, or the last (open-ended) one: up to its last committed batch, if any.
             return part.last_committed if part.last_committed is not None else point
-        point = part.upto if part.upto is not None else part.last_committed
+        point = part.upto
     return point
 
 
@@ -132,10 +133,14 @@ def migrate_ranges(
     stop: threading.Event,
     run: TenantRun,
     on_batch: Callable[[int | None, TenantRun], None],
+    on_resume_point: Callable[[int | None, TenantRun], None],
     slots: Slots | None = None,
 ) -> None:
     """Migrate (or rehearse) each range on its own connection at once; their figures added to ``run``, in id
-    order, also when the walk stops part-way. ``on_batch(resume point, figures so far)`` after each batch."""
+    order, also when the walk stops part-way. ``on_batch(resume point, figures so far)`` after each batch;
+    ``on_resume_point(resume point, figures so far)`` when a range finishes, and once more when every range has
+    ended: a range finishing moves the point (a lower range finishing last lets it reach the ranges above it),
+    with no batch committed."""
     lock = threading.Lock()
     count = sql.SQL("SELECT count(*) FROM {} AS p WHERE {}").format(
         table(schema, "products"), id_range("p.id", ranges[0].after, None)
@@ -144,13 +149,22 @@ def migrate_ranges(
     progress.start_tenant(schema, products)
     range_progress = _RangeProgress(progress, lock)
 
+    def so_far() -> tuple[int | None, TenantRun]:
+        """The resume point and the figures of every range as they stand (the caller holds ``lock``)."""
+        total = TenantRun()
+        for each in ranges:
+            total.add(each.run)
+        return resume_point(ranges, ranges[0].after), total
+
     def batch_done(part: IdRange, last_id: int) -> None:
         with lock:
             part.last_committed = last_id
-            total = TenantRun()
-            for each in ranges:
-                total.add(each.run)
-            on_batch(resume_point(ranges, ranges[0].after), total)
+            on_batch(*so_far())
+
+    def range_done(part: IdRange) -> None:
+        with lock:
+            part.finished = True
+            on_resume_point(*so_far())
 
     def work(part: IdRange, worker_stop: threading.Event, guard) -> None:
         migrate_batches(
@@ -165,14 +179,24 @@ def migrate_ranges(
             on_batch=lambda last_id: batch_done(part, last_id),
             rehearsal=part.rehearsal,
         )
-        part.finished = True
+        range_done(part)
 
-    try:
-        in_parallel(ranges, options, stop, work, slots)
-    finally:
+    def ended(stopped_part_way: bool) -> None:
         for part in ranges:
             run.add(part.run)
         progress.finish_tenant(schema)
+        # Every range has ended: the point where they all stand. When the walk stopped on a failure, failing to
+        # record this loses nothing the ranges' own records did not keep (a more cautious point): the failure
+        # that stopped the walk is the one to report.
+        with suppress(DatabaseError) if stopped_part_way else nullcontext():
+            on_resume_point(resume_point(ranges, ranges[0].after), run)
+
+    try:
+        in_parallel(ranges, options, stop, work, slots)
+    except BaseException:
+        ended(stopped_part_way=True)
+        raise
+    ended(stopped_part_way=False)
 
 
 def validate_ranges(

@@ -95,22 +95,64 @@ def summary_rows(report: MigrationReport, tenants: list[TenantReport] | None = N
 
 
 def summary_sentence(report: MigrationReport) -> str:
-    """The outcome in one sentence, as the seed report opens."""
-    schemas = sum(1 for tenant in report.tenants if not tenant.busy and not tenant.refused)
-    failed = len(report.failed_checks)
-    verdict = "every check PASS" if not failed else f"{failed} check(s) FAIL"
+    """The outcome in one sentence, as the seed report opens: what was migrated (or validated), and the checks'
+    verdict over the tenants they ran in."""
+    verdict = checks_verdict(report)
     finalized = len(report.finalized_tenants)
     if report.mode == "check":
+        validated = sum(1 for tenant in report.tenants if tenant.validation)
         finalized_note = f" ({finalized} finalized: checks on the table only)" if finalized else ""
-        return f"Validated product_images in {schemas} schema(s){finalized_note}: {verdict}."
+        return f"Validated product_images in {validated} schema(s){finalized_note}: {verdict}."
     total = report.total
     verb = "Would migrate" if report.mode == "dry-run" else "Migrated"
-    finalized_note = f" ({finalized} finalized, nothing to migrate)" if finalized else ""
+    # The tenants whose figures make up the total: walked, if only part-way; a finalized one had nothing to walk.
+    migrated = sum(1 for tenant in report.tenants if tenant.run)
+    finalized_note = f" (plus {finalized} finalized, nothing to migrate)" if finalized else ""
     return (
         f"{verb} {total.images_migrated:,} images ({total.labels_detected:,} labels) from the JSONB column "
-        f"products.images to the product_images table across {schemas} schema(s){finalized_note}; "
+        f"products.images to the product_images table across {migrated} schema(s){finalized_note}; "
         f"{total.already_migrated:,} products already migrated, {len(total.errors):,} errors; {verdict}."
     )
+
+
+# Why a tenant has no validation, for the statuses that say so; any other tenant without one is "not validated".
+UNCHECKED_STATUSES = ("busy", "refused", *PARTIAL_STATUSES)
+
+
+def unchecked_tenants(report: MigrationReport) -> list[str]:
+    """Each tenant of the run whose checks did not run, as "schema (why)": skipped, refused, stopped part-way,
+    and, after an interruption, those stopped before they had a report and those never started."""
+    unchecked = [
+        f"{tenant.schema} ({tenant.status if tenant.status in UNCHECKED_STATUSES else 'not validated'})"
+        for tenant in report.tenants
+        if not tenant.validation
+    ]
+    if report.interruption:
+        reported = {tenant.schema for tenant in report.tenants}
+        unchecked += [f"{schema} (interrupted)" for schema in report.interruption.stopped_in if schema not in reported]
+        unchecked += [f"{schema} (not started)" for schema in report.interruption.not_started]
+    return unchecked
+
+
+def checks_verdict(report: MigrationReport) -> str:
+    """The checks' verdict: PASS or how many FAIL when every tenant was checked; otherwise how many tenants were
+    checked out of how many, and which were not and why. PASS is never claimed for checks that did not run."""
+    failed = len(report.failed_checks)
+    unchecked = unchecked_tenants(report)
+    checked = sum(1 for tenant in report.tenants if tenant.validation)
+    if checked and not unchecked:
+        return "every check PASS" if not failed else f"{failed} check(s) FAIL"
+    tenants = checked + len(unchecked)
+    if not tenants:
+        return "no tenant to check"
+    if not checked:
+        outcome = "no check ran"
+    else:
+        outcome = "every check passed" if not failed else f"{failed} check(s) FAIL"
+    named = ", ".join(unchecked[:MANY_TENANTS])
+    if len(unchecked) > MANY_TENANTS:
+        named += f" and {len(unchecked) - MANY_TENANTS:,} more (each in the JSON report)"
+    return f"{checked} of {tenants} tenant(s) checked, {outcome}; not checked: {named}"
 
 
 def check_cell(check: CheckResult) -> str:
@@ -277,9 +319,13 @@ def _with_note(check: CheckResult) -> str:
 
 def products_at_fault(check: CheckResult) -> str:
     """The first product ids, and how many more there are."""
-    ids = ", ".join(map(str, check.product_ids))
-    more = max(check.products_at_fault, len(check.product_ids)) - len(check.product_ids)
-    return ids + (f" (+{more:,} more)" if more else "")
+    return first_ids(check.product_ids, check.products_at_fault)
+
+
+def first_ids(ids: list[int], products: int) -> str:
+    """``ids``, the first few of ``products`` products, and how many more there are."""
+    more = max(products, len(ids)) - len(ids)
+    return ", ".join(map(str, ids)) + (f" (+{more:,} more)" if more else "")
 
 
 def _validation_queries(report: MigrationReport) -> Section | None:
@@ -368,6 +414,21 @@ def _following(report: MigrationReport) -> Section | None:
     """--follow: which tenants now follow the legacy JSON's writes, and which do not, with why."""
     notes = [f"{tenant.schema}: follower {tenant.follower}" for tenant in report.tenants if tenant.follower]
     return Section("Follower", [Bullets(notes)]) if notes else None
+
+
+def _emptied(report: MigrationReport) -> Section | None:
+    """The products --force or --sync left without a row because their JSON is now empty or null, per tenant."""
+    emptied = [
+        (tenant.schema, tenant.run.emptied) for tenant in report.tenants if tenant.run and tenant.run.emptied.products
+    ]
+    if not emptied:
+        return None
+    products = sum(repair.products for _, repair in emptied)
+    removed = "would have every row removed" if report.mode == "dry-run" else "had every row removed"
+    sentence = f"{products:,} product(s) whose JSON is now empty or null {removed} from product_images:"
+    rows = [[schema, repair.products, first_ids(repair.sample_ids, repair.products)] for schema, repair in emptied]
+    table = Table("Emptied products", ["Schema", "Products", "Product ids"], rows, tone=WARNING)
+    return Section("Emptied", [Paragraph(sentence, tone=WARNING), table])
 
 
 def _errors(report: MigrationReport) -> Section | None:
@@ -488,6 +549,7 @@ def report_sections(report: MigrationReport) -> list[Section]:
         _repairs(report),
         _resynced(report),
         _following(report),
+        _emptied(report),
         _errors(report),
         _resumed(report),
         _refused(report),
