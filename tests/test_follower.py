@@ -43,7 +43,8 @@ def test_an_old_convention_write_reaches_the_rows_keeping_ids(committed_db):
     assert {url: image_id for image_id, url, _, _ in after if url in before} == before
     with schema_context(TENANT):
         assert "https://cdn.example/price-tag.jpeg" not in listing_photos(product.pk, "ebay")
-    assert follower.installed_version(TENANT) == follower.version(TENANT)
+    assert follower.installed_version(TENANT) == follower.version()
+    assert follower.describe(TENANT) == "on"
 
 
 def test_a_mixed_write_keeps_the_rows_and_holds_the_product(committed_db):
@@ -114,3 +115,19 @@ def test_check_stays_green_while_old_code_keeps_writing_json(committed_db):
     # Nothing is left for --sync to do.
     code, report, _ = run_command("--sync", "--schema", TENANT, tmp_path=None)
     assert code == 0
+
+
+def test_a_follower_of_another_version_is_named_by_the_run_and_by_status(committed_db):
+    make_product(images=entries(2))
+    assert run_command("--schema", TENANT, "--follow")[0] == 0
+    # As another version of this code would have left it: same trigger, another text.
+    run_sql("COMMENT ON FUNCTION {schema}.stoflow_follow_images() IS 'stoflow follower 0000000000000000'")
+
+    code, report, output = run_command("--schema", TENANT, tmp_path=None)
+    status = run_command("--status", "--schema", TENANT)[2]
+
+    assert code == 0
+    assert "follower outdated: run --follow again" in output
+    assert "outdated: run --follow again" in " ".join(status.split())
+    assert run_command("--schema", TENANT, "--follow")[0] == 0
+    assert follower.describe(TENANT) == "on"

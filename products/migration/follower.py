@@ -22,17 +22,20 @@ text is generated here; a tenant that follows an older text is listed by ``--sta
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 from django.db import connection, transaction
 from psycopg import sql
 
 from products.migration import reconcile
+from products.migration.preflight import FOLLOWER_TRIGGER, FOLLOWER_VERSION
 from stoflow.raw_sql import as_text, fetch_rows, table
 
 FUNCTION = "stoflow_follow_images"
-TRIGGER = "stoflow_follow_images"
+TRIGGER = FOLLOWER_TRIGGER
 REMOVED_BY = "follower"  # product_images_removed.removed_by of the rows the follower removes
+OUTDATED = "outdated: run --follow again"  # installed by another version of this code
 # Written in the function's comment: which text a tenant runs (``--status`` compares it with this code's).
 VERSION_PREFIX = "stoflow follower "
 
@@ -131,8 +134,11 @@ def function_sql(schema: str) -> sql.Composed:
     )
 
 
-def version(schema: str) -> str:
-    """The digest of the follower's text for the tenant (its schema name left out, so every tenant's is equal)."""
+@functools.cache
+def version() -> str:
+    """The digest of the follower's text with its schema name left out: the same for every tenant, so it is
+    rendered once per process (``--status`` and the preflight ask it for every tenant)."""
+    schema = "tenant"
     text = as_text(function_sql(schema)).replace(as_text(sql.Identifier(schema)), "{schema}")
     return VERSION_PREFIX + hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -145,7 +151,7 @@ def install(schema: str) -> None:
         cursor.execute(
             as_text(
                 sql.SQL("COMMENT ON FUNCTION {}() IS {}").format(
-                    sql.Identifier(schema, FUNCTION), sql.Literal(version(schema))
+                    sql.Identifier(schema, FUNCTION), sql.Literal(version())
                 )
             )
         )
@@ -182,13 +188,7 @@ def uninstall(schema: str) -> None:
 
 def installed_version(schema: str) -> str | None:
     """The version the tenant's follower runs (None: no follower: no trigger on products, or no function)."""
-    rows = fetch_rows(
-        sql.SQL(
-            "SELECT obj_description(f.oid, 'pg_proc') FROM pg_trigger AS t JOIN pg_proc AS f ON f.oid = t.tgfoid "
-            "WHERE t.tgrelid = to_regclass(quote_ident(%(schema)s) || '.products') AND t.tgname = %(trigger)s"
-        ),
-        {"schema": schema, "trigger": TRIGGER},
-    )
+    rows = fetch_rows(sql.SQL(FOLLOWER_VERSION), {"schema": schema, "trigger": TRIGGER})
     if not rows:
         return None
     return rows[0][0] or ""
@@ -203,4 +203,4 @@ def describe(schema: str) -> str:
     installed = installed_version(schema)
     if installed is None:
         return "off"
-    return "on" if installed == version(schema) else "outdated: run --follow again"
+    return "on" if installed == version() else OUTDATED

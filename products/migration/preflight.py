@@ -69,6 +69,7 @@ class TenantPreflight:
     finalized: bool = False  # no products.images and a legacy_product_images table: finalize_images ran
     # Other tables' foreign keys to product_images ("table(columns) ON DELETE action"): ids must survive.
     referencing_keys: list[str] = field(default_factory=list)
+    follower_version: str | None = None  # the version the tenant's follower runs (None: it has none)
 
 
 def server_problems() -> list[str]:
@@ -90,13 +91,19 @@ def check_tenant(
     ``accepted``: names of triggers, constraints, indexes or rules on product_images the operator reviewed."""
     tables = ["products", "product_images", ARCHIVE_TABLE] + (["product_images_removed"] if removes_rows else [])
     params = {"schema": schema, "tables": tables}
-    queries = [_COLUMNS, REFERENCING_KEYS] + ([_OBJECTS_ON_PRODUCT_IMAGES] if writes else [])
+    queries = [_COLUMNS, REFERENCING_KEYS, FOLLOWER_VERSION] + ([_OBJECTS_ON_PRODUCT_IMAGES] if writes else [])
     # One round trip (a thousand small tenants: one statement fewer each); no table, no objects either.
-    column_rows, key_rows, *object_rows = fetch_result_sets([bind(sql.SQL(query), params) for query in queries])
+    column_rows, key_rows, follower_rows, *object_rows = fetch_result_sets(
+        [bind(sql.SQL(query), {**params, "trigger": FOLLOWER_TRIGGER}) for query in queries]
+    )
     columns: dict[str, dict[str, tuple[str, bool, bool]]] = {}
     for table, column, type_name, not_null, has_default in column_rows:
         columns.setdefault(table, {})[column] = (type_name, not_null, has_default)
-    preflight = TenantPreflight(schema, referencing_keys=[describe_key(*row) for row in key_rows])
+    preflight = TenantPreflight(
+        schema,
+        referencing_keys=[describe_key(*row) for row in key_rows],
+        follower_version=(follower_rows[0][0] or "") if follower_rows else None,
+    )
     problems = preflight.problems
     missing = [table for table in ("products", "product_images") if table not in columns]
     if missing:
@@ -162,6 +169,13 @@ SELECT 'rule', r.rulename, r.definition FROM pg_rules AS r
 WHERE r.schemaname = %(schema)s AND r.tablename = 'product_images'
 ORDER BY 1, 2"""
 
+
+# The follower (products/migration/follower.py): its trigger on products, and the version its function's comment
+# names. The preflight reads it with the rest of the catalog; the follower module installs and compares it.
+FOLLOWER_TRIGGER = "stoflow_follow_images"
+FOLLOWER_VERSION = """SELECT obj_description(f.oid, 'pg_proc')
+FROM pg_trigger AS t JOIN pg_proc AS f ON f.oid = t.tgfoid
+WHERE t.tgrelid = to_regclass(quote_ident(%(schema)s) || '.products') AND t.tgname = %(trigger)s"""
 
 # Other tables' foreign keys that point at the tenant's product_images: schema, table, columns, ON DELETE.
 REFERENCING_KEYS = """SELECT n.nspname, r.relname,

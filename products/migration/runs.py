@@ -174,6 +174,11 @@ def migrate_tenant(
         preflight = check_tenant(schema, removes_rows=options.force or options.sync, accepted=options.allowed)
         if preflight.problems:
             return TenantReport(schema, refused=preflight.problems)
+        if preflight.follower_version not in (None, follower.version()) and not options.follow:
+            # Installed by another version of this code: it applies another rule than this run's.
+            tenant_follower = follower.OUTDATED
+        else:
+            tenant_follower = ""
         if preflight.finalized:
             # finalize_images dropped the JSON (seen under the lock, which finalize holds while it drops):
             # nothing is left to migrate from, whatever the options; the checks on the table still run.
@@ -185,6 +190,7 @@ def migrate_tenant(
             resumed_after=resumed_after,
             resume_note=resume_note,
             referencing_keys=preflight.referencing_keys,
+            follower=tenant_follower,
         )
         entry = ledger.open_entry(schema, options, resumed_after)
         try:
