@@ -200,6 +200,11 @@ class Blocked:
     error: str  # PostgreSQL's message for the last attempt
     blockers: list[Blocker] = field(default_factory=list)  # the sessions seen holding the lock (pid, query, ...)
 
+    @property
+    def held_by(self) -> str:
+        """The blocking sessions in one line, for a message (the ledger's, finalize's and restore's)."""
+        return "; ".join(f"pid {b.pid} ({b.state}): {b.query}" for b in self.blockers) or "no blocker seen"
+
 
 @dataclass
 class TenantReport:
@@ -219,6 +224,8 @@ class TenantReport:
     failure: str = ""  # the database error that stopped the run in this tenant
     resumed_after: int | None = None  # the walk began after this product id, where an unfinished run stopped
     resume_note: str = ""  # which run stopped there, or why this run walks every product
+    # This run opened the tenant's ledger entry, which says where a re-run resumes (False: stopped before it).
+    ledger_entry_opened: bool = False
 
     @property
     def status(self) -> str:
