@@ -288,7 +288,8 @@ def migrate_batches(
     """Walk the tenant's products with ids in (``after``, ``upto``] (None: no bound), one batch after the other.
 
     ``run`` collects the figures as batches finish (given, it holds them even if the walk stops part-way);
-    ``on_batch(last id)`` is called after each batch, outside its transaction (the ledger); a dry run passes
+    ``on_batch(last id)`` is called after each batch, outside its transaction, through the Guard (the ledger:
+    a write a lock held elsewhere makes wait is retried, then the tenant is blocked); a dry run passes
     ``rehearsal``, which collects the checks measured in each batch's rehearsal and over the ids past the last;
     ``product_count``: how many the walk will meet, for its progress bar, when the caller counted them already.
     """
@@ -313,7 +314,7 @@ def migrate_batches(
                 break
             _migrate_range(walk, after, upto)
             if on_batch:
-                on_batch(upto)
+                guard.run("recording the batch in the ledger", lambda last_id=upto: on_batch(last_id))
             # Every batch but the last holds exactly batch_size products.
             progress.advance(schema, min(options.batch_size, remaining))
             remaining -= options.batch_size

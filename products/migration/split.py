@@ -26,7 +26,14 @@ from dataclasses import dataclass, field
 from django.db import DatabaseError, connection
 from psycopg import sql
 
-from products.migration.batches import MigrationOptions, Progress, TenantBlocked, job_session, migrate_batches
+from products.migration.batches import (
+    Guard,
+    MigrationOptions,
+    Progress,
+    TenantBlocked,
+    job_session,
+    migrate_batches,
+)
 from products.migration.report import TenantRun
 from products.migration.source import id_range
 from products.migration.validation import RangeFigures, measure_range
@@ -132,15 +139,17 @@ def migrate_ranges(
     stop: threading.Event,
     run: TenantRun,
     on_batch: Callable[[int | None, TenantRun], None],
+    guard: Guard,
     slots: Slots | None = None,
 ) -> None:
     """Migrate (or rehearse) each range on its own connection at once; their figures added to ``run``, in id
-    order, also when the walk stops part-way. ``on_batch(resume point, figures so far)`` after each batch."""
+    order, also when the walk stops part-way. ``on_batch(resume point, figures so far)`` after each batch;
+    ``guard``: the coordinating connection's, for what it reads itself."""
     lock = threading.Lock()
     count = sql.SQL("SELECT count(*) FROM {} AS p WHERE {}").format(
         table(schema, "products"), id_range("p.id", ranges[0].after, None)
     )
-    ((products,),) = fetch_rows(count, {"after": ranges[0].after})
+    products = guard.run("counting the products", lambda: fetch_rows(count, {"after": ranges[0].after})[0][0])
     progress.start_tenant(schema, products)
     range_progress = _RangeProgress(progress, lock)
 
