@@ -53,7 +53,9 @@ class MigrationOptions:
     run_name: str = ""  # names the run in product_images_removed
     run_id: str = ""  # names the run in the ledger
     lock_timeout_ms: int = 2000  # a statement waiting longer than this for a lock gives up (then retries)
-    statement_timeout_ms: int = 600_000  # a statement running longer than this is cancelled (0: no limit)
+    # A statement running longer than this is cancelled (0: no limit; None: the session's own, as finalize_images
+    # and restore_images_json keep it).
+    statement_timeout_ms: int | None = 600_000
     retries: int = 3  # retries of a unit of work that failed on a lock, before the tenant is reported blocked
     pause_ms: int = 0  # pause between batches, leaving room to the application on a busy primary
     restart: bool = False  # walk every product, even where the ledger says an unfinished run stopped
@@ -141,9 +143,12 @@ class Guard:
 
 def session_timeouts(options: MigrationOptions) -> dict[str, str]:
     """The settings every statement of a job runs under, set on its session (see ``job_session``)."""
+    statement_timeout = (
+        {} if options.statement_timeout_ms is None else {"statement_timeout": f"{options.statement_timeout_ms}ms"}
+    )
     return {
         "lock_timeout": f"{options.lock_timeout_ms}ms",
-        "statement_timeout": f"{options.statement_timeout_ms}ms",
+        **statement_timeout,
         "idle_in_transaction_session_timeout": IDLE_IN_TRANSACTION_TIMEOUT,
         **JOB_SESSION_SETTINGS,
     }
