@@ -12,6 +12,7 @@ import time
 import psycopg
 import pytest
 from django.db import connections
+from psycopg import sql
 
 from products.legacy_json import ARCHIVE_TABLE, has_archive, has_json_column
 from products.lifecycle import finalize
@@ -222,6 +223,7 @@ def test_a_tenant_another_job_holds_is_busy_and_skipped(finalizable):
 
 def test_tables_a_writer_holds_make_the_tenant_busy_within_the_lock_timeout(finalizable):
     with other_session() as writer, writer.transaction():
+        writer_pid = writer.info.backend_pid
         # A writer in the middle of its transaction: it holds products until it commits.
         writer.execute(tenant_sql("LOCK TABLE {products} IN ROW EXCLUSIVE MODE"))
         started = time.monotonic()
@@ -230,11 +232,46 @@ def test_tables_a_writer_holds_make_the_tenant_busy_within_the_lock_timeout(fina
 
     assert code == FinalizeExitCode.TENANT_BUSY, output
     assert (
-        f"{TENANT}: busy, skipped (left as it was): could not lock products and product_images within 0.3 s" in output
+        f"{TENANT}: busy, skipped (left as it was): the copy and the drop waited longer than --lock-timeout (0.3 s) "
+        "for a lock" in output
     )
     assert "lock timeout" in output
+    assert f"held by pid {writer_pid} (idle in transaction): LOCK TABLE" in output
     assert waited < 5
     assert_left_as_it_was()
+
+
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]], ids=["live", "dry-run"])
+@pytest.mark.parametrize("locked", ["products", "product_images"])
+def test_a_table_locked_elsewhere_stops_the_gate_s_first_pass_within_the_lock_timeout(
+    restores_the_column, locked, dry_run
+):
+    # Committed: the holder's LOCK TABLE would otherwise wait for the test's own transaction.
+    product = make_product(images=entries(3))
+    assert run_command("--schema", TENANT)[0] == ExitCode.OK
+    rows_before, json_before = image_rows(product.pk), json_text(product.pk)
+    with other_session() as holder, holder.transaction():
+        holder_pid = holder.info.backend_pid
+        holder.execute(tenant_sql("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE", table=sql.Identifier(TENANT, locked)))
+        started = time.monotonic()
+        code, output = run_lifecycle(FINALIZE, "--schema", TENANT, *dry_run, "--lock-timeout", "200ms")
+        waited = time.monotonic() - started
+
+    assert code == FinalizeExitCode.TENANT_BUSY, output
+    assert (
+        f"{TENANT}: busy, skipped (left as it was): the gate waited longer than --lock-timeout (0.2 s) for a lock"
+        in output
+    )
+    assert f"held by pid {holder_pid} (idle in transaction): LOCK TABLE" in output
+    # The lock timeout, not as long as the holder holds the table.
+    assert waited < 5
+    assert has_json_column(TENANT) and not has_archive(TENANT)
+    assert (image_rows(product.pk), json_text(product.pk)) == (rows_before, json_before)
+
+    # The holder gone, a re-run goes through.
+    code, output = run_lifecycle(FINALIZE, "--schema", TENANT, *dry_run, "--lock-timeout", "200ms")
+    assert code == FinalizeExitCode.OK, output
+    assert has_json_column(TENANT) is bool(dry_run)
 
 
 def test_a_writer_of_images_waits_for_finalize_and_then_finds_the_column_gone(restores_the_column, monkeypatch):

@@ -533,6 +533,7 @@ def test_json_rendering():
         "resume_note": "",
         "referencing_keys": [],
         "follower": "",
+        "ledger_entry_opened": False,
     }
     assert c["validation"]["passed"] is True
     assert c["run"]["repairs"] == [
@@ -629,6 +630,11 @@ def test_summary_sentence_opens_every_rendering(mode, opening):
     tenant = TenantReport("user_1", run=run, validation=validation)
     report = MigrationReport(mode, datetime(2026, 1, 15, tzinfo=UTC), [tenant])
 
+    validation = Validation(checks(), [(2, 1)], 1, 1, None)
+    report = MigrationReport(
+        mode, datetime(2026, 1, 15, tzinfo=UTC), [TenantReport("user_1", run=run, validation=validation)]
+    )
+
     assert render_markdown(report).split("## Summary\n\n")[1].startswith(opening)
     assert render_terminal(report).splitlines()[1].startswith(opening)
     assert "every check PASS" in render_markdown(report)
@@ -695,6 +701,36 @@ def test_blocked_refused_failed_and_resumed_tenants_in_every_rendering():
     data = json.loads(render_json(report))
     assert [tenant["status"] for tenant in data["tenants"]] == ["blocked", "refused", "failed"]
     assert data["tenants"][0]["blocked"]["blockers"][0]["pid"] == 4242
+
+
+@pytest.mark.parametrize("entry_opened", [False, True], ids=["before-the-ledger-entry", "after"])
+def test_tenants_stopped_before_their_walk_are_listed_and_the_ledger_is_named_only_where_it_has_an_entry(entry_opened):
+    blocked = Blocked("the preflight", 2, 200, "canceling statement due to lock timeout", [])
+    failed = TenantReport(
+        "tenant_b",
+        run=TenantRun() if entry_opened else None,
+        failure="canceling statement due to statement timeout",
+        ledger_entry_opened=entry_opened,
+    )
+    report = MigrationReport(
+        "live",
+        STARTED,
+        [TenantReport("tenant_a", blocked=blocked), failed],
+        failure="tenant_b: canceling statement due to statement timeout",
+    )
+
+    markdown = render_markdown(report)
+    for text in (" ".join(markdown.split()), " ".join(render_terminal(report, width=200).split())):
+        assert "tenant_a: blocked on the preflight: 2 attempt(s)" in text
+        assert "Nothing was written, the tenant is not validated" in text
+        assert "Committed batches are kept" not in text
+        assert ("The ledger says where a re-run resumes." in text) is entry_opened
+        assert "0 of 2 tenant(s) checked, no check ran" in text and "every check PASS" not in text
+    assert [row[:2] for row in md_table(markdown, "## Results")[1][:2]] == [
+        ["tenant_a", "blocked: not started"],
+        ["tenant_b (failed)", "0"] if entry_opened else ["tenant_b", "failed: not started"],
+    ]
+    assert "across 1 schema(s)" in markdown if entry_opened else "across 0 schema(s)" in markdown
 
 
 def test_past_ten_tenants_the_label_analysis_adds_them_up_and_each_tenant_stays_in_the_json():

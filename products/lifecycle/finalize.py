@@ -7,13 +7,15 @@ Per tenant, under its advisory lock (``tenant_lock``, the one migrate_images tak
    JSON yields, so it catches products never migrated and products whose JSON changed since), no product is
    listed as an error by the source, and none is pending (JSON images, no rows). Any of these refuses the
    tenant, naming the reasons and the first products; nothing changes.
-3. In one transaction: lock ``products`` (for the drop) and ``product_images`` (against writers), within
-   ``lock_timeout`` (``table_locks.py``; not granted in time: the tenant is reported busy, unchanged), run
-   the gate again, copy
-   every product's ``(id, images)`` into ``legacy_product_images`` (soft-deleted products included), and
-   drop the column. A failure anywhere rolls all of it back.
+3. In one transaction: lock ``products`` (for the drop) and ``product_images`` (against writers), run
+   the gate again, copy every product's ``(id, images)`` into ``legacy_product_images`` (soft-deleted products
+   included), and drop the column. A failure anywhere rolls all of it back.
 
 A dry run stops after the gate's first pass and reports what it would do.
+
+Every phase (the first look, the gate's first pass, the dry run's count, the transaction) runs in the tenant's
+``lifecycle_session`` (``table_locks.py``): a statement that waits longer than ``lock_timeout`` for a lock
+another session holds gives up, and the tenant is reported busy, unchanged, naming the session that held it.
 """
 
 from __future__ import annotations
@@ -22,18 +24,21 @@ import enum
 import time
 from dataclasses import dataclass, field
 
-from django.db import DatabaseError, transaction
+from django.db import transaction
 from psycopg import sql
 
 from products.legacy_json import ARCHIVE_TABLE, has_json_column
 from products.lifecycle.table_locks import (
+    ANOTHER_JOB,
     BUSY_MEANING,
     DEFAULT_LOCK_TIMEOUT,
     USAGE_MEANING,
+    blocked_reason,
+    lifecycle_session,
     lock_for_column_change,
-    locks_not_granted,
 )
 from products.migration import follower
+from products.migration.batches import Guard, TenantBlocked
 from products.migration.report import SAMPLE_SIZE, ExitCodeWithMeaning
 from products.migration.source import source_ctes
 from products.migration.validation import validate_tenant
@@ -152,23 +157,33 @@ def finalize_images(schemas: list[str], dry_run: bool, lock_timeout: float = DEF
 
 def finalize_tenant(schema: str, dry_run: bool, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> TenantFinalization:
     started = time.perf_counter()
-    with tenant_lock(schema) as acquired:
-        if not acquired:
-            result = TenantFinalization(schema, Outcome.BUSY, ["another job (migrate_images, ...) holds its lock"])
-        elif not has_json_column(schema):
-            result = TenantFinalization(schema, Outcome.ALREADY_FINALIZED)
-        else:
-            # A first pass without table locks: a refused tenant (the common case while drift is being
-            # fixed) never holds up the application's writers.
-            refusals = gate_refusals(schema)
-            if refusals:
-                result = TenantFinalization(schema, Outcome.REFUSED, refusals)
-            elif dry_run:
-                result = TenantFinalization(schema, Outcome.WOULD_FINALIZE, products_copied=_product_count(schema))
-            else:
-                result = _copy_and_drop(schema, lock_timeout)
+    with lifecycle_session(lock_timeout) as guard, tenant_lock(schema) as acquired:
+        try:
+            result = (
+                _finalize(schema, dry_run, guard)
+                if acquired
+                else TenantFinalization(schema, Outcome.BUSY, [ANOTHER_JOB])
+            )
+        except TenantBlocked as blocked:
+            result = TenantFinalization(schema, Outcome.BUSY, [blocked_reason(blocked.blocked)])
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _finalize(schema: str, dry_run: bool, guard: Guard) -> TenantFinalization:
+    """The tenant's finalization under its lock, each phase through ``guard`` (a lock not granted in time:
+    TenantBlocked, nothing changed)."""
+    if not guard.run("the look for the JSON column", lambda: has_json_column(schema)):
+        return TenantFinalization(schema, Outcome.ALREADY_FINALIZED)
+    # A first pass without table locks: a refused tenant (the common case while drift is being fixed) never
+    # holds up the application's writers.
+    refusals = guard.run("the gate", lambda: gate_refusals(schema))
+    if refusals:
+        return TenantFinalization(schema, Outcome.REFUSED, refusals)
+    if dry_run:
+        products = guard.run("the count of the products", lambda: _product_count(schema))
+        return TenantFinalization(schema, Outcome.WOULD_FINALIZE, products_copied=products)
+    return guard.run("the copy and the drop", lambda: _copy_and_drop(schema))
 
 
 def gate_refusals(schema: str) -> list[str]:
@@ -201,34 +216,29 @@ def gate_refusals(schema: str) -> list[str]:
     return reasons
 
 
-def _copy_and_drop(schema: str, lock_timeout: float) -> TenantFinalization:
+def _copy_and_drop(schema: str) -> TenantFinalization:
+    """One transaction: the table locks, the gate again, the copy, the drop; any failure rolls it all back."""
     products, product_images = table(schema, "products"), table(schema, "product_images")
     archive = table(schema, ARCHIVE_TABLE)
-    try:
-        with transaction.atomic():
-            # No writer of images (nor of the rows) gets in between the gate below, the copy and the drop.
-            lock_for_column_change(schema, lock_timeout)
-            # The gate again, on what can no longer change: the first pass ran while writers were free.
-            refusals = gate_refusals(schema)
-            if refusals:
-                transaction.set_rollback(True)
-                return TenantFinalization(schema, Outcome.REFUSED, refusals)
-            execute(sql.SQL(_CREATE_ARCHIVE).format(archive=archive))
-            execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(archive, sql.Literal(_ARCHIVE_COMMENT)))
-            ((copied_at,),) = fetch_rows(sql.SQL("SELECT clock_timestamp()"))
-            ((copied,),) = fetch_rows(
-                sql.SQL(_COPY).format(archive=archive, products=products, product_images=product_images),
-                {"copied_at": copied_at},
-            )
-            # The follower's trigger fires on UPDATE OF images: it goes with the column (it would block the drop).
-            follower.uninstall(schema)
-            # A catalogue change only (no table rewrite): instant under the lock already held.
-            execute(sql.SQL("ALTER TABLE {} DROP COLUMN images").format(products))
-    except DatabaseError as exc:
-        reason = locks_not_granted(exc, lock_timeout)
-        if reason is None:
-            raise
-        return TenantFinalization(schema, Outcome.BUSY, [reason])
+    with transaction.atomic():
+        # No writer of images (nor of the rows) gets in between the gate below, the copy and the drop.
+        lock_for_column_change(schema)
+        # The gate again, on what can no longer change: the first pass ran while writers were free.
+        refusals = gate_refusals(schema)
+        if refusals:
+            transaction.set_rollback(True)
+            return TenantFinalization(schema, Outcome.REFUSED, refusals)
+        execute(sql.SQL(_CREATE_ARCHIVE).format(archive=archive))
+        execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(archive, sql.Literal(_ARCHIVE_COMMENT)))
+        ((copied_at,),) = fetch_rows(sql.SQL("SELECT clock_timestamp()"))
+        ((copied,),) = fetch_rows(
+            sql.SQL(_COPY).format(archive=archive, products=products, product_images=product_images),
+            {"copied_at": copied_at},
+        )
+        # The follower's trigger fires on UPDATE OF images: it goes with the column (it would block the drop).
+        follower.uninstall(schema)
+        # A catalogue change only (no table rewrite): instant under the lock already held.
+        execute(sql.SQL("ALTER TABLE {} DROP COLUMN images").format(products))
     return TenantFinalization(schema, Outcome.FINALIZED, products_copied=copied)
 
 

@@ -237,14 +237,15 @@ def duration_ms(minimum: int):
 
 
 def add_lock_timeout_option(parser) -> None:
-    """finalize_images and restore_images_json: how long a tenant's table locks may be waited for."""
+    """finalize_images and restore_images_json: how long any of their statements may wait for a lock."""
     default = f"{DEFAULT_LOCK_TIMEOUT:g}s"
     parser.add_argument(
         "--lock-timeout",
         type=duration_ms(minimum=1),
         default=default,
         metavar="DURATION",
-        help=f"How long to wait for a tenant's table locks before skipping it as busy (200ms, 2s, 1min; "
+        help=f"How long any statement on a tenant (the gate, the copy, the drop, the restore) may wait for a lock "
+        f"another session holds before the tenant is skipped as busy, naming that session (200ms, 2s, 1min; "
         f"default {default}); the application's queries on the table queue meanwhile.",
     )
 

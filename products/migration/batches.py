@@ -54,7 +54,9 @@ class MigrationOptions:
     run_name: str = ""  # names the run in product_images_removed
     run_id: str = ""  # names the run in the ledger
     lock_timeout_ms: int = 2000  # a statement waiting longer than this for a lock gives up (then retries)
-    statement_timeout_ms: int = 600_000  # a statement running longer than this is cancelled (0: no limit)
+    # A statement running longer than this is cancelled (0: no limit; None: the session's own, as finalize_images
+    # and restore_images_json keep it).
+    statement_timeout_ms: int | None = 600_000
     retries: int = 3  # retries of a unit of work that failed on a lock, before the tenant is reported blocked
     pause_ms: int = 0  # pause between batches, leaving room to the application on a busy primary
     restart: bool = False  # walk every product, even where the ledger says an unfinished run stopped
@@ -148,9 +150,12 @@ class Guard:
 
 def session_timeouts(options: MigrationOptions) -> dict[str, str]:
     """The settings every statement of a job runs under, set on its session (see ``job_session``)."""
+    statement_timeout = (
+        {} if options.statement_timeout_ms is None else {"statement_timeout": f"{options.statement_timeout_ms}ms"}
+    )
     return {
         "lock_timeout": f"{options.lock_timeout_ms}ms",
-        "statement_timeout": f"{options.statement_timeout_ms}ms",
+        **statement_timeout,
         "idle_in_transaction_session_timeout": IDLE_IN_TRANSACTION_TIMEOUT,
         **JOB_SESSION_SETTINGS,
     }
@@ -277,7 +282,8 @@ def migrate_batches(
     """Walk the tenant's products with ids in (``after``, ``upto``] (None: no bound), one batch after the other.
 
     ``run`` collects the figures as batches finish (given, it holds them even if the walk stops part-way);
-    ``on_batch(last id)`` is called after each batch, outside its transaction (the ledger); a dry run passes
+    ``on_batch(last id)`` is called after each batch, outside its transaction, through the Guard (the ledger:
+    a write a lock held elsewhere makes wait is retried, then the tenant is blocked); a dry run passes
     ``rehearsal``, which collects the checks measured in each batch's rehearsal and over the ids past the last;
     ``product_count``: how many the walk will meet, for its progress bar, when the caller counted them already.
     """
@@ -302,7 +308,7 @@ def migrate_batches(
                 break
             _migrate_range(walk, after, upto)
             if on_batch:
-                on_batch(upto)
+                guard.run("recording the batch in the ledger", lambda last_id=upto: on_batch(last_id))
             # Every batch but the last holds exactly batch_size products.
             progress.advance(schema, min(options.batch_size, remaining))
             remaining -= options.batch_size

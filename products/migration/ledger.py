@@ -21,6 +21,7 @@ from products.migration.reconcile import held_products
 from products.migration.report import COUNTERS, TenantReport, TenantRun
 from stoflow.tenants.locks import LockHolder, tenant_lock_holder
 from stoflow.tenants.models import LedgerEntry
+from stoflow.tenants.sessions import session_settings
 
 COMMAND = "migrate_images"
 LIVE = "live"
@@ -76,17 +77,21 @@ def open_entry(schema: str, options: MigrationOptions, resumed_after: int | None
 
 def record_batch(entry: LedgerEntry, last_product_id: int | None, run: TenantRun) -> None:
     """A batch is committed (or, in a dry run, rehearsed): every product up to ``last_product_id`` is done."""
-    entry.batches += 1
-    record_resume_point(entry, last_product_id, run)
+    # The entry changes once the row did: a write that gave up on a lock is retried (Guard) with the same count.
+    _record(entry, last_product_id, run, batches=entry.batches + 1)
 
 
 def record_resume_point(entry: LedgerEntry, last_product_id: int | None, run: TenantRun) -> None:
-    """Every product up to ``last_product_id`` is done, and the figures so far: after a batch, or when a split
-    tenant's range finishes and moves the point without a batch of its own."""
-    entry.last_product_id = last_product_id
+    """Every product up to ``last_product_id`` is done, and the figures so far: when a split tenant's range
+    finishes and moves the point without a batch of its own."""
+    _record(entry, last_product_id, run, batches=entry.batches)
+
+
+def _record(entry: LedgerEntry, last_product_id: int | None, run: TenantRun, *, batches: int) -> None:
     LedgerEntry.objects.filter(pk=entry.pk).update(
-        last_product_id=last_product_id, batches=entry.batches, figures=figures_record(run), heartbeat_at=timezone.now()
+        last_product_id=last_product_id, batches=batches, figures=figures_record(run), heartbeat_at=timezone.now()
     )
+    entry.last_product_id, entry.batches = last_product_id, batches
 
 
 def close_entry(entry: LedgerEntry, tenant: TenantReport, *, best_effort: bool = False) -> None:
@@ -112,7 +117,9 @@ def close_entry(entry: LedgerEntry, tenant: TenantReport, *, best_effort: bool =
             raise
         connection.close()
         try:
-            LedgerEntry.objects.filter(pk=entry.pk).update(**fields)
+            # A new session, without the job's settings: its wait for a lock ends within the run's lock timeout too.
+            with session_settings({"lock_timeout": f"{entry.options['lock_timeout_ms']}ms"}):
+                LedgerEntry.objects.filter(pk=entry.pk).update(**fields)
         except DatabaseError:
             return
 
@@ -124,8 +131,10 @@ def _message(tenant: TenantReport) -> str:
         return "interrupted (Ctrl-C or SIGTERM) after its last committed batch"
     if tenant.blocked:
         blocked = tenant.blocked
-        by = "; ".join(f"pid {b.pid} ({b.state}): {b.query}" for b in blocked.blockers) or "no blocker seen"
-        return f"blocked on {blocked.what} after {blocked.attempts} attempt(s) ({blocked.error}); held by {by}"
+        return (
+            f"blocked on {blocked.what} after {blocked.attempts} attempt(s) ({blocked.error}); "
+            f"held by {blocked.held_by}"
+        )
     if tenant.run and tenant.run.errors:
         return f"{len(tenant.run.errors)} product(s) not migrated"
     return ""

@@ -212,6 +212,11 @@ class Blocked:
     # The sessions seen holding the lock on any of the attempts (pid, query, ...).
     blockers: list[Blocker] = field(default_factory=list)
 
+    @property
+    def held_by(self) -> str:
+        """The blocking sessions in one line, for a message (the ledger's, finalize's and restore's)."""
+        return "; ".join(f"pid {b.pid} ({b.state}): {b.query}" for b in self.blockers) or "no blocker seen"
+
 
 @dataclass
 class TenantReport:
@@ -236,6 +241,8 @@ class TenantReport:
     # --follow: whether the follower was installed (after the checks passed, with the products whose JSON had
     # changed caught up first) or why not; empty when not asked.
     follower: str = ""
+    # This run opened the tenant's ledger entry, which says where a re-run resumes (False: stopped before it).
+    ledger_entry_opened: bool = False
 
     @property
     def status(self) -> str:

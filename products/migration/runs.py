@@ -136,17 +136,28 @@ def validate_images(schemas: list[str], jobs: int = 1, options: MigrationOptions
 
 
 def _validate_timed(schema: str, options: MigrationOptions, stop: threading.Event | None = None) -> TenantReport:
+    """--check on one tenant: its read-only preflight, then its checks, under the job's timeouts."""
+    with job_session(options, stop) as guard:
+        return _validate(schema, options, guard)
+
+
+def _validate(schema: str, options: MigrationOptions, guard: Guard, finalized: bool | None = None) -> TenantReport:
+    """The tenant's checks, after its read-only preflight (unless the caller's preflight found it ``finalized``).
+
+    Each unit runs through the Guard: a lock held elsewhere, on a table or on what the preflight reads of the
+    catalog, blocks this tenant only, within the retries; the run goes on with the next."""
     tenant = TenantReport(schema)
     try:
-        with job_session(options, stop) as guard:
-            preflight = check_tenant(schema, writes=False)
+        if finalized is None:
+            preflight = guard.run("the preflight", lambda: check_tenant(schema, writes=False))
             if preflight.problems:
                 return TenantReport(schema, refused=preflight.problems)
-            tenant.finalized = finalized = preflight.finalized
-            with _timed(tenant, "validate"):
-                tenant.validation = guard.run(
-                    "the validation", lambda: validate_finalized(schema) if finalized else validate_tenant(schema)
-                )
+            finalized = preflight.finalized
+        tenant.finalized = finalized
+        with _timed(tenant, "validate"):
+            tenant.validation = guard.run(
+                "the validation", lambda: validate_finalized(schema) if finalized else validate_tenant(schema)
+            )
     except TenantBlocked as blocked:
         tenant.blocked = blocked.blocked
     except DatabaseError as exc:
@@ -163,51 +174,61 @@ def migrate_tenant(
     slots: Slots | None = None,
 ) -> TenantReport:
     stop = stop or threading.Event()
-    # Every statement of the job, from the lock on, runs under its timeouts (job_session).
+    # Every statement of the job, from the lock on, runs under its timeouts (job_session), and each unit of
+    # work through the Guard, the preflight's and the ledger's included: a lock held elsewhere blocks this
+    # tenant within the retries (reported with the blocker), never the run.
     with job_session(options, stop) as guard, tenant_lock(schema) as acquired:
-        if not acquired:
-            holder = tenant_lock_holder(schema)
-            return TenantReport(
-                schema, busy=True, lock_holder=holder, lock_note=ledger.describe_lock_holder(schema, holder)
-            )
-        # Before any write: a tenant whose tables the migration cannot trust is refused, untouched.
-        preflight = check_tenant(schema, removes_rows=options.force or options.sync, accepted=options.allowed)
-        if preflight.problems:
-            return TenantReport(schema, refused=preflight.problems)
-        if preflight.follower_version not in (None, follower.version()) and not options.follow:
-            # Installed by another version of this code: it applies another rule than this run's.
-            tenant_follower = follower.OUTDATED
-        else:
-            tenant_follower = ""
-        if preflight.finalized:
-            # finalize_images dropped the JSON (seen under the lock, which finalize holds while it drops):
-            # nothing is left to migrate from, whatever the options; the checks on the table still run.
-            return _validate_timed(schema, options, stop)
-        resumed_after, resume_note = ledger.resume_point(schema, options)
-        tenant = TenantReport(
-            schema,
-            run=TenantRun(),
-            resumed_after=resumed_after,
-            resume_note=resume_note,
-            referencing_keys=preflight.referencing_keys,
-            follower=tenant_follower,
-        )
-        entry = ledger.open_entry(schema, options, resumed_after)
+        tenant = TenantReport(schema)
+        entry = None
         try:
+            if not acquired:
+                tenant.busy = True
+                tenant.lock_holder = guard.run("naming the holder of its lock", lambda: tenant_lock_holder(schema))
+                tenant.lock_note = guard.run(
+                    "naming the holder of its lock", lambda: ledger.describe_lock_holder(schema, tenant.lock_holder)
+                )
+                return tenant
+            # Before any write: a tenant whose tables the migration cannot trust is refused, untouched.
+            preflight = guard.run(
+                "the preflight",
+                lambda: check_tenant(schema, removes_rows=options.force or options.sync, accepted=options.allowed),
+            )
+            if preflight.problems:
+                return TenantReport(schema, refused=preflight.problems)
+            tenant.referencing_keys = preflight.referencing_keys
+            if preflight.follower_version not in (None, follower.version()) and not options.follow:
+                # Installed by another version of this code: it applies another rule than this run's.
+                tenant.follower = follower.OUTDATED
+            if preflight.finalized:
+                # finalize_images dropped the JSON (seen under the lock, which finalize holds while it drops):
+                # nothing is left to migrate from, whatever the options; the checks on the table still run.
+                return _validate(schema, options, guard, finalized=True)
+            resumed_after, resume_note = guard.run("reading the ledger", lambda: ledger.resume_point(schema, options))
+            entry = guard.run("opening the ledger entry", lambda: ledger.open_entry(schema, options, resumed_after))
+            # The walk begins: from here on the ledger entry says where a re-run resumes.
+            tenant.run, tenant.ledger_entry_opened = TenantRun(), True
+            tenant.resumed_after, tenant.resume_note = resumed_after, resume_note
             _migrate_and_validate(tenant, options, progress, stop, guard, entry, slots)
+            if options.follow and not options.dry_run:
+                tenant.follower = _follow(tenant, options, guard)
         except TenantBlocked as blocked:
             tenant.blocked = blocked.blocked  # the run goes on with the next tenant
         except KeyboardInterrupt as interrupt:
             tenant.interrupted = True
-            ledger.close_entry(entry, tenant, best_effort=True)
+            if entry:
+                ledger.close_entry(entry, tenant, best_effort=True)
             raise Stopped(tenant, signal_name(interrupt)) from interrupt
         except DatabaseError as exc:
             tenant.failure = _failure(exc, options)
-            ledger.close_entry(entry, tenant, best_effort=True)
+            if entry:
+                ledger.close_entry(entry, tenant, best_effort=True)
             raise TenantJobFailed(schema, exc, partial=tenant) from exc
-        if options.follow and not options.dry_run:
-            tenant.follower = _follow(tenant, options, guard)
-        ledger.close_entry(entry, tenant)
+        if entry:
+            try:
+                guard.run("closing the ledger entry", lambda: ledger.close_entry(entry, tenant))
+            except TenantBlocked as blocked:
+                # Left "running": the next run finds no session holding the tenant's lock, closes it and resumes.
+                tenant.blocked = tenant.blocked or blocked.blocked
         return tenant
 
 
@@ -294,6 +315,7 @@ def _migrate_and_validate_ranges(
             run,
             on_batch=lambda resume_after, so_far: ledger.record_batch(entry, resume_after, so_far),
             on_resume_point=lambda resume_after, so_far: ledger.record_resume_point(entry, resume_after, so_far),
+            guard=guard,
             slots=slots,
         )
     excluded = [error.product_id for error in run.errors]

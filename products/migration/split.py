@@ -26,7 +26,14 @@ from dataclasses import dataclass, field
 from django.db import DatabaseError, connection
 from psycopg import sql
 
-from products.migration.batches import MigrationOptions, Progress, TenantBlocked, job_session, migrate_batches
+from products.migration.batches import (
+    Guard,
+    MigrationOptions,
+    Progress,
+    TenantBlocked,
+    job_session,
+    migrate_batches,
+)
 from products.migration.report import TenantRun
 from products.migration.source import id_range
 from products.migration.validation import RangeFigures, measure_range
@@ -134,18 +141,19 @@ def migrate_ranges(
     run: TenantRun,
     on_batch: Callable[[int | None, TenantRun], None],
     on_resume_point: Callable[[int | None, TenantRun], None],
+    guard: Guard,
     slots: Slots | None = None,
 ) -> None:
     """Migrate (or rehearse) each range on its own connection at once; their figures added to ``run``, in id
     order, also when the walk stops part-way. ``on_batch(resume point, figures so far)`` after each batch;
     ``on_resume_point(resume point, figures so far)`` when a range finishes, and once more when every range has
     ended: a range finishing moves the point (a lower range finishing last lets it reach the ranges above it),
-    with no batch committed."""
-    lock = threading.Lock()
+    with no batch committed. ``guard``: the coordinating connection's, for what it reads itself."""
+    lock, coordinator = threading.Lock(), guard
     count = sql.SQL("SELECT count(*) FROM {} AS p WHERE {}").format(
         table(schema, "products"), id_range("p.id", ranges[0].after, None)
     )
-    ((products,),) = fetch_rows(count, {"after": ranges[0].after})
+    products = guard.run("counting the products", lambda: fetch_rows(count, {"after": ranges[0].after})[0][0])
     progress.start_tenant(schema, products)
     range_progress = _RangeProgress(progress, lock)
 
@@ -179,7 +187,7 @@ def migrate_ranges(
             on_batch=lambda last_id: batch_done(part, last_id),
             rehearsal=part.rehearsal,
         )
-        range_done(part)
+        guard.run("recording the resume point in the ledger", lambda: range_done(part))
 
     def ended(stopped_part_way: bool) -> None:
         for part in ranges:
@@ -188,8 +196,9 @@ def migrate_ranges(
         # Every range has ended: the point where they all stand. When the walk stopped on a failure, failing to
         # record this loses nothing the ranges' own records did not keep (a more cautious point): the failure
         # that stopped the walk is the one to report.
-        with suppress(DatabaseError) if stopped_part_way else nullcontext():
-            on_resume_point(resume_point(ranges, ranges[0].after), run)
+        with suppress(DatabaseError, TenantBlocked) if stopped_part_way else nullcontext():
+            point = resume_point(ranges, ranges[0].after)
+            coordinator.run("recording the resume point in the ledger", lambda: on_resume_point(point, run))
 
     try:
         in_parallel(ranges, options, stop, work, slots)

@@ -90,6 +90,9 @@ def summary_rows(report: MigrationReport, tenants: list[TenantReport] | None = N
         elif tenant.run:
             schema = tenant.schema + (f" ({tenant.status})" if tenant.status in PARTIAL_STATUSES else "")
             rows.append([schema] + _run_cells(tenant.run))
+        else:
+            # Blocked, failed or interrupted before its walk began (the preflight, the ledger): nothing written.
+            rows.append([tenant.schema, f"{tenant.status}: not started"] + [""] * (len(SUMMARY_COLUMNS) - 2))
     rows.append(["TOTAL"] + _run_cells(report.total))
     return rows
 
@@ -472,9 +475,11 @@ def _refused(report: MigrationReport) -> Section | None:
 
 def blocked_note(tenant: TenantReport) -> str:
     blocked = tenant.blocked
+    # Before its walk began (the preflight, the ledger; --check), the tenant has no batch to keep.
+    kept = "Committed batches are kept" if tenant.ledger_entry_opened else "Nothing was written"
     return (
         f"{tenant.schema}: blocked on {blocked.what}: {blocked.attempts} attempt(s), each waiting "
-        f"{blocked.lock_timeout_ms:,} ms for a lock ({blocked.error}). Committed batches are kept, the tenant is "
+        f"{blocked.lock_timeout_ms:,} ms for a lock ({blocked.error}). {kept}, the tenant is "
         "not validated; re-run once the blocker is gone."
     )
 
@@ -502,10 +507,21 @@ def _blocked(report: MigrationReport) -> Section | None:
 def _failure(report: MigrationReport) -> Section | None:
     if not report.failure:
         return None
-    text = (
-        f"Stopped by a database failure in {report.failure}. Whole batches already committed are kept; "
-        "the figures above are those of the run up to the failure. The ledger says where a re-run resumes."
-    )
+    failed = next((tenant for tenant in report.tenants if tenant.failure), None)
+    text = f"Stopped by a database failure in {report.failure}. "
+    if report.mode == "check":
+        text += "--check writes nothing; the checks above are those of the tenants validated before the failure."
+    elif failed and failed.ledger_entry_opened:
+        text += (
+            "Whole batches already committed are kept; the figures above are those of the run up to the failure. "
+            "The ledger says where a re-run resumes."
+        )
+    else:
+        # No ledger entry was opened for the tenant: the ledger has nothing to say about this run there.
+        text += (
+            "It came before the tenant's walk began: nothing was written there, no ledger entry was opened; "
+            "the figures above are those of the tenants before it."
+        )
     return Section("Database failure", [Paragraph(text, tone=ERROR)])
 
 
