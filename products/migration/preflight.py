@@ -22,7 +22,6 @@ from django.db import connection
 from psycopg import sql
 
 from stoflow.raw_sql import bind, fetch_result_sets, fetch_rows
-from stoflow.tenants.pooling import TRANSACTION_POOLING, shares_server_sessions
 
 MINIMUM_SERVER_VERSION = 160000  # pg_input_is_valid (bad JSON read safely), subqueries without an alias
 ARCHIVE_TABLE = "legacy_product_images"  # finalize_images' copy of the JSON, present once a tenant is finalized
@@ -73,19 +72,11 @@ class TenantPreflight:
     follower_version: str | None = None  # the version the tenant's follower runs (None: it has none)
 
 
-def connection_problems() -> list[str]:
-    """What keeps any command on the image tables from running: an old server, a pooler in transaction mode."""
+def server_problems() -> list[str]:
+    """What keeps the command from running at all: an old server, no run ledger."""
     problems = []
     if connection.pg_version < MINIMUM_SERVER_VERSION:
         problems.append(f"PostgreSQL 16 or newer is needed; this server is version {connection.pg_version}.")
-    if shares_server_sessions():
-        problems.append(TRANSACTION_POOLING)
-    return problems
-
-
-def server_problems() -> list[str]:
-    """What keeps the command from running at all: an old server, a pooler in transaction mode, no run ledger."""
-    problems = connection_problems()
     ((ledger,),) = fetch_rows(sql.SQL("SELECT to_regclass('public.run_ledger') IS NOT NULL"))
     if not ledger:
         problems.append("No run ledger (public.run_ledger): run `manage.py migrate_schemas --shared` first.")
