@@ -33,6 +33,7 @@ from stoflow.tenants.sessions import SESSION_PROBE, transaction_pooled
 from tests.helpers import (
     TENANT,
     WAIT_SECONDS,
+    doc_section,
     entries,
     ledger_entries,
     make_product,
@@ -196,8 +197,7 @@ def test_through_transaction_pooling_migrate_images_refuses_at_once(
     run = through_pgbouncer(pool_mode, "migrate_images", "--schema", TENANT, "--json", str(json_path))
 
     assert run.returncode == ExitCode.USAGE == 2, run.stdout + run.stderr
-    assert TRANSACTION_POOLED in run.stderr
-    assert "Nothing was done." in run.stderr
+    assert f"{TRANSACTION_POOLED} Nothing was done." in run.stderr
     # Refused before the run: no rows, no ledger entry, no report.
     assert image_count() == 0
     assert ledger_entries() == []
@@ -220,3 +220,8 @@ def test_through_transaction_pooling_finalize_and_restore_refuse(restores_the_co
     assert restore.returncode == 2, restore.stdout + restore.stderr
     assert TRANSACTION_POOLED in restore.stderr
     assert not has_json_column(TENANT)
+
+
+def test_the_docs_quote_the_refusal_as_the_commands_print_it():
+    quoted = " ".join(doc_section("docs/settings.md", "## PgBouncer").split())
+    assert f"CommandError: {TRANSACTION_POOLED} Nothing was done." in quoted
