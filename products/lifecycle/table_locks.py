@@ -20,8 +20,9 @@ BUSY_MEANING = (
     "--lock-timeout; it was left as it was, re-run"
 )
 USAGE_MEANING = (
-    "Usage error: bad option, unknown `--schema`, not confirmed (or no terminal to ask on: pass "
-    "`--no-input`), server older than PostgreSQL 16, a tenant without its tables. Nothing was done"
+    "Usage error: bad option, unknown `--schema`, not confirmed (or no terminal to ask on: pass `--no-input`), "
+    "server older than PostgreSQL 16, a pooler in transaction mode in between, a tenant without its tables. "
+    "Nothing was done"
 )
 
 # The busy tenant that another job's advisory lock keeps out (finalize's and restore's words for it).

@@ -1,10 +1,13 @@
 """What must hold before migrate_images writes anything: on the server, then in each tenant.
 
-``server_problems`` stops the whole command (exit 2, nothing done). ``check_tenant`` looks at one tenant's
-catalog, before any write and without locking its tables: the tables, the columns the migration reads and
-writes with their types, NOT NULL columns it does not fill, and anything on product_images that could refuse
-or rewrite its rows which Django's migrations did not create (triggers, constraints, unique indexes, rules).
-A tenant with problems is refused with the reasons and not touched; the run goes on with the others.
+``server_problems`` stops the whole command (exit 2, nothing done): an old server or a pooler in transaction mode
+(``connection_problems``, which finalize_images and restore_images_json check too), no run ledger.
+
+``check_tenant`` looks at one tenant's catalog, before any write and without locking its tables: the tables,
+the columns the migration reads and writes with their types, NOT NULL columns it does not fill, and anything on
+product_images that could refuse or rewrite its rows which Django's migrations did not create (triggers,
+constraints, unique indexes, rules). A tenant with problems is refused with the reasons and not touched; the
+run goes on with the others.
 
 A finalized tenant (``finalize_images`` copied its JSON to ``legacy_product_images`` and dropped
 ``products.images``) is no problem here: ``TenantPreflight.finalized`` says so, and the products columns,
@@ -22,6 +25,7 @@ from django.db import connection
 from psycopg import sql
 
 from stoflow.raw_sql import bind, fetch_result_sets, fetch_rows
+from stoflow.tenants.sessions import transaction_pooled
 
 MINIMUM_SERVER_VERSION = 160000  # pg_input_is_valid (bad JSON read safely), subqueries without an alias
 ARCHIVE_TABLE = "legacy_product_images"  # finalize_images' copy of the JSON, present once a tenant is finalized
@@ -72,11 +76,27 @@ class TenantPreflight:
     follower_version: str | None = None  # the version the tenant's follower runs (None: it has none)
 
 
-def server_problems() -> list[str]:
-    """What keeps the command from running at all: an old server, no run ledger."""
+TRANSACTION_POOLED = (
+    "The database connection goes through a pooler in transaction mode (PgBouncer pool_mode=transaction or "
+    "statement): session settings (search_path, timeouts) and the tenant locks the image commands rely on do "
+    "not survive between transactions. Connect directly to PostgreSQL, or through a session-mode pool."
+)
+
+
+def connection_problems() -> list[str]:
+    """What keeps any of the image commands from running at all: an old server, or a pooler that hands out
+    server sessions per transaction (their tenant locks and session settings would stay behind on one)."""
     problems = []
     if connection.pg_version < MINIMUM_SERVER_VERSION:
         problems.append(f"PostgreSQL 16 or newer is needed; this server is version {connection.pg_version}.")
+    if transaction_pooled():
+        problems.append(TRANSACTION_POOLED)
+    return problems
+
+
+def server_problems() -> list[str]:
+    """What keeps migrate_images from running at all: ``connection_problems``, no run ledger."""
+    problems = connection_problems()
     ((ledger,),) = fetch_rows(sql.SQL("SELECT to_regclass('public.run_ledger') IS NOT NULL"))
     if not ledger:
         problems.append("No run ledger (public.run_ledger): run `manage.py migrate_schemas --shared` first.")

@@ -51,9 +51,10 @@ class ExitCode(ExitCodeWithMeaning):
     USAGE = (
         2,
         "Usage error: bad option, unknown `--schema`, `--force` not confirmed, server older than PostgreSQL 16, "
-        "no tenant registry or run ledger (run `migrate_schemas`); nothing was done. Or a tenant refused by its "
-        "preflight (a table or column missing or of another type, a trigger or constraint on product_images the "
-        "migration does not know): it is listed with the reason and not touched, the other tenants went on",
+        "a pooler in transaction mode in between, no tenant registry or run ledger (run `migrate_schemas`); "
+        "nothing was done. Or a tenant refused by its preflight (a table or column missing or of another type, a "
+        "trigger or constraint on product_images the migration does not know): it is listed with the reason and "
+        "not touched, the other tenants went on",
     )
     BLOCKED = (
         7,  # not 6: finalize_images refuses a tenant with 6, and the image commands share their codes

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, transaction
 from psycopg import sql
 
 from products.migration import follower, ledger
@@ -30,7 +30,7 @@ from products.migration.batches import (
     migrate_batches,
     sqlstate,
 )
-from products.migration.preflight import MINIMUM_SERVER_VERSION, check_tenant
+from products.migration.preflight import check_tenant, connection_problems
 from products.migration.report import MigrationReport, TenantReport, TenantRun
 from products.migration.split import IdRange, Slots, migrate_ranges, slot, split_points, validate_ranges
 from products.migration.validation import RangeFigures, build_validation, validate_finalized, validate_tenant
@@ -96,13 +96,12 @@ def _uninstalled(schema: str) -> None:
 
 
 def preflight_problems(schemas: list[str]) -> list[str]:
-    """What keeps a command on the image tables from running at all: an old server, tenants without the tables.
+    """What keeps a command on the image tables from running at all: ``connection_problems`` (an old server, a
+    pooler in transaction mode), tenants without the tables.
 
     A finalized tenant (its JSON column dropped) keeps both tables and passes. (migrate_images itself refuses
     a tenant without its tables alone, in ``check_tenant``, and goes on with the others.)"""
-    problems = []
-    if connection.pg_version < MINIMUM_SERVER_VERSION:
-        problems.append(f"PostgreSQL 16 or newer is needed; this server is version {connection.pg_version}.")
+    problems = connection_problems()
     missing = fetch_rows(
         sql.SQL(
             "SELECT schema_name FROM unnest(%(schemas)s::text[]) AS schema_name "
