@@ -31,7 +31,7 @@ from products.migration.reconcile import Reconciled, reconcile, stale
 from products.migration.report import Blocked, ProductError, TenantRun
 from products.migration.source import id_range, source_ctes
 from products.migration.validation import RangeFigures, measure_range
-from stoflow.raw_sql import fetch_rows, table
+from stoflow.raw_sql import execute, fetch_rows, table
 from stoflow.tenants.blocking import Blocker, BlockerWatch
 from stoflow.tenants.locks import JOB_SESSION_SETTINGS
 from stoflow.tenants.sessions import session_settings
@@ -186,8 +186,7 @@ def first_line(exc: BaseException | None) -> str:
 # (connection lost, missing table, out of memory) stops the run.
 ROW_ERROR_CLASSES = ("22", "23", "P0")
 
-# A first migration of the batch's products that have no rows. Each product it inserts (or refuses) gets its
-# product_json_state, the digest of the JSON read: --sync later finds the products whose JSON changed since.
+# A first migration of the batch's products that have no rows.
 _MIGRATE_BATCH = """WITH {source},
 todo AS (
     SELECT s.*,
@@ -211,14 +210,6 @@ inserted_per_product AS (
     SELECT product_id, count(*) AS images, count(*) FILTER (WHERE is_label) AS labels
     FROM inserted
     GROUP BY product_id
-),
-recorded AS (
-    INSERT INTO {json_state} AS st (product_id, json_digest, refused, recorded_at)
-    SELECT t.id, md5(p.images::text)::uuid, t.error, now()
-    FROM todo AS t JOIN {products} AS p ON p.id = t.id
-    WHERE NOT t.has_rows
-    ON CONFLICT (product_id) DO UPDATE
-    SET json_digest = EXCLUDED.json_digest, refused = EXCLUDED.refused, recorded_at = EXCLUDED.recorded_at
 )
 SELECT t.error,
        t.repairs,
@@ -227,10 +218,21 @@ SELECT t.error,
        count(*) AS products,
        COALESCE(sum(i.images), 0)::bigint AS images,
        COALESCE(sum(i.labels), 0)::bigint AS labels,
-       array_agg(t.id ORDER BY t.id) FILTER (WHERE t.error IS NOT NULL OR cardinality(t.repairs) > 0) AS ids
+       array_agg(t.id ORDER BY t.id) FILTER (WHERE t.error IS NOT NULL OR cardinality(t.repairs) > 0) AS ids,
+       array_agg(t.id ORDER BY t.id) FILTER (WHERE NOT t.has_rows) AS recorded_ids
 FROM todo AS t
 LEFT JOIN inserted_per_product AS i ON i.product_id = t.id
 GROUP BY 1, 2, 3, 4"""
+
+# Then each product it inserted (or refused) records its JSON's digest: a plain statement of its own over the ids
+# and errors the migration returned (a data-modifying CTE beside the INSERT split the plan on Citus, whose
+# deparsing of it failed), so --sync later finds the products whose JSON changed since.
+_RECORD_JSON = """INSERT INTO {json_state} AS st (product_id, json_digest, refused, recorded_at)
+SELECT p.id, md5(p.images::text)::uuid, r.refused, now()
+FROM unnest(%(recorded_ids)s::bigint[], %(refusals)s::text[]) AS r(product_id, refused)
+JOIN {products} AS p ON p.id = r.product_id
+ON CONFLICT (product_id) DO UPDATE
+SET json_digest = EXCLUDED.json_digest, refused = EXCLUDED.refused, recorded_at = EXCLUDED.recorded_at"""
 
 # --force and --sync: the batch's products that have rows, brought to their JSON keeping the ids of the rows
 # whose URL stays (reconcile). --sync takes only the stale ones (reconcile.STALE): a day of changes costs what
@@ -399,12 +401,16 @@ def _write_batch(schema: str, after: int | None, upto: int, options: MigrationOp
     # Then a first migration of the products that have no rows (new products, and those --force or --sync left
     # without rows because their JSON is empty).
     query = sql.SQL(_MIGRATE_BATCH).format(
-        source=source_ctes(schema, batch_filter, yielded=True),
-        product_images=product_images,
-        products=table(schema, "products"),
-        json_state=json_state,
+        source=source_ctes(schema, batch_filter, yielded=True), product_images=product_images
     )
-    return fetch_rows(query, params), reconciled
+    groups = fetch_rows(query, params)
+    recorded = [(product_id, error) for error, *_, recorded_ids in groups for product_id in recorded_ids or ()]
+    if recorded:
+        execute(
+            sql.SQL(_RECORD_JSON).format(json_state=json_state, products=table(schema, "products")),
+            {"recorded_ids": [product_id for product_id, _ in recorded], "refusals": [error for _, error in recorded]},
+        )
+    return [group[:-1] for group in groups], reconciled
 
 
 def _tally(schema: str, written: tuple[list[tuple], Reconciled], run: TenantRun, options: MigrationOptions) -> None:
