@@ -37,7 +37,7 @@ from psycopg import sql
 from products.image_timestamps import FIRST_YEAR, LAST_YEAR, created_at_accepted
 from products.image_urls import URL_WHITESPACE, url_problem
 from products.legacy_json import CONVENTIONS, rewrite_in_one_convention
-from products.migration.reconcile import reconcile
+from products.migration.reconcile import reconcile, record_json_state
 from products.models import Product, ProductImage
 from stoflow.raw_sql import as_text, execute, fetch_rows, table
 
@@ -465,15 +465,10 @@ _MIRRORED = """(
     WHERE i.product_id = %(product_id)s
 )"""
 # The JSON about to be written is recorded first, as reconciled with the rows it comes from: when the UPDATE
-# then fires the follower, it finds that digest and leaves the product alone (no bounce back). Two plain
-# statements, not one with a data-modifying CTE: Citus runs each whole on the tenant's worker.
-_MIRROR_JSON = (
-    """INSERT INTO {json_state} AS st (product_id, json_digest, refused, recorded_at)
-SELECT %(product_id)s, md5(({mirrored})::text)::uuid, NULL, now()
-ON CONFLICT (product_id) DO UPDATE
-SET json_digest = EXCLUDED.json_digest, refused = NULL, recorded_at = EXCLUDED.recorded_at""",
-    """UPDATE {products} SET images = {mirrored} WHERE id = %(product_id)s""",
-)
+# then fires the follower, it finds that digest and leaves the product alone (no bounce back). Plain statements,
+# the state written from values (batches._JSON_DIGESTS says why): Citus runs each whole on the worker.
+_MIRRORED_DIGEST = "SELECT md5({mirrored}::text)::uuid"
+_MIRROR_JSON = "UPDATE {products} SET images = {mirrored} WHERE id = %(product_id)s"
 
 _HAS_JSON_COLUMN = """SELECT EXISTS (
     SELECT FROM pg_attribute
@@ -498,10 +493,11 @@ def _mirror_json(product_id: int) -> None:
         return
     schema = connection.schema_name
     mirrored = sql.SQL(_MIRRORED).format(product_images=table(schema, "product_images"))
-    for statement in _MIRROR_JSON:
-        execute(
-            sql.SQL(statement).format(
-                products=table(schema, "products"), json_state=table(schema, "product_json_state"), mirrored=mirrored
-            ),
-            {"product_id": product_id},
-        )
+    ((digest,),) = fetch_rows(sql.SQL(_MIRRORED_DIGEST).format(mirrored=mirrored), {"product_id": product_id})
+    execute(
+        record_json_state(schema),
+        {"product_ids": [product_id], "json_digests": [digest], "refusals": [None]},
+    )
+    execute(
+        sql.SQL(_MIRROR_JSON).format(products=table(schema, "products"), mirrored=mirrored), {"product_id": product_id}
+    )

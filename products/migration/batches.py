@@ -27,7 +27,7 @@ from typing import TypeVar
 from django.db import DatabaseError, transaction
 from psycopg import sql
 
-from products.migration.reconcile import Reconciled, reconcile, stale
+from products.migration.reconcile import Reconciled, reconcile, record_json_state, stale
 from products.migration.report import Blocked, ProductError, TenantRun
 from products.migration.source import id_range, source_ctes
 from products.migration.validation import RangeFigures, measure_range
@@ -224,16 +224,13 @@ FROM todo AS t
 LEFT JOIN inserted_per_product AS i ON i.product_id = t.id
 GROUP BY 1, 2, 3, 4"""
 
-# Then each product it inserted (or refused) records its JSON's digest: a plain statement of its own over the ids
-# and errors the migration returned (a data-modifying CTE beside the INSERT split the plan on Citus, whose
-# deparsing of it failed), so --sync later finds the products whose JSON changed since.
-_RECORD_JSON = """INSERT INTO {json_state} AS st (product_id, json_digest, refused, recorded_at)
-SELECT p.id, md5(p.images::text)::uuid, r.refused, now()
-FROM unnest(%(recorded_ids)s::bigint[], %(refusals)s::text[]) AS r(product_id, refused)
-JOIN {products} AS p ON p.id = r.product_id
-ON CONFLICT (product_id) DO UPDATE
-SET json_digest = EXCLUDED.json_digest, refused = EXCLUDED.refused, recorded_at = EXCLUDED.recorded_at"""
-
+# Then each product it inserted (or refused) records its JSON's digest, so --sync later finds the products whose
+# JSON changed since: the digests read, then written from the values, in plain statements of their own. On
+# Citus 13.1.1 a data-modifying CTE beside the INSERT, and an INSERT ... SELECT from a table whose column list
+# holds the target's first column (product_id here), are deparsed for the worker with an empty shard-key filter
+# ("syntax error at or near NOT"); an INSERT from values (reconcile.record_json_state) is not.
+_JSON_DIGESTS = """SELECT p.id, md5(p.images::text)::uuid FROM {products} AS p
+WHERE p.id = ANY(%(recorded_ids)s::bigint[]) ORDER BY p.id"""
 # --force and --sync: the batch's products that have rows, brought to their JSON keeping the ids of the rows
 # whose URL stays (reconcile). --sync takes only the stale ones (reconcile.STALE): a day of changes costs what
 # the changed products cost, not the whole tenant's JSON decoded.
@@ -390,7 +387,6 @@ def _write_batch(schema: str, after: int | None, upto: int, options: MigrationOp
     params = {"after": after, "upto": upto, "force": options.force, "run_name": options.run_name}
     batch_filter = id_range("p.id", after, upto)
     product_images = table(schema, "product_images")
-    json_state = table(schema, "product_json_state")
     fetch_rows(sql.SQL(_LOCK_BATCH).format(products=table(schema, "products"), product_filter=batch_filter), params)
     reconciled = Reconciled()
     if options.force or options.sync:
@@ -404,11 +400,18 @@ def _write_batch(schema: str, after: int | None, upto: int, options: MigrationOp
         source=source_ctes(schema, batch_filter, yielded=True), product_images=product_images
     )
     groups = fetch_rows(query, params)
-    recorded = [(product_id, error) for error, *_, recorded_ids in groups for product_id in recorded_ids or ()]
-    if recorded:
+    refusals = {product_id: error for error, *_, recorded_ids in groups for product_id in recorded_ids or ()}
+    if refusals:
+        digests = fetch_rows(
+            sql.SQL(_JSON_DIGESTS).format(products=table(schema, "products")), {"recorded_ids": list(refusals)}
+        )
         execute(
-            sql.SQL(_RECORD_JSON).format(json_state=json_state, products=table(schema, "products")),
-            {"recorded_ids": [product_id for product_id, _ in recorded], "refusals": [error for _, error in recorded]},
+            record_json_state(schema),
+            {
+                "product_ids": [product_id for product_id, _ in digests],
+                "json_digests": [digest for _, digest in digests],
+                "refusals": [refusals[product_id] for product_id, _ in digests],
+            },
         )
     return [group[:-1] for group in groups], reconciled
 
