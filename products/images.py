@@ -37,7 +37,7 @@ from psycopg import sql
 from products.image_timestamps import FIRST_YEAR, LAST_YEAR, created_at_accepted
 from products.image_urls import URL_WHITESPACE, url_problem
 from products.legacy_json import CONVENTIONS, rewrite_in_one_convention
-from products.migration.reconcile import reconcile
+from products.migration.reconcile import reconcile, record_json_state
 from products.models import Product, ProductImage
 from stoflow.raw_sql import as_text, execute, fetch_rows, table
 
@@ -445,33 +445,30 @@ def _free_orders(taken: set[int], count: int) -> list[int]:
 # "YYYY-MM-DDTHH:MM:SS[.ffffff]Z", the fraction only when there is one: the legacy entries'
 # shape, which the migration's source reads. The JSON written is recorded as reconciled with the rows
 # (product_json_state), in the same statement: --sync and the follower leave it alone (no bounce back).
-_MIRROR_JSON = """WITH mirrored AS (
-    UPDATE {products} SET images = (
-        SELECT COALESCE(
-            jsonb_agg(
-                jsonb_build_object(
-                    'url', i.url,
-                    'order', i."order",
-                    'created_at', to_char(i.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')
-                        || CASE WHEN date_trunc('second', i.created_at) = i.created_at THEN ''
-                                ELSE to_char(i.created_at AT TIME ZONE 'UTC', '.US') END
-                        || 'Z',
-                    'is_label', i.is_label
-                )
-                ORDER BY i."order"
-            ),
-            '[]'::jsonb
-        )
-        FROM {product_images} AS i
-        WHERE i.product_id = %(product_id)s
+_MIRRORED = """(
+    SELECT COALESCE(
+        jsonb_agg(
+            jsonb_build_object(
+                'url', i.url,
+                'order', i."order",
+                'created_at', to_char(i.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')
+                    || CASE WHEN date_trunc('second', i.created_at) = i.created_at THEN ''
+                            ELSE to_char(i.created_at AT TIME ZONE 'UTC', '.US') END
+                    || 'Z',
+                'is_label', i.is_label
+            )
+            ORDER BY i."order"
+        ),
+        '[]'::jsonb
     )
-    WHERE id = %(product_id)s
-    RETURNING id, md5(images::text)::uuid AS json_digest
-)
-INSERT INTO {json_state} AS st (product_id, json_digest, refused, recorded_at)
-SELECT id, json_digest, NULL, now() FROM mirrored
-ON CONFLICT (product_id) DO UPDATE
-SET json_digest = EXCLUDED.json_digest, refused = NULL, recorded_at = EXCLUDED.recorded_at"""
+    FROM {product_images} AS i
+    WHERE i.product_id = %(product_id)s
+)"""
+# The JSON about to be written is recorded first, as reconciled with the rows it comes from: when the UPDATE
+# then fires the follower, it finds that digest and leaves the product alone (no bounce back). Plain statements,
+# the state written from values (batches._JSON_DIGESTS says why): Citus runs each whole on the worker.
+_MIRRORED_DIGEST = "SELECT md5({mirrored}::text)::uuid"
+_MIRROR_JSON = "UPDATE {products} SET images = {mirrored} WHERE id = %(product_id)s"
 
 _HAS_JSON_COLUMN = """SELECT EXISTS (
     SELECT FROM pg_attribute
@@ -495,11 +492,12 @@ def _mirror_json(product_id: int) -> None:
     if not _has_json_column():
         return
     schema = connection.schema_name
+    mirrored = sql.SQL(_MIRRORED).format(product_images=table(schema, "product_images"))
+    ((digest,),) = fetch_rows(sql.SQL(_MIRRORED_DIGEST).format(mirrored=mirrored), {"product_id": product_id})
     execute(
-        sql.SQL(_MIRROR_JSON).format(
-            products=table(schema, "products"),
-            product_images=table(schema, "product_images"),
-            json_state=table(schema, "product_json_state"),
-        ),
-        {"product_id": product_id},
+        record_json_state(schema),
+        {"product_ids": [product_id], "json_digests": [digest], "refusals": [None]},
+    )
+    execute(
+        sql.SQL(_MIRROR_JSON).format(products=table(schema, "products"), mirrored=mirrored), {"product_id": product_id}
     )

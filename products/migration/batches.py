@@ -27,11 +27,11 @@ from typing import TypeVar
 from django.db import DatabaseError, transaction
 from psycopg import sql
 
-from products.migration.reconcile import Reconciled, reconcile, stale
+from products.migration.reconcile import Reconciled, reconcile, record_json_state, stale
 from products.migration.report import Blocked, ProductError, TenantRun
 from products.migration.source import id_range, source_ctes
 from products.migration.validation import RangeFigures, measure_range
-from stoflow.raw_sql import fetch_rows, table
+from stoflow.raw_sql import execute, fetch_rows, table
 from stoflow.tenants.blocking import Blocker, BlockerWatch
 from stoflow.tenants.locks import JOB_SESSION_SETTINGS
 from stoflow.tenants.sessions import session_settings
@@ -186,8 +186,7 @@ def first_line(exc: BaseException | None) -> str:
 # (connection lost, missing table, out of memory) stops the run.
 ROW_ERROR_CLASSES = ("22", "23", "P0")
 
-# A first migration of the batch's products that have no rows. Each product it inserts (or refuses) gets its
-# product_json_state, the digest of the JSON read: --sync later finds the products whose JSON changed since.
+# A first migration of the batch's products that have no rows.
 _MIGRATE_BATCH = """WITH {source},
 todo AS (
     SELECT s.*,
@@ -211,14 +210,6 @@ inserted_per_product AS (
     SELECT product_id, count(*) AS images, count(*) FILTER (WHERE is_label) AS labels
     FROM inserted
     GROUP BY product_id
-),
-recorded AS (
-    INSERT INTO {json_state} AS st (product_id, json_digest, refused, recorded_at)
-    SELECT t.id, md5(p.images::text)::uuid, t.error, now()
-    FROM todo AS t JOIN {products} AS p ON p.id = t.id
-    WHERE NOT t.has_rows
-    ON CONFLICT (product_id) DO UPDATE
-    SET json_digest = EXCLUDED.json_digest, refused = EXCLUDED.refused, recorded_at = EXCLUDED.recorded_at
 )
 SELECT t.error,
        t.repairs,
@@ -227,11 +218,19 @@ SELECT t.error,
        count(*) AS products,
        COALESCE(sum(i.images), 0)::bigint AS images,
        COALESCE(sum(i.labels), 0)::bigint AS labels,
-       array_agg(t.id ORDER BY t.id) FILTER (WHERE t.error IS NOT NULL OR cardinality(t.repairs) > 0) AS ids
+       array_agg(t.id ORDER BY t.id) FILTER (WHERE t.error IS NOT NULL OR cardinality(t.repairs) > 0) AS ids,
+       array_agg(t.id ORDER BY t.id) FILTER (WHERE NOT t.has_rows) AS recorded_ids
 FROM todo AS t
 LEFT JOIN inserted_per_product AS i ON i.product_id = t.id
 GROUP BY 1, 2, 3, 4"""
 
+# Then each product it inserted (or refused) records its JSON's digest, so --sync later finds the products whose
+# JSON changed since: the digests read, then written from the values, in plain statements of their own. On
+# Citus 13.1.1 a data-modifying CTE beside the INSERT, and an INSERT ... SELECT from a table whose column list
+# holds the target's first column (product_id here), are deparsed for the worker with an empty shard-key filter
+# ("syntax error at or near NOT"); an INSERT from values (reconcile.record_json_state) is not.
+_JSON_DIGESTS = """SELECT p.id, md5(p.images::text)::uuid FROM {products} AS p
+WHERE p.id = ANY(%(recorded_ids)s::bigint[]) ORDER BY p.id"""
 # --force and --sync: the batch's products that have rows, brought to their JSON keeping the ids of the rows
 # whose URL stays (reconcile). --sync takes only the stale ones (reconcile.STALE): a day of changes costs what
 # the changed products cost, not the whole tenant's JSON decoded.
@@ -388,7 +387,6 @@ def _write_batch(schema: str, after: int | None, upto: int, options: MigrationOp
     params = {"after": after, "upto": upto, "force": options.force, "run_name": options.run_name}
     batch_filter = id_range("p.id", after, upto)
     product_images = table(schema, "product_images")
-    json_state = table(schema, "product_json_state")
     fetch_rows(sql.SQL(_LOCK_BATCH).format(products=table(schema, "products"), product_filter=batch_filter), params)
     reconciled = Reconciled()
     if options.force or options.sync:
@@ -399,12 +397,23 @@ def _write_batch(schema: str, after: int | None, upto: int, options: MigrationOp
     # Then a first migration of the products that have no rows (new products, and those --force or --sync left
     # without rows because their JSON is empty).
     query = sql.SQL(_MIGRATE_BATCH).format(
-        source=source_ctes(schema, batch_filter, yielded=True),
-        product_images=product_images,
-        products=table(schema, "products"),
-        json_state=json_state,
+        source=source_ctes(schema, batch_filter, yielded=True), product_images=product_images
     )
-    return fetch_rows(query, params), reconciled
+    groups = fetch_rows(query, params)
+    refusals = {product_id: error for error, *_, recorded_ids in groups for product_id in recorded_ids or ()}
+    if refusals:
+        digests = fetch_rows(
+            sql.SQL(_JSON_DIGESTS).format(products=table(schema, "products")), {"recorded_ids": list(refusals)}
+        )
+        execute(
+            record_json_state(schema),
+            {
+                "product_ids": [product_id for product_id, _ in digests],
+                "json_digests": [digest for _, digest in digests],
+                "refusals": [refusals[product_id] for product_id, _ in digests],
+            },
+        )
+    return [group[:-1] for group in groups], reconciled
 
 
 def _tally(schema: str, written: tuple[list[tuple], Reconciled], run: TenantRun, options: MigrationOptions) -> None:

@@ -31,6 +31,7 @@ from psycopg import sql
 from products.migration import reconcile
 from products.migration.preflight import FOLLOWER_TRIGGER, FOLLOWER_VERSION
 from stoflow.raw_sql import as_text, fetch_rows, table
+from stoflow.tenants.citus import allow_triggers
 
 FUNCTION = "stoflow_follow_images"
 TRIGGER = FOLLOWER_TRIGGER
@@ -144,8 +145,9 @@ def version() -> str:
 
 
 def install(schema: str) -> None:
-    """Create or replace the tenant's follower function and trigger (in the caller's transaction)."""
-    with connection.cursor() as cursor:
+    """Create or replace the tenant's follower function and trigger (in the caller's transaction, if any)."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        allow_triggers()
         # No parameters: the text is sent as it is (its regexes and format strings hold % signs).
         cursor.execute(as_text(function_sql(schema)))
         cursor.execute(
@@ -176,8 +178,9 @@ def install_and_catch_up(schema: str, run_name: str) -> reconcile.Reconciled:
 
 
 def uninstall(schema: str) -> None:
-    """Drop the tenant's follower trigger and function, if there (in the caller's transaction)."""
-    with connection.cursor() as cursor:
+    """Drop the tenant's follower trigger and function, if there (in the caller's transaction, if any)."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        allow_triggers()
         cursor.execute(
             as_text(
                 sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(TRIGGER), table(schema, "products"))

@@ -223,6 +223,12 @@ def statements(schema: str, array: Callable[[str], sql.Composable], run_name: sq
     ]
 
 
+def record_json_state(schema: str) -> sql.Composed:
+    """The last of STATEMENTS alone, its arrays as query parameters (``product_ids``, ``json_digests``,
+    ``refusals``): a first migration and the image service's mirror record the JSON they read or write."""
+    return statements(schema, parameter, sql.Literal(""))[-1]
+
+
 def parameter(name: str) -> sql.Composable:
     """An array as a query parameter, typed (``%(name)s::type``)."""
     return sql.SQL("{}::{}").format(sql.Placeholder(name), sql.SQL(ARRAY_TYPES[name]))
