@@ -42,6 +42,10 @@ test: $(INSTALLED)
 manage: $(INSTALLED)
 	$(DEV) $(BIN)/python manage.py $(ARGS)
 
+# The migration's tests on a real Citus cluster (../shared/citus), started and stopped by the script.
+test-citus: $(INSTALLED)
+	bash .ci/citus-tests
+
 # The demo in the admin: set up the demo data if needed (quietly), then serve it.
 admin: $(INSTALLED)
 	$(DEV) $(BIN)/python manage.py migrate_schemas --noinput -v 0
