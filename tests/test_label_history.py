@@ -1,4 +1,5 @@
-"""The image service's label history, undo, expected arrangements, move_image and error codes, on the real DB."""
+"""The image service's label history, undo, expected arrangements, move_image and error codes, and the admin's
+bulk label jobs advanced from two sessions, on the real DB."""
 
 import threading
 
@@ -7,6 +8,7 @@ from django.db import connection, connections
 from django_tenants.utils import schema_context
 
 from products import images
+from products.admin.label_jobs import advance, start_job
 from products.images import (
     Arrangement,
     ImagesChanged,
@@ -19,7 +21,7 @@ from products.images import (
     set_label,
     undo_label_change,
 )
-from products.models import LabelChange
+from products.models import LabelChange, LabelJob, LabelJobItem, ProductImage
 from tests.helpers import (
     TENANT,
     image_ids,
@@ -184,3 +186,27 @@ def test_move_image_reads_the_photos_under_the_lock_while_another_session_reorde
     with schema_context(TENANT):
         assert arrangement(product) == Arrangement((d, a, c, b), label)
     connection.close()
+
+
+def test_two_tabs_advancing_one_job_never_change_a_product_twice(committed_db):
+    products = [migrated_product(3) for _ in range(3)]
+    with schema_context(TENANT):
+        selected = ProductImage.objects.filter(is_label=True)
+        job = start_job("clear_label", "agent", selected=selected)
+        first = job.items.order_by("product_id").first()
+    with other_session() as tab:
+        tab.autocommit = False
+        # The other tab holds the first product's item while it changes it.
+        tab.execute(
+            tenant_sql("SELECT id FROM {schema}.label_job_items WHERE id = %(id)s FOR UPDATE"), {"id": first.pk}
+        )
+        with schema_context(TENANT):
+            assert advance(job) == 2
+            assert LabelJobItem.objects.get(pk=first.pk).outcome is None  # skipped, not waited for
+            assert job.finished_at is None
+        tab.rollback()
+    with schema_context(TENANT):
+        assert advance(job) == 1
+        assert LabelJob.objects.get(pk=job.pk).finished_at is not None
+    with schema_context(TENANT):
+        assert not ProductImage.objects.filter(product__in=products, is_label=True).exists()

@@ -14,11 +14,11 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from products.admin import label_jobs
 from products.admin.csv_export import csv_lines
 from products.admin.filters import IsLabelFilter, ProductFilter
 from products.admin.html import label_badge, short_url, thumbnail
 from products.admin.label_jobs import (
-    TYPED_CONFIRMATION_ABOVE,
     Outlook,
     advance,
     clear_label_outlook,
@@ -148,7 +148,7 @@ class ProductImageAdmin(QuickLists, SellerHistory, BrowseOnly, admin.ModelAdmin)
         return self._run_or_show(request, job)
 
     def _run_or_show(self, request, job: LabelJob):
-        if progress(job).total <= TYPED_CONFIRMATION_ABOVE:
+        if progress(job).total <= label_jobs.TYPED_CONFIRMATION_ABOVE:
             while advance(job, self._logger(request)):
                 pass
             self.message_user(request, job_summary(job), messages.SUCCESS)
@@ -283,7 +283,7 @@ def confirmation_context(outlook: Outlook, fields, typed_wrong: bool) -> dict:
         "fields": fields,
         "typed": outlook.typed,
         "typed_wrong": typed_wrong,
-        "batched": changing > TYPED_CONFIRMATION_ABOVE,
+        "batched": outlook.typed,
     }
 
 

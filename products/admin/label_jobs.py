@@ -49,6 +49,7 @@ class Outlook:
 
     @property
     def typed(self) -> bool:
+        """Past the bound: the number is typed to confirm, and the job runs a batch per request."""
         return self.changing > TYPED_CONFIRMATION_ABOVE
 
 
@@ -143,12 +144,14 @@ def _insert_items(job: LabelJob, rows: QuerySet, columns: list[str]) -> None:
 def advance(
     job: LabelJob,
     on_change: Callable[[LabelJobItem, LabelChange], None] | None = None,
-    products: int = BATCH_PRODUCTS,
-    seconds: float = BATCH_SECONDS,
+    products: int | None = None,
+    seconds: float | None = None,
 ) -> int:
-    """Change the next pending products of ``job``, each in a transaction of its own; returns how many were
-    done. ``on_change`` is told of each change made (the admin history)."""
-    deadline = time.monotonic() + seconds
+    """Change the next pending products of ``job`` (a batch: ``products`` of them, or ``seconds``), each in a
+    transaction of its own; returns how many were done. ``on_change`` is told of each change made (the admin
+    history)."""
+    products = BATCH_PRODUCTS if products is None else products
+    deadline = time.monotonic() + (BATCH_SECONDS if seconds is None else seconds)
     done = 0
     while done < products and time.monotonic() < deadline:
         with transaction.atomic():
