@@ -433,7 +433,7 @@ def test_a_label_button_asks_first_and_says_what_marketplaces_receive_afterwards
     before = sequence(lamp)
     response = press(admin_client, lamp, "clear_label", image_ids(lamp, 4)[0], confirmed=False)
     page = response.content.decode()
-    assert "<h1>Clear price labels: what changes</h1>" in page
+    assert "<h1>Clear the price label: what changes</h1>" in page
     assert (
         "“4.svg”, the price label, becomes photo 4: Vinted will receive it (eBay and Etsy take fewer photos)." in page
     )
@@ -463,7 +463,7 @@ def test_the_newest_label_change_is_undone_from_the_product_page_after_a_confirm
     assert f'name="undo" value="{change.pk}"' in row
 
     confirmation = press(admin_client, lamp, "undo", change.pk, confirmed=False).content.decode()
-    assert "Undo label changes: what changes" in confirmation
+    assert "Undo the label change: what changes" in confirmation
     assert "“4.svg” (photo 3) becomes the price label and moves last" in confirmation
     assert "“1.svg”, the label until now, becomes photo 1" in confirmation
     [message] = messages_of(press(admin_client, lamp, "undo", change.pk))

@@ -22,6 +22,7 @@ from django_tenants.utils import get_public_schema_name, get_tenant_model, schem
 from playwright.sync_api import expect, sync_playwright
 from pytest_django.live_server_helper import LiveServer
 
+from products.admin import label_jobs
 from products.admin.html import LABEL_BADGE_TEXT
 from products.images import move_image
 from products.models import Product, ProductImage
@@ -224,7 +225,7 @@ def test_make_a_label_on_the_product_page_and_the_badge_moves_to_the_last_image(
     first_src = first.locator("img").get_attribute("src")
     first.get_by_role("button", name="Make label…").click()
     # Asked first: what changes, and what each marketplace receives afterwards.
-    expect(page.locator("h1")).to_have_text("Make price labels: what changes")
+    expect(page.locator("h1")).to_have_text("Make the price label: what changes")
     expect(page.locator(".stoflow-afterwards-lines li")).to_have_text(
         ["Vinted: photos 1-3, label left out", "eBay: photos 1-3, label left out", "Etsy: photos 1-3, label left out"]
     )
@@ -313,7 +314,7 @@ def test_clear_label_from_the_image_list_asks_first(page, server):
     result_rows(page).first.locator("input.action-select").check()
     page.select_option("select[name=action]", "clear_label")
     page.get_by_role("button", name="Go", exact=True).click()
-    expect(page.locator("h1")).to_have_text("Clear price labels: what changes")
+    expect(page.locator("h1")).to_have_text("Clear the price label: what changes")
     expect(page.locator("#label-plan li.stoflow-plan-changes")).to_have_count(1)
     shoot(page, "8-clear-label-confirmation", phone=True)
     page.get_by_role("link", name="No, take me back").click()
@@ -345,7 +346,7 @@ def test_a_label_change_is_undone_from_the_product_page_after_a_confirmation(pag
     expect(history.first).to_contain_text(STAFF[0])
     shoot(page, "11-label-history-with-undo")
     history.first.get_by_role("button", name="Undo…").click()
-    expect(page.locator("h1")).to_have_text("Undo label changes: what changes")
+    expect(page.locator("h1")).to_have_text("Undo the label change: what changes")
     shoot(page, "12-undo-confirmation")
     page.get_by_role("button", name="Yes, undo this change").click()
     expect(page.locator(".messagelist .success")).to_contain_text("Undid the change of")
@@ -453,3 +454,29 @@ def test_the_lists_read_on_a_phone_and_on_a_laptop_with_the_side_navigation_open
     expect(page.locator("#nav-sidebar")).to_be_visible()
     assert_fits(page)
     screenshot(page, "18-images-navigation-open-1366")
+
+
+def test_a_large_bulk_change_asks_for_the_number_runs_in_batches_and_is_undone_whole(page, server, monkeypatch):
+    # The live server runs in this process: a bound of 1 and batches of 1 product make three products "large".
+    monkeypatch.setattr(label_jobs, "TYPED_CONFIRMATION_ABOVE", 1)
+    monkeypatch.setattr(label_jobs, "BATCH_PRODUCTS", 1)
+    page.goto(seller_url(server, "productimage/?label=yes"))
+    labels = result_rows(page).count()
+    page.locator("#action-toggle").check()
+    page.select_option("select[name=action]", "clear_label")
+    page.get_by_role("button", name="Go", exact=True).click()
+    expect(page.locator("#label-plan-afterwards")).to_contain_text("Afterwards the former price label becomes a photo")
+    page.fill("#confirm-count", str(labels))
+    shoot(page, "19-bulk-confirmation-typed", phone=True)
+    page.get_by_role("button", name="Yes, clear these labels").click()
+    # The page's script advances it a batch per request, then shows the outcome.
+    expect(page.locator("#job-outcome")).to_contain_text(f"{labels} changed")
+    expect(page.locator("#job-progress-text")).to_have_text(f"Done: {labels} of {labels} products.")
+    shoot(page, "20-bulk-change-done", phone=True)
+    page.locator("#job-undo").click()
+    expect(page.locator("h1")).to_have_text("Undo label changes: what changes")
+    page.fill("#confirm-count", str(labels))
+    page.get_by_role("button", name="Yes, undo these changes").click()
+    expect(page.locator("#job-outcome")).to_contain_text(f"{labels} changed")
+    page.goto(seller_url(server, "productimage/?label=yes"))
+    expect(result_rows(page)).to_have_count(labels)

@@ -15,6 +15,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from products.admin import label_jobs
+from products.admin.confirmation import confirmation_context, job_summary, typed_number_matches
 from products.admin.csv_export import csv_lines
 from products.admin.filters import IsLabelFilter, ProductFilter
 from products.admin.html import label_badge, short_url, thumbnail
@@ -29,7 +30,6 @@ from products.admin.label_jobs import (
 )
 from products.admin.label_plans import describe_change, several_per_product
 from products.admin.mixins import ADMIN_CSS, BrowseOnly, QuickLists, SellerHistory
-from products.admin.paging import Grouped
 from products.admin.selectors import image_title, images_with_position
 from products.models import LabelJob, Product
 
@@ -142,7 +142,7 @@ class ProductImageAdmin(QuickLists, SellerHistory, BrowseOnly, admin.ModelAdmin)
         run at once when small, else a batch per request from its page."""
         if request.POST.get("post") != "yes" or not outlook.changing:
             return self._confirm(request, outlook, self._action_fields(request, action))
-        if outlook.typed and not _typed_number_matches(request, outlook.changing):
+        if outlook.typed and not typed_number_matches(request, outlook.changing):
             return self._confirm(request, outlook, self._action_fields(request, action), typed_wrong=True)
         job = start_job(action, request.user.get_username(), selected=queryset)
         return self._run_or_show(request, job)
@@ -247,7 +247,7 @@ class ProductImageAdmin(QuickLists, SellerHistory, BrowseOnly, admin.ModelAdmin)
         fields = [("post", "yes")]
         if request.method != "POST" or request.POST.get("post") != "yes":
             return self._confirm(request, outlook, fields, job=job)
-        if outlook.typed and not _typed_number_matches(request, outlook.changing):
+        if outlook.typed and not typed_number_matches(request, outlook.changing):
             return self._confirm(request, outlook, fields, typed_wrong=True, job=job)
         undo = start_job("undo", request.user.get_username(), undoes=job)
         return self._run_or_show(request, undo)
@@ -260,75 +260,3 @@ class ProductImageAdmin(QuickLists, SellerHistory, BrowseOnly, admin.ModelAdmin)
 
     def _url(self, name: str, *args) -> str:
         return reverse(f"{self.admin_site.name}:{name}", args=args)
-
-
-def _typed_number_matches(request, expected: int) -> bool:
-    """The number typed to confirm a large change: "3280", "3,280" and "3 280" all read 3,280."""
-    typed = re.sub(r"[\s,.]", "", request.POST.get("confirm_count", ""))
-    return typed.isdigit() and int(typed) == expected
-
-
-def confirmation_context(outlook: Outlook, fields, typed_wrong: bool) -> dict:
-    """The confirmation page of a label change, whichever page it comes from (the list, the product page)."""
-    wording = LABEL_ACTIONS[outlook.action]
-    changing, selected = outlook.changing, outlook.selected
-    return {
-        "title": wording["title"],
-        "summary": confirmation_summary(changing, selected, outlook.held_back),
-        "afterwards": outlook.afterwards,
-        "changing": Grouped(changing),
-        "plans": outlook.plans,
-        "more": Grouped(max(selected - len(outlook.plans), 0)),
-        "confirm": wording["confirm"][changing != 1],
-        "fields": fields,
-        "typed": outlook.typed,
-        "typed_wrong": typed_wrong,
-        "batched": outlook.typed,
-    }
-
-
-def confirmation_summary(changing: int, selected: int, held_back: int = 0) -> str:
-    if selected == 1:
-        what = "The product changes as below." if changing else "The product stays as it is."
-    elif changing == selected:
-        what = f"All {selected:,} products selected change as below."
-    else:
-        what = f"{changing:,} of the {selected:,} products selected change as below; the others stay as they are."
-    if held_back:
-        what += (
-            f" {held_back:,} {'is' if held_back == 1 else 'are'} held back from marketplaces and left as "
-            f"{'it is' if held_back == 1 else 'they are'}."
-        )
-    return what + (" Nothing is written until you confirm." if changing else "")
-
-
-def job_summary(job: LabelJob) -> str:
-    """What a bulk change did, in a line."""
-    done = progress(job)
-    if done.done < done.total:
-        return f"{done.done:,} of {done.total:,} products done so far."
-    parts = [f"{done.changed:,} product{'s' if done.changed != 1 else ''} changed"]
-    if done.unchanged:
-        parts.append(f"{done.unchanged:,} already as asked")
-    if done.refused:
-        parts.append(f"{done.refused:,} refused (listed on the page)")
-    return f"{LABEL_ACTIONS[job.action]['done']}: {', '.join(parts)}."
-
-
-LABEL_ACTIONS = {
-    "make_label": {
-        "title": "Make price labels: what changes",
-        "confirm": ("Yes, make this label", "Yes, make these labels"),
-        "done": "Price labels made",
-    },
-    "clear_label": {
-        "title": "Clear price labels: what changes",
-        "confirm": ("Yes, clear this label", "Yes, clear these labels"),
-        "done": "Price labels cleared",
-    },
-    "undo": {
-        "title": "Undo label changes: what changes",
-        "confirm": ("Yes, undo this change", "Yes, undo these changes"),
-        "done": "Label changes undone",
-    },
-}

@@ -15,9 +15,9 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from products.admin import image_actions
+from products.admin.confirmation import confirmation_context
 from products.admin.filters import HasLabelFilter, MigratedFilter, SoftDeletedFilter
 from products.admin.html import label_badge, short_url, thumbnail
-from products.admin.image_admin import confirmation_context
 from products.admin.label_jobs import Outlook
 from products.admin.label_plans import describe_change, listing_line
 from products.admin.mixins import ADMIN_CSS, BrowseOnly, QuickLists, SellerHistory
