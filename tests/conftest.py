@@ -57,8 +57,8 @@ def committed_db(django_db_setup, django_db_blocker):
             for schema in TEST_TENANTS:
                 follower.uninstall(schema)  # a test's follower would apply the next test's JSON writes
                 run_sql(
-                    "TRUNCATE {images}, {products}, {schema}.product_json_state, {schema}.product_images_removed "
-                    "RESTART IDENTITY CASCADE",
+                    "TRUNCATE {images}, {products}, {schema}.product_json_state, {schema}.product_images_removed, "
+                    "{schema}.label_job_items, {schema}.label_changes, {schema}.label_jobs RESTART IDENTITY CASCADE",
                     schema=schema,
                 )
             run_sql("TRUNCATE public.run_ledger")
