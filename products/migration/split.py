@@ -27,11 +27,11 @@ from django.db import DatabaseError, connection
 from psycopg import sql
 
 from products.migration.batches import MigrationOptions, Progress, TenantBlocked, job_session, migrate_batches
-from products.migration.report import TenantRun
+from products.migration.report import Pace, TenantRun
 from products.migration.source import id_range
 from products.migration.validation import RangeFigures, measure_range
 from stoflow.raw_sql import fetch_rows, table
-from stoflow.tenants.runner import SIGINT, SIGTERM, Terminated, signal_name
+from stoflow.tenants.runner import CANCEL, SIGINT, SIGTERM, Cancelled, Terminated, signal_name
 
 # A tenant with fewer products than this many batches keeps one worker: a split would not pay for itself.
 MINIMUM_BATCHES_TO_SPLIT = 2
@@ -70,6 +70,7 @@ class IdRange:
     after: int | None
     upto: int | None
     run: TenantRun = field(default_factory=TenantRun)
+    pace: Pace = field(default_factory=Pace)
     rehearsal: RangeFigures | None = None
     last_committed: int | None = None  # the last id of this range's last committed batch
     finished: bool = False
@@ -133,9 +134,11 @@ def migrate_ranges(
     run: TenantRun,
     on_batch: Callable[[int | None, TenantRun], None],
     slots: Slots | None = None,
+    pace: Pace | None = None,
 ) -> None:
-    """Migrate (or rehearse) each range on its own connection at once; their figures added to ``run``, in id
-    order, also when the walk stops part-way. ``on_batch(resume point, figures so far)`` after each batch."""
+    """Migrate (or rehearse) each range on its own connection at once; their figures added to ``run`` (and their
+    batches and waits to ``pace``), in id order, also when the walk stops part-way. ``on_batch(resume point,
+    figures so far)`` after each batch."""
     lock = threading.Lock()
     count = sql.SQL("SELECT count(*) FROM {} AS p WHERE {}").format(
         table(schema, "products"), id_range("p.id", ranges[0].after, None)
@@ -164,6 +167,7 @@ def migrate_ranges(
             upto=part.upto,
             on_batch=lambda last_id: batch_done(part, last_id),
             rehearsal=part.rehearsal,
+            pace=part.pace,
         )
         part.finished = True
 
@@ -172,6 +176,8 @@ def migrate_ranges(
     finally:
         for part in ranges:
             run.add(part.run)
+            if pace is not None:
+                pace.add(part.pace)
         progress.finish_tenant(schema)
 
 
@@ -213,6 +219,7 @@ def in_parallel(
     session settings; returns when all are done. Raises the first database error, else the first block,
     else KeyboardInterrupt if the run was interrupted (Ctrl-C here, or ``stop`` set by the tenant runner)."""
     workers_stop = threading.Event()
+    cancelled = threading.Event()
     errors: list[BaseException] = []
     finished: queue.SimpleQueue[int] = queue.SimpleQueue()
 
@@ -220,8 +227,12 @@ def in_parallel(
         try:
             with slot(slots, workers_stop), job_session(options, workers_stop) as guard:
                 work(part, workers_stop, guard)
-        except KeyboardInterrupt:
-            pass  # stopped by the shared event: the cause is recorded where it was set
+        except KeyboardInterrupt as interrupt:
+            # Stopped by the shared event (the cause is recorded where it was set), or cancelled from elsewhere:
+            # then it stops the other ranges.
+            if signal_name(interrupt) == CANCEL:
+                cancelled.set()
+                workers_stop.set()
         except (DatabaseError, TenantBlocked) as exc:
             errors.append(exc)
             workers_stop.set()
@@ -257,5 +268,7 @@ def in_parallel(
         raise errors[0]
     if interrupted == SIGTERM:
         raise Terminated(SIGTERM)
+    if cancelled.is_set():
+        raise Cancelled(CANCEL)
     if interrupted:
         raise KeyboardInterrupt(SIGINT)

@@ -28,6 +28,7 @@ class LedgerEntry(models.Model):
     """
 
     RUNNING = "running"
+    PAUSED = "paused"
     DONE = "done"
     ERRORS = "errors"
     BLOCKED = "blocked"
@@ -35,13 +36,15 @@ class LedgerEntry(models.Model):
     FAILED = "failed"
     STATUSES = [
         (RUNNING, "running"),
+        (PAUSED, "paused (keeps the seller's lock)"),
         (DONE, "done"),
         (ERRORS, "done, with products not migrated"),
         (BLOCKED, "blocked by another session's locks"),
         (INTERRUPTED, "interrupted"),
         (FAILED, "failed (database)"),
     ]
-    UNFINISHED = (RUNNING, BLOCKED, INTERRUPTED, FAILED)
+    UNFINISHED = (RUNNING, PAUSED, BLOCKED, INTERRUPTED, FAILED)
+    IN_PROGRESS = (RUNNING, PAUSED)  # the run is on (or its client vanished without closing the entry)
 
     run_id = models.CharField(max_length=32, db_index=True, help_text="One run of the command, over its tenants.")
     command = models.CharField(max_length=50, default="migrate_images")
@@ -50,7 +53,9 @@ class LedgerEntry(models.Model):
     options = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=20, choices=STATUSES, default=RUNNING)
     started_at = models.DateTimeField()
-    heartbeat_at = models.DateTimeField(help_text="Last write: the start, a batch, the end.")
+    heartbeat_at = models.DateTimeField(
+        "last sign of life", help_text="The run's last write here: its start, a batch, a wait, its end."
+    )
     finished_at = models.DateTimeField(null=True, blank=True)
     resumed_after = models.BigIntegerField(
         null=True, blank=True, help_text="Product id after which this run began, where an unfinished run stopped."
@@ -62,8 +67,15 @@ class LedgerEntry(models.Model):
     figures = models.JSONField(default=dict, blank=True)
     checks_passed = models.BooleanField(null=True, blank=True)
     message = models.TextField(blank=True, default="")
-    backend_pid = models.IntegerField(null=True, blank=True, help_text="The database session that held the lock.")
-    client = models.CharField(max_length=300, blank=True, default="", help_text="host:pid of the command")
+    backend_pid = models.IntegerField(
+        "database session",
+        null=True,
+        blank=True,
+        help_text="The database session that held the seller's lock (its process id on the database server).",
+    )
+    client = models.CharField(
+        "started from", max_length=300, blank=True, default="", help_text="host:pid of the command"
+    )
 
     class Meta:
         db_table = "run_ledger"
@@ -71,6 +83,32 @@ class LedgerEntry(models.Model):
         indexes = [models.Index(fields=["schema_name", "command", "-started_at"], name="run_ledger_latest")]
         verbose_name = "run ledger entry"
         verbose_name_plural = "run ledger"
+        permissions = [("control_run", "Can pause, resume and cancel a migration run")]
 
     def __str__(self):
         return f"{self.command} {self.mode} on {self.schema_name}, {self.started_at:%Y-%m-%d %H:%M} UTC: {self.status}"
+
+
+class RunControl(models.Model):
+    """What was last asked of a run from elsewhere: pause, resume (run) or cancel; one row per run.
+
+    Written by ``migrate_images --pause/--resume/--cancel RUN`` and the run ledger's buttons in the public
+    admin; read by the run between batches (``products.migration.control``). A run's tenants come and go,
+    so the request is kept per run, not on a ledger entry.
+    """
+
+    RUN = "run"
+    PAUSE = "pause"
+    CANCEL = "cancel"
+    REQUESTS = [(RUN, "run (resume)"), (PAUSE, "pause"), (CANCEL, "cancel")]
+
+    run_id = models.CharField(max_length=32, primary_key=True)
+    requested = models.CharField(max_length=10, choices=REQUESTS)
+    requested_by = models.CharField(max_length=300, help_text="Who asked: an admin user, or user@host.")
+    requested_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "run_control"
+
+    def __str__(self):
+        return f"{self.requested} run {self.run_id}, asked by {self.requested_by}"
