@@ -23,9 +23,9 @@ from stoflow.tenants.locks import LockHolder, tenant_lock_holder
 from stoflow.tenants.models import LedgerEntry
 from stoflow.tenants.runner import CANCEL
 
-COMMAND = "migrate_images"
-LIVE = "live"
-DRY_RUN = "dry-run"
+COMMAND = LedgerEntry.MIGRATE_IMAGES
+LIVE = LedgerEntry.LIVE
+DRY_RUN = LedgerEntry.DRY_RUN
 # A lock holder idle this long, with no run of ours recorded for it, is called stale (tests lower it).
 STALE_AFTER_SECONDS = 60.0
 

@@ -10,12 +10,20 @@ class Tenant(TenantMixin):
 
     auto_create_schema = True
 
+    class Meta:
+        verbose_name = "seller"
+        verbose_name_plural = "sellers"
+
     def __str__(self):
         return self.schema_name
 
 
 class Domain(DomainMixin):
-    pass
+    """The address a seller's admin is served under (``/sellers/<domain>/``): its schema's name."""
+
+    class Meta:
+        verbose_name = "seller address"
+        verbose_name_plural = "seller addresses"
 
 
 class LedgerEntry(models.Model):
@@ -26,6 +34,10 @@ class LedgerEntry(models.Model):
     A re-run reads it to know where the last one stopped; ``migrate_images --status`` prints the latest
     entry per tenant; the public admin shows it read-only.
     """
+
+    MIGRATE_IMAGES = "migrate_images"  # the command that writes the ledger
+    LIVE = "live"
+    DRY_RUN = "dry-run"
 
     RUNNING = "running"
     PAUSED = "paused"
@@ -47,8 +59,8 @@ class LedgerEntry(models.Model):
     IN_PROGRESS = (RUNNING, PAUSED)  # the run is on (or its client vanished without closing the entry)
 
     run_id = models.CharField(max_length=32, db_index=True, help_text="One run of the command, over its tenants.")
-    command = models.CharField(max_length=50, default="migrate_images")
-    schema_name = models.CharField(max_length=63)
+    command = models.CharField(max_length=50, default=MIGRATE_IMAGES)
+    schema_name = models.CharField("seller", max_length=63, help_text="The seller's database schema.")
     mode = models.CharField(max_length=20, help_text="live or dry-run")
     options = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=20, choices=STATUSES, default=RUNNING)

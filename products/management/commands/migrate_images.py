@@ -34,6 +34,7 @@ from products.migration.rendering import (
 )
 from products.migration.report import ExitCode, MigrationReport
 from products.migration.runs import migrate_images, unfollow, validate_images
+from stoflow.tenants.run_control import NoSuchRun, ask
 from stoflow.tenants.runner import Interruption, TenantJobFailed, signal_name, sigterm_interrupts
 
 DEFAULT_LOCK_TIMEOUT = "2s"
@@ -332,8 +333,8 @@ class Command(ImageCommand):
             )
         name = asked[0]
         try:
-            run_id = control.ask(options[name], CONTROLS[name], by=f"{getpass.getuser()}@{socket.gethostname()}")
-        except control.NoSuchRun as exc:
+            run_id = ask(options[name], CONTROLS[name], by=f"{getpass.getuser()}@{socket.gethostname()}")
+        except NoSuchRun as exc:
             raise CommandError(f"--{name}: {exc}. Nothing was done.", returncode=ExitCode.USAGE) from exc
         obeys = {
             "pause": "pauses before its next batch (within a batch and a second), keeping its locks",
