@@ -8,6 +8,7 @@ import threading
 import time
 from contextlib import contextmanager
 
+import pytest
 from django.db import connection
 from psycopg.rows import dict_row
 
@@ -181,6 +182,33 @@ def test_a_run_cancelled_from_another_command_ends_as_an_interrupted_one_and_res
     code, report, output = run_command("--schema", TENANT, tmp_path=tmp_path)
     assert code == ExitCode.OK, output
     assert report["tenants"][0]["resumed_after"] == entry["last_product_id"]
+
+
+@pytest.mark.parametrize(
+    "schemas, stopped_in",
+    [
+        # Two tenants worked at once: the cancel stops both workers.
+        ((TENANT, OTHER_TENANT), [TENANT, OTHER_TENANT]),
+        # One tenant split in two ranges worked at once: the cancel stops both ranges.
+        ((TENANT,), [TENANT]),
+    ],
+)
+def test_a_cancel_stops_every_worker_of_a_parallel_run(committed_db, tmp_path, schemas, stopped_in):
+    for schema in schemas:
+        catalogue(30, schema=schema)
+    selected = [argument for schema in schemas for argument in ("--schema", schema)]
+    with run_in_background(
+        *selected, "--jobs", "2", "--batch-size", "1", "--pause-ms", "30", tmp_path=tmp_path
+    ) as result:
+        running = entry_when(lambda entry: entry["batches"] >= 2)
+        run_command("--cancel", running["run_id"])
+
+    code, report, output = result[0]
+    assert code == ExitCode.INTERRUPTED, output
+    assert report["interruption"]["signal"] == "cancel" and report["interruption"]["stopped_in"] == stopped_in
+    for schema in schemas:
+        [entry] = ledger_entries(schema)
+        assert entry["status"] == LedgerEntry.INTERRUPTED and entry["batches"] < 30
 
 
 def test_pausing_a_run_that_is_not_in_progress_is_a_usage_error(db):

@@ -22,6 +22,7 @@ text is generated here; a tenant that follows an older text is listed by ``--sta
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 from django.db import connection, transaction
@@ -216,9 +217,14 @@ def describe_many(schemas: list[str]) -> dict[str, str]:
         ),
         {"schemas": schemas, "trigger": TRIGGER},
     )
-    # Every tenant's follower text is the same but for its schema name (``version``): computed once.
-    current = version(schemas[0])
+    current = _current_version()
     return {schema: _described(installed, current) for schema, installed in rows}
+
+
+@functools.cache
+def _current_version() -> str:
+    """Every tenant's follower text is the same but for its schema name (``version``): once per process."""
+    return version("stoflow_version")
 
 
 def _described(installed: str | None, current: str) -> str:

@@ -26,6 +26,10 @@ class Domain(DomainMixin):
         verbose_name_plural = "seller addresses"
 
 
+# A run in progress, by status: module-level, as the ledger's Meta (its partial index) reads them too.
+_RUNNING, _PAUSED = "running", "paused"
+
+
 class LedgerEntry(models.Model):
     """The run ledger: one row per run of a per-tenant job (``migrate_images``) and tenant, in the public schema.
 
@@ -39,8 +43,8 @@ class LedgerEntry(models.Model):
     LIVE = "live"
     DRY_RUN = "dry-run"
 
-    RUNNING = "running"
-    PAUSED = "paused"
+    RUNNING = _RUNNING
+    PAUSED = _PAUSED
     DONE = "done"
     ERRORS = "errors"
     BLOCKED = "blocked"
@@ -92,7 +96,19 @@ class LedgerEntry(models.Model):
     class Meta:
         db_table = "run_ledger"
         ordering = ["-started_at", "schema_name"]
-        indexes = [models.Index(fields=["schema_name", "command", "-started_at"], name="run_ledger_latest")]
+        indexes = [
+            models.Index(fields=["schema_name", "command", "-started_at"], name="run_ledger_latest"),
+            # The campaign over the fleet (the seller picker): every seller's latest live entry, read in order.
+            models.Index(
+                fields=["command", "mode", "schema_name", "-started_at", "-id"], name="run_ledger_latest_live"
+            ),
+            # The runs going on now: a handful of rows among a fleet's entries.
+            models.Index(
+                fields=["schema_name"],
+                name="run_ledger_in_progress",
+                condition=models.Q(status__in=[_RUNNING, _PAUSED]),
+            ),
+        ]
         verbose_name = "run ledger entry"
         verbose_name_plural = "run ledger"
         permissions = [("control_run", "Can pause, resume and cancel a migration run")]

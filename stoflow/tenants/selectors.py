@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 
 from django.db.models import Q
+from django.db.models.functions import Collate, Length
 from django_tenants.utils import get_public_schema_name, get_tenant_model
 from psycopg import sql
 
@@ -17,17 +18,14 @@ def tenant_schema_names() -> list[str]:
     return sorted(names, key=_natural_key)
 
 
-def matching_seller_schemas(search: str) -> list[str]:
-    """The seller schemas whose schema name or seller name holds ``search`` (any case), in natural order."""
-    if not search:
-        return tenant_schema_names()
-    names = (
-        get_tenant_model()
-        .objects.exclude(schema_name=get_public_schema_name())
-        .filter(Q(schema_name__icontains=search) | Q(name__icontains=search))
-        .values_list("schema_name", flat=True)
-    )
-    return sorted(names, key=_natural_key)
+def matching_seller_schemas(search: str = ""):
+    """The seller schemas whose schema name or seller name holds ``search`` (any case; all of them when empty),
+    in natural order, as a query: a page of it reads that page only (10,000 sellers, 50 a page)."""
+    sellers = get_tenant_model().objects.exclude(schema_name=get_public_schema_name())
+    if search:
+        sellers = sellers.filter(Q(schema_name__icontains=search) | Q(name__icontains=search))
+    # _natural_key in SQL: length first, then the code points ("C" collation, as Python compares strings).
+    return sellers.order_by(Length("schema_name"), Collate("schema_name", "C")).values_list("schema_name", flat=True)
 
 
 @dataclass(frozen=True)

@@ -103,7 +103,7 @@ class PublicAdminSite(AdminSite):
                 search_var=SEARCH_VAR,
                 page_var=PAGE_VAR,
                 campaign=campaign_counts(),
-                sellers_in_all=len(tenant_schema_names()) if search else page.paginator.count,
+                sellers_in_all=matching_seller_schemas().count() if search else page.paginator.count,
             )
         return super().index(request, {**context, **(extra_context or {})})
 
