@@ -37,7 +37,7 @@ from products.migration.split import IdRange, Slots, migrate_ranges, slot, split
 from products.migration.validation import RangeFigures, build_validation, validate_finalized, validate_tenant
 from stoflow.raw_sql import execute, fetch_rows, table
 from stoflow.tenants.locks import tenant_lock, tenant_lock_holder
-from stoflow.tenants.runner import CANCEL, Stopped, TenantJobFailed, for_each_tenant, signal_name
+from stoflow.tenants.runner import CANCEL, SIGINT, Stopped, TenantJobFailed, for_each_tenant, signal_name
 
 # Fewer new rows than this and the validation plans well without fresh statistics; ANALYZE cost 0.6 ms of a
 # twenty-product tenant's 18 (a thousand small tenants: 0.6 s).
@@ -211,9 +211,9 @@ def migrate_tenant(
         except TenantBlocked as blocked:
             tenant.blocked = blocked.blocked  # the run goes on with the next tenant
         except KeyboardInterrupt as interrupt:
-            tenant.interrupted, tenant.interrupted_by = True, signal_name(interrupt)
+            tenant.interrupted, tenant.interrupted_by = True, _stopped_by(interrupt, options)
             ledger.close_entry(entry, tenant, best_effort=True)
-            raise Stopped(tenant, signal_name(interrupt)) from interrupt
+            raise Stopped(tenant, tenant.interrupted_by) from interrupt
         except DatabaseError as exc:
             tenant.failure = _failure(exc, options)
             ledger.close_entry(entry, tenant, best_effort=True)
@@ -222,6 +222,18 @@ def migrate_tenant(
             tenant.follower = _follow(tenant, options, guard)
         ledger.close_entry(entry, tenant)
         return tenant
+
+
+def _stopped_by(interrupt: KeyboardInterrupt, options: MigrationOptions) -> str:
+    """What stopped a tenant's work: SIGINT, SIGTERM, or CANCEL, also for a worker another worker's cancel
+    stopped (it sees only the shared stop event)."""
+    name = signal_name(interrupt)
+    if name == SIGINT and options.run_id:
+        try:
+            return CANCEL if control.who_cancelled(options.run_id) else name
+        except DatabaseError:
+            return name
+    return name
 
 
 def _migrate_and_validate(
