@@ -48,7 +48,8 @@ def tenant(db):
 
 @pytest.fixture
 def committed_db(django_db_setup, django_db_blocker):
-    """Real commits (for concurrency and batch tests); the test tenants and the run ledger are emptied afterwards
+    """Real commits (for concurrency and batch tests); the test tenants, the run ledger and the runs' controls are
+    emptied afterwards
     (a run left unfinished in the ledger would make the next test's run resume after its last product)."""
     with django_db_blocker.unblock():
         try:
@@ -61,7 +62,7 @@ def committed_db(django_db_setup, django_db_blocker):
                     "{schema}.label_job_items, {schema}.label_changes, {schema}.label_jobs RESTART IDENTITY CASCADE",
                     schema=schema,
                 )
-            run_sql("TRUNCATE public.run_ledger")
+            run_sql("TRUNCATE public.run_ledger, public.run_control")
 
 
 @pytest.fixture

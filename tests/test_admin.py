@@ -2,9 +2,7 @@
 
 import csv
 import io
-import json
 import re
-from datetime import datetime
 
 import pytest
 from django.contrib.admin.models import CHANGE, LogEntry
@@ -23,7 +21,6 @@ from products.admin import label_jobs
 from products.admin.html import LABEL_BADGE_TEXT, thumbnail
 from products.admin.image_actions import LABEL_BUTTONS, seen_token
 from products.admin.refusals import SUPPORT_SENTENCES
-from products.admin.seller_overview import LastRun, last_runs, seller_figures
 from products.images import ImageServiceError, arrangement, move_image
 from products.models import LabelChange, LabelJob, Product, ProductImage
 from stoflow.tenants.models import Domain
@@ -31,11 +28,8 @@ from stoflow.tenants.services import ensure_public_tenant
 from tests.helpers import (
     OTHER_TENANT,
     TENANT,
-    TEST_TENANTS,
     json_images,
     make_product,
-    migrated_product,
-    run_command,
     run_sql,
 )
 
@@ -122,105 +116,20 @@ def test_public_admin_lists_the_sellers_with_links_to_their_catalogues(admin_cli
     assert "Products and images" not in page  # seller models are not offered outside a seller
 
 
-def picker_figures(response) -> dict[str, tuple]:
-    """The picker's figures per seller: (products, images, labels, not migrated)."""
-    return {
-        row.schema: (row.figures.products, row.figures.images, row.figures.labels, row.figures.not_migrated)
-        for row in response.context["sellers"]
-        if row.schema in TEST_TENANTS
-    }
-
-
-def test_the_seller_picker_counts_products_images_labels_and_products_not_migrated(admin_client, tmp_path, settings):
-    settings.STOFLOW_MIGRATION_REPORT_JSON = tmp_path / "none.json"
-    product_with_images(3, title="Lamp")
-    product_with_images(1, title="Single")
-    waiting = make_product(title="Legacy only", images=[{"url": "/a.jpeg", "order": 1}, {"url": "/b.jpeg", "order": 2}])
-    make_product(title="No photo", images=[])
-    make_product(title="Null", images=None)
-    make_product(title="Encoded empty", images="[]")
-    migrated_product(2, schema=OTHER_TENANT)
-    response = admin_client.get("/admin/")
-    assert picker_figures(response) == {TENANT: (6, 4, 1, 1), OTHER_TENANT: (1, 2, 1, 0)}
-    page = response.content.decode()
-    row = page.split(f'id="seller-{TENANT}"')[1].split("</tr>")[0]
-    assert f'data-figure="products" data-label="Products"><a href="{PRODUCTS}">6</a>' in row
-    assert f'data-figure="images" data-label="Images"><a href="{IMAGES}">4</a>' in row
-    assert f'data-figure="labels" data-label="Labels"><a href="{IMAGES}?label=yes">1</a>' in row
-    assert f'<a href="{PRODUCTS}?migrated=waiting">1</a>' in row
-    assert "No run on record" in row
-    # The figure's link lists exactly those products.
-    assert listed_ids(admin_client.get(f"{PRODUCTS}?migrated=waiting")) == [waiting.pk]
-
-
-def test_the_seller_picker_counts_in_a_fixed_number_of_queries(tenant):
-    product_with_images(3, title="Lamp")
-    for schemas in ([TENANT], TEST_TENANTS):
-        with CaptureQueriesContext(connection) as queries:
-            figures = seller_figures(schemas)
-        # django-tenants sets the search path before a query: count the queries proper.
-        assert sum(not query["sql"].startswith("SET search_path") for query in queries.captured_queries) == 2
-        assert sorted(figures) == sorted(schemas)
-
-
-def test_the_seller_picker_shows_the_last_runs_outcome_from_its_json_report(admin_client, tmp_path, settings):
-    migrated_product(3)
-    make_product(title="Legacy only", images=[{"url": "/a.jpeg", "order": 1}])  # check 1 fails on it
-    migrated_product(2, schema=OTHER_TENANT)
-    code, report, _ = run_command("--check", tmp_path=tmp_path)
-    assert code == 3
-    settings.STOFLOW_MIGRATION_REPORT_JSON = tmp_path / "report.json"
-    response = admin_client.get("/admin/")
-    runs = {row.schema: row.figures.last_run for row in response.context["sellers"] if row.schema in TEST_TENANTS}
-    started = datetime.fromisoformat(report["started_at"])
-    assert runs[TENANT] == LastRun(started, "check", "checks 1, 4 FAIL", False)
-    assert runs[OTHER_TENANT] == LastRun(started, "check", "every check PASS (6)", True)
-    page = response.content.decode()
-    assert '<span class="stoflow-warning">Checks 1, 4 FAIL</span>' in page
-    assert f'Check, <time datetime="{started.isoformat()}">{started:%Y-%m-%d %H:%M} UTC</time>' in page
-
-
-def test_the_last_run_names_a_busy_seller_its_errors_and_an_interruption(tmp_path, settings):
-    report = {
-        "mode": "live",
-        "started_at": "2026-03-01T10:00:00+00:00",
-        "tenants": [
-            {"schema": "user_1", "busy": True},
-            {
-                "schema": "user_2",
-                "run": {"errors": [{"product_id": 1}, {"product_id": 2}]},
-                "validation": {"checks": [{"number": 1, "passed": True}, {"number": 5, "passed": False}]},
-            },
-            {"schema": "user_3", "run": {"errors": []}, "validation": {"checks": [{"number": 1, "passed": True}]}},
-        ],
-        "interruption": {"stopped_in": ["user_3"], "not_started": ["user_4"]},
-    }
-    settings.STOFLOW_MIGRATION_REPORT_JSON = tmp_path / "report.json"
-    settings.STOFLOW_MIGRATION_REPORT_JSON.write_text(json.dumps(report))
-    assert {schema: (run.outcome, run.ok) for schema, run in last_runs().items()} == {
-        "user_1": ("skipped: another run held the seller's lock", False),
-        "user_2": ("2 products could not be migrated; check 5 FAIL", False),
-        "user_3": ("interrupted part-way", False),
-        "user_4": ("not started: the run was interrupted", False),
-    }
-    settings.STOFLOW_MIGRATION_REPORT_JSON.write_text("{not json")
-    assert last_runs() == {}
-
-
 def test_staff_without_permissions_see_no_seller_links_that_would_answer_403(client, django_user_model):
     staff = django_user_model.objects.create_user("helper", password="x", is_staff=True)
     client.force_login(staff)
     page = client.get("/admin/").content.decode()
     assert "/sellers/" not in page
     assert 'id="no-seller-access"' in page
-    assert "Labels" not in page  # no figures either
+    assert "Products (about)" not in page  # no figures either
 
     staff.user_permissions.add(Permission.objects.get(codename="view_productimage"))
     staff = django_user_model.objects.get(pk=staff.pk)  # permissions are cached on the user
     client.force_login(staff)
     page = client.get("/admin/").content.decode()
     links = set(re.findall(r'href="(/sellers/[^"]*)"', page))
-    assert f"{IMAGES}?label=yes" in links and PRODUCTS not in links
+    assert IMAGES in links and PRODUCTS not in links
     for link in links:
         assert client.get(link).status_code == 200, link
 

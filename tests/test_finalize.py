@@ -19,6 +19,7 @@ from products.lifecycle import finalize
 from products.lifecycle.finalize import FinalizeExitCode
 from products.lifecycle.restore import RestoreExitCode
 from products.migration.report import ExitCode
+from stoflow.tenants.models import LedgerEntry
 from tests.helpers import (
     OTHER_TENANT,
     TENANT,
@@ -185,6 +186,50 @@ def test_a_refused_tenant_does_not_stop_the_others(finalizable):
     assert code == FinalizeExitCode.REFUSED, output
     assert f"{TENANT}: refused" in output and f"{OTHER_TENANT}: finalized" in output
     assert has_json_column(TENANT) and not has_json_column(OTHER_TENANT)
+
+
+# --ready: the run ledger first, then the gate
+
+
+def test_ready_finalizes_the_tenants_whose_latest_live_run_passed_and_leaves_the_others(finalizable):
+    make_product(OTHER_TENANT, images=entries(2))  # never migrated: no live run on record
+
+    code, output = run_lifecycle(FINALIZE, "--ready")
+
+    assert code == FinalizeExitCode.OK, output
+    assert f"{TENANT}: finalized" in output
+    assert f"{OTHER_TENANT}: not ready, left as it was: no live migrate_images run on record" in output
+    assert not has_json_column(TENANT)
+    assert_left_as_it_was(OTHER_TENANT)
+
+
+@pytest.mark.parametrize(
+    "entry, why",
+    [
+        ({"checks_passed": False}, "has a failing check"),
+        ({"status": LedgerEntry.ERRORS}, "is done, with products not migrated"),
+        ({"status": LedgerEntry.BLOCKED}, "is blocked by another session's locks"),
+        ({"status": LedgerEntry.RUNNING}, "is running"),
+    ],
+)
+def test_ready_leaves_a_tenant_whose_latest_live_run_did_not_pass(finalizable, entry, why):
+    LedgerEntry.objects.filter(schema_name=TENANT).update(**entry)
+
+    code, output = run_lifecycle(FINALIZE, "--schema", TENANT, "--ready")
+
+    assert code == FinalizeExitCode.OK, output
+    assert f"{TENANT}: not ready, left as it was: its latest live run (" in output and why in output
+    assert_left_as_it_was()
+
+
+def test_ready_still_runs_the_gate_on_what_the_rows_and_json_say_now(finalizable):
+    set_json(finalizable.a.pk, entries(2))  # changed since the run that passed
+
+    code, output = run_lifecycle(FINALIZE, "--schema", TENANT, "--ready")
+
+    assert code == FinalizeExitCode.REFUSED, output
+    assert f"{TENANT}: refused" in output and "check 4 FAIL" in output
+    assert_left_as_it_was()
 
 
 def test_a_write_between_the_gate_and_the_locks_is_caught_by_the_second_pass(finalizable, monkeypatch):

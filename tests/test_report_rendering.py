@@ -458,6 +458,7 @@ def test_an_interrupted_run_names_its_tenant_in_every_rendering():
         "stopped_in": ["tenant_c"],
         "not_started": ["tenant_d"],
         "signal": "SIGINT",
+        "cancelled_by": "",
     }
     assert "Interrupted" not in render_markdown(busy_report()) + render_terminal(busy_report())
 
@@ -528,10 +529,23 @@ def test_json_rendering():
         "refused": [],
         "blocked": None,
         "interrupted": False,
+        "interrupted_by": "",
         "failure": "",
         "resumed_after": None,
         "resume_note": "",
         "referencing_keys": [],
+        "pace": {
+            "batch_sizes": {
+                "target_ms": 0,
+                "batches": 0,
+                "products": 0,
+                "smallest": 0,
+                "largest": 0,
+                "seconds": 0.0,
+                "halved": 0,
+            },
+            "waits": [],
+        },
         "follower": "",
         "ledger_entry_opened": False,
     }

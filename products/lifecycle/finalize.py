@@ -11,7 +11,9 @@ Per tenant, under its advisory lock (``tenant_lock``, the one migrate_images tak
    the gate again, copy every product's ``(id, images)`` into ``legacy_product_images`` (soft-deleted products
    included), and drop the column. A failure anywhere rolls all of it back.
 
-A dry run stops after the gate's first pass and reports what it would do.
+A dry run stops after the gate's first pass and reports what it would do. With ``--ready``, a tenant goes to
+the gate only if its latest live migrate_images run (the run ledger) ended done with every check passing;
+the others are listed as not ready and left as they are (``not_ready``).
 
 Every phase (the first look, the gate's first pass, the dry run's count, the transaction) runs in the tenant's
 ``lifecycle_session`` (``table_locks.py``): a statement that waits longer than ``lock_timeout`` for a lock
@@ -37,13 +39,14 @@ from products.lifecycle.table_locks import (
     lifecycle_session,
     lock_for_column_change,
 )
-from products.migration import follower
+from products.migration import follower, ledger
 from products.migration.batches import Guard, TenantBlocked
 from products.migration.report import SAMPLE_SIZE, ExitCodeWithMeaning
 from products.migration.source import source_ctes
 from products.migration.validation import validate_tenant
 from stoflow.raw_sql import execute, fetch_rows, table
 from stoflow.tenants.locks import tenant_lock
+from stoflow.tenants.models import LedgerEntry
 from stoflow.tenants.runner import Interruption, for_each_tenant
 
 
@@ -51,7 +54,11 @@ class FinalizeExitCode(ExitCodeWithMeaning):
     """Exit status of ``finalize_images`` (the values it shares with migrate_images mean the same there).
     When several apply, the first listed wins."""
 
-    OK = 0, "Every tenant is finalized (now or before); with --dry-run, every tenant would be"
+    OK = (
+        0,
+        "Every tenant is finalized (now or before); with --dry-run, every tenant would be; with --ready, every "
+        "tenant whose latest live run passed every check (the others are listed as not ready)",
+    )
     DATABASE_FAILURE = (
         5,
         "The database is unreachable, or failed mid-run: the tenant being finalized was rolled back, tenants "
@@ -75,6 +82,7 @@ class Outcome(enum.Enum):
     ALREADY_FINALIZED = "already finalized"
     REFUSED = "refused"
     BUSY = "busy"
+    NOT_READY = "not ready"  # --ready: its latest live run did not pass every check; not looked at further
 
 
 @dataclass
@@ -146,17 +154,41 @@ _COPY = """WITH copied AS (
 SELECT count(*) FROM copied"""
 
 
-def finalize_images(schemas: list[str], dry_run: bool, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> Finalization:
-    """Finalize each tenant in turn (one at a time: each holds table locks while it drops)."""
+def finalize_images(
+    schemas: list[str], dry_run: bool, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, ready_only: bool = False
+) -> Finalization:
+    """Finalize each tenant in turn (one at a time: each holds table locks while it drops); ``ready_only``
+    (--ready): only those whose latest live run passed every check."""
     finalization = Finalization(dry_run=dry_run)
     finalization.tenants, finalization.interruption = for_each_tenant(
-        schemas, 1, lambda schema, stop: finalize_tenant(schema, dry_run, lock_timeout)
+        schemas, 1, lambda schema, stop: finalize_tenant(schema, dry_run, lock_timeout, ready_only)
     )
     return finalization
 
 
-def finalize_tenant(schema: str, dry_run: bool, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> TenantFinalization:
+def not_ready(schema: str) -> str:
+    """Why the tenant's latest live migrate_images run does not let --ready through ("" when it does): it must
+    have ended done, no product in error, every check passing. A finalized tenant is let through (the gate
+    says it is already finalized)."""
+    if not has_json_column(schema):
+        return ""
+    entry = ledger.latest_entry(schema, ledger.LIVE)
+    if entry is None:
+        return "no live migrate_images run on record"
+    run = f"its latest live run ({entry.run_id}, started {entry.started_at:%Y-%m-%d %H:%M} UTC)"
+    if entry.status != LedgerEntry.DONE:
+        return f"{run} is {entry.get_status_display()}"
+    if not entry.checks_passed:
+        return f"{run} has a failing check"
+    return ""
+
+
+def finalize_tenant(
+    schema: str, dry_run: bool, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, ready_only: bool = False
+) -> TenantFinalization:
     started = time.perf_counter()
+    if ready_only and (why := not_ready(schema)):
+        return TenantFinalization(schema, Outcome.NOT_READY, [why])
     with lifecycle_session(lock_timeout) as guard, tenant_lock(schema) as acquired:
         try:
             result = (
@@ -270,6 +302,8 @@ def describe(tenant: TenantFinalization) -> list[str]:
         return [f"{schema}: already finalized: products.images is gone, nothing to do"]
     if tenant.outcome is Outcome.BUSY:
         return [f"{schema}: busy, skipped (left as it was): {'; '.join(tenant.reasons)}"]
+    if tenant.outcome is Outcome.NOT_READY:
+        return [f"{schema}: not ready, left as it was: {'; '.join(tenant.reasons)}"]
     return [f"{schema}: refused, left as it was:"] + [f"  - {reason}" for reason in tenant.reasons]
 
 

@@ -19,7 +19,8 @@ On a live database:
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TypeVar
@@ -27,8 +28,9 @@ from typing import TypeVar
 from django.db import DatabaseError, transaction
 from psycopg import sql
 
+from products.migration.pace import BatchSizer, Gate
 from products.migration.reconcile import Reconciled, reconcile, record_json_state, stale
-from products.migration.report import Blocked, ProductError, TenantRun
+from products.migration.report import Blocked, Pace, ProductError, TenantRun
 from products.migration.source import id_range, source_ctes
 from products.migration.validation import RangeFigures, measure_range
 from stoflow.raw_sql import execute, fetch_rows, table
@@ -62,6 +64,11 @@ class MigrationOptions:
     restart: bool = False  # walk every product, even where the ledger says an unfinished run stopped
     allowed: tuple[str, ...] = ()  # triggers/constraints/indexes/rules on product_images the preflight accepts
     follow: bool = False  # install the follower on each tenant whose checks pass (live runs)
+    batch_time_ms: int = 0  # the time each batch should take: its size follows (0: batch_size, fixed)
+    watch_health: bool = True  # wait before a batch while a health signal is over its limit (pace.py)
+    max_replica_lag_ms: int = 5000  # the standbys' replay lag above which batches wait (0: not watched)
+    max_lock_waiters: int = 0  # other sessions waiting for locks on the tenant's tables above which batches wait
+    max_failures: int = 0  # start no further tenant once this many failed, were blocked or failed a check (0: no bound)
 
     @classmethod
     def from_command_options(cls, options: dict) -> MigrationOptions:
@@ -79,6 +86,11 @@ class MigrationOptions:
             restart=options["restart"],
             allowed=tuple(options["allow"]),
             follow=options["follow"],
+            batch_time_ms=options["batch_time"] or 0,
+            watch_health=not options["ignore_health"],
+            max_replica_lag_ms=options["max_replica_lag"],
+            max_lock_waiters=options["max_lock_waiters"],
+            max_failures=options["max_failures"],
         )
 
 
@@ -95,6 +107,9 @@ class Progress:
 # SQLSTATEs a unit of work is retried on: it waited too long for a lock (lock_timeout), or it lost to
 # another transaction (deadlock, serialization failure).
 RETRIED = {"55P03": "lock timeout", "40P01": "deadlock", "40001": "serialization failure"}
+STATEMENT_TIMEOUT = "57014"  # query_canceled: statement_timeout (or a cancel from another session)
+# A batch following --batch-time is also retried, halved, after its statement ran out of time.
+RETRIED_HALVED = {**RETRIED, STATEMENT_TIMEOUT: "statement timeout"}
 
 
 class TenantBlocked(Exception):
@@ -115,9 +130,19 @@ class Guard:
         self.watch = watch
         self.stop = stop or threading.Event()
 
-    def run(self, what: str, work: Callable[[], T]) -> T:
+    def run(
+        self,
+        what: str,
+        work: Callable[[], T],
+        *,
+        retried: Collection[str] = RETRIED,
+        before_retry: Callable[[], None] | None = None,
+    ) -> T:
         """``work()``, retried up to ``options.retries`` times on a lock timeout, deadlock or serialization
-        failure (a unit that writes runs in its own transaction, rolled back by the failure)."""
+        failure (a unit that writes runs in its own transaction, rolled back by the failure).
+
+        ``retried``: the SQLSTATEs retried instead; ``before_retry()`` runs after such a failure, before the
+        backoff (a batch following --batch-time halves there)."""
         error: DatabaseError | None = None
         # Every session seen holding the lock, on any attempt (by pid, its latest sighting): an attempt that
         # lost at once (a deadlock) or met another holder does not hide the ones an earlier attempt waited for.
@@ -130,10 +155,12 @@ class Guard:
                 with self.watch.watching() if self.watch else nullcontext():
                     return work()
             except DatabaseError as exc:
-                if sqlstate(exc) not in RETRIED:
+                if sqlstate(exc) not in retried:
                     raise
                 error = exc
                 blockers.update((blocker.pid, blocker) for blocker in (self.watch.seen if self.watch else []))
+                if before_retry is not None and attempt < attempts:
+                    before_retry()
         raise TenantBlocked(
             Blocked(what, attempts, self.options.lock_timeout_ms, first_line(error), list(blockers.values()))
         )
@@ -245,7 +272,7 @@ _LOCK_BATCH = """SELECT count(*) FROM (
     SELECT 1 FROM {products} AS p WHERE {product_filter} ORDER BY p.id FOR UPDATE
 ) AS locked"""
 
-_BATCH_END = """SELECT max(id) FROM (
+_BATCH_END = """SELECT max(id), count(*) FROM (
     SELECT p.id FROM {products} AS p WHERE {after} ORDER BY p.id LIMIT %(batch_size)s
 ) AS batch"""
 _COUNT = "SELECT count(*) FROM {products} AS p WHERE {after}"
@@ -277,6 +304,7 @@ def migrate_batches(
     on_batch: Callable[[int], None] | None = None,
     rehearsal: RangeFigures | None = None,
     product_count: int | None = None,
+    pace: Pace | None = None,
 ) -> TenantRun:
     """Walk the tenant's products with ids in (``after``, ``upto``] (None: no bound), one batch after the other.
 
@@ -284,7 +312,8 @@ def migrate_batches(
     ``on_batch(last id)`` is called after each batch, outside its transaction, through the Guard (the ledger:
     a write a lock held elsewhere makes wait is retried, then the tenant is blocked); a dry run passes
     ``rehearsal``, which collects the checks measured in each batch's rehearsal and over the ids past the last;
-    ``product_count``: how many the walk will meet, for its progress bar, when the caller counted them already.
+    ``product_count``: how many the walk will meet, for its progress bar, when the caller counted them already;
+    ``pace`` collects the batches' sizes and the waits before them (``pace.py``).
     """
     run = run if run is not None else TenantRun()
     guard = guard or Guard(options, stop=stop)
@@ -296,22 +325,23 @@ def migrate_batches(
     if remaining is None:
         remaining = guard.run("counting the products", lambda: fetch_rows(count, {"after": after, "upto": bound})[0][0])
     progress.start_tenant(schema, remaining)
+    pace = pace if pace is not None else Pace()
+    gate = Gate(schema, options, stop, pace)
+    sizer = BatchSizer(options, pace)
     try:
         while True:
-            if stop.is_set():
-                raise KeyboardInterrupt
-            batch_end = sql.SQL(_BATCH_END).format(products=products, after=id_range("p.id", after, bound))
-            params = {"after": after, "upto": bound, "batch_size": options.batch_size}
-            (upto,) = guard.run("finding the next batch", lambda query=batch_end, p=params: fetch_rows(query, p)[0])
-            if upto is None:
+            batch = _Batch(walk, sizer, products, after, bound, sizer.size)
+            if batch.upto is None:
                 break
-            _migrate_range(walk, after, upto)
+            # Ctrl-C, a pause or cancel asked from elsewhere, the database's health: between batches only.
+            gate.before_batch()
+            started = time.perf_counter()
+            _migrate_range(walk, after, batch.upto, batch.shrink if sizer.adaptive else None)
+            sizer.measured(batch.products, time.perf_counter() - started, batch.asked)
             if on_batch:
-                guard.run("recording the batch in the ledger", lambda last_id=upto: on_batch(last_id))
-            # Every batch but the last holds exactly batch_size products.
-            progress.advance(schema, min(options.batch_size, remaining))
-            remaining -= options.batch_size
-            after = upto
+                guard.run("recording the batch in the ledger", lambda last_id=batch.upto: on_batch(last_id))
+            progress.advance(schema, batch.products)
+            after = batch.upto
             if options.pause_ms:
                 guard.pause(options.pause_ms / 1000)
         if rehearsal is not None and (bound is None or after != bound):
@@ -324,11 +354,54 @@ def migrate_batches(
     return run
 
 
-def _migrate_range(walk: _Walk, after: int | None, upto: int) -> None:
-    """Products with ids in (after, upto]: one transaction; on a row the database refuses, the two halves."""
+class _Batch:
+    """The next batch of a walk: up to ``asked`` products after ``after`` (none past ``bound``); ``upto`` its last
+    id (None: no product left). Following --batch-time, ``shrink`` cuts it to half the size after a timeout."""
+
+    def __init__(
+        self,
+        walk: _Walk,
+        sizer: BatchSizer,
+        products: sql.Composable,
+        after: int | None,
+        bound: int | None,
+        asked: int,
+    ):
+        self.walk, self.sizer, self.products_table = walk, sizer, products
+        self.after, self.bound, self.asked = after, bound, asked
+        self.upto, self.products = self._end(asked)
+
+    def _end(self, size: int) -> tuple[int | None, int]:
+        query = sql.SQL(_BATCH_END).format(products=self.products_table, after=id_range("p.id", self.after, self.bound))
+        params = {"after": self.after, "upto": self.bound, "batch_size": size}
+        return self.walk.guard.run("finding the next batch", lambda: fetch_rows(query, params)[0])
+
+    def shrink(self) -> int:
+        """After the batch's transaction was rolled back on a timeout: half as many products; the new last id."""
+        self.asked = self.sizer.halve()
+        self.upto, self.products = self._end(self.asked)
+        return self.upto
+
+
+def _migrate_range(walk: _Walk, after: int | None, upto: int, shrink: Callable[[], int] | None = None) -> None:
+    """Products with ids in (after, upto]: one transaction; on a row the database refuses, the two halves.
+
+    ``shrink`` (a walk following --batch-time): a lock or statement timeout halves the batch before the retry;
+    it returns the batch's new last id."""
+    bound = [upto]
+
+    def smaller() -> None:
+        bound[0] = shrink()
+
     try:
-        written, figures = walk.guard.run(_products_in(after, upto), lambda: _attempt(walk, after, upto))
+        written, figures = walk.guard.run(
+            _products_in(after, upto),
+            lambda: _attempt(walk, after, bound[0]),
+            retried=RETRIED_HALVED if shrink else RETRIED,
+            before_retry=smaller if shrink else None,
+        )
     except DatabaseError as exc:
+        upto = bound[0]
         if not _caused_by_rows(exc):
             raise
         product_ids = _ids_in_range(walk, after, upto)

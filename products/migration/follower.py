@@ -203,7 +203,27 @@ def follows(schema: str) -> bool:
 
 def describe(schema: str) -> str:
     """The tenant's follower in a word or two, for ``--status`` and the admin: on, off, or outdated."""
-    installed = installed_version(schema)
+    return _described(installed_version(schema), version())
+
+
+def describe_many(schemas: list[str]) -> dict[str, str]:
+    """``describe`` for many tenants in one query (the admin's seller picker, a page of sellers at a time)."""
+    if not schemas:
+        return {}
+    rows = fetch_rows(
+        sql.SQL(
+            "SELECT s.name, (SELECT COALESCE(obj_description(f.oid, 'pg_proc'), '') FROM pg_trigger AS t "
+            "JOIN pg_proc AS f ON f.oid = t.tgfoid "
+            "WHERE t.tgrelid = to_regclass(quote_ident(s.name) || '.products') AND t.tgname = %(trigger)s) "
+            "FROM unnest(%(schemas)s::text[]) AS s(name)"
+        ),
+        {"schemas": schemas, "trigger": TRIGGER},
+    )
+    current = version()
+    return {schema: _described(installed, current) for schema, installed in rows}
+
+
+def _described(installed: str | None, current: str) -> str:
     if installed is None:
         return "off"
-    return "on" if installed == version() else OUTDATED
+    return "on" if installed == current else OUTDATED

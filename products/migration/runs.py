@@ -19,8 +19,9 @@ from datetime import UTC, datetime
 from django.db import DatabaseError, transaction
 from psycopg import sql
 
-from products.migration import follower, ledger
+from products.migration import control, follower, ledger
 from products.migration.batches import (
+    STATEMENT_TIMEOUT,
     Guard,
     MigrationOptions,
     Progress,
@@ -31,14 +32,13 @@ from products.migration.batches import (
     sqlstate,
 )
 from products.migration.preflight import check_tenant, connection_problems
-from products.migration.report import MigrationReport, TenantReport, TenantRun
+from products.migration.report import MigrationReport, TenantReport, TenantRun, WaveStop
 from products.migration.split import IdRange, Slots, migrate_ranges, slot, split_points, validate_ranges
 from products.migration.validation import RangeFigures, build_validation, validate_finalized, validate_tenant
 from stoflow.raw_sql import execute, fetch_rows, table
 from stoflow.tenants.locks import tenant_lock, tenant_lock_holder
-from stoflow.tenants.runner import Stopped, TenantJobFailed, for_each_tenant, signal_name
+from stoflow.tenants.runner import CANCEL, SIGINT, Stopped, TenantJobFailed, for_each_tenant, signal_name
 
-STATEMENT_TIMEOUT = "57014"  # query_canceled: statement_timeout (or a cancel from another session)
 # Fewer new rows than this and the validation plans well without fresh statistics; ANALYZE cost 0.6 ms of a
 # twenty-product tenant's 18 (a thousand small tenants: 0.6 s).
 ANALYZE_AFTER_IMAGES = 10_000
@@ -53,15 +53,34 @@ def migrate_images(schemas: list[str], options: MigrationOptions, progress: Prog
         run_name=f"migrate_images{flag}, started {report.started_at:%Y-%m-%d %H:%M:%S} UTC",
         run_id=options.run_id or uuid.uuid4().hex,
     )
+    report.run_id = options.run_id
     progress = progress or Progress()
     # With --jobs, at most that many walks at once, whether of tenants or of a large tenant's ranges.
     slots = Slots(options.jobs) if options.jobs > 1 else None
+    failed: list[str] = []  # --max-failures: the tenants that count, as they end
+
+    def stop_starting(tenant: TenantReport) -> bool:
+        if tenant.wave_failure:
+            failed.append(f"{tenant.schema} ({tenant.wave_failure})")
+        return bool(options.max_failures) and len(failed) >= options.max_failures
+
     try:
         report.tenants, report.interruption = for_each_tenant(
-            schemas, options.jobs, lambda schema, stop: migrate_tenant(schema, options, progress, stop, slots)
+            schemas,
+            options.jobs,
+            lambda schema, stop: migrate_tenant(schema, options, progress, stop, slots),
+            stop_starting,
         )
     except TenantJobFailed as failure:
         report.tenants, report.failure = failure.results, str(failure)
+    if report.interruption and report.interruption.signal == CANCEL:
+        report.interruption.cancelled_by = control.who_cancelled(options.run_id)
+    if options.max_failures and len(failed) >= options.max_failures and not report.failure:
+        done = {tenant.schema for tenant in report.tenants}
+        stopped = set(report.interruption.stopped_in) if report.interruption else set()
+        not_started = [schema for schema in schemas if schema not in done and schema not in stopped]
+        if not_started:
+            report.wave_stop = WaveStop(options.max_failures, failed, not_started)
     return report
 
 
@@ -213,10 +232,10 @@ def migrate_tenant(
         except TenantBlocked as blocked:
             tenant.blocked = blocked.blocked  # the run goes on with the next tenant
         except KeyboardInterrupt as interrupt:
-            tenant.interrupted = True
+            tenant.interrupted, tenant.interrupted_by = True, _stopped_by(interrupt, options)
             if entry:
                 ledger.close_entry(entry, tenant, best_effort=True)
-            raise Stopped(tenant, signal_name(interrupt)) from interrupt
+            raise Stopped(tenant, tenant.interrupted_by) from interrupt
         except DatabaseError as exc:
             tenant.failure = _failure(exc, options)
             if entry:
@@ -229,6 +248,18 @@ def migrate_tenant(
                 # Left "running": the next run finds no session holding the tenant's lock, closes it and resumes.
                 tenant.blocked = tenant.blocked or blocked.blocked
         return tenant
+
+
+def _stopped_by(interrupt: KeyboardInterrupt, options: MigrationOptions) -> str:
+    """What stopped a tenant's work: SIGINT, SIGTERM, or CANCEL, also for a worker another worker's cancel
+    stopped (it sees only the shared stop event)."""
+    name = signal_name(interrupt)
+    if name == SIGINT and options.run_id:
+        try:
+            return CANCEL if control.who_cancelled(options.run_id) else name
+        except DatabaseError:
+            return name
+    return name
 
 
 def _migrate_and_validate(
@@ -274,6 +305,7 @@ def _migrate_and_validate_serially(
             on_batch=lambda last_id: ledger.record_batch(entry, last_id, run),
             rehearsal=rehearsal,
             product_count=product_count,
+            pace=tenant.pace,
         )
     excluded = [error.product_id for error in run.errors]
     with _timed(tenant, "validate"):
@@ -316,6 +348,7 @@ def _migrate_and_validate_ranges(
             on_resume_point=lambda resume_after, so_far: ledger.record_resume_point(entry, resume_after, so_far),
             guard=guard,
             slots=slots,
+            pace=tenant.pace,
         )
     excluded = [error.product_id for error in run.errors]
     with _timed(tenant, "validate"):

@@ -34,11 +34,11 @@ from products.migration.batches import (
     job_session,
     migrate_batches,
 )
-from products.migration.report import TenantRun
+from products.migration.report import Pace, TenantRun
 from products.migration.source import id_range
 from products.migration.validation import RangeFigures, measure_range
 from stoflow.raw_sql import fetch_rows, table
-from stoflow.tenants.runner import SIGINT, SIGTERM, Terminated, signal_name
+from stoflow.tenants.runner import CANCEL, SIGINT, SIGTERM, Cancelled, Terminated, signal_name
 
 # A tenant with fewer products than this many batches keeps one worker: a split would not pay for itself.
 MINIMUM_BATCHES_TO_SPLIT = 2
@@ -77,6 +77,7 @@ class IdRange:
     after: int | None
     upto: int | None
     run: TenantRun = field(default_factory=TenantRun)
+    pace: Pace = field(default_factory=Pace)
     rehearsal: RangeFigures | None = None
     last_committed: int | None = None  # the last id of this range's last committed batch
     finished: bool = False
@@ -143,12 +144,14 @@ def migrate_ranges(
     on_resume_point: Callable[[int | None, TenantRun], None],
     guard: Guard,
     slots: Slots | None = None,
+    pace: Pace | None = None,
 ) -> None:
-    """Migrate (or rehearse) each range on its own connection at once; their figures added to ``run``, in id
-    order, also when the walk stops part-way. ``on_batch(resume point, figures so far)`` after each batch;
-    ``on_resume_point(resume point, figures so far)`` when a range finishes, and once more when every range has
-    ended: a range finishing moves the point (a lower range finishing last lets it reach the ranges above it),
-    with no batch committed. ``guard``: the coordinating connection's, for what it reads itself."""
+    """Migrate (or rehearse) each range on its own connection at once; their figures added to ``run`` (and their
+    batches and waits to ``pace``), in id order, also when the walk stops part-way. ``on_batch(resume point,
+    figures so far)`` after each batch; ``on_resume_point(resume point, figures so far)`` when a range finishes,
+    and once more when every range has ended: a range finishing moves the point (a lower range finishing last
+    lets it reach the ranges above it), with no batch committed. ``guard``: the coordinating connection's, for
+    what it reads itself."""
     lock, coordinator = threading.Lock(), guard
     count = sql.SQL("SELECT count(*) FROM {} AS p WHERE {}").format(
         table(schema, "products"), id_range("p.id", ranges[0].after, None)
@@ -186,12 +189,15 @@ def migrate_ranges(
             upto=part.upto,
             on_batch=lambda last_id: batch_done(part, last_id),
             rehearsal=part.rehearsal,
+            pace=part.pace,
         )
         guard.run("recording the resume point in the ledger", lambda: range_done(part))
 
     def ended(stopped_part_way: bool) -> None:
         for part in ranges:
             run.add(part.run)
+            if pace is not None:
+                pace.add(part.pace)
         progress.finish_tenant(schema)
         # Every range has ended: the point where they all stand. When the walk stopped on a failure, failing to
         # record this loses nothing the ranges' own records did not keep (a more cautious point): the failure
@@ -246,6 +252,7 @@ def in_parallel(
     session settings; returns when all are done. Raises the first database error, else the first block,
     else KeyboardInterrupt if the run was interrupted (Ctrl-C here, or ``stop`` set by the tenant runner)."""
     workers_stop = threading.Event()
+    cancelled = threading.Event()
     errors: list[BaseException] = []
     finished: queue.SimpleQueue[int] = queue.SimpleQueue()
 
@@ -253,8 +260,12 @@ def in_parallel(
         try:
             with slot(slots, workers_stop), job_session(options, workers_stop) as guard:
                 work(part, workers_stop, guard)
-        except KeyboardInterrupt:
-            pass  # stopped by the shared event: the cause is recorded where it was set
+        except KeyboardInterrupt as interrupt:
+            # Stopped by the shared event (the cause is recorded where it was set), or cancelled from elsewhere:
+            # then it stops the other ranges.
+            if signal_name(interrupt) == CANCEL:
+                cancelled.set()
+                workers_stop.set()
         except (DatabaseError, TenantBlocked) as exc:
             errors.append(exc)
             workers_stop.set()
@@ -290,5 +301,7 @@ def in_parallel(
         raise errors[0]
     if interrupted == SIGTERM:
         raise Terminated(SIGTERM)
+    if cancelled.is_set():
+        raise Cancelled(CANCEL)
     if interrupted:
         raise KeyboardInterrupt(SIGINT)

@@ -23,7 +23,16 @@ from products.migration.rendering.blocks import (
     Section,
     Table,
 )
-from products.migration.report import CheckResult, Interruption, MigrationReport, TenantReport, TenantRun, Validation
+from products.migration.report import (
+    CheckResult,
+    Interruption,
+    MigrationReport,
+    Pace,
+    TenantReport,
+    TenantRun,
+    Validation,
+)
+from stoflow.tenants.runner import CANCEL
 
 SUMMARY_COLUMNS = [
     "Schema",
@@ -53,9 +62,12 @@ DATA_SAFETY = (
 
 def interruption_note(interruption: Interruption) -> str:
     stopped = ", ".join(interruption.stopped_in) or "no tenant (between tenants)"
-    cause = " by SIGTERM" if interruption.signal == "SIGTERM" else ""
+    if interruption.signal == CANCEL:
+        what = f"Cancelled by {interruption.cancelled_by or 'someone'}"
+    else:
+        what = "Interrupted" + (" by SIGTERM" if interruption.signal == "SIGTERM" else "")
     return (
-        f"Interrupted{cause} while migrating {stopped}: committed batches are kept; "
+        f"{what} while migrating {stopped}: committed batches are kept; "
         f"{len(interruption.not_started)} tenant(s) not started. Re-run to finish."
     )
 
@@ -547,6 +559,66 @@ def _interruption(report: MigrationReport) -> Section | None:
     return Section("Interrupted", [Paragraph(interruption_note(report.interruption), tone=WARNING)])
 
 
+def batch_sizes_cell(pace: Pace) -> str:
+    sizes = pace.batch_sizes
+    if not sizes.batches:
+        return "no batch"
+    average = sizes.products / sizes.batches
+    if sizes.smallest == sizes.largest:
+        return f"{sizes.batches:,} x {sizes.largest:,} products"
+    return f"{sizes.batches:,} batches, {sizes.smallest:,} to {sizes.largest:,} products (average {average:,.0f})"
+
+
+def waits_cell(pace: Pace) -> str:
+    return "; ".join(f"{wait.reason}: {wait.seconds:,.1f} s ({wait.detail})" for wait in pace.waits) or "none"
+
+
+def _pace(report: MigrationReport) -> Section | None:
+    """How the batches went where it was not the fixed pace: --batch-time's sizes, and every wait before a batch."""
+    paced = [
+        tenant for tenant in report.tenants if tenant.pace.waits or (tenant.pace.batch_sizes.target_ms and tenant.run)
+    ]
+    if not paced:
+        return None
+    rows = []
+    for tenant in paced:
+        sizes = tenant.pace.batch_sizes
+        per_batch = f"{sizes.seconds / sizes.batches * 1000:,.0f} ms" if sizes.batches else ""
+        target = f"{sizes.target_ms:,} ms" if sizes.target_ms else "fixed size"
+        halved = f"{sizes.halved:,}" if sizes.halved else ""
+        rows.append([tenant.schema, batch_sizes_cell(tenant.pace), target, per_batch, halved, waits_cell(tenant.pace)])
+    table = Table(
+        "Pace",
+        [
+            "Schema",
+            "Batches",
+            "Batch time aimed at",
+            "Average batch",
+            "Halved after a timeout",
+            "Waited before batches",
+        ],
+        rows,
+    )
+    waited = sum(tenant.pace.seconds_waited for tenant in paced)
+    blocks = [table]
+    if waited:
+        blocks.append(
+            Paragraph(f"The batches waited {waited:,.1f} s in all for the database's health or a pause.", tone=WARNING)
+        )
+    return Section("Pace", blocks)
+
+
+def _wave_stop(report: MigrationReport) -> Section | None:
+    stop = report.wave_stop
+    if not stop:
+        return None
+    text = (
+        f"--max-failures {stop.max_failures}: the run started no further tenant once {', '.join(stop.failed)} "
+        f"had ended so; {len(stop.not_started):,} tenant(s) not started: {', '.join(stop.not_started)}."
+    )
+    return Section("Stopped starting tenants", [Paragraph(text, tone=WARNING)])
+
+
 def _performance(report: MigrationReport) -> Section:
     seconds = report.seconds  # per phase, summed over tenants
     phases = [*seconds.items(), ("total", sum(seconds.values()))]
@@ -574,6 +646,8 @@ def report_sections(report: MigrationReport) -> list[Section]:
         _skipped(report),
         _failure(report),
         _interruption(report),
+        _wave_stop(report),
+        _pace(report),
         _performance(report),
     ]
     return [section for section in sections if section]
