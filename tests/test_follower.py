@@ -219,12 +219,14 @@ def test_an_app_transaction_over_many_products_is_followed_without_subtransactio
     assert run_command("--check", "--schema", TENANT)[0] == 0
 
 
-def test_a_write_dropping_a_photo_another_table_points_at_is_refused_and_the_writer_goes_on(tenant):
+@pytest.mark.parametrize("action", ["NO ACTION", "RESTRICT"])
+def test_a_write_dropping_a_photo_another_table_points_at_is_refused_and_the_writer_goes_on(tenant, action):
     product = make_product(images=entries(3))
     assert run_command("--schema", TENANT, "--follow")[0] == 0
     run_sql(
         "CREATE TABLE {schema}.uploads (id bigserial PRIMARY KEY, "
-        "image_id bigint NOT NULL REFERENCES {images}(id) ON DELETE NO ACTION)"
+        "image_id bigint NOT NULL REFERENCES {images}(id) ON DELETE {action})",
+        action=sql.SQL(action),
     )
     before = rows(product.pk)
     uploaded_id = before[0][0]
@@ -236,8 +238,7 @@ def test_a_write_dropping_a_photo_another_table_points_at_is_refused_and_the_wri
     json_follows, refused = state(product.pk)
     assert json_follows  # the refused JSON is the one recorded
     assert refused == (
-        f"its JSON drops 1 photo(s) that 1 row(s) of {TENANT}.uploads.image_id point at (ON DELETE NO ACTION): "
-        "rows kept"
+        f"its JSON drops 1 photo(s) that 1 row(s) of {TENANT}.uploads.image_id point at (ON DELETE {action}): rows kept"
     )
     with schema_context(TENANT):
         assert listing_photos(product.pk, "ebay") == []  # held back
@@ -247,6 +248,24 @@ def test_a_write_dropping_a_photo_another_table_points_at_is_refused_and_the_wri
     assert state(product.pk) == (True, None)
     with schema_context(TENANT):
         assert listing_photos(product.pk, "ebay") == [entries(3)[0]["url"]]
+
+
+def test_a_photo_another_table_points_at_with_on_delete_cascade_is_removed_with_its_references(tenant):
+    product = make_product(images=entries(3))
+    assert run_command("--schema", TENANT, "--follow")[0] == 0
+    run_sql(
+        "CREATE TABLE {schema}.uploads (id bigserial PRIMARY KEY, "
+        "image_id bigint NOT NULL REFERENCES {images}(id) ON DELETE CASCADE)"
+    )
+    run_sql(
+        "INSERT INTO {schema}.uploads (image_id) SELECT id FROM {images} WHERE product_id = %(id)s", {"id": product.pk}
+    )
+
+    store_json(product.pk, entries(3)[1:])
+
+    assert [url for _, url, _, _ in rows(product.pk)] == [entry["url"] for entry in entries(3)[1:]]
+    assert state(product.pk) == (True, None)
+    assert sql_value("SELECT count(*) FROM {schema}.uploads") == 2
 
 
 def log_image_writes() -> None:
