@@ -16,6 +16,7 @@ from rich.table import Table
 if TYPE_CHECKING:
     from bench.fleet import PaceFigures, PickerFigures
     from bench.run import SetResult
+    from bench.two_writers import TwoWritersResult
 
 
 @dataclass(frozen=True)
@@ -87,15 +88,15 @@ def targets(
     found = _fleet_targets(pace, picker)
     measured = {(values.name, values.jobs): values for values in map(figures, results)}
     if one := measured.get(("1x", 1)):
-        found.append(_at_most("1x: whole command (start-up, migrate, validate, report)", one.whole, 1.0, "s"))
+        found.append(at_most("1x: whole command (start-up, migrate, validate, report)", one.whole, 1.0, "s"))
     serial, split = measured.get(("30x", 1)), measured.get(("30x", 2))
     if serial:
         found += [
-            _at_most("30x serial: migrate time / insert floor", serial.ratio_to_floor, 1.5, "x"),
-            _at_most("30x serial: validation of the tenant", serial.validate, 1.5, "s"),
+            at_most("30x serial: migrate time / insert floor", serial.ratio_to_floor, 1.5, "x"),
+            at_most("30x serial: validation of the tenant", serial.validate, 1.5, "s"),
             # A dry run rehearses the migration and its checks: it costs what a live run's migrate and validate
             # cost (medians of separate runs jitter by a few percent: 5% counts as equal).
-            _at_most(
+            at_most(
                 "30x serial: dry run / live migrate and validate (5% noise allowed)",
                 serial.dry_run / (serial.migrate + serial.validate),
                 1.05,
@@ -104,23 +105,23 @@ def targets(
         ]
     if split and split.speedup_over_reference:
         found.append(
-            _at_least(
+            at_least(
                 "30x --jobs 2: whole command faster than the per-row method", split.speedup_over_reference, 12, "x"
             )
         )
     if serial and split:
         found += [
-            _at_most("30x --jobs 2: whole command / serial whole command", split.whole / serial.whole, 0.6, "x"),
-            _at_most("30x --jobs 2: validation / serial validation", split.validate / serial.validate, 0.6, "x"),
+            at_most("30x --jobs 2: whole command / serial whole command", split.whole / serial.whole, 0.6, "x"),
+            at_most("30x --jobs 2: validation / serial validation", split.validate / serial.validate, 0.6, "x"),
         ]
     hundred = measured.get(("100x", 2))
     if hundred:
-        found.append(_at_most("100x --jobs 2: peak RSS of the command", hundred.peak_rss_mb, 150, "MB"))
+        found.append(at_most("100x --jobs 2: peak RSS of the command", hundred.peak_rss_mb, 150, "MB"))
         if one:
             growth = hundred.peak_rss_mb / one.peak_rss_mb - 1
-            found.append(_at_most("100x --jobs 2: peak RSS growth over 1x", 100 * growth, 30, "%"))
+            found.append(at_most("100x --jobs 2: peak RSS growth over 1x", 100 * growth, 30, "%"))
     for fan_out in (values for values in measured.values() if values.tenants > 1):
-        found.append(_at_most(f"{fan_out.name} --jobs {fan_out.jobs}: whole command", fan_out.whole, 10, "s"))
+        found.append(at_most(f"{fan_out.name} --jobs {fan_out.jobs}: whole command", fan_out.whole, 10, "s"))
     return found
 
 
@@ -128,18 +129,18 @@ def _fleet_targets(pace: PaceFigures | None, picker: PickerFigures | None) -> li
     found = []
     if pace:
         found += [
-            _at_most(
+            at_most(
                 f"30x --batch-time {pace.batch_time}: migrate / best fixed --batch-size ({pace.best_size})",
                 pace.ratio_to_best,
                 1.10,
                 "x",
             ),
-            _at_most(f"30x --batch-time {pace.batch_time}: health checks' share of migrate", pace.health_share, 2, "%"),
+            at_most(f"30x --batch-time {pace.batch_time}: health checks' share of migrate", pace.health_share, 2, "%"),
         ]
     if picker:
         found += [
-            _at_most(f"seller picker, {picker.sellers:,} sellers: first page", picker.first_page_ms, 300, "ms"),
-            _at_most(f"seller picker, {picker.sellers:,} sellers: a search", picker.search_ms, 300, "ms"),
+            at_most(f"seller picker, {picker.sellers:,} sellers: first page", picker.first_page_ms, 300, "ms"),
+            at_most(f"seller picker, {picker.sellers:,} sellers: a search", picker.search_ms, 300, "ms"),
         ]
     return found
 
@@ -165,13 +166,13 @@ def fleet_lines(pace: PaceFigures | None, picker: PickerFigures | None) -> list[
     return lines
 
 
-def _at_most(description: str, measured: float, limit: float, unit: str) -> Target:
+def at_most(description: str, measured: float, limit: float, unit: str) -> Target:
     met = measured <= limit
     over = f"{measured - limit:.2f} {unit} over ({(measured / limit - 1) * 100:.0f}% above the limit)"
     return Target(f"{description} <= {limit:g} {unit}", f"{measured:.2f} {unit}", met, "" if met else over)
 
 
-def _at_least(description: str, measured: float, limit: float, unit: str) -> Target:
+def at_least(description: str, measured: float, limit: float, unit: str) -> Target:
     met = measured >= limit
     under = f"{limit - measured:.2f} {unit} short ({(1 - measured / limit) * 100:.0f}% below the target)"
     return Target(f"{description} >= {limit:g} {unit}", f"{measured:.2f} {unit}", met, "" if met else under)
@@ -230,6 +231,14 @@ FIGURE_COLUMNS = [
 ]
 
 SWEEP_TITLE = "Batch size (30x set, live migrate, medians)"
+TWO_WRITERS_TITLE = "Two writers (30x set)"
+TWO_WRITERS_NOTE = (
+    "Migrate: the command's own --sync/--force/first-run phase (its JSON report); the whole command adds start-up, "
+    "the six checks (about 4 s on 30x, the same for each) and the report. Full --sync: every digest cleared "
+    "(TRUNCATE product_json_state), so it reconciles every product, as --sync did before the digests. App UPDATE: "
+    "client-side time of one autocommit statement; without: a session with session_replication_role = replica "
+    "(no trigger fires), alternating with the follower's."
+)
 NOTES = [
     "Migrate and validate: the live command's own phase timings (its JSON report): a tenant's wall clock, "
     "summed over tenants; dry run: its migrate and validate together (it rehearses both, batch by batch).",
@@ -243,28 +252,43 @@ NOTES = [
 ]
 
 
+def all_targets(
+    results: list[SetResult],
+    pace: PaceFigures | None = None,
+    picker: PickerFigures | None = None,
+    two_writers: TwoWritersResult | None = None,
+) -> list[Target]:
+    return targets(results, pace, picker) + (two_writers.targets() if two_writers else [])
+
+
 def render_terminal(
     results: list[SetResult],
     sweep: dict[int, float],
     machine: dict[str, str],
     pace: PaceFigures | None = None,
     picker: PickerFigures | None = None,
+    two_writers: TwoWritersResult | None = None,
 ) -> str:
     console = Console(record=True, width=200)
-    table = Table(title=f"migrate_images benchmark (medians of {len(results[0].live)} runs)")
-    for header, _ in FIGURE_COLUMNS:
-        table.add_column(header, justify="left" if header == "Data set" else "right")
-    for result in results:
-        values = figures(result)
-        table.add_row(*(cell(values) for _, cell in FIGURE_COLUMNS))
     with console.capture() as capture:
-        console.print(table)
+        if results:
+            table = Table(title=f"migrate_images benchmark (medians of {len(results[0].live)} runs)")
+            for header, _ in FIGURE_COLUMNS:
+                table.add_column(header, justify="left" if header == "Data set" else "right")
+            for result in results:
+                values = figures(result)
+                table.add_row(*(cell(values) for _, cell in FIGURE_COLUMNS))
+            console.print(table)
+        if two_writers:
+            console.print(f"{TWO_WRITERS_TITLE} (medians of {len(two_writers.backfill)} runs):")
+            for what, figure in two_writers.rows():
+                console.print(f"  {what}: {figure}")
         if sweep:
             console.print(f"{SWEEP_TITLE}: " + ", ".join(f"{size}: {seconds:.2f} s" for size, seconds in sweep.items()))
         for line in fleet_lines(pace, picker):
             console.print(line)
         console.print("Machine: " + ", ".join(f"{key} {value}" for key, value in machine.items()))
-        for target in targets(results, pace, picker):
+        for target in all_targets(results, pace, picker, two_writers):
             verdict = "[green]MET[/]" if target.met else f"[red]MISSED[/] by {target.shortfall}"
             console.print(f"  {target.description}: {target.measured} {verdict}")
     return capture.get()
@@ -277,16 +301,23 @@ def render_markdown(
     command: str,
     pace: PaceFigures | None = None,
     picker: PickerFigures | None = None,
+    two_writers: TwoWritersResult | None = None,
 ) -> str:
     lines = ["# migrate_images benchmark results", "", f"Produced by `{command}` (see `bench/run.py`).", ""]
     lines += ["## Machine", ""] + [f"- **{key}:** {value}" for key, value in machine.items()] + [""]
-    lines += [f"## Figures (medians of {len(results[0].live)} runs)", ""]
-    lines += ["| " + " | ".join(header for header, _ in FIGURE_COLUMNS) + " |"]
-    lines += ["|" + "|".join("---" for _ in FIGURE_COLUMNS) + "|"]
-    for result in results:
-        values = figures(result)
-        lines.append("| " + " | ".join(cell(values) for _, cell in FIGURE_COLUMNS) + " |")
-    lines += [""] + [f"- {note}" for note in NOTES] + [""]
+    if results:
+        lines += [f"## Figures (medians of {len(results[0].live)} runs)", ""]
+        lines += ["| " + " | ".join(header for header, _ in FIGURE_COLUMNS) + " |"]
+        lines += ["|" + "|".join("---" for _ in FIGURE_COLUMNS) + "|"]
+        for result in results:
+            values = figures(result)
+            lines.append("| " + " | ".join(cell(values) for _, cell in FIGURE_COLUMNS) + " |")
+        lines += [""] + [f"- {note}" for note in NOTES] + [""]
+    if two_writers:
+        lines += [f"## {TWO_WRITERS_TITLE} (medians of {len(two_writers.backfill)} runs)", ""]
+        lines += ["| Measured | Figure |", "|---|---|"]
+        lines += [f"| {what} | {figure} |" for what, figure in two_writers.rows()]
+        lines += ["", f"- {TWO_WRITERS_NOTE}", ""]
     if sweep:
         lines += [f"## {SWEEP_TITLE}", "", "| --batch-size | Migrate s |", "|---|---|"]
         lines += [f"| {size} | {seconds:.2f} |" for size, seconds in sweep.items()] + [""]
@@ -297,7 +328,7 @@ def render_markdown(
         lines += [""]
     lines += ["## Targets", "", "| Target | Measured | Result |"]
     lines += ["|---|---|---|"]
-    for target in targets(results, pace, picker):
+    for target in all_targets(results, pace, picker, two_writers):
         verdict = "met" if target.met else f"MISSED by {target.shortfall}"
         lines.append(f"| {target.description} | {target.measured} | {verdict} |")
     return "\n".join(lines) + "\n"

@@ -258,12 +258,25 @@ GROUP BY 1, 2, 3, 4"""
 # ("syntax error at or near NOT"); an INSERT from values (reconcile.record_json_state) is not.
 _JSON_DIGESTS = """SELECT p.id, md5(p.images::text)::uuid FROM {products} AS p
 WHERE p.id = ANY(%(recorded_ids)s::bigint[]) ORDER BY p.id"""
-# --force and --sync: the batch's products that have rows, brought to their JSON keeping the ids of the rows
-# whose URL stays (reconcile). --sync takes only the stale ones (reconcile.STALE): a day of changes costs what
-# the changed products cost, not the whole tenant's JSON decoded.
+# --force: the batch's products that have rows, brought to their JSON keeping the ids of the rows whose URL
+# stays (reconcile).
 _RECONCILED = """{batch}
-AND EXISTS (SELECT 1 FROM {product_images} AS pi WHERE pi.product_id = p.id)
-AND (%(force)s OR {stale})"""
+AND EXISTS (SELECT 1 FROM {product_images} AS pi WHERE pi.product_id = p.id)"""
+
+# --sync: of the batch's products, those whose rows it reconciles (they have rows, and their JSON changed since,
+# was refused or was never recorded: reconcile.STALE), those whose JSON it reads (those, and the products without
+# rows: new, or emptied), and how many it leaves as they are, not soft-deleted and soft-deleted (rows reconciled
+# with the JSON they still have: already migrated). Each product's digest is read once; the JSON of the products
+# left as they are is never decoded, so a day of changes costs what the changed products cost.
+_SYNC_SPLIT = """SELECT array_agg(p.id ORDER BY p.id) FILTER (WHERE c.has_rows AND c.stale),
+       array_agg(p.id ORDER BY p.id) FILTER (WHERE c.stale OR NOT c.has_rows),
+       count(*) FILTER (WHERE c.has_rows AND NOT c.stale AND p.deleted_at IS NULL),
+       count(*) FILTER (WHERE c.has_rows AND NOT c.stale AND p.deleted_at IS NOT NULL)
+FROM {products} AS p
+CROSS JOIN LATERAL (
+    SELECT EXISTS (SELECT 1 FROM {product_images} AS pi WHERE pi.product_id = p.id) AS has_rows, {stale} AS stale
+) AS c
+WHERE {batch}"""
 
 # The batch's products, locked as the image service locks a product before it
 # writes: a service call and a batch on the same product queue up, and the
@@ -457,20 +470,37 @@ def _caused_by_rows(exc: DatabaseError) -> bool:
 
 
 def _write_batch(schema: str, after: int | None, upto: int, options: MigrationOptions) -> tuple:
-    params = {"after": after, "upto": upto, "force": options.force, "run_name": options.run_name}
+    params = {"after": after, "upto": upto, "run_name": options.run_name}
     batch_filter = id_range("p.id", after, upto)
     product_images = table(schema, "product_images")
     fetch_rows(sql.SQL(_LOCK_BATCH).format(products=table(schema, "products"), product_filter=batch_filter), params)
     reconciled = Reconciled()
-    if options.force or options.sync:
-        product_filter = sql.SQL(_RECONCILED).format(
-            batch=batch_filter, product_images=product_images, stale=stale(schema)
-        )
+    read_filter = batch_filter  # the products whose JSON the first migration below reads
+    left_as_they_are = []  # --sync: the groups of products it does not read, as _MIGRATE_BATCH returns groups
+    if options.force:
+        product_filter = sql.SQL(_RECONCILED).format(batch=batch_filter, product_images=product_images)
         reconciled = reconcile(schema, product_filter, params, options.run_name)
+    elif options.sync:
+        split = sql.SQL(_SYNC_SPLIT).format(
+            products=table(schema, "products"), product_images=product_images, stale=stale(schema), batch=batch_filter
+        )
+        ((stale_ids, read_ids, kept, kept_deleted),) = fetch_rows(split, params)
+        if stale_ids:
+            reconciled = reconcile(
+                schema, sql.SQL("p.id = ANY(%(ids)s::bigint[])"), {"ids": stale_ids}, options.run_name
+            )
+        read_filter = sql.SQL("p.id = ANY(%(read_ids)s::bigint[])")
+        params["read_ids"] = read_ids or []
+        # (error, repairs, soft-deleted, already migrated, products, images, labels, ids)
+        left_as_they_are = [
+            (None, [], deleted, True, count, 0, 0, None)
+            for deleted, count in ((False, kept), (True, kept_deleted))
+            if count
+        ]
     # Then a first migration of the products that have no rows (new products, and those --force or --sync left
     # without rows because their JSON is empty).
     query = sql.SQL(_MIGRATE_BATCH).format(
-        source=source_ctes(schema, batch_filter, yielded=True), product_images=product_images
+        source=source_ctes(schema, read_filter, yielded=True), product_images=product_images
     )
     groups = fetch_rows(query, params)
     refusals = {product_id: error for error, *_, recorded_ids in groups for product_id in recorded_ids or ()}
@@ -486,7 +516,7 @@ def _write_batch(schema: str, after: int | None, upto: int, options: MigrationOp
                 "refusals": [refusals[product_id] for product_id, _ in digests],
             },
         )
-    return [group[:-1] for group in groups], reconciled
+    return [group[:-1] for group in groups] + left_as_they_are, reconciled
 
 
 def _tally(schema: str, written: tuple[list[tuple], Reconciled], run: TenantRun, options: MigrationOptions) -> None:
