@@ -53,7 +53,7 @@ class PaceFigures:
     smallest: int
     largest: int
     average: float
-    check_ms: float  # one gate check: the health query and the control lookup
+    check_ms: float  # one gate check: the statement reading the control row and the health signals
 
     @property
     def ratio_to_best(self) -> float:
