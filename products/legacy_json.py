@@ -9,6 +9,7 @@ import json
 
 from psycopg import sql
 
+from products.migration.source import DECODED_ENTRY
 from stoflow.raw_sql import fetch_rows, table
 
 # A product (alias p) whose JSON holds photos: SQL NULL, JSON null, [] and "[]" hold none, as for the
@@ -53,8 +54,9 @@ def product_json(schema: str, product_id: int):
 
 
 # The two ways to settle a product whose entries mix the label conventions (docs/migrate_images.md, "Two
-# writers"): every entry rewritten by one of them. Entries stored as the JSON text of an object are read as that
-# object, as the migration reads them; anything else is left as it is (the rule then says what is wrong).
+# writers"): every entry rewritten by one of them. Entries are read as the migration reads them (``DECODED_ENTRY``:
+# one stored as the JSON text of an object is that object); anything else is left as it is (the rule then says
+# what is wrong).
 LAST_PHOTO = "last-photo"  # the old convention: no is_label anywhere, the last photo by order is the label
 MARKED = "marked"  # the marks: is_label true where it is JSON true, false everywhere else
 CONVENTIONS = (LAST_PHOTO, MARKED)
@@ -67,12 +69,7 @@ _SETTLE = """UPDATE {products} AS p SET images = (
         END
         ORDER BY x.position)
     FROM (
-        SELECT e.position,
-               CASE WHEN jsonb_typeof(e.entry) = 'string' AND pg_input_is_valid(e.entry #>> '{{}}', 'jsonb')
-                         AND jsonb_typeof((e.entry #>> '{{}}')::jsonb) = 'object'
-                    THEN (e.entry #>> '{{}}')::jsonb
-                    ELSE e.entry
-               END AS entry
+        SELECT e.position, {decoded_entry} AS entry
         FROM jsonb_array_elements(p.images) WITH ORDINALITY AS e(entry, position)
     ) AS x
 )
@@ -87,7 +84,7 @@ def rewrite_in_one_convention(schema: str, product_id: int, convention: str) -> 
         raise ValueError(f"Unknown label convention {convention!r}: {', '.join(CONVENTIONS)}.")
     return bool(
         fetch_rows(
-            sql.SQL(_SETTLE).format(products=table(schema, "products")),
+            sql.SQL(_SETTLE).format(products=table(schema, "products"), decoded_entry=sql.SQL(DECODED_ENTRY)),
             {"id": product_id, "convention": convention},
         )
     )

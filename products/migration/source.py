@@ -251,13 +251,7 @@ status AS (
                         -- object (nested CASEs: the text is only cast once it is known to parse).
                         SELECT e.position,
                                e.entry AS stored_entry,
-                               CASE WHEN jsonb_typeof(e.entry) <> 'string'
-                                         OR left(ltrim(e.entry #>> '{{}}'), 1) <> '{{' THEN e.entry
-                                    WHEN NOT pg_input_is_valid(e.entry #>> '{{}}', 'jsonb') THEN e.entry
-                                    WHEN jsonb_typeof((e.entry #>> '{{}}')::jsonb) = 'object'
-                                        THEN (e.entry #>> '{{}}')::jsonb
-                                    ELSE e.entry
-                               END AS entry
+                               {decoded_entry} AS entry
                         FROM jsonb_array_elements(d.images) WITH ORDINALITY AS e(entry, position)
                         OFFSET 0
                     ) AS x
@@ -290,6 +284,18 @@ _PARSED_CREATED_AT = """CASE WHEN translate(v.created_at_text, '123456789', '000
                        END AS parsed_created_at"""
 _CREATED_AT_REPAIR = "CASE WHEN NOT pe.created_at_all_valid THEN {repair_created_at} END"
 _NO_CREATED_AT = ("NULL::timestamptz AS parsed_created_at", "NULL")
+
+
+# ``e.entry`` as the rule reads it: an entry stored as a JSON string holding the JSON text of an object is read
+# as that object (nested CASEs: the text is only cast once it is known to parse; an AND would not promise the
+# order). Settling a product's label convention rewrites its entries read the same way (``legacy_json``).
+DECODED_ENTRY = """CASE WHEN jsonb_typeof(e.entry) <> 'string'
+                                         OR left(ltrim(e.entry #>> '{}'), 1) <> '{' THEN e.entry
+                                    WHEN NOT pg_input_is_valid(e.entry #>> '{}', 'jsonb') THEN e.entry
+                                    WHEN jsonb_typeof((e.entry #>> '{}')::jsonb) = 'object'
+                                        THEN (e.entry #>> '{}')::jsonb
+                                    ELSE e.entry
+                               END"""
 
 
 # Only added when asked for: the rows, unnested from status's arrays.
@@ -351,6 +357,7 @@ def source_ctes(
         created_at_repair=sql.SQL(created_at_repair).format(repair_created_at=sql.Literal(REPAIR_CREATED_AT)),
         products=table(schema, "products"),
         product_filter=product_filter,
+        decoded_entry=sql.SQL(DECODED_ENTRY),
         max_order=sql.Literal(MAX_ORDER),
         numeric_text=sql.Literal(NUMERIC_TEXT_PATTERN),
         url_whitespace=URL_WHITESPACE_SQL,
