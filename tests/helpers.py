@@ -131,6 +131,15 @@ def image_rows(product_id: int, schema: str = TENANT) -> list[tuple]:
     )
 
 
+def image_rows_with_ids(product_id: int, schema: str = TENANT) -> list[tuple]:
+    """The product's rows as (id, url, order, is_label), by order: what keeping ids is checked on."""
+    return sql_rows(
+        'SELECT id, url, "order", is_label FROM {images} WHERE product_id = %(id)s ORDER BY "order"',
+        {"id": product_id},
+        schema=schema,
+    )
+
+
 def table_state(schema: str) -> list[tuple]:
     """Every image row but its id and updated_at: what a clean run and a resumed run must agree on."""
     return sql_rows(
