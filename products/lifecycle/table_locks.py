@@ -4,7 +4,9 @@ running application, with a bounded wait."""
 from django.db import DatabaseError
 from psycopg import sql
 
-from stoflow.raw_sql import execute, fetch_rows, table
+from stoflow.citus import PROPAGATE_SET_LOCAL, citus_installed
+from stoflow.raw_sql import execute, table
+from stoflow.tenants.sessions import set_local
 
 # How long to wait for the locks before giving the tenant up. Waiting longer would stall the application:
 # once a lock request queues on a table, every later query on it queues behind the request.
@@ -36,11 +38,16 @@ def lock_for_column_change(schema: str, lock_timeout: float) -> None:
     order (the product row, then its images): a service call has either finished before we get products, or
     waits at its first statement holding nothing we need.
 
-    Each wait is bounded by ``lock_timeout`` (this transaction only); the price of the locks is that this
-    tenant's product queries wait until the commit, once.
+    Each wait is bounded by ``lock_timeout`` (this transaction only, ``SET LOCAL``); the price of the locks is
+    that this tenant's product queries wait until the commit, once. On Citus the tables' shards are locked on
+    the tenant's worker too, through the coordinator's connection there: the SET LOCAL reaches it only when
+    Citus propagates it (``citus.propagate_set_commands``, set first, for this transaction as well).
     """
-    timeout = f"{max(1, round(lock_timeout * 1000))}ms"
-    fetch_rows(sql.SQL("SELECT set_config('lock_timeout', %(timeout)s, true)"), {"timeout": timeout})
+    settings = {
+        **(PROPAGATE_SET_LOCAL if citus_installed() else {}),
+        "lock_timeout": f"{max(1, round(lock_timeout * 1000))}ms",
+    }
+    execute(sql.SQL(set_local(settings)))
     execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(table(schema, "products")))
     execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(table(schema, "product_images")))
 
