@@ -418,33 +418,34 @@ def _free_orders(taken: set[int], count: int) -> list[int]:
 
 # The product's rows as the legacy JSON array, in order. created_at is ISO 8601 UTC,
 # "YYYY-MM-DDTHH:MM:SS[.ffffff]Z", the fraction only when there is one: the legacy entries'
-# shape, which the migration's source reads. The JSON written is recorded as reconciled with the rows
-# (product_json_state), in the same statement: --sync and the follower leave it alone (no bounce back).
-_MIRROR_JSON = """WITH mirrored AS (
-    UPDATE {products} SET images = (
-        SELECT COALESCE(
-            jsonb_agg(
-                jsonb_build_object(
-                    'url', i.url,
-                    'order', i."order",
-                    'created_at', to_char(i.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')
-                        || CASE WHEN date_trunc('second', i.created_at) = i.created_at THEN ''
-                                ELSE to_char(i.created_at AT TIME ZONE 'UTC', '.US') END
-                        || 'Z',
-                    'is_label', i.is_label
-                )
-                ORDER BY i."order"
-            ),
-            '[]'::jsonb
-        )
-        FROM {product_images} AS i
-        WHERE i.product_id = %(product_id)s
+# shape, which the migration's source reads. The JSON written is then recorded as reconciled with the rows
+# (product_json_state, its digest as the UPDATE returned it): --sync and the follower leave it alone (no bounce
+# back). Two plain statements, not an UPDATE in a CTE feeding the INSERT: Citus would cut that into subplans
+# travelling through the coordinator; each of these runs as one task on the tenant's worker.
+_MIRROR_JSON = """UPDATE {products} SET images = (
+    SELECT COALESCE(
+        jsonb_agg(
+            jsonb_build_object(
+                'url', i.url,
+                'order', i."order",
+                'created_at', to_char(i.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')
+                    || CASE WHEN date_trunc('second', i.created_at) = i.created_at THEN ''
+                            ELSE to_char(i.created_at AT TIME ZONE 'UTC', '.US') END
+                    || 'Z',
+                'is_label', i.is_label
+            )
+            ORDER BY i."order"
+        ),
+        '[]'::jsonb
     )
-    WHERE id = %(product_id)s
-    RETURNING id, md5(images::text)::uuid AS json_digest
+    FROM {product_images} AS i
+    WHERE i.product_id = %(product_id)s
 )
-INSERT INTO {json_state} AS st (product_id, json_digest, refused, recorded_at)
-SELECT id, json_digest, NULL, now() FROM mirrored
+WHERE id = %(product_id)s
+RETURNING md5(images::text)::uuid"""
+
+_RECORD_MIRRORED = """INSERT INTO {json_state} AS st (product_id, json_digest, refused, recorded_at)
+VALUES (%(product_id)s, %(json_digest)s, NULL, now())
 ON CONFLICT (product_id) DO UPDATE
 SET json_digest = EXCLUDED.json_digest, refused = NULL, recorded_at = EXCLUDED.recorded_at"""
 
@@ -470,11 +471,13 @@ def _mirror_json(product_id: int) -> None:
     if not _has_json_column():
         return
     schema = connection.schema_name
-    execute(
+    ((json_digest,),) = fetch_rows(
         sql.SQL(_MIRROR_JSON).format(
-            products=table(schema, "products"),
-            product_images=table(schema, "product_images"),
-            json_state=table(schema, "product_json_state"),
+            products=table(schema, "products"), product_images=table(schema, "product_images")
         ),
         {"product_id": product_id},
+    )
+    execute(
+        sql.SQL(_RECORD_MIRRORED).format(json_state=table(schema, "product_json_state")),
+        {"product_id": product_id, "json_digest": json_digest},
     )

@@ -29,9 +29,10 @@ from psycopg import sql
 
 from products.migration.reconcile import Reconciled, reconcile, stale
 from products.migration.report import Blocked, ProductError, TenantRun
-from products.migration.source import id_range, source_ctes
+from products.migration.source import id_range, source_ctes, yielded_rows
 from products.migration.validation import RangeFigures, measure_range
-from stoflow.raw_sql import fetch_rows, table
+from stoflow.citus import citus_installed
+from stoflow.raw_sql import as_text, execute, fetch_rows, table
 from stoflow.tenants.blocking import Blocker, BlockerWatch
 from stoflow.tenants.locks import JOB_SESSION_SETTINGS
 from stoflow.tenants.sessions import session_settings
@@ -158,13 +159,17 @@ def session_timeouts(options: MigrationOptions) -> dict[str, str]:
 
 @contextmanager
 def job_session(options: MigrationOptions, stop: threading.Event | None = None) -> Iterator[Guard]:
-    """This thread's session under the job's timeouts, watched for blockers: a Guard to run units of work.
+    """This thread's session under the job's timeouts (also in each of its transactions, for Citus' workers:
+    ``session_settings``), watched for blockers: a Guard to run units of work.
 
     The blocker watch looks once a unit has waited half the lock timeout (at most a second), every tenth of it."""
     with session_settings(session_timeouts(options)):
         ((backend_pid,),) = fetch_rows(sql.SQL("SELECT pg_backend_pid()"))
+        # On Citus the waits happen on the workers: the watch follows this backend by its global pid.
+        global_pid = fetch_rows(sql.SQL("SELECT citus_backend_gpid()"))[0][0] if citus_installed() else None
         timeout = options.lock_timeout_ms / 1000
-        with BlockerWatch(backend_pid, after=min(timeout / 2, 1.0), every=max(min(timeout / 10, 0.1), 0.01)) as watch:
+        every = max(min(timeout / 10, 0.1), 0.01)
+        with BlockerWatch(backend_pid, after=min(timeout / 2, 1.0), every=every, global_pid=global_pid) as watch:
             yield Guard(options, watch, stop)
 
 
@@ -181,51 +186,73 @@ def first_line(exc: BaseException | None) -> str:
 # (connection lost, missing table, out of memory) stops the run.
 ROW_ERROR_CLASSES = ("22", "23", "P0")
 
-# A first migration of the batch's products that have no rows. Each product it inserts (or refuses) gets its
-# product_json_state, the digest of the JSON read: --sync later finds the products whose JSON changed since.
-_MIGRATE_BATCH = """WITH {source},
-todo AS (
-    SELECT s.*,
-           EXISTS (SELECT 1 FROM {product_images} AS pi WHERE pi.product_id = s.id) AS has_rows
+# A first migration of the batch's products that have no rows, in plain statements that Citus runs whole on the
+# tenant's worker. Not one statement with INSERTs in CTEs: Citus cuts that into subplans whose results travel to
+# the coordinator and back, once per CTE that reads them. The JSON is read once, into product_images_batch (one
+# row per product, in the tenant's schema: on Citus on the tenant's worker); the outcome is counted there; ids
+# are reserved from the rows' sequence in a statement of its own (an identity default is volatile: Citus would
+# pull the INSERT to the coordinator, where a row the database refuses loses its SQLSTATE, and the batch could
+# no longer be halved down to the products at fault); the rows and each product's product_json_state (the
+# digest of the JSON read: --sync later finds the products whose JSON changed since) are inserted from it, each
+# one task on the worker (tests/test_citus.py); then the batch's rows there are deleted. Citus 13.1 rewrites an
+# INSERT ... SELECT it sends to a worker when the SELECT holds functions whose value may change (now(), the
+# reading's timestamp casts), and rewrites it wrong (a simple CASE evaluated away, a filter on a distribution
+# column schema-distributed tables do not have): the reading is a MATERIALIZED CTE, which Citus runs as a
+# SELECT on the worker before inserting its rows, and the time is the transaction's, passed in as a value.
+_READ_BATCH = """WITH batch AS MATERIALIZED (
+    WITH {source}
+    SELECT s.id, s.product_created_at, s.is_deleted, s.error, s.repairs, r.has_rows, md5(p.images::text)::uuid,
+           -- The rows only where they will be inserted: --sync reads products that have rows.
+           CASE WHEN NOT r.has_rows THEN s.urls END,
+           CASE WHEN NOT r.has_rows THEN s.orders END,
+           CASE WHEN NOT r.has_rows THEN s.label_flags END,
+           CASE WHEN NOT r.has_rows THEN s.created_ats END
     FROM status AS s
+    JOIN {products} AS p ON p.id = s.id
+    CROSS JOIN LATERAL (
+        SELECT EXISTS (SELECT 1 FROM {product_images} AS pi WHERE pi.product_id = s.id) AS has_rows
+    ) AS r
     WHERE s.image_count > 0 OR s.error IS NOT NULL
-),
-new_rows AS (
-    SELECT y.*
-    FROM yielded AS y
-    JOIN todo AS t ON t.id = y.product_id
-    WHERE NOT t.has_rows
-),
-inserted AS (
-    INSERT INTO {product_images} (product_id, url, "order", is_label, created_at, updated_at)
-    SELECT product_id, url, "order", is_label, created_at, now()
-    FROM new_rows
-    RETURNING product_id, is_label
-),
-inserted_per_product AS (
-    SELECT product_id, count(*) AS images, count(*) FILTER (WHERE is_label) AS labels
-    FROM inserted
-    GROUP BY product_id
-),
-recorded AS (
-    INSERT INTO {json_state} AS st (product_id, json_digest, refused, recorded_at)
-    SELECT t.id, md5(p.images::text)::uuid, t.error, now()
-    FROM todo AS t JOIN {products} AS p ON p.id = t.id
-    WHERE NOT t.has_rows
-    ON CONFLICT (product_id) DO UPDATE
-    SET json_digest = EXCLUDED.json_digest, refused = EXCLUDED.refused, recorded_at = EXCLUDED.recorded_at
 )
-SELECT t.error,
-       t.repairs,
-       t.is_deleted,
-       t.has_rows AS already_migrated,
+INSERT INTO {batch_table} (id, product_created_at, is_deleted, error, repairs, has_rows, json_digest,
+                           urls, orders, label_flags, created_ats)
+SELECT * FROM batch"""
+
+# The batch's outcome grouped by (error, repairs, soft-deleted, already migrated); images and labels are those
+# the rows insert writes (a product without an error yields one row per url, its label last).
+_BATCH_OUTCOME = """SELECT b.error,
+       b.repairs,
+       b.is_deleted,
+       b.has_rows AS already_migrated,
        count(*) AS products,
-       COALESCE(sum(i.images), 0)::bigint AS images,
-       COALESCE(sum(i.labels), 0)::bigint AS labels,
-       array_agg(t.id ORDER BY t.id) FILTER (WHERE t.error IS NOT NULL OR cardinality(t.repairs) > 0) AS ids
-FROM todo AS t
-LEFT JOIN inserted_per_product AS i ON i.product_id = t.id
+       COALESCE(sum(cardinality(b.urls)) FILTER (WHERE NOT b.has_rows AND b.error IS NULL), 0)::bigint AS images,
+       count(*) FILTER (WHERE NOT b.has_rows AND b.error IS NULL AND b.label_flags[cardinality(b.label_flags)])
+           AS labels,
+       array_agg(b.id ORDER BY b.id) FILTER (WHERE b.error IS NOT NULL OR cardinality(b.repairs) > 0) AS ids
+FROM {batch_table} AS b
+WHERE {batch_filter}
 GROUP BY 1, 2, 3, 4"""
+
+# The transaction's time, and ids for the rows (NULL when there are none), as the array's text: a batch's
+# thousands of ids go back as they came, never made Python ints.
+_RESERVE_IDS = """SELECT now(),
+       (SELECT array_agg(nextval(pg_get_serial_sequence(%(product_images)s, 'id')))
+        FROM generate_series(1, %(rows)s))::text"""
+
+# No CTE: Citus plans an INSERT ... SELECT with one as a pull to the coordinator.
+_INSERT_ROWS = """INSERT INTO {product_images} (id, product_id, url, "order", is_label, created_at, updated_at)
+SELECT (%(ids)s::bigint[])[row_number() OVER ()], y.product_id, y.url, y."order", y.is_label, y.created_at, %(now)s
+FROM ({yielded}) AS y"""
+_NEW_PRODUCTS = "(SELECT * FROM {batch_table} AS b WHERE {batch_filter} AND NOT b.has_rows)"
+
+_RECORD_STATE = """INSERT INTO {json_state} AS st (product_id, json_digest, refused, recorded_at)
+SELECT b.id, b.json_digest, b.error, %(now)s
+FROM {batch_table} AS b
+WHERE {batch_filter} AND NOT b.has_rows
+ON CONFLICT (product_id) DO UPDATE
+SET json_digest = EXCLUDED.json_digest, refused = EXCLUDED.refused, recorded_at = EXCLUDED.recorded_at"""
+
+_FORGET_BATCH = "DELETE FROM {batch_table} AS b WHERE {batch_filter}"
 
 # --force and --sync: the batch's products that have rows, brought to their JSON keeping the ids of the rows
 # whose URL stays (reconcile). --sync takes only the stale ones (reconcile.STALE): a day of changes costs what
@@ -382,7 +409,6 @@ def _write_batch(schema: str, after: int | None, upto: int, options: MigrationOp
     params = {"after": after, "upto": upto, "force": options.force, "run_name": options.run_name}
     batch_filter = id_range("p.id", after, upto)
     product_images = table(schema, "product_images")
-    json_state = table(schema, "product_json_state")
     fetch_rows(sql.SQL(_LOCK_BATCH).format(products=table(schema, "products"), product_filter=batch_filter), params)
     reconciled = Reconciled()
     if options.force or options.sync:
@@ -392,13 +418,38 @@ def _write_batch(schema: str, after: int | None, upto: int, options: MigrationOp
         reconciled = reconcile(schema, product_filter, params, options.run_name)
     # Then a first migration of the products that have no rows (new products, and those --force or --sync left
     # without rows because their JSON is empty).
-    query = sql.SQL(_MIGRATE_BATCH).format(
-        source=source_ctes(schema, batch_filter, yielded=True),
-        product_images=product_images,
-        products=table(schema, "products"),
-        json_state=json_state,
+    return _migrate_first(schema, batch_filter, params), reconciled
+
+
+def _migrate_first(schema: str, batch_filter: sql.Composable, params: dict) -> list[tuple]:
+    """The first migration of the batch's products without rows (``_READ_BATCH`` and what follows it); returns
+    the outcome's groups."""
+    names = {
+        "batch_table": table(schema, "product_images_batch"),
+        "batch_filter": id_range("b.id", params["after"], params["upto"]),
+        "product_images": table(schema, "product_images"),
+    }
+    execute(
+        sql.SQL(_READ_BATCH).format(
+            source=source_ctes(schema, batch_filter), products=table(schema, "products"), **names
+        ),
+        params,
     )
-    return fetch_rows(query, params), reconciled
+    groups = fetch_rows(sql.SQL(_BATCH_OUTCOME).format(**names), params)
+    # Each group: error, repairs, is_deleted, already_migrated, products, images, labels, ids.
+    if any(not already_migrated for _, _, _, already_migrated, *_ in groups):
+        rows = sum(images for *_, images, _, _ in groups)
+        ((now, ids),) = fetch_rows(
+            sql.SQL(_RESERVE_IDS), {"product_images": as_text(names["product_images"]), "rows": rows}
+        )
+        values = {**params, "now": now, "ids": ids}
+        if rows:
+            new_products = sql.SQL(_NEW_PRODUCTS).format(**names)
+            yielded = yielded_rows(new_products, sql.Placeholder("now"))
+            execute(sql.SQL(_INSERT_ROWS).format(yielded=yielded, **names), values)
+        execute(sql.SQL(_RECORD_STATE).format(json_state=table(schema, "product_json_state"), **names), values)
+    execute(sql.SQL(_FORGET_BATCH).format(**names), params)
+    return groups
 
 
 def _tally(schema: str, written: tuple[list[tuple], Reconciled], run: TenantRun, options: MigrationOptions) -> None:

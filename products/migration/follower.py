@@ -28,6 +28,7 @@ from django.db import connection, transaction
 from psycopg import sql
 
 from products.migration import reconcile
+from stoflow.citus import citus_installed
 from stoflow.raw_sql import as_text, fetch_rows, table
 
 FUNCTION = "stoflow_follow_images"
@@ -43,6 +44,8 @@ AS $follow$
 DECLARE
     _product_id bigint;
     _digest uuid;
+    -- The statements write the time as a value (reconcile.STATEMENTS: Citus).
+    _now timestamptz := now();
 {declarations}
     _referencing record;
     _references bigint;
@@ -69,6 +72,7 @@ BEGIN
         RETURN NULL;
     END IF;
     SELECT * INTO {targets} FROM ({plan}) AS plan;
+{reservations}
     -- A photo another table points at without ON DELETE CASCADE or SET NULL/DEFAULT: deleting it would fail
     -- the writer's statement. The product keeps its rows and is recorded as refused.
     IF _delete_ids IS NOT NULL THEN
@@ -111,10 +115,14 @@ def _variable(name: str) -> sql.Composable:
 
 def function_sql(schema: str) -> sql.Composed:
     """The CREATE FUNCTION of the tenant's follower, generated from ``reconcile``."""
-    statements = reconcile.statements(schema, _variable, sql.Literal(REMOVED_BY))
+    statements = reconcile.statements(schema, _variable, sql.Literal(REMOVED_BY), _variable("now"))
     declarations = sql.SQL("\n").join(
         sql.SQL("    {} {};").format(_variable(name), sql.SQL(reconcile.ARRAY_TYPES[name]))
-        for name in reconcile.PLAN_ARRAYS
+        for name in (*reconcile.PLAN_ARRAYS, *reconcile.RESERVED_IDS)
+    )
+    reservations = sql.SQL("\n").join(
+        sql.SQL("    {} := {};").format(_variable(name), reserve)
+        for name, reserve in reconcile.reservations(schema, _variable).items()
     )
     return sql.SQL(_FUNCTION).format(
         function=sql.Identifier(schema, FUNCTION),
@@ -126,6 +134,7 @@ def function_sql(schema: str) -> sql.Composed:
         removed_by_deleted=sql.Literal(f"{REMOVED_BY}: product deleted"),
         targets=sql.SQL(", ").join(_variable(name) for name in reconcile.PLAN_ARRAYS),
         plan=reconcile.plan_query(schema, sql.SQL("p.id = _product_id")),
+        reservations=reservations,
         record_state=statements[-1],
         statements=sql.SQL("\n").join(sql.SQL("    {};").format(statement) for statement in statements),
     )
@@ -138,8 +147,13 @@ def version(schema: str) -> str:
 
 
 def install(schema: str) -> None:
-    """Create or replace the tenant's follower function and trigger (in the caller's transaction)."""
+    """Create or replace the tenant's follower function and trigger (in the caller's transaction).
+
+    On Citus, products is a distributed table, whose triggers Citus refuses unless told they are safe
+    (``citus.enable_unsafe_triggers``): the trigger fires on the tenant's worker, and the function's statements
+    read and write only the tenant's own tables, which live there too."""
     with connection.cursor() as cursor:
+        _allow_triggers_on_citus()
         # No parameters: the text is sent as it is (its regexes and format strings hold % signs).
         cursor.execute(as_text(function_sql(schema)))
         cursor.execute(
@@ -169,9 +183,19 @@ def install_and_catch_up(schema: str, run_name: str) -> reconcile.Reconciled:
         return reconcile.reconcile(schema, reconcile.stale(schema), {}, run_name)
 
 
+def _allow_triggers_on_citus() -> None:
+    """On Citus, let this transaction (outside one: this session) create and drop the follower's trigger."""
+    if citus_installed():
+        fetch_rows(
+            sql.SQL("SELECT set_config('citus.enable_unsafe_triggers', 'on', %(local)s)"),
+            {"local": connection.in_atomic_block},
+        )
+
+
 def uninstall(schema: str) -> None:
     """Drop the tenant's follower trigger and function, if there (in the caller's transaction)."""
     with connection.cursor() as cursor:
+        _allow_triggers_on_citus()
         cursor.execute(
             as_text(
                 sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(TRIGGER), table(schema, "products"))

@@ -35,7 +35,7 @@ from psycopg import sql
 
 from products.migration.preflight import REFERENCING_KEYS
 from products.migration.source import source_ctes
-from stoflow.raw_sql import execute, fetch_rows, table
+from stoflow.raw_sql import as_text, execute, fetch_rows, table
 
 # The arrays PLAN returns, in this order; STATEMENTS name them with the same names.
 PLAN_ARRAYS = (
@@ -153,29 +153,46 @@ SELECT (SELECT array_agg(id ORDER BY id) FROM products_seen),
        (SELECT array_agg(target_label ORDER BY product_id, target_order) FROM paired WHERE inserted),
        (SELECT array_agg(target_created_at ORDER BY product_id, target_order) FROM paired WHERE inserted)"""
 
+# Ids the statements give the rows they insert, reserved from each table's sequence once the plan is known
+# (``RESERVE``): an identity default is volatile, and Citus would pull such an INSERT to the coordinator, where
+# a row the database refuses loses its SQLSTATE. Name: (table, the plan's array with one slot per row).
+RESERVED_IDS = {
+    "insert_ids": ("product_images", "insert_product_ids"),
+    "removed_ids": ("product_images_removed", "aside_ids"),
+}
+ARRAY_TYPES |= {name: "bigint[]" for name in RESERVED_IDS}
+# The ids for ``array``'s rows from ``table``'s sequence, NULL when it is NULL.
+RESERVE = "ARRAY(SELECT nextval(pg_get_serial_sequence({table}, 'id')) FROM generate_series(1, cardinality({array})))"
+
 # Applied in this order: copy aside, delete (frees orders and the label), pass movers through free orders,
 # final orders and labels, inserts, then the state. Each names its arrays as {name}; a statement with
-# nothing to do touches no row.
+# nothing to do touches no row. Each reads a table of the tenant (the inserts join the products their rows
+# belong to, which the caller holds locked) and writes the time as a value ({now}), so Citus runs it whole
+# on the tenant's worker: it pulls an INSERT ... SELECT that reads only arrays to the coordinator, and
+# rewrites one holding now() wrongly (Citus 13.1).
 STATEMENTS = (
-    """INSERT INTO {removed_images} (image_id, product_id, url, "order", is_label, created_at, updated_at,
+    """INSERT INTO {removed_images} (id, image_id, product_id, url, "order", is_label, created_at, updated_at,
                               removed_at, removed_by)
-SELECT pi.id, pi.product_id, pi.url, pi."order", pi.is_label, pi.created_at, pi.updated_at, now(), {run_name}
+SELECT ({removed_ids})[row_number() OVER (ORDER BY pi.id)], pi.id, pi.product_id, pi.url, pi."order", pi.is_label,
+       pi.created_at, pi.updated_at, {now}, {run_name}
 FROM {product_images} AS pi WHERE pi.id = ANY({aside_ids})""",
     """DELETE FROM {product_images} WHERE id = ANY({delete_ids})""",
     """UPDATE {product_images} AS pi SET "order" = m.free_order, is_label = false
 FROM unnest({move_ids}, {free_orders}) AS m(id, free_order) WHERE pi.id = m.id""",
     """UPDATE {product_images} AS pi
-SET "order" = u."order", is_label = u.is_label, created_at = u.created_at, updated_at = now()
+SET "order" = u."order", is_label = u.is_label, created_at = u.created_at, updated_at = {now}
 FROM unnest({update_ids}, {update_orders}, {update_labels}, {update_created_ats})
     AS u(id, "order", is_label, created_at)
 WHERE pi.id = u.id""",
-    """INSERT INTO {product_images} (product_id, url, "order", is_label, created_at, updated_at)
-SELECT product_id, url, "order", is_label, created_at, now()
-FROM unnest({insert_product_ids}, {insert_urls}, {insert_orders}, {insert_labels}, {insert_created_ats})
-    AS n(product_id, url, "order", is_label, created_at)""",
+    """INSERT INTO {product_images} (id, product_id, url, "order", is_label, created_at, updated_at)
+SELECT n.id, n.product_id, n.url, n."order", n.is_label, n.created_at, {now}
+FROM unnest({insert_ids}, {insert_product_ids}, {insert_urls}, {insert_orders}, {insert_labels},
+            {insert_created_ats}) AS n(id, product_id, url, "order", is_label, created_at)
+JOIN {products} AS p ON p.id = n.product_id""",
     """INSERT INTO {json_state} AS st (product_id, json_digest, refused, recorded_at)
-SELECT product_id, json_digest, refused, now()
+SELECT r.product_id, r.json_digest, r.refused, {now}
 FROM unnest({product_ids}, {json_digests}, {refusals}) AS r(product_id, json_digest, refused)
+JOIN {products} AS p ON p.id = r.product_id
 ON CONFLICT (product_id) DO UPDATE
 SET json_digest = EXCLUDED.json_digest, refused = EXCLUDED.refused, recorded_at = EXCLUDED.recorded_at""",
 )
@@ -204,19 +221,31 @@ def plan_query(schema: str, product_filter: sql.Composable) -> sql.Composed:
     )
 
 
-def statements(schema: str, array: Callable[[str], sql.Composable], run_name: sql.Composable) -> list[sql.Composed]:
+def statements(
+    schema: str, array: Callable[[str], sql.Composable], run_name: sql.Composable, now: sql.Composable
+) -> list[sql.Composed]:
     """STATEMENTS for the tenant, each array written by ``array(name)`` (a query parameter, a PL/pgSQL variable)."""
-    names = {name: array(name) for name in PLAN_ARRAYS}
+    names = {name: array(name) for name in (*PLAN_ARRAYS, *RESERVED_IDS)}
     return [
         sql.SQL(text).format(
             product_images=table(schema, "product_images"),
             removed_images=table(schema, "product_images_removed"),
             json_state=table(schema, "product_json_state"),
+            products=table(schema, "products"),
             run_name=run_name,
+            now=now,
             **{name: value for name, value in names.items() if "{" + name + "}" in text},
         )
         for text in STATEMENTS
     ]
+
+
+def reservations(schema: str, array: Callable[[str], sql.Composable]) -> dict[str, sql.Composed]:
+    """For each of RESERVED_IDS, the expression reserving its ids (``array(name)`` as in ``statements``)."""
+    return {
+        name: sql.SQL(RESERVE).format(table=sql.Literal(as_text(table(schema, table_name))), array=array(rows))
+        for name, (table_name, rows) in RESERVED_IDS.items()
+    }
 
 
 def parameter(name: str) -> sql.Composable:
@@ -244,8 +273,14 @@ def reconcile(schema: str, product_filter: sql.Composable, params: dict, run_nam
     (plan,) = fetch_rows(plan_query(schema, product_filter), params)
     arrays = dict(zip(PLAN_ARRAYS, plan, strict=True))
     references = references_to(schema, arrays["delete_ids"]) if arrays["delete_ids"] else 0
-    for statement in statements(schema, parameter, sql.Placeholder("run_name")):
-        execute(statement, {**arrays, "run_name": run_name})
+    reserved = reservations(schema, parameter)
+    now, *ids = fetch_rows(
+        sql.SQL("SELECT now(), {}").format(sql.SQL(", ").join(reserved.values())),
+        {rows: arrays[rows] for _, rows in RESERVED_IDS.values()},
+    )[0]
+    values = {**arrays, **dict(zip(reserved, ids, strict=True)), "run_name": run_name, "now": now}
+    for statement in statements(schema, parameter, sql.Placeholder("run_name"), sql.Placeholder("now")):
+        execute(statement, values)
     outcome = Reconciled(products=list(arrays["product_ids"] or []))
     outcome.refused = {
         product_id: reason
