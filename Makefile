@@ -12,7 +12,7 @@ export ADMIN_PORT
 # (stoflow/settings.py).
 DEV := DJANGO_DEBUG=1
 
-.PHONY: demo test install manage admin bench db-status db-stop db-reset db-psql
+.PHONY: demo test test-citus install manage admin bench db-status db-stop db-reset db-psql
 
 install: $(INSTALLED)
 
@@ -35,6 +35,12 @@ test: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+# The migration's, the lifecycle's, the image service's and the live-database tests on a real Citus cluster
+# (Citus 13.1.1 on PostgreSQL 16.2, a coordinator and two workers; a few minutes), started from the script in
+# shared/citus beside the checkout (CITUS_CLUSTER=... names another) and stopped afterwards: .ci/citus-tests.
+test-citus: $(INSTALLED)
+	bash .ci/citus-tests
 
 # Any manage.py command on the demo's database, with the development settings the demo uses (typed by hand
 # without DJANGO_DEBUG=1, a command stops on the missing DJANGO_SECRET_KEY). Not for a production database:

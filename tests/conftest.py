@@ -10,6 +10,7 @@ from products.legacy_json import ARCHIVE_TABLE, has_archive, has_json_column
 from products.lifecycle.restore import restore_tenant
 from products.migration import follower
 from products.migration.report import ExitCode
+from stoflow.citus import citus_installed
 from stoflow.tenants.services import ensure_tenant
 from tests.helpers import SESSION_OPTIONS, TENANT, TEST_TENANTS, entries, make_product, run_command, run_sql
 
@@ -39,6 +40,21 @@ def django_db_setup(request, django_test_environment, django_db_blocker, django_
             teardown_databases(config, verbosity=request.config.option.verbose)
 
 
+@pytest.fixture(scope="session")
+def on_citus(django_db_setup, django_db_blocker) -> bool:
+    """Whether the tests run on Citus (the extension in the test database: .ci/citus-tests)."""
+    with django_db_blocker.unblock():
+        return citus_installed()
+
+
+@pytest.fixture(autouse=True)
+def _skip_citus_incompatible(request):
+    """A test marked ``citus_incompatible(reason)`` is skipped on Citus, the reason in pytest's summary."""
+    marker = request.node.get_closest_marker("citus_incompatible")
+    if marker is not None and request.getfixturevalue("on_citus"):
+        pytest.skip(f"not on Citus: {marker.args[0]}")
+
+
 @pytest.fixture
 def tenant(db):
     """The main test tenant's schema name, inside the test's rolled-back transaction."""
@@ -56,7 +72,8 @@ def committed_db(django_db_setup, django_db_blocker):
             for schema in TEST_TENANTS:
                 follower.uninstall(schema)  # a test's follower would apply the next test's JSON writes
                 run_sql(
-                    "TRUNCATE {images}, {products}, {schema}.product_json_state RESTART IDENTITY CASCADE",
+                    "TRUNCATE {images}, {products}, {schema}.product_json_state, {schema}.product_images_removed "
+                    "RESTART IDENTITY CASCADE",
                     schema=schema,
                 )
             run_sql("TRUNCATE public.run_ledger")

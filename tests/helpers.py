@@ -26,6 +26,7 @@ from psycopg.types.json import Jsonb
 
 from products.migration import batches
 from products.models import ProductImage
+from stoflow.citus import citus_installed
 from stoflow.database_settings import connection_kwargs
 from stoflow.raw_sql import execute, fetch_rows
 from stoflow.tenants.locks import ADVISORY_LOCK_NAMESPACE, LOCK_KEY_SQL
@@ -172,14 +173,22 @@ def tenant_locked_elsewhere(schema: str) -> Iterator[None]:
         yield
 
 
+# Who waits for a lock backend %(pid)s holds; on Citus the wait is on a worker, where the coordinator's
+# pg_blocking_pids does not look (the waiter named by its session's pid on the coordinator).
+_WAITING_FOR = {
+    False: "SELECT pid FROM pg_stat_activity WHERE %(pid)s = ANY(pg_blocking_pids(pid))",
+    True: "SELECT citus_pid_for_gpid(waiting_gpid) FROM citus_lock_waits "
+    "WHERE citus_pid_for_gpid(blocking_gpid) = %(pid)s",
+}
+
+
 def wait_until_blocked_by(pid: int) -> int:
     """The pid of a backend waiting for a lock backend ``pid`` holds (polled from a session of its own)."""
     deadline = time.monotonic() + WAIT_SECONDS
+    query = _WAITING_FOR[citus_installed()]
     with other_session() as watcher:
         while time.monotonic() < deadline:
-            row = watcher.execute(
-                "SELECT pid FROM pg_stat_activity WHERE %(pid)s = ANY(pg_blocking_pids(pid))", {"pid": pid}
-            ).fetchone()
+            row = watcher.execute(query, {"pid": pid}).fetchone()
             if row:
                 return row[0]
             time.sleep(0.05)
@@ -189,17 +198,26 @@ def wait_until_blocked_by(pid: int) -> int:
 def plant_failing_insert(schema: str, url_fragment: str, name: str = "refuse_image") -> None:
     """A trigger ``name`` that makes the database refuse any image row whose url contains ``url_fragment``.
 
-    The preflight refuses a tenant with a trigger it does not know: runs meant to meet it pass ``--allow name``."""
+    The preflight refuses a tenant with a trigger it does not know: runs meant to meet it pass ``--allow name``.
+    On Citus the trigger fires on the tenant's worker: its function goes in the tenant's schema, which Citus
+    creates there too (pg_temp is this session's, on the coordinator), and Citus takes a trigger on a distributed
+    table only with citus.enable_unsafe_triggers. The tests that plant it roll back, function and trigger with it."""
+    on_citus = citus_installed()
+    function = sql.Identifier(schema if on_citus else "pg_temp", "refuse_image")
+    if on_citus:
+        run_sql("SET LOCAL citus.enable_unsafe_triggers = on")
     # The fragment reaches the function as the trigger's argument (TG_ARGV), a quoted literal.
     run_sql(
-        "CREATE FUNCTION pg_temp.refuse_image() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
         "IF strpos(NEW.url, TG_ARGV[0]) > 0 THEN RAISE EXCEPTION USING MESSAGE = 'planted failure for ' || NEW.url; "
-        "END IF; RETURN NEW; END $$"
+        "END IF; RETURN NEW; END $$",
+        function=function,
     )
     run_sql(
-        "CREATE TRIGGER {name} BEFORE INSERT ON {images} FOR EACH ROW EXECUTE FUNCTION pg_temp.refuse_image({arg})",
+        "CREATE TRIGGER {name} BEFORE INSERT ON {images} FOR EACH ROW EXECUTE FUNCTION {function}({arg})",
         schema=schema,
         name=name,
+        function=function,
         arg=sql.Literal(url_fragment),
     )
 
