@@ -198,27 +198,38 @@ def wait_until_blocked_by(pid: int) -> int:
 def plant_failing_insert(schema: str, url_fragment: str, name: str = "refuse_image") -> None:
     """A trigger ``name`` that makes the database refuse any image row whose url contains ``url_fragment``.
 
-    The preflight refuses a tenant with a trigger it does not know: runs meant to meet it pass ``--allow name``.
+    The preflight refuses a tenant with a trigger it does not know: runs meant to meet it pass ``--allow name``."""
+    # The fragment reaches the function as the trigger's argument (TG_ARGV), a quoted literal.
+    plant_insert_trigger(
+        schema,
+        name,
+        "IF strpos(NEW.url, TG_ARGV[0]) > 0 THEN RAISE EXCEPTION USING MESSAGE = 'planted failure for ' || NEW.url; "
+        "END IF; RETURN NEW;",
+        url_fragment,
+    )
+
+
+def plant_insert_trigger(schema: str, name: str, body: str, argument: str = "") -> None:
+    """A trigger ``name`` before each insert into the tenant's product_images, running the PL/pgSQL ``body``.
+
     On Citus the trigger fires on the tenant's worker: its function goes in the tenant's schema, which Citus
     creates there too (pg_temp is this session's, on the coordinator), and Citus takes a trigger on a distributed
-    table only with citus.enable_unsafe_triggers. The tests that plant it roll back, function and trigger with it."""
+    table only with citus.enable_unsafe_triggers. The tests that plant one roll back, function and trigger with it."""
     on_citus = citus_installed()
-    function = sql.Identifier(schema if on_citus else "pg_temp", "refuse_image")
+    function = sql.Identifier(schema if on_citus else "pg_temp", name)
     if on_citus:
         run_sql("SET LOCAL citus.enable_unsafe_triggers = on")
-    # The fragment reaches the function as the trigger's argument (TG_ARGV), a quoted literal.
     run_sql(
-        "CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-        "IF strpos(NEW.url, TG_ARGV[0]) > 0 THEN RAISE EXCEPTION USING MESSAGE = 'planted failure for ' || NEW.url; "
-        "END IF; RETURN NEW; END $$",
+        "CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS {body}",
         function=function,
+        body=sql.Literal(f"BEGIN {body} END"),
     )
     run_sql(
         "CREATE TRIGGER {name} BEFORE INSERT ON {images} FOR EACH ROW EXECUTE FUNCTION {function}({arg})",
         schema=schema,
         name=name,
         function=function,
-        arg=sql.Literal(url_fragment),
+        arg=sql.Literal(argument),
     )
 
 
