@@ -27,12 +27,12 @@ from typing import TypeVar
 from django.db import DatabaseError, transaction
 from psycopg import sql
 
-from products.migration.reconcile import Reconciled, reconcile, stale
+from products.migration.reconcile import Reconciled, reconcile, reserve, stale
 from products.migration.report import Blocked, ProductError, TenantRun
 from products.migration.source import id_range, source_ctes, yielded_rows
 from products.migration.validation import RangeFigures, measure_range
 from stoflow.citus import citus_installed
-from stoflow.raw_sql import as_text, execute, fetch_rows, table
+from stoflow.raw_sql import execute, fetch_rows, table
 from stoflow.tenants.blocking import Blocker, BlockerWatch
 from stoflow.tenants.locks import JOB_SESSION_SETTINGS
 from stoflow.tenants.sessions import session_settings
@@ -186,37 +186,37 @@ def first_line(exc: BaseException | None) -> str:
 # (connection lost, missing table, out of memory) stops the run.
 ROW_ERROR_CLASSES = ("22", "23", "P0")
 
-# A first migration of the batch's products that have no rows, in plain statements that Citus runs whole on the
-# tenant's worker. Not one statement with INSERTs in CTEs: Citus cuts that into subplans whose results travel to
-# the coordinator and back, once per CTE that reads them. The JSON is read once, into product_images_batch (one
-# row per product, in the tenant's schema: on Citus on the tenant's worker); the outcome is counted there; ids
-# are reserved from the rows' sequence in a statement of its own (an identity default is volatile: Citus would
-# pull the INSERT to the coordinator, where a row the database refuses loses its SQLSTATE, and the batch could
-# no longer be halved down to the products at fault); the rows and each product's product_json_state (the
-# digest of the JSON read: --sync later finds the products whose JSON changed since) are inserted from it, each
-# one task on the worker (tests/test_citus.py); then the batch's rows there are deleted. Citus 13.1 rewrites an
-# INSERT ... SELECT it sends to a worker when the SELECT holds functions whose value may change (now(), the
-# reading's timestamp casts), and rewrites it wrong (a simple CASE evaluated away, a filter on a distribution
-# column schema-distributed tables do not have): the reading is a MATERIALIZED CTE, which Citus runs as a
-# SELECT on the worker before inserting its rows, and the time is the transaction's, passed in as a value.
-_READ_BATCH = """WITH batch AS MATERIALIZED (
-    WITH {source}
-    SELECT s.id, s.product_created_at, s.is_deleted, s.error, s.repairs, r.has_rows, md5(p.images::text)::uuid,
-           -- The rows only where they will be inserted: --sync reads products that have rows.
-           CASE WHEN NOT r.has_rows THEN s.urls END,
-           CASE WHEN NOT r.has_rows THEN s.orders END,
-           CASE WHEN NOT r.has_rows THEN s.label_flags END,
-           CASE WHEN NOT r.has_rows THEN s.created_ats END
-    FROM status AS s
-    JOIN {products} AS p ON p.id = s.id
-    CROSS JOIN LATERAL (
-        SELECT EXISTS (SELECT 1 FROM {product_images} AS pi WHERE pi.product_id = s.id) AS has_rows
-    ) AS r
-    WHERE s.image_count > 0 OR s.error IS NOT NULL
-)
-INSERT INTO {batch_table} (id, product_created_at, is_deleted, error, repairs, has_rows, json_digest,
-                           urls, orders, label_flags, created_ats)
-SELECT * FROM batch"""
+# A first migration of the batch's products that have no rows. The JSON is read once into ``batch`` (one row per
+# product: its outcome, and its rows as arrays where it has none yet); the outcome is counted there; the rows and
+# each product's product_json_state (the digest of the JSON read: --sync later finds the products whose JSON
+# changed since) are inserted from it. The same fragments make two statements' shapes:
+#
+# - on PostgreSQL, one statement: ``batch`` a MATERIALIZED CTE, the inserts CTEs of the outcome's SELECT;
+# - on Citus, plain statements each run whole on the tenant's worker (one task: tests/test_citus.py), because
+#   Citus cuts a statement with INSERTs in CTEs into subplans whose results travel to the coordinator and back,
+#   once per CTE that reads them. ``batch`` is the tenant's product_images_batch table, written by the reading
+#   and emptied at the end of the batch's transaction; the rows get ids reserved from their sequence in a
+#   statement of its own (an identity default is volatile: Citus would pull the INSERT to the coordinator, where
+#   a row the database refuses loses its SQLSTATE, and a batch could no longer be halved down to the products
+#   at fault) and the transaction's time as a value. Citus 13.1 rewrites an INSERT ... SELECT it sends to a
+#   worker when the SELECT holds functions whose value may change (now(), the reading's timestamp casts), and
+#   rewrites it wrong (a filter on a distribution column schema-distributed tables do not have, a simple CASE
+#   evaluated away): the reading stays a MATERIALIZED CTE, which Citus runs as a SELECT on the worker before
+#   copying its result into the table (the one statement whose data passes through the coordinator).
+_READ_BATCH = """WITH {source}
+SELECT s.id, s.product_created_at, s.is_deleted, s.error, s.repairs, r.has_rows,
+       md5(p.images::text)::uuid AS json_digest,
+       -- The rows only where they will be inserted: --sync reads products that have rows.
+       CASE WHEN NOT r.has_rows THEN s.urls END AS urls,
+       CASE WHEN NOT r.has_rows THEN s.orders END AS orders,
+       CASE WHEN NOT r.has_rows THEN s.label_flags END AS label_flags,
+       CASE WHEN NOT r.has_rows THEN s.created_ats END AS created_ats
+FROM status AS s
+JOIN {products} AS p ON p.id = s.id
+CROSS JOIN LATERAL (
+    SELECT EXISTS (SELECT 1 FROM {product_images} AS pi WHERE pi.product_id = s.id) AS has_rows
+) AS r
+WHERE s.image_count > 0 OR s.error IS NOT NULL"""
 
 # The batch's outcome grouped by (error, repairs, soft-deleted, already migrated); images and labels are those
 # the rows insert writes (a product without an error yields one row per url, its label last).
@@ -229,30 +229,45 @@ _BATCH_OUTCOME = """SELECT b.error,
        count(*) FILTER (WHERE NOT b.has_rows AND b.error IS NULL AND b.label_flags[cardinality(b.label_flags)])
            AS labels,
        array_agg(b.id ORDER BY b.id) FILTER (WHERE b.error IS NOT NULL OR cardinality(b.repairs) > 0) AS ids
-FROM {batch_table} AS b
+FROM {batch} AS b
 WHERE {batch_filter}
 GROUP BY 1, 2, 3, 4"""
 
-# The transaction's time, and ids for the rows (NULL when there are none), as the array's text: a batch's
-# thousands of ids go back as they came, never made Python ints.
-_RESERVE_IDS = """SELECT now(),
-       (SELECT array_agg(nextval(pg_get_serial_sequence(%(product_images)s, 'id')))
-        FROM generate_series(1, %(rows)s))::text"""
-
-# No CTE: Citus plans an INSERT ... SELECT with one as a pull to the coordinator.
-_INSERT_ROWS = """INSERT INTO {product_images} (id, product_id, url, "order", is_label, created_at, updated_at)
-SELECT (%(ids)s::bigint[])[row_number() OVER ()], y.product_id, y.url, y."order", y.is_label, y.created_at, %(now)s
+# No CTE here: Citus plans an INSERT ... SELECT with one as a pull to the coordinator.
+_INSERT_ROWS = """INSERT INTO {product_images} ({id_column}product_id, url, "order", is_label, created_at, updated_at)
+SELECT {id_value}y.product_id, y.url, y."order", y.is_label, y.created_at, {now}
 FROM ({yielded}) AS y"""
-_NEW_PRODUCTS = "(SELECT * FROM {batch_table} AS b WHERE {batch_filter} AND NOT b.has_rows)"
+_NEW_PRODUCTS = "(SELECT * FROM {batch} AS b WHERE {batch_filter} AND NOT b.has_rows)"
 
 _RECORD_STATE = """INSERT INTO {json_state} AS st (product_id, json_digest, refused, recorded_at)
-SELECT b.id, b.json_digest, b.error, %(now)s
-FROM {batch_table} AS b
+SELECT b.id, b.json_digest, b.error, {now}
+FROM {batch} AS b
 WHERE {batch_filter} AND NOT b.has_rows
 ON CONFLICT (product_id) DO UPDATE
 SET json_digest = EXCLUDED.json_digest, refused = EXCLUDED.refused, recorded_at = EXCLUDED.recorded_at"""
 
-_FORGET_BATCH = "DELETE FROM {batch_table} AS b WHERE {batch_filter}"
+# On PostgreSQL: the whole first migration in one statement.
+_MIGRATE_BATCH = """WITH batch AS MATERIALIZED (
+{read}
+),
+inserted AS (
+{insert_rows}
+),
+recorded AS (
+{record_state}
+)
+{outcome}"""
+
+# On Citus: the reading into the tenant's table, the transaction's time and the rows' ids (as the array's
+# text, handed back as it came: a batch's thousands of ids are never made Python ints), the cleanup.
+_READ_INTO_TABLE = """WITH batch AS MATERIALIZED (
+{read}
+)
+INSERT INTO {batch} (id, product_created_at, is_deleted, error, repairs, has_rows, json_digest,
+                     urls, orders, label_flags, created_ats)
+SELECT * FROM batch"""
+_RESERVE_IDS = "SELECT now(), {reserve}::text"
+_FORGET_BATCH = "DELETE FROM {batch} AS b WHERE {batch_filter}"
 
 # --force and --sync: the batch's products that have rows, brought to their JSON keeping the ids of the rows
 # whose URL stays (reconcile). --sync takes only the stale ones (reconcile.STALE): a day of changes costs what
@@ -423,33 +438,51 @@ def _write_batch(schema: str, after: int | None, upto: int, options: MigrationOp
 
 def _migrate_first(schema: str, batch_filter: sql.Composable, params: dict) -> list[tuple]:
     """The first migration of the batch's products without rows (``_READ_BATCH`` and what follows it); returns
-    the outcome's groups."""
-    names = {
-        "batch_table": table(schema, "product_images_batch"),
-        "batch_filter": id_range("b.id", params["after"], params["upto"]),
-        "product_images": table(schema, "product_images"),
-    }
-    execute(
-        sql.SQL(_READ_BATCH).format(
-            source=source_ctes(schema, batch_filter), products=table(schema, "products"), **names
-        ),
-        params,
+    the outcome's groups: error, repairs, is_deleted, already_migrated, products, images, labels, ids."""
+    read = sql.SQL(_READ_BATCH).format(
+        source=source_ctes(schema, batch_filter),
+        products=table(schema, "products"),
+        product_images=table(schema, "product_images"),
     )
+    if not citus_installed():
+        names = {"batch": sql.Identifier("batch"), "batch_filter": sql.SQL("TRUE"), "now": sql.SQL("now()")}
+        query = sql.SQL(_MIGRATE_BATCH).format(
+            read=read,
+            insert_rows=_insert_rows(schema, names, sql.SQL(""), sql.SQL("")),
+            record_state=sql.SQL(_RECORD_STATE).format(json_state=table(schema, "product_json_state"), **names),
+            outcome=sql.SQL(_BATCH_OUTCOME).format(**names),
+        )
+        return fetch_rows(query, params)
+    names = {
+        "batch": table(schema, "product_images_batch"),
+        "batch_filter": id_range("b.id", params["after"], params["upto"]),
+        "now": sql.Placeholder("now"),
+    }
+    execute(sql.SQL(_READ_INTO_TABLE).format(read=read, batch=names["batch"]), params)
     groups = fetch_rows(sql.SQL(_BATCH_OUTCOME).format(**names), params)
-    # Each group: error, repairs, is_deleted, already_migrated, products, images, labels, ids.
     if any(not already_migrated for _, _, _, already_migrated, *_ in groups):
         rows = sum(images for *_, images, _, _ in groups)
-        ((now, ids),) = fetch_rows(
-            sql.SQL(_RESERVE_IDS), {"product_images": as_text(names["product_images"]), "rows": rows}
-        )
+        reserved = reserve(schema, "product_images", sql.Placeholder("rows"))
+        ((now, ids),) = fetch_rows(sql.SQL(_RESERVE_IDS).format(reserve=reserved), {"rows": rows})
         values = {**params, "now": now, "ids": ids}
         if rows:
-            new_products = sql.SQL(_NEW_PRODUCTS).format(**names)
-            yielded = yielded_rows(new_products, sql.Placeholder("now"))
-            execute(sql.SQL(_INSERT_ROWS).format(yielded=yielded, **names), values)
+            id_value = sql.SQL("(%(ids)s::bigint[])[row_number() OVER ()], ")
+            execute(_insert_rows(schema, names, sql.SQL("id, "), id_value), values)
         execute(sql.SQL(_RECORD_STATE).format(json_state=table(schema, "product_json_state"), **names), values)
     execute(sql.SQL(_FORGET_BATCH).format(**names), params)
     return groups
+
+
+def _insert_rows(schema: str, names: dict, id_column: sql.Composable, id_value: sql.Composable) -> sql.Composed:
+    """``_INSERT_ROWS`` from ``names["batch"]``: with the given ids, or (both empty) the identity default's."""
+    yielded = yielded_rows(sql.SQL(_NEW_PRODUCTS).format(**names), names["now"])
+    return sql.SQL(_INSERT_ROWS).format(
+        product_images=table(schema, "product_images"),
+        id_column=id_column,
+        id_value=id_value,
+        yielded=yielded,
+        now=names["now"],
+    )
 
 
 def _tally(schema: str, written: tuple[list[tuple], Reconciled], run: TenantRun, options: MigrationOptions) -> None:

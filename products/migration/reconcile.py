@@ -161,8 +161,10 @@ RESERVED_IDS = {
     "removed_ids": ("product_images_removed", "aside_ids"),
 }
 ARRAY_TYPES |= {name: "bigint[]" for name in RESERVED_IDS}
-# The ids for ``array``'s rows from ``table``'s sequence, NULL when it is NULL.
-RESERVE = "ARRAY(SELECT nextval(pg_get_serial_sequence({table}, 'id')) FROM generate_series(1, cardinality({array})))"
+# ``count`` ids from ``table``'s sequence (none for a NULL count); the sequence looked up once, not per id.
+RESERVE = """ARRAY(SELECT nextval(s.sequence)
+      FROM (SELECT pg_get_serial_sequence({table}, 'id')::regclass AS sequence OFFSET 0) AS s,
+           generate_series(1, {count}))"""
 
 # Applied in this order: copy aside, delete (frees orders and the label), pass movers through free orders,
 # final orders and labels, inserts, then the state. Each names its arrays as {name}; a statement with
@@ -240,10 +242,15 @@ def statements(
     ]
 
 
+def reserve(schema: str, table_name: str, count: sql.Composable) -> sql.Composed:
+    """An array of ``count`` new ids from the sequence of the tenant's ``table_name`` (``RESERVE``)."""
+    return sql.SQL(RESERVE).format(table=sql.Literal(as_text(table(schema, table_name))), count=count)
+
+
 def reservations(schema: str, array: Callable[[str], sql.Composable]) -> dict[str, sql.Composed]:
     """For each of RESERVED_IDS, the expression reserving its ids (``array(name)`` as in ``statements``)."""
     return {
-        name: sql.SQL(RESERVE).format(table=sql.Literal(as_text(table(schema, table_name))), array=array(rows))
+        name: reserve(schema, table_name, sql.SQL("cardinality({})").format(array(rows)))
         for name, (table_name, rows) in RESERVED_IDS.items()
     }
 
