@@ -14,7 +14,9 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
+    from bench.fleet import PaceFigures, PickerFigures
     from bench.run import SetResult
+    from bench.two_writers import TwoWritersResult
 
 
 @dataclass(frozen=True)
@@ -78,20 +80,23 @@ def figures(result: SetResult) -> Figures:
     )
 
 
-def targets(results: list[SetResult]) -> list[Target]:
-    """The targets for the sets and --jobs values measured in this run (issue 12's, and issue 3's dry run)."""
+def targets(
+    results: list[SetResult], pace: PaceFigures | None = None, picker: PickerFigures | None = None
+) -> list[Target]:
+    """The targets for the sets and --jobs values measured in this run (issue 12's, and issue 3's dry run), and
+    issue 22's and 23's for the pace, the health checks and the seller picker."""
+    found = _fleet_targets(pace, picker)
     measured = {(values.name, values.jobs): values for values in map(figures, results)}
-    found = []
     if one := measured.get(("1x", 1)):
-        found.append(_at_most("1x: whole command (start-up, migrate, validate, report)", one.whole, 1.0, "s"))
+        found.append(at_most("1x: whole command (start-up, migrate, validate, report)", one.whole, 1.0, "s"))
     serial, split = measured.get(("30x", 1)), measured.get(("30x", 2))
     if serial:
         found += [
-            _at_most("30x serial: migrate time / insert floor", serial.ratio_to_floor, 1.5, "x"),
-            _at_most("30x serial: validation of the tenant", serial.validate, 1.5, "s"),
+            at_most("30x serial: migrate time / insert floor", serial.ratio_to_floor, 1.5, "x"),
+            at_most("30x serial: validation of the tenant", serial.validate, 1.5, "s"),
             # A dry run rehearses the migration and its checks: it costs what a live run's migrate and validate
             # cost (medians of separate runs jitter by a few percent: 5% counts as equal).
-            _at_most(
+            at_most(
                 "30x serial: dry run / live migrate and validate (5% noise allowed)",
                 serial.dry_run / (serial.migrate + serial.validate),
                 1.05,
@@ -100,33 +105,74 @@ def targets(results: list[SetResult]) -> list[Target]:
         ]
     if split and split.speedup_over_reference:
         found.append(
-            _at_least(
+            at_least(
                 "30x --jobs 2: whole command faster than the per-row method", split.speedup_over_reference, 12, "x"
             )
         )
     if serial and split:
         found += [
-            _at_most("30x --jobs 2: whole command / serial whole command", split.whole / serial.whole, 0.6, "x"),
-            _at_most("30x --jobs 2: validation / serial validation", split.validate / serial.validate, 0.6, "x"),
+            at_most("30x --jobs 2: whole command / serial whole command", split.whole / serial.whole, 0.6, "x"),
+            at_most("30x --jobs 2: validation / serial validation", split.validate / serial.validate, 0.6, "x"),
         ]
     hundred = measured.get(("100x", 2))
     if hundred:
-        found.append(_at_most("100x --jobs 2: peak RSS of the command", hundred.peak_rss_mb, 150, "MB"))
+        found.append(at_most("100x --jobs 2: peak RSS of the command", hundred.peak_rss_mb, 150, "MB"))
         if one:
             growth = hundred.peak_rss_mb / one.peak_rss_mb - 1
-            found.append(_at_most("100x --jobs 2: peak RSS growth over 1x", 100 * growth, 30, "%"))
+            found.append(at_most("100x --jobs 2: peak RSS growth over 1x", 100 * growth, 30, "%"))
     for fan_out in (values for values in measured.values() if values.tenants > 1):
-        found.append(_at_most(f"{fan_out.name} --jobs {fan_out.jobs}: whole command", fan_out.whole, 10, "s"))
+        found.append(at_most(f"{fan_out.name} --jobs {fan_out.jobs}: whole command", fan_out.whole, 10, "s"))
     return found
 
 
-def _at_most(description: str, measured: float, limit: float, unit: str) -> Target:
+def _fleet_targets(pace: PaceFigures | None, picker: PickerFigures | None) -> list[Target]:
+    found = []
+    if pace:
+        found += [
+            at_most(
+                f"30x --batch-time {pace.batch_time}: migrate / best fixed --batch-size ({pace.best_size})",
+                pace.ratio_to_best,
+                1.10,
+                "x",
+            ),
+            at_most(f"30x --batch-time {pace.batch_time}: health checks' share of migrate", pace.health_share, 2, "%"),
+        ]
+    if picker:
+        found += [
+            at_most(f"seller picker, {picker.sellers:,} sellers: first page", picker.first_page_ms, 300, "ms"),
+            at_most(f"seller picker, {picker.sellers:,} sellers: a search", picker.search_ms, 300, "ms"),
+        ]
+    return found
+
+
+def fleet_lines(pace: PaceFigures | None, picker: PickerFigures | None) -> list[str]:
+    """The pace and the picker in sentences, for both outputs."""
+    lines = []
+    if pace:
+        lines += [
+            f"--batch-time {pace.batch_time} on 30x: migrate {pace.migrate:.2f} s (best fixed --batch-size "
+            f"{pace.best_size}: {pace.best_migrate:.2f} s, ratio {pace.ratio_to_best:.2f}); {pace.batches} batches "
+            f"of {pace.smallest:,} to {pace.largest:,} products (average {pace.average:,.0f}).",
+            f"Health checks: {pace.check_ms:.2f} ms per batch (health query and control lookup, {pace.batches} "
+            f"batches): {pace.health_share:.2f}% of migrate; the same runs with --ignore-health: "
+            f"{pace.ignore_health_migrate:.2f} s.",
+        ]
+    if picker:
+        lines.append(
+            f"Seller picker, {picker.sellers:,} sellers (50 a page): first page {picker.first_page_ms:.0f} ms, "
+            f"last page {picker.later_page_ms:.0f} ms, a search {picker.search_ms:.0f} ms (medians, Django's test "
+            "client in the benchmark's process)."
+        )
+    return lines
+
+
+def at_most(description: str, measured: float, limit: float, unit: str) -> Target:
     met = measured <= limit
     over = f"{measured - limit:.2f} {unit} over ({(measured / limit - 1) * 100:.0f}% above the limit)"
     return Target(f"{description} <= {limit:g} {unit}", f"{measured:.2f} {unit}", met, "" if met else over)
 
 
-def _at_least(description: str, measured: float, limit: float, unit: str) -> Target:
+def at_least(description: str, measured: float, limit: float, unit: str) -> Target:
     met = measured >= limit
     under = f"{limit - measured:.2f} {unit} short ({(1 - measured / limit) * 100:.0f}% below the target)"
     return Target(f"{description} >= {limit:g} {unit}", f"{measured:.2f} {unit}", met, "" if met else under)
@@ -185,6 +231,14 @@ FIGURE_COLUMNS = [
 ]
 
 SWEEP_TITLE = "Batch size (30x set, live migrate, medians)"
+TWO_WRITERS_TITLE = "Two writers (30x set)"
+TWO_WRITERS_NOTE = (
+    "Migrate: the command's own --sync/--force/first-run phase (its JSON report); the whole command adds start-up, "
+    "the six checks (about 4 s on 30x, the same for each) and the report. Full --sync: every digest cleared "
+    "(TRUNCATE product_json_state), so it reconciles every product, as --sync did before the digests. App UPDATE: "
+    "client-side time of one autocommit statement; without: a session with session_replication_role = replica "
+    "(no trigger fires), alternating with the follower's."
+)
 NOTES = [
     "Migrate and validate: the live command's own phase timings (its JSON report): a tenant's wall clock, "
     "summed over tenants; dry run: its migrate and validate together (it rehearses both, batch by batch).",
@@ -198,41 +252,83 @@ NOTES = [
 ]
 
 
-def render_terminal(results: list[SetResult], sweep: dict[int, float], machine: dict[str, str]) -> str:
+def all_targets(
+    results: list[SetResult],
+    pace: PaceFigures | None = None,
+    picker: PickerFigures | None = None,
+    two_writers: TwoWritersResult | None = None,
+) -> list[Target]:
+    return targets(results, pace, picker) + (two_writers.targets() if two_writers else [])
+
+
+def render_terminal(
+    results: list[SetResult],
+    sweep: dict[int, float],
+    machine: dict[str, str],
+    pace: PaceFigures | None = None,
+    picker: PickerFigures | None = None,
+    two_writers: TwoWritersResult | None = None,
+) -> str:
     console = Console(record=True, width=200)
-    table = Table(title=f"migrate_images benchmark (medians of {len(results[0].live)} runs)")
-    for header, _ in FIGURE_COLUMNS:
-        table.add_column(header, justify="left" if header == "Data set" else "right")
-    for result in results:
-        values = figures(result)
-        table.add_row(*(cell(values) for _, cell in FIGURE_COLUMNS))
     with console.capture() as capture:
-        console.print(table)
+        if results:
+            table = Table(title=f"migrate_images benchmark (medians of {len(results[0].live)} runs)")
+            for header, _ in FIGURE_COLUMNS:
+                table.add_column(header, justify="left" if header == "Data set" else "right")
+            for result in results:
+                values = figures(result)
+                table.add_row(*(cell(values) for _, cell in FIGURE_COLUMNS))
+            console.print(table)
+        if two_writers:
+            console.print(f"{TWO_WRITERS_TITLE} (medians of {len(two_writers.backfill)} runs):")
+            for what, figure in two_writers.rows():
+                console.print(f"  {what}: {figure}")
         if sweep:
             console.print(f"{SWEEP_TITLE}: " + ", ".join(f"{size}: {seconds:.2f} s" for size, seconds in sweep.items()))
+        for line in fleet_lines(pace, picker):
+            console.print(line)
         console.print("Machine: " + ", ".join(f"{key} {value}" for key, value in machine.items()))
-        for target in targets(results):
+        for target in all_targets(results, pace, picker, two_writers):
             verdict = "[green]MET[/]" if target.met else f"[red]MISSED[/] by {target.shortfall}"
             console.print(f"  {target.description}: {target.measured} {verdict}")
     return capture.get()
 
 
-def render_markdown(results: list[SetResult], sweep: dict[int, float], machine: dict[str, str], command: str) -> str:
+def render_markdown(
+    results: list[SetResult],
+    sweep: dict[int, float],
+    machine: dict[str, str],
+    command: str,
+    pace: PaceFigures | None = None,
+    picker: PickerFigures | None = None,
+    two_writers: TwoWritersResult | None = None,
+) -> str:
     lines = ["# migrate_images benchmark results", "", f"Produced by `{command}` (see `bench/run.py`).", ""]
     lines += ["## Machine", ""] + [f"- **{key}:** {value}" for key, value in machine.items()] + [""]
-    lines += [f"## Figures (medians of {len(results[0].live)} runs)", ""]
-    lines += ["| " + " | ".join(header for header, _ in FIGURE_COLUMNS) + " |"]
-    lines += ["|" + "|".join("---" for _ in FIGURE_COLUMNS) + "|"]
-    for result in results:
-        values = figures(result)
-        lines.append("| " + " | ".join(cell(values) for _, cell in FIGURE_COLUMNS) + " |")
-    lines += [""] + [f"- {note}" for note in NOTES] + [""]
+    if results:
+        lines += [f"## Figures (medians of {len(results[0].live)} runs)", ""]
+        lines += ["| " + " | ".join(header for header, _ in FIGURE_COLUMNS) + " |"]
+        lines += ["|" + "|".join("---" for _ in FIGURE_COLUMNS) + "|"]
+        for result in results:
+            values = figures(result)
+            lines.append("| " + " | ".join(cell(values) for _, cell in FIGURE_COLUMNS) + " |")
+        lines += [""] + [f"- {note}" for note in NOTES] + [""]
+    if two_writers:
+        lines += [f"## {TWO_WRITERS_TITLE} (medians of {len(two_writers.backfill)} runs)", ""]
+        lines += ["| Measured | Figure |", "|---|---|"]
+        lines += [f"| {what} | {figure} |" for what, figure in two_writers.rows()]
+        lines += ["", f"- {TWO_WRITERS_NOTE}", ""]
     if sweep:
         lines += [f"## {SWEEP_TITLE}", "", "| --batch-size | Migrate s |", "|---|---|"]
         lines += [f"| {size} | {seconds:.2f} |" for size, seconds in sweep.items()] + [""]
+    if pace or picker:
+        lines += ["## Pace, health checks and the seller picker", ""] + [
+            f"- {line}" for line in fleet_lines(pace, picker)
+        ]
+        lines += [""]
     lines += ["## Targets", "", "| Target | Measured | Result |"]
     lines += ["|---|---|---|"]
-    for target in targets(results):
+    for target in all_targets(results, pace, picker, two_writers):
         verdict = "met" if target.met else f"MISSED by {target.shortfall}"
         lines.append(f"| {target.description} | {target.measured} | {verdict} |")
     return "\n".join(lines) + "\n"

@@ -10,7 +10,7 @@ from products.legacy_json import ARCHIVE_TABLE, has_archive, has_json_column
 from products.lifecycle.restore import restore_tenant
 from products.migration import follower
 from products.migration.report import ExitCode
-from stoflow.citus import citus_installed
+from stoflow.tenants.citus import is_citus
 from stoflow.tenants.services import ensure_tenant
 from tests.helpers import SESSION_OPTIONS, TENANT, TEST_TENANTS, entries, make_product, run_command, run_sql
 
@@ -40,21 +40,6 @@ def django_db_setup(request, django_test_environment, django_db_blocker, django_
             teardown_databases(config, verbosity=request.config.option.verbose)
 
 
-@pytest.fixture(scope="session")
-def on_citus(django_db_setup, django_db_blocker) -> bool:
-    """Whether the tests run on Citus (the extension in the test database: .ci/citus-tests)."""
-    with django_db_blocker.unblock():
-        return citus_installed()
-
-
-@pytest.fixture(autouse=True)
-def _skip_citus_incompatible(request):
-    """A test marked ``citus_incompatible(reason)`` is skipped on Citus, the reason in pytest's summary."""
-    marker = request.node.get_closest_marker("citus_incompatible")
-    if marker is not None and request.getfixturevalue("on_citus"):
-        pytest.skip(f"not on Citus: {marker.args[0]}")
-
-
 @pytest.fixture
 def tenant(db):
     """The main test tenant's schema name, inside the test's rolled-back transaction."""
@@ -63,7 +48,8 @@ def tenant(db):
 
 @pytest.fixture
 def committed_db(django_db_setup, django_db_blocker):
-    """Real commits (for concurrency and batch tests); the test tenants and the run ledger are emptied afterwards
+    """Real commits (for concurrency and batch tests); the test tenants, the run ledger and the runs' controls are
+    emptied afterwards
     (a run left unfinished in the ledger would make the next test's run resume after its last product)."""
     with django_db_blocker.unblock():
         try:
@@ -72,11 +58,11 @@ def committed_db(django_db_setup, django_db_blocker):
             for schema in TEST_TENANTS:
                 follower.uninstall(schema)  # a test's follower would apply the next test's JSON writes
                 run_sql(
-                    "TRUNCATE {images}, {products}, {schema}.product_json_state, {schema}.product_images_removed "
-                    "RESTART IDENTITY CASCADE",
+                    "TRUNCATE {images}, {products}, {schema}.product_json_state, {schema}.product_images_removed, "
+                    "{schema}.label_job_items, {schema}.label_changes, {schema}.label_jobs RESTART IDENTITY CASCADE",
                     schema=schema,
                 )
-            run_sql("TRUNCATE public.run_ledger")
+            run_sql("TRUNCATE public.run_ledger, public.run_control")
 
 
 @pytest.fixture
@@ -113,3 +99,14 @@ def test_tenants_keep_their_json_column(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         assert all(has_json_column(schema) for schema in TEST_TENANTS)
         assert not any(has_archive(schema) for schema in TEST_TENANTS)
+
+
+@pytest.fixture(autouse=True)
+def skip_where_citus_differs(request):
+    """A test marked ``citus_incompatible(reason)`` is skipped on a Citus coordinator, with its reason."""
+    marker = request.node.get_closest_marker("citus_incompatible")
+    if marker is None:
+        return
+    with request.getfixturevalue("django_db_blocker").unblock():
+        if is_citus():
+            pytest.skip(f"not on Citus: {marker.args[0]}")

@@ -26,9 +26,9 @@ from psycopg.types.json import Jsonb
 
 from products.migration import batches
 from products.models import ProductImage
-from stoflow.citus import citus_installed
 from stoflow.database_settings import connection_kwargs
 from stoflow.raw_sql import execute, fetch_rows
+from stoflow.tenants.citus import is_citus
 from stoflow.tenants.locks import ADVISORY_LOCK_NAMESPACE, LOCK_KEY_SQL
 from stoflow.tenants.models import LedgerEntry
 from tests.factories import ProductFactory, write_json
@@ -185,7 +185,7 @@ _WAITING_FOR = {
 def wait_until_blocked_by(pid: int) -> int:
     """The pid of a backend waiting for a lock backend ``pid`` holds (polled from a session of its own)."""
     deadline = time.monotonic() + WAIT_SECONDS
-    query = _WAITING_FOR[citus_installed()]
+    query = _WAITING_FOR[is_citus()]
     with other_session() as watcher:
         while time.monotonic() < deadline:
             row = watcher.execute(query, {"pid": pid}).fetchone()
@@ -215,7 +215,7 @@ def plant_insert_trigger(schema: str, name: str, body: str, argument: str = "") 
     On Citus the trigger fires on the tenant's worker: its function goes in the tenant's schema, which Citus
     creates there too (pg_temp is this session's, on the coordinator), and Citus takes a trigger on a distributed
     table only with citus.enable_unsafe_triggers. The tests that plant one roll back, function and trigger with it."""
-    on_citus = citus_installed()
+    on_citus = is_citus()
     function = sql.Identifier(schema if on_citus else "pg_temp", name)
     if on_citus:
         run_sql("SET LOCAL citus.enable_unsafe_triggers = on")

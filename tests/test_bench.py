@@ -30,7 +30,7 @@ def test_an_unknown_set_is_a_usage_error_before_any_database_is_made(tmp_path):
     result = run_bench(tmp_path, "--sets", "1x,bogus")
 
     assert result.returncode == 2
-    assert "argument --sets: not a data set: 'bogus' (the sets: 1x, 30x, 100x, fanout)" in result.stderr
+    assert "argument --sets: not a data set: 'bogus' (the sets: 1x, 30x, 100x, fanout, two-writers)" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "pgdata").exists()
 

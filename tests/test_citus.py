@@ -1,9 +1,9 @@
-"""On Citus only (.ci/citus-tests; skipped elsewhere): what schema-based sharding changes for the migration.
+"""The transition on a real Citus cluster (schema-based sharding): `make test-citus` / `.ci/citus-tests`.
 
-Each tenant schema lives whole on one worker; the tests connect to the coordinator. The batch statements run
-as one task on the tenant's worker (EXPLAIN), a tenant moved to the other worker in the middle of the
-transition (after the backfill, before finalize) carries on, and a row lock held on the worker ends the
-tenant blocked within the lock timeout, its blocker named.
+Skipped, saying so, on plain PostgreSQL. On Citus each tenant schema lives whole on one worker; these tests run
+the commands through the coordinator and move a tenant between workers in the middle of the transition, check
+with EXPLAIN that each batch and image-service statement runs as one task on the tenant's worker, and that a
+row lock held on the worker ends the tenant blocked within the lock timeout, its blocker named.
 """
 
 import re
@@ -14,19 +14,19 @@ from django.db import connection
 from django_tenants.utils import schema_context
 
 from products import images
-from products.lifecycle.finalize import finalize_tenant
-from products.lifecycle.restore import restore_tenant
-from products.migration import batches
+from products.migration import batches, follower
 from products.migration.report import ExitCode
 from products.models import ProductImage
+from products.selectors import listing_photos
+from stoflow.tenants.citus import is_citus
 from tests.helpers import (
-    OTHER_TENANT,
     TENANT,
     entries,
     image_rows,
     make_product,
     other_session,
     run_command,
+    run_lifecycle,
     sql_rows,
     sql_value,
     store_json,
@@ -35,24 +35,69 @@ from tests.helpers import (
 
 
 @pytest.fixture(autouse=True)
-def _citus_only(on_citus):
-    if not on_citus:
-        pytest.skip("Citus only: these tests need a Citus cluster (.ci/citus-tests, make test-citus)")
+def citus_only(django_db_setup, django_db_blocker):
+    with django_db_blocker.unblock():
+        if not is_citus():
+            pytest.skip("not a Citus coordinator: `make test-citus` runs these on a real cluster")
+
+
+def ids_by_url(product_id: int) -> dict[str, int]:
+    return dict(sql_rows("SELECT url, id FROM {images} WHERE product_id = %(id)s", {"id": product_id}))
 
 
 def worker_of(schema: str) -> int:
-    """The port of the worker holding the tenant's tables."""
     return sql_value(
-        "SELECT DISTINCT nodeport FROM citus_shards WHERE table_name = %(table)s::regclass",
+        "SELECT p.nodeport FROM citus_shards AS p WHERE p.table_name = %(table)s::regclass",
         {"table": f"{schema}.products"},
     )
 
 
-def other_worker(schema: str) -> int:
-    return sql_value(
-        "SELECT nodeport FROM pg_dist_node WHERE noderole = 'primary' AND groupid > 0 AND nodeport <> %(port)s",
-        {"port": worker_of(schema)},
+def test_the_transition_runs_on_a_cluster_with_a_tenant_moved_between_workers(committed_db, tmp_path):
+    changed = make_product(images=entries(3))
+    untouched = make_product(images=entries(2))
+    assert run_command("--schema", TENANT)[0] == ExitCode.OK
+    assert run_command("--check", "--schema", TENANT)[0] == ExitCode.OK
+    before = ids_by_url(changed.pk)
+
+    # After the backfill, before finalize: the tenant moves to the other worker.
+    source = worker_of(TENANT)
+    target = sql_value(
+        "SELECT nodeport FROM pg_dist_node WHERE noderole = 'primary' AND nodeport <> %(p)s "
+        "AND groupid > 0 ORDER BY nodeport LIMIT 1",
+        {"p": source},
     )
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT citus_schema_move(%s::regnamespace, 'localhost', %s, 'block_writes')", [TENANT, target])
+    assert worker_of(TENANT) == target
+
+    photos = entries(3) + [{"url": "https://cdn.example/price-tag.jpeg", "order": 9}]
+    store_json(changed.pk, photos)
+    code, report, output = run_command("--sync", "--schema", TENANT, tmp_path=tmp_path)
+
+    assert code == ExitCode.OK, output
+    assert report["tenants"][0]["run"]["resynced"]["sample_ids"] == [changed.pk]
+    after = ids_by_url(changed.pk)
+    assert {url: after[url] for url in before} == before  # ids kept on the worker too
+    assert [url for _, is_label, url, _ in image_rows(changed.pk) if is_label] == ["https://cdn.example/price-tag.jpeg"]
+    assert len(image_rows(untouched.pk)) == 2
+    assert run_lifecycle("finalize_images", "--schema", TENANT)[0] == 0
+    assert run_lifecycle("restore_images_json", "--schema", TENANT)[0] == 0
+    assert run_command("--check", "--schema", TENANT)[0] == ExitCode.OK
+
+
+def test_the_follower_runs_on_the_tenant_s_worker(committed_db):
+    product = make_product(images=entries(2))
+    assert run_command("--schema", TENANT, "--follow")[0] == ExitCode.OK
+    assert follower.describe(TENANT) == "on"
+    before = ids_by_url(product.pk)
+
+    store_json(product.pk, entries(2) + [{"url": "https://cdn.example/price-tag.jpeg", "order": 9}])
+
+    after = ids_by_url(product.pk)
+    assert {url: after[url] for url in before} == before
+    with schema_context(TENANT):
+        assert "https://cdn.example/price-tag.jpeg" not in listing_photos(product.pk, "ebay")
+    assert run_command("--check", "--schema", TENANT)[0] == ExitCode.OK
 
 
 def batch_statements(monkeypatch) -> list[tuple[str, dict]]:
@@ -139,38 +184,6 @@ def test_the_image_service_s_statements_run_as_one_task_each(tenant):
         images.remove_image(added)
 
     assert assert_one_task_each(statements, tenant) >= 10
-
-
-def test_a_tenant_moved_to_the_other_worker_between_backfill_and_finalize_carries_on(restores_the_column, tmp_path):
-    products = [make_product(images=entries(count)) for count in (2, 3, 4)]
-    make_product(OTHER_TENANT, images=entries(2))
-    code, report, output = run_command(tmp_path=tmp_path)
-    assert code == ExitCode.OK, output
-    before = {product.pk: image_rows(product.pk) for product in products}
-    source = worker_of(TENANT)
-
-    sql_rows(
-        "SELECT citus_schema_move(%(schema)s, 'localhost', %(port)s)", {"schema": TENANT, "port": other_worker(TENANT)}
-    )
-
-    assert worker_of(TENANT) != source
-    assert {product.pk: image_rows(product.pk) for product in products} == before
-    code, report, output = run_command("--check", tmp_path=tmp_path)
-    assert code == ExitCode.OK, output
-    # The old code keeps writing JSON on the new worker: --sync, the follower, finalize and restore work there.
-    changed = entries(3)
-    changed[1]["url"] = "https://cdn.example/moved.jpeg"
-    store_json(products[0].pk, changed)
-    code, report, output = run_command("--sync", tmp_path=tmp_path)
-    assert code == ExitCode.OK, output
-    assert [url for _, _, url, *_ in image_rows(products[0].pk)][1] == "https://cdn.example/moved.jpeg"
-    code, report, output = run_command("--follow", tmp_path=tmp_path)
-    assert code == ExitCode.OK, output
-    store_json(products[1].pk, entries(2))
-    assert len(image_rows(products[1].pk)) == 2
-    assert finalize_tenant(TENANT, dry_run=False).outcome.name == "FINALIZED"
-    restore_tenant(TENANT)
-    assert sql_value("SELECT count(*) FROM {products} WHERE images IS NOT NULL") == 3
 
 
 def test_a_row_lock_held_on_the_worker_ends_the_tenant_blocked_within_the_lock_timeout(committed_db, tmp_path):

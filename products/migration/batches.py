@@ -19,7 +19,8 @@ On a live database:
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TypeVar
@@ -27,13 +28,14 @@ from typing import TypeVar
 from django.db import DatabaseError, transaction
 from psycopg import sql
 
+from products.migration.pace import BatchSizer, Gate
 from products.migration.reconcile import Reconciled, reconcile, reserve, stale
-from products.migration.report import Blocked, ProductError, TenantRun
+from products.migration.report import Blocked, Pace, ProductError, TenantRun
 from products.migration.source import id_range, source_ctes, yielded_rows
 from products.migration.validation import RangeFigures, measure_range
-from stoflow.citus import citus_installed
 from stoflow.raw_sql import execute, fetch_rows, table
 from stoflow.tenants.blocking import Blocker, BlockerWatch
+from stoflow.tenants.citus import is_citus
 from stoflow.tenants.locks import JOB_SESSION_SETTINGS
 from stoflow.tenants.sessions import session_settings
 
@@ -55,12 +57,19 @@ class MigrationOptions:
     run_name: str = ""  # names the run in product_images_removed
     run_id: str = ""  # names the run in the ledger
     lock_timeout_ms: int = 2000  # a statement waiting longer than this for a lock gives up (then retries)
-    statement_timeout_ms: int = 600_000  # a statement running longer than this is cancelled (0: no limit)
+    # A statement running longer than this is cancelled (0: no limit; None: the session's own, as finalize_images
+    # and restore_images_json keep it).
+    statement_timeout_ms: int | None = 600_000
     retries: int = 3  # retries of a unit of work that failed on a lock, before the tenant is reported blocked
     pause_ms: int = 0  # pause between batches, leaving room to the application on a busy primary
     restart: bool = False  # walk every product, even where the ledger says an unfinished run stopped
     allowed: tuple[str, ...] = ()  # triggers/constraints/indexes/rules on product_images the preflight accepts
     follow: bool = False  # install the follower on each tenant whose checks pass (live runs)
+    batch_time_ms: int = 0  # the time each batch should take: its size follows (0: batch_size, fixed)
+    watch_health: bool = True  # wait before a batch while a health signal is over its limit (pace.py)
+    max_replica_lag_ms: int = 5000  # the standbys' replay lag above which batches wait (0: not watched)
+    max_lock_waiters: int = 0  # other sessions waiting for locks on the tenant's tables above which batches wait
+    max_failures: int = 0  # start no further tenant once this many failed, were blocked or failed a check (0: no bound)
 
     @classmethod
     def from_command_options(cls, options: dict) -> MigrationOptions:
@@ -78,6 +87,11 @@ class MigrationOptions:
             restart=options["restart"],
             allowed=tuple(options["allow"]),
             follow=options["follow"],
+            batch_time_ms=options["batch_time"] or 0,
+            watch_health=not options["ignore_health"],
+            max_replica_lag_ms=options["max_replica_lag"],
+            max_lock_waiters=options["max_lock_waiters"],
+            max_failures=options["max_failures"],
         )
 
 
@@ -94,6 +108,9 @@ class Progress:
 # SQLSTATEs a unit of work is retried on: it waited too long for a lock (lock_timeout), or it lost to
 # another transaction (deadlock, serialization failure).
 RETRIED = {"55P03": "lock timeout", "40P01": "deadlock", "40001": "serialization failure"}
+STATEMENT_TIMEOUT = "57014"  # query_canceled: statement_timeout (or a cancel from another session)
+# A batch following --batch-time is also retried, halved, after its statement ran out of time.
+RETRIED_HALVED = {**RETRIED, STATEMENT_TIMEOUT: "statement timeout"}
 
 
 class TenantBlocked(Exception):
@@ -114,9 +131,19 @@ class Guard:
         self.watch = watch
         self.stop = stop or threading.Event()
 
-    def run(self, what: str, work: Callable[[], T]) -> T:
+    def run(
+        self,
+        what: str,
+        work: Callable[[], T],
+        *,
+        retried: Collection[str] = RETRIED,
+        before_retry: Callable[[], None] | None = None,
+    ) -> T:
         """``work()``, retried up to ``options.retries`` times on a lock timeout, deadlock or serialization
-        failure (a unit that writes runs in its own transaction, rolled back by the failure)."""
+        failure (a unit that writes runs in its own transaction, rolled back by the failure).
+
+        ``retried``: the SQLSTATEs retried instead; ``before_retry()`` runs after such a failure, before the
+        backoff (a batch following --batch-time halves there)."""
         error: DatabaseError | None = None
         # Every session seen holding the lock, on any attempt (by pid, its latest sighting): an attempt that
         # lost at once (a deadlock) or met another holder does not hide the ones an earlier attempt waited for.
@@ -129,10 +156,12 @@ class Guard:
                 with self.watch.watching() if self.watch else nullcontext():
                     return work()
             except DatabaseError as exc:
-                if sqlstate(exc) not in RETRIED:
+                if sqlstate(exc) not in retried:
                     raise
                 error = exc
                 blockers.update((blocker.pid, blocker) for blocker in (self.watch.seen if self.watch else []))
+                if before_retry is not None and attempt < attempts:
+                    before_retry()
         raise TenantBlocked(
             Blocked(what, attempts, self.options.lock_timeout_ms, first_line(error), list(blockers.values()))
         )
@@ -149,9 +178,12 @@ class Guard:
 
 def session_timeouts(options: MigrationOptions) -> dict[str, str]:
     """The settings every statement of a job runs under, set on its session (see ``job_session``)."""
+    statement_timeout = (
+        {} if options.statement_timeout_ms is None else {"statement_timeout": f"{options.statement_timeout_ms}ms"}
+    )
     return {
         "lock_timeout": f"{options.lock_timeout_ms}ms",
-        "statement_timeout": f"{options.statement_timeout_ms}ms",
+        **statement_timeout,
         "idle_in_transaction_session_timeout": IDLE_IN_TRANSACTION_TIMEOUT,
         **JOB_SESSION_SETTINGS,
     }
@@ -166,7 +198,7 @@ def job_session(options: MigrationOptions, stop: threading.Event | None = None) 
     with session_settings(session_timeouts(options)):
         ((backend_pid,),) = fetch_rows(sql.SQL("SELECT pg_backend_pid()"))
         # On Citus the waits happen on the workers: the watch follows this backend by its global pid.
-        global_pid = fetch_rows(sql.SQL("SELECT citus_backend_gpid()"))[0][0] if citus_installed() else None
+        global_pid = fetch_rows(sql.SQL("SELECT citus_backend_gpid()"))[0][0] if is_citus() else None
         timeout = options.lock_timeout_ms / 1000
         every = max(min(timeout / 10, 0.1), 0.01)
         with BlockerWatch(backend_pid, after=min(timeout / 2, 1.0), every=every, global_pid=global_pid) as watch:
@@ -269,12 +301,25 @@ SELECT * FROM batch"""
 _RESERVE_IDS = "SELECT now(), {reserve}::text"
 _FORGET_BATCH = "DELETE FROM {batch} AS b WHERE {batch_filter}"
 
-# --force and --sync: the batch's products that have rows, brought to their JSON keeping the ids of the rows
-# whose URL stays (reconcile). --sync takes only the stale ones (reconcile.STALE): a day of changes costs what
-# the changed products cost, not the whole tenant's JSON decoded.
+# --force: the batch's products that have rows, brought to their JSON keeping the ids of the rows whose URL
+# stays (reconcile).
 _RECONCILED = """{batch}
-AND EXISTS (SELECT 1 FROM {product_images} AS pi WHERE pi.product_id = p.id)
-AND (%(force)s OR {stale})"""
+AND EXISTS (SELECT 1 FROM {product_images} AS pi WHERE pi.product_id = p.id)"""
+
+# --sync: of the batch's products, those whose rows it reconciles (they have rows, and their JSON changed since,
+# was refused or was never recorded: reconcile.STALE), those whose JSON it reads (those, and the products without
+# rows: new, or emptied), and how many it leaves as they are, not soft-deleted and soft-deleted (rows reconciled
+# with the JSON they still have: already migrated). Each product's digest is read once; the JSON of the products
+# left as they are is never decoded, so a day of changes costs what the changed products cost.
+_SYNC_SPLIT = """SELECT array_agg(p.id ORDER BY p.id) FILTER (WHERE c.has_rows AND c.stale),
+       array_agg(p.id ORDER BY p.id) FILTER (WHERE c.stale OR NOT c.has_rows),
+       count(*) FILTER (WHERE c.has_rows AND NOT c.stale AND p.deleted_at IS NULL),
+       count(*) FILTER (WHERE c.has_rows AND NOT c.stale AND p.deleted_at IS NOT NULL)
+FROM {products} AS p
+CROSS JOIN LATERAL (
+    SELECT EXISTS (SELECT 1 FROM {product_images} AS pi WHERE pi.product_id = p.id) AS has_rows, {stale} AS stale
+) AS c
+WHERE {batch}"""
 
 # The batch's products, locked as the image service locks a product before it
 # writes: a service call and a batch on the same product queue up, and the
@@ -283,7 +328,7 @@ _LOCK_BATCH = """SELECT count(*) FROM (
     SELECT 1 FROM {products} AS p WHERE {product_filter} ORDER BY p.id FOR UPDATE
 ) AS locked"""
 
-_BATCH_END = """SELECT max(id) FROM (
+_BATCH_END = """SELECT max(id), count(*) FROM (
     SELECT p.id FROM {products} AS p WHERE {after} ORDER BY p.id LIMIT %(batch_size)s
 ) AS batch"""
 _COUNT = "SELECT count(*) FROM {products} AS p WHERE {after}"
@@ -315,13 +360,16 @@ def migrate_batches(
     on_batch: Callable[[int], None] | None = None,
     rehearsal: RangeFigures | None = None,
     product_count: int | None = None,
+    pace: Pace | None = None,
 ) -> TenantRun:
     """Walk the tenant's products with ids in (``after``, ``upto``] (None: no bound), one batch after the other.
 
     ``run`` collects the figures as batches finish (given, it holds them even if the walk stops part-way);
-    ``on_batch(last id)`` is called after each batch, outside its transaction (the ledger); a dry run passes
+    ``on_batch(last id)`` is called after each batch, outside its transaction, through the Guard (the ledger:
+    a write a lock held elsewhere makes wait is retried, then the tenant is blocked); a dry run passes
     ``rehearsal``, which collects the checks measured in each batch's rehearsal and over the ids past the last;
-    ``product_count``: how many the walk will meet, for its progress bar, when the caller counted them already.
+    ``product_count``: how many the walk will meet, for its progress bar, when the caller counted them already;
+    ``pace`` collects the batches' sizes and the waits before them (``pace.py``).
     """
     run = run if run is not None else TenantRun()
     guard = guard or Guard(options, stop=stop)
@@ -333,22 +381,23 @@ def migrate_batches(
     if remaining is None:
         remaining = guard.run("counting the products", lambda: fetch_rows(count, {"after": after, "upto": bound})[0][0])
     progress.start_tenant(schema, remaining)
+    pace = pace if pace is not None else Pace()
+    gate = Gate(schema, options, stop, pace)
+    sizer = BatchSizer(options, pace)
     try:
         while True:
-            if stop.is_set():
-                raise KeyboardInterrupt
-            batch_end = sql.SQL(_BATCH_END).format(products=products, after=id_range("p.id", after, bound))
-            params = {"after": after, "upto": bound, "batch_size": options.batch_size}
-            (upto,) = guard.run("finding the next batch", lambda query=batch_end, p=params: fetch_rows(query, p)[0])
-            if upto is None:
+            batch = _Batch(walk, sizer, products, after, bound, sizer.size)
+            if batch.upto is None:
                 break
-            _migrate_range(walk, after, upto)
+            # Ctrl-C, a pause or cancel asked from elsewhere, the database's health: between batches only.
+            gate.before_batch()
+            started = time.perf_counter()
+            _migrate_range(walk, after, batch.upto, batch.shrink if sizer.adaptive else None)
+            sizer.measured(batch.products, time.perf_counter() - started, batch.asked)
             if on_batch:
-                on_batch(upto)
-            # Every batch but the last holds exactly batch_size products.
-            progress.advance(schema, min(options.batch_size, remaining))
-            remaining -= options.batch_size
-            after = upto
+                guard.run("recording the batch in the ledger", lambda last_id=batch.upto: on_batch(last_id))
+            progress.advance(schema, batch.products)
+            after = batch.upto
             if options.pause_ms:
                 guard.pause(options.pause_ms / 1000)
         if rehearsal is not None and (bound is None or after != bound):
@@ -361,11 +410,54 @@ def migrate_batches(
     return run
 
 
-def _migrate_range(walk: _Walk, after: int | None, upto: int) -> None:
-    """Products with ids in (after, upto]: one transaction; on a row the database refuses, the two halves."""
+class _Batch:
+    """The next batch of a walk: up to ``asked`` products after ``after`` (none past ``bound``); ``upto`` its last
+    id (None: no product left). Following --batch-time, ``shrink`` cuts it to half the size after a timeout."""
+
+    def __init__(
+        self,
+        walk: _Walk,
+        sizer: BatchSizer,
+        products: sql.Composable,
+        after: int | None,
+        bound: int | None,
+        asked: int,
+    ):
+        self.walk, self.sizer, self.products_table = walk, sizer, products
+        self.after, self.bound, self.asked = after, bound, asked
+        self.upto, self.products = self._end(asked)
+
+    def _end(self, size: int) -> tuple[int | None, int]:
+        query = sql.SQL(_BATCH_END).format(products=self.products_table, after=id_range("p.id", self.after, self.bound))
+        params = {"after": self.after, "upto": self.bound, "batch_size": size}
+        return self.walk.guard.run("finding the next batch", lambda: fetch_rows(query, params)[0])
+
+    def shrink(self) -> int:
+        """After the batch's transaction was rolled back on a timeout: half as many products; the new last id."""
+        self.asked = self.sizer.halve()
+        self.upto, self.products = self._end(self.asked)
+        return self.upto
+
+
+def _migrate_range(walk: _Walk, after: int | None, upto: int, shrink: Callable[[], int] | None = None) -> None:
+    """Products with ids in (after, upto]: one transaction; on a row the database refuses, the two halves.
+
+    ``shrink`` (a walk following --batch-time): a lock or statement timeout halves the batch before the retry;
+    it returns the batch's new last id."""
+    bound = [upto]
+
+    def smaller() -> None:
+        bound[0] = shrink()
+
     try:
-        written, figures = walk.guard.run(_products_in(after, upto), lambda: _attempt(walk, after, upto))
+        written, figures = walk.guard.run(
+            _products_in(after, upto),
+            lambda: _attempt(walk, after, bound[0]),
+            retried=RETRIED_HALVED if shrink else RETRIED,
+            before_retry=smaller if shrink else None,
+        )
     except DatabaseError as exc:
+        upto = bound[0]
         if not _caused_by_rows(exc):
             raise
         product_ids = _ids_in_range(walk, after, upto)
@@ -421,19 +513,36 @@ def _caused_by_rows(exc: DatabaseError) -> bool:
 
 
 def _write_batch(schema: str, after: int | None, upto: int, options: MigrationOptions) -> tuple:
-    params = {"after": after, "upto": upto, "force": options.force, "run_name": options.run_name}
+    params = {"after": after, "upto": upto, "run_name": options.run_name}
     batch_filter = id_range("p.id", after, upto)
     product_images = table(schema, "product_images")
     fetch_rows(sql.SQL(_LOCK_BATCH).format(products=table(schema, "products"), product_filter=batch_filter), params)
     reconciled = Reconciled()
-    if options.force or options.sync:
-        product_filter = sql.SQL(_RECONCILED).format(
-            batch=batch_filter, product_images=product_images, stale=stale(schema)
-        )
+    read_filter = batch_filter  # the products whose JSON the first migration below reads
+    left_as_they_are = []  # --sync: the groups of products it does not read, as _MIGRATE_BATCH returns groups
+    if options.force:
+        product_filter = sql.SQL(_RECONCILED).format(batch=batch_filter, product_images=product_images)
         reconciled = reconcile(schema, product_filter, params, options.run_name)
+    elif options.sync:
+        split = sql.SQL(_SYNC_SPLIT).format(
+            products=table(schema, "products"), product_images=product_images, stale=stale(schema), batch=batch_filter
+        )
+        ((stale_ids, read_ids, kept, kept_deleted),) = fetch_rows(split, params)
+        if stale_ids:
+            reconciled = reconcile(
+                schema, sql.SQL("p.id = ANY(%(ids)s::bigint[])"), {"ids": stale_ids}, options.run_name
+            )
+        read_filter = sql.SQL("p.id = ANY(%(read_ids)s::bigint[])")
+        params["read_ids"] = read_ids or []
+        # (error, repairs, soft-deleted, already migrated, products, images, labels, ids)
+        left_as_they_are = [
+            (None, [], deleted, True, count, 0, 0, None)
+            for deleted, count in ((False, kept), (True, kept_deleted))
+            if count
+        ]
     # Then a first migration of the products that have no rows (new products, and those --force or --sync left
     # without rows because their JSON is empty).
-    return _migrate_first(schema, batch_filter, params), reconciled
+    return _migrate_first(schema, read_filter, params) + left_as_they_are, reconciled
 
 
 def _migrate_first(schema: str, batch_filter: sql.Composable, params: dict) -> list[tuple]:
@@ -444,7 +553,7 @@ def _migrate_first(schema: str, batch_filter: sql.Composable, params: dict) -> l
         products=table(schema, "products"),
         product_images=table(schema, "product_images"),
     )
-    if not citus_installed():
+    if not is_citus():
         names = {"batch": sql.Identifier("batch"), "batch_filter": sql.SQL("TRUE"), "now": sql.SQL("now()")}
         query = sql.SQL(_MIGRATE_BATCH).format(
             read=read,
@@ -492,6 +601,8 @@ def _tally(schema: str, written: tuple[list[tuple], Reconciled], run: TenantRun,
     run.references_removed += reconciled.references_removed
     if reconciled.changed:
         run.resynced.add(len(reconciled.changed), reconciled.changed)
+    if reconciled.emptied:
+        run.emptied.add(len(reconciled.emptied), reconciled.emptied)
     errors = []
     for error, repairs, is_deleted, already_migrated, products, images, labels, ids in groups:
         run.products += products

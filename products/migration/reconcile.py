@@ -43,6 +43,7 @@ PLAN_ARRAYS = (
     "json_digests",  # its JSON's digest (uuid), same order
     "refusals",  # why its JSON was refused, or NULL, same order
     "changed_ids",  # the products whose rows change
+    "emptied_ids",  # of those, the products whose JSON now yields no image: every row goes
     "aside_ids",  # rows deleted whose URL left the JSON: copied aside first
     "delete_ids",  # every row deleted
     "move_ids",  # rows whose order or label changes
@@ -64,6 +65,7 @@ ARRAY_TYPES = {
     "json_digests": "uuid[]",
     "refusals": "text[]",
     "changed_ids": "bigint[]",
+    "emptied_ids": "bigint[]",
     "aside_ids": "bigint[]",
     "delete_ids": "bigint[]",
     "move_ids": "bigint[]",
@@ -138,6 +140,8 @@ SELECT (SELECT array_agg(id ORDER BY id) FROM products_seen),
        (SELECT array_agg(error ORDER BY id) FROM products_seen),
        (SELECT array_agg(DISTINCT product_id ORDER BY product_id) FROM paired
         WHERE deleted OR inserted OR moves OR retimed),
+       (SELECT array_agg(DISTINCT d.product_id ORDER BY d.product_id) FROM paired AS d
+        WHERE d.deleted AND NOT EXISTS (SELECT 1 FROM target AS t WHERE t.product_id = d.product_id)),
        (SELECT array_agg(d.id ORDER BY d.id) FROM paired AS d
         WHERE d.deleted AND NOT EXISTS (SELECT 1 FROM target AS t WHERE t.product_id = d.product_id AND t.url = d.url)),
        (SELECT array_agg(id ORDER BY id) FROM paired WHERE deleted),
@@ -242,6 +246,12 @@ def statements(
     ]
 
 
+def record_json_state(schema: str) -> sql.Composed:
+    """The last of STATEMENTS alone, its arrays and the time as query parameters (``product_ids``,
+    ``json_digests``, ``refusals``, ``now``): the image service's mirror records the JSON it writes."""
+    return statements(schema, parameter, sql.Literal(""), sql.Placeholder("now"))[-1]
+
+
 def reserve(schema: str, table_name: str, count: sql.Composable) -> sql.Composed:
     """An array of ``count`` new ids from the sequence of the tenant's ``table_name`` (``RESERVE``)."""
     return sql.SQL(RESERVE).format(table=sql.Literal(as_text(table(schema, table_name))), count=count)
@@ -267,6 +277,7 @@ class Reconciled:
     products: list[int] = field(default_factory=list)  # products looked at
     refused: dict[int, str] = field(default_factory=dict)  # product id: why its JSON was refused
     changed: list[int] = field(default_factory=list)  # products whose rows changed
+    emptied: list[int] = field(default_factory=list)  # of those, products left without a row (JSON empty or null)
     rows_deleted: int = 0
     rows_kept_aside: int = 0  # of those, copied aside (their URL left the JSON)
     rows_updated: int = 0
@@ -299,6 +310,7 @@ def reconcile(schema: str, product_filter: sql.Composable, params: dict, run_nam
     outcome.rows_updated = len(arrays["update_ids"] or [])
     outcome.rows_inserted = len(arrays["insert_product_ids"] or [])
     outcome.changed = list(arrays["changed_ids"] or [])
+    outcome.emptied = list(arrays["emptied_ids"] or [])
     outcome.references_removed = references
     return outcome
 

@@ -21,7 +21,7 @@ CREATE = """CREATE TABLE product_images_batch (
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("products", "0005_product_json_state"),
+        ("products", "0007_label_history"),
     ]
 
     operations = [
