@@ -52,7 +52,7 @@ def worker_of(schema: str) -> int:
     )
 
 
-def test_the_transition_runs_on_a_cluster_with_a_tenant_moved_between_workers(committed_db, tmp_path):
+def test_the_transition_runs_on_a_cluster_with_a_tenant_moved_between_workers(restores_the_column, tmp_path):
     changed = make_product(images=entries(3))
     untouched = make_product(images=entries(2))
     assert run_command("--schema", TENANT)[0] == ExitCode.OK

@@ -31,7 +31,7 @@ from psycopg import sql
 from products.migration import reconcile
 from products.migration.preflight import FOLLOWER_TRIGGER, FOLLOWER_VERSION
 from stoflow.raw_sql import as_text, fetch_rows, table
-from stoflow.tenants.citus import allow_triggers
+from stoflow.tenants.citus import allow_triggers, is_citus
 
 FUNCTION = "stoflow_follow_images"
 TRIGGER = FOLLOWER_TRIGGER
@@ -45,14 +45,13 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 -- One plan per statement and session: a custom plan of the plan query, made again on every row, cost more to
 -- make than to run (about 4 ms against 1 ms on the 30x set, bench/two_writers.py); the generic one uses the same
--- indexes (the product's id, its rows by product).
-SET plan_cache_mode = force_generic_plan
+-- indexes (the product's id, its rows by product). Not on Citus, which cannot plan an INSERT ... SELECT whose
+-- WHERE holds a PL/pgSQL variable generically ("could not create distributed plan"): there, custom plans.
+SET plan_cache_mode = {plan_cache_mode}
 AS $follow$
 DECLARE
     _product_id bigint;
     _digest uuid;
-    -- The statements write the time as a value (reconcile.STATEMENTS: Citus).
-    _now timestamptz := now();
 {declarations}
     _referencing record;
     _references bigint;
@@ -79,7 +78,6 @@ BEGIN
         RETURN NULL;
     END IF;
     SELECT * INTO {targets} FROM ({plan}) AS plan;
-{reservations}
     -- A photo another table points at without ON DELETE CASCADE or SET NULL/DEFAULT: deleting it would fail
     -- the writer's statement. The product keeps its rows and is recorded as refused. Such a key is found by its
     -- ON DELETE trigger on product_images (pg_trigger is indexed by table; pg_constraint, not by the referenced
@@ -128,16 +126,14 @@ def _variable(name: str) -> sql.Composable:
 
 def function_sql(schema: str) -> sql.Composed:
     """The CREATE FUNCTION of the tenant's follower, generated from ``reconcile``."""
-    statements = reconcile.statements(schema, _variable, sql.Literal(REMOVED_BY), _variable("now"))
+    # On the worker, in the trigger: the identity defaults and now() (reconcile.STATEMENTS says why).
+    statements = reconcile.statements(schema, _variable, sql.Literal(REMOVED_BY), sql.SQL("now()"), routed=False)
     declarations = sql.SQL("\n").join(
         sql.SQL("    {} {};").format(_variable(name), sql.SQL(reconcile.ARRAY_TYPES[name]))
-        for name in (*reconcile.PLAN_ARRAYS, *reconcile.RESERVED_IDS)
-    )
-    reservations = sql.SQL("\n").join(
-        sql.SQL("    {} := {};").format(_variable(name), reserve)
-        for name, reserve in reconcile.reservations(schema, _variable).items()
+        for name in reconcile.PLAN_ARRAYS
     )
     return sql.SQL(_FUNCTION).format(
+        plan_cache_mode=sql.SQL("auto" if is_citus() else "force_generic_plan"),
         function=sql.Identifier(schema, FUNCTION),
         declarations=declarations,
         removed_images=table(schema, "product_images_removed"),
@@ -147,7 +143,6 @@ def function_sql(schema: str) -> sql.Composed:
         removed_by_deleted=sql.Literal(f"{REMOVED_BY}: product deleted"),
         targets=sql.SQL(", ").join(_variable(name) for name in reconcile.PLAN_ARRAYS),
         plan=reconcile.plan_query(schema, sql.SQL("p.id = _product_id")),
-        reservations=reservations,
         record_state=statements[-1],
         statements=sql.SQL("\n").join(sql.SQL("    {};").format(statement) for statement in statements),
     )

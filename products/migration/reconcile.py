@@ -172,15 +172,18 @@ RESERVE = """ARRAY(SELECT nextval(s.sequence)
 
 # Applied in this order: copy aside, delete (frees orders and the label), pass movers through free orders,
 # final orders and labels, inserts, then the state. Each names its arrays as {name}; a statement with
-# nothing to do touches no row. Each reads a table of the tenant (the inserts join the products their rows
-# belong to, which the caller holds locked) and writes the time as a value ({now}), so Citus runs it whole
-# on the tenant's worker: it pulls an INSERT ... SELECT that reads only arrays to the coordinator, and
-# rewrites one holding now() wrongly (Citus 13.1).
+# nothing to do touches no row. Sent through a Citus coordinator (``routed``: migrate_images, the image
+# service), each reads a table of the tenant ({join_products}: the products the rows belong to, which the caller
+# holds locked), gives new rows reserved ids ({..._id_column}, {..._id_value}) and writes the time as a value
+# ({now}), so Citus runs it whole on the tenant's worker: it pulls an INSERT ... SELECT that reads only arrays,
+# or relies on an identity default, to the coordinator, and rewrites one holding now() wrongly (Citus 13.1).
+# The follower's trigger already runs on the worker, and Citus cannot plan its PL/pgSQL variables in those
+# places: there the statements keep the identity defaults and now().
 STATEMENTS = (
-    """INSERT INTO {removed_images} (id, image_id, product_id, url, "order", is_label, created_at, updated_at,
-                              removed_at, removed_by)
-SELECT ({removed_ids})[row_number() OVER (ORDER BY pi.id)], pi.id, pi.product_id, pi.url, pi."order", pi.is_label,
-       pi.created_at, pi.updated_at, {now}, {run_name}
+    """INSERT INTO {removed_images} ({removed_id_column}image_id, product_id, url, "order", is_label, created_at,
+                              updated_at, removed_at, removed_by)
+SELECT {removed_id_value}pi.id, pi.product_id, pi.url, pi."order", pi.is_label, pi.created_at, pi.updated_at, {now},
+       {run_name}
 FROM {product_images} AS pi WHERE pi.id = ANY({aside_ids})""",
     """DELETE FROM {product_images} WHERE id = ANY({delete_ids})""",
     """UPDATE {product_images} AS pi SET "order" = m.free_order, is_label = false
@@ -190,18 +193,26 @@ SET "order" = u."order", is_label = u.is_label, created_at = u.created_at, updat
 FROM unnest({update_ids}, {update_orders}, {update_labels}, {update_created_ats})
     AS u(id, "order", is_label, created_at)
 WHERE pi.id = u.id""",
-    """INSERT INTO {product_images} (id, product_id, url, "order", is_label, created_at, updated_at)
-SELECT n.id, n.product_id, n.url, n."order", n.is_label, n.created_at, {now}
-FROM unnest({insert_ids}, {insert_product_ids}, {insert_urls}, {insert_orders}, {insert_labels},
-            {insert_created_ats}) AS n(id, product_id, url, "order", is_label, created_at)
-JOIN {products} AS p ON p.id = n.product_id""",
+    """INSERT INTO {product_images} ({insert_id_column}product_id, url, "order", is_label, created_at, updated_at)
+SELECT {insert_id_value}n.product_id, n.url, n."order", n.is_label, n.created_at, {now}
+FROM unnest({insert_product_ids}, {insert_urls}, {insert_orders}, {insert_labels}, {insert_created_ats})
+    WITH ORDINALITY AS n(product_id, url, "order", is_label, created_at, k)
+{join_products}""",
     """INSERT INTO {json_state} AS st (product_id, json_digest, refused, recorded_at)
-SELECT r.product_id, r.json_digest, r.refused, {now}
-FROM unnest({product_ids}, {json_digests}, {refusals}) AS r(product_id, json_digest, refused)
-JOIN {products} AS p ON p.id = r.product_id
+SELECT n.product_id, n.json_digest, n.refused, {now}
+FROM unnest({product_ids}, {json_digests}, {refusals}) AS n(product_id, json_digest, refused)
+{join_products}
 ON CONFLICT (product_id) DO UPDATE
 SET json_digest = EXCLUDED.json_digest, refused = EXCLUDED.refused, recorded_at = EXCLUDED.recorded_at""",
 )
+# What ``routed`` fills in (the follower: nothing, and now()).
+_ROUTED = {
+    "removed_id_column": "id, ",
+    "removed_id_value": "({removed_ids})[row_number() OVER (ORDER BY pi.id)], ",
+    "insert_id_column": "id, ",
+    "insert_id_value": "({insert_ids})[n.k], ",
+    "join_products": "JOIN {products} AS p ON p.id = n.product_id",
+}
 
 
 # Products whose rows are not known to be what their JSON yields: the JSON changed since it was last reconciled,
@@ -228,18 +239,28 @@ def plan_query(schema: str, product_filter: sql.Composable) -> sql.Composed:
 
 
 def statements(
-    schema: str, array: Callable[[str], sql.Composable], run_name: sql.Composable, now: sql.Composable
+    schema: str,
+    array: Callable[[str], sql.Composable],
+    run_name: sql.Composable,
+    now: sql.Composable,
+    *,
+    routed: bool = True,
 ) -> list[sql.Composed]:
-    """STATEMENTS for the tenant, each array written by ``array(name)`` (a query parameter, a PL/pgSQL variable)."""
-    names = {name: array(name) for name in (*PLAN_ARRAYS, *RESERVED_IDS)}
+    """STATEMENTS for the tenant, each array written by ``array(name)`` (a query parameter, a PL/pgSQL variable);
+    ``routed``: with the reserved ids (RESERVED_IDS) and the join that let Citus run them whole on the worker."""
+    names = {name: array(name) for name in (*PLAN_ARRAYS, *(RESERVED_IDS if routed else ()))}
+    tables = {
+        "product_images": table(schema, "product_images"),
+        "removed_images": table(schema, "product_images_removed"),
+        "json_state": table(schema, "product_json_state"),
+        "products": table(schema, "products"),
+    }
+    fills = {key: sql.SQL(text if routed else "").format(**names, **tables) for key, text in _ROUTED.items()}
     return [
         sql.SQL(text).format(
-            product_images=table(schema, "product_images"),
-            removed_images=table(schema, "product_images_removed"),
-            json_state=table(schema, "product_json_state"),
-            products=table(schema, "products"),
             run_name=run_name,
             now=now,
+            **{key: value for key, value in {**tables, **fills}.items() if "{" + key + "}" in text},
             **{name: value for name, value in names.items() if "{" + name + "}" in text},
         )
         for text in STATEMENTS
