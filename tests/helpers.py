@@ -185,8 +185,10 @@ _WAITING_FOR = {
 def wait_until_blocked_by(pid: int) -> int:
     """The pid of a backend waiting for a lock backend ``pid`` holds (polled from a session of its own)."""
     deadline = time.monotonic() + WAIT_SECONDS
-    query = _WAITING_FOR[is_citus()]
     with other_session() as watcher:
+        # Asked on this session: callers poll from threads of their own, where Django's connection is not to open.
+        ((citus,),) = watcher.execute("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')").fetchall()
+        query = _WAITING_FOR[citus]
         while time.monotonic() < deadline:
             row = watcher.execute(query, {"pid": pid}).fetchone()
             if row:

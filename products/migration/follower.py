@@ -45,9 +45,8 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 -- One plan per statement and session: a custom plan of the plan query, made again on every row, cost more to
 -- make than to run (about 4 ms against 1 ms on the 30x set, bench/two_writers.py); the generic one uses the same
--- indexes (the product's id, its rows by product). Not on Citus, which cannot plan an INSERT ... SELECT whose
--- WHERE holds a PL/pgSQL variable generically ("could not create distributed plan"): there, custom plans.
-SET plan_cache_mode = {plan_cache_mode}
+-- indexes (the product's id, its rows by product). Not on Citus (``install``).
+SET plan_cache_mode = force_generic_plan
 AS $follow$
 DECLARE
     _product_id bigint;
@@ -133,7 +132,6 @@ def function_sql(schema: str) -> sql.Composed:
         for name in reconcile.PLAN_ARRAYS
     )
     return sql.SQL(_FUNCTION).format(
-        plan_cache_mode=sql.SQL("auto" if is_citus() else "force_generic_plan"),
         function=sql.Identifier(schema, FUNCTION),
         declarations=declarations,
         removed_images=table(schema, "product_images_removed"),
@@ -163,6 +161,14 @@ def install(schema: str) -> None:
         allow_triggers()
         # No parameters: the text is sent as it is (its regexes and format strings hold % signs).
         cursor.execute(as_text(function_sql(schema)))
+        if is_citus():
+            # Citus cannot plan an INSERT ... SELECT whose WHERE holds a PL/pgSQL variable generically ("could not
+            # create distributed plan"): custom plans there, as PostgreSQL's default would make.
+            cursor.execute(
+                as_text(
+                    sql.SQL("ALTER FUNCTION {}() SET plan_cache_mode = auto").format(sql.Identifier(schema, FUNCTION))
+                )
+            )
         cursor.execute(
             as_text(
                 sql.SQL("COMMENT ON FUNCTION {}() IS {}").format(
