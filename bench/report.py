@@ -153,7 +153,7 @@ def fleet_lines(pace: PaceFigures | None, picker: PickerFigures | None) -> list[
             f"--batch-time {pace.batch_time} on 30x: migrate {pace.migrate:.2f} s (best fixed --batch-size "
             f"{pace.best_size}: {pace.best_migrate:.2f} s, ratio {pace.ratio_to_best:.2f}); {pace.batches} batches "
             f"of {pace.smallest:,} to {pace.largest:,} products (average {pace.average:,.0f}).",
-            f"Health checks: {pace.check_ms:.2f} ms per batch (health query and control lookup, {pace.batches} "
+            f"Health checks: {pace.check_ms:.2f} ms per batch (the control row and the health signals, {pace.batches} "
             f"batches): {pace.health_share:.2f}% of migrate; the same runs with --ignore-health: "
             f"{pace.ignore_health_migrate:.2f} s.",
         ]

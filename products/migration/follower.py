@@ -40,14 +40,16 @@ OUTDATED = "outdated: run --follow again"  # installed by another version of thi
 # Written in the function's comment: which text a tenant runs (``--status`` compares it with this code's).
 VERSION_PREFIX = "stoflow follower "
 
+# One plan per statement and session: a custom plan of the plan query, made again on every row, cost more to make
+# than to run (about 4 ms against 1 ms on the 30x set, bench/two_writers.py); the generic one uses the same
+# indexes (the product's id, its rows by product). Not on Citus, which cannot plan a distributed statement
+# whose values are parameters ("could not create distributed plan"): it plans each row's statements anew.
+GENERIC_PLANS = "SET plan_cache_mode = force_generic_plan\n"
+
 _FUNCTION = """CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
--- One plan per statement and session: a custom plan of the plan query, made again on every row, cost more to
--- make than to run (about 4 ms against 1 ms on the 30x set, bench/two_writers.py); the generic one uses the same
--- indexes (the product's id, its rows by product). Not on Citus (``install``).
-SET plan_cache_mode = force_generic_plan
-AS $follow$
+{plan_cache_mode}AS $follow$
 DECLARE
     _product_id bigint;
     _digest uuid;
@@ -133,6 +135,7 @@ def function_sql(schema: str) -> sql.Composed:
     )
     return sql.SQL(_FUNCTION).format(
         function=sql.Identifier(schema, FUNCTION),
+        plan_cache_mode=sql.SQL("" if is_citus() else GENERIC_PLANS),
         declarations=declarations,
         removed_images=table(schema, "product_images_removed"),
         product_images=table(schema, "product_images"),
@@ -161,14 +164,6 @@ def install(schema: str) -> None:
         allow_triggers()
         # No parameters: the text is sent as it is (its regexes and format strings hold % signs).
         cursor.execute(as_text(function_sql(schema)))
-        if is_citus():
-            # Citus cannot plan an INSERT ... SELECT whose WHERE holds a PL/pgSQL variable generically ("could not
-            # create distributed plan"): custom plans there, as PostgreSQL's default would make.
-            cursor.execute(
-                as_text(
-                    sql.SQL("ALTER FUNCTION {}() SET plan_cache_mode = auto").format(sql.Identifier(schema, FUNCTION))
-                )
-            )
         cursor.execute(
             as_text(
                 sql.SQL("COMMENT ON FUNCTION {}() IS {}").format(

@@ -33,7 +33,7 @@ from psycopg import sql
 from products.migration import control
 from products.migration.report import LOCK_WAITS, PAUSED, REPLICA_LAG, VACUUM, Pace
 from stoflow.raw_sql import fetch_rows
-from stoflow.tenants.models import LedgerEntry
+from stoflow.tenants.models import LedgerEntry, RunControl
 from stoflow.tenants.runner import Cancelled
 
 if TYPE_CHECKING:
@@ -45,29 +45,33 @@ MAX_BATCH_SIZE = 50_000
 # not shrink the next to nothing.
 MOST_CHANGE = 2.0
 
-# One query per batch for the three signals, on the statistics functions rather than their views (the views
-# join every backend's row to the roles and databases: pg_stat_replication cost 3.3 ms where its function
-# costs under 1). The lock waiters: sessions waiting for a lock (any: a row's, a table's) while they hold or
-# want a lock on one of the tenant's tables; pg_locks is only read when some session waits.
-_HEALTH = """SELECT lag.seconds, lag.pid, vacuum.pid, waiters.sessions
+# One statement before each batch: what was last asked of the run (its control row) and the three health signals,
+# read from the statistics functions rather than their views (the views join every backend's row to the roles
+# and databases: pg_stat_replication cost 3.3 ms where its function costs under 1). Without --ignore-health the
+# signals' scans are skipped (a false one-time filter). The lock waiters: sessions waiting for a lock (a row's,
+# a table's) while they hold or want a lock on one of the tenant's tables; pg_locks is read only for them.
+_GATE = """SELECT c.requested, c.requested_by, c.requested_at, lag.seconds, lag.pid, vacuum.pid, waiters.sessions
 FROM (SELECT
         to_regclass(format('%%I.products', %(schema)s::text)) AS products,
         to_regclass(format('%%I.product_images', %(schema)s::text)) AS product_images
      ) AS tenant
+LEFT JOIN {run_control} AS c ON c.run_id = %(run_id)s
 LEFT JOIN LATERAL (
     SELECT EXTRACT(epoch FROM w.replay_lag)::float8 AS seconds, w.pid
     FROM pg_stat_get_wal_senders() AS w
-    WHERE w.replay_lsn IS DISTINCT FROM pg_current_wal_lsn() AND w.replay_lag IS NOT NULL
+    WHERE %(watch)s AND w.replay_lsn IS DISTINCT FROM pg_current_wal_lsn() AND w.replay_lag IS NOT NULL
     ORDER BY w.replay_lag DESC
     LIMIT 1
 ) AS lag ON true
 LEFT JOIN LATERAL (
-    SELECT v.pid FROM pg_stat_get_progress_info('VACUUM') AS v WHERE v.relid = tenant.product_images LIMIT 1
+    SELECT v.pid FROM pg_stat_get_progress_info('VACUUM') AS v
+    WHERE %(watch)s AND v.relid = tenant.product_images
+    LIMIT 1
 ) AS vacuum ON true
 CROSS JOIN LATERAL (
     SELECT count(*) AS sessions
     FROM pg_stat_get_activity(NULL) AS a
-    WHERE a.wait_event_type = 'Lock' AND a.pid <> pg_backend_pid()
+    WHERE %(watch)s AND a.wait_event_type = 'Lock' AND a.pid <> pg_backend_pid()
       AND EXISTS (
           SELECT FROM pg_locks AS l
           WHERE l.pid = a.pid AND l.relation IN (tenant.products, tenant.product_images)
@@ -88,9 +92,20 @@ class Signal:
     detail: str
 
 
-def unhealthy(schema: str, options: MigrationOptions) -> list[Signal]:
-    """The signals over their limits now, for a walk on ``schema``."""
-    ((lag, standby_pid, vacuum_pid, waiters),) = fetch_rows(sql.SQL(_HEALTH), {"schema": schema})
+@dataclass(frozen=True)
+class Reading:
+    """What the gate reads before a batch: the run's latest control request, and the signals over their limits."""
+
+    request: control.Request | None
+    signals: list[Signal]
+
+
+def read_gate(schema: str, options: MigrationOptions) -> Reading:
+    """One statement: the run's control row and, unless --ignore-health, the health signals for ``schema``."""
+    query = sql.SQL(_GATE).format(run_control=sql.Identifier("public", RunControl._meta.db_table))
+    params = {"schema": schema, "run_id": options.run_id, "watch": options.watch_health}
+    ((requested, by, at, lag, standby_pid, vacuum_pid, waiters),) = fetch_rows(query, params)
+    request = control.Request(requested, by, at) if requested else None
     signals = []
     limit = options.max_replica_lag_ms / 1000
     if limit and lag is not None and lag > limit:
@@ -103,7 +118,7 @@ def unhealthy(schema: str, options: MigrationOptions) -> list[Signal]:
         signals.append(
             Signal(LOCK_WAITS, f"{waiters} other session(s) wait for locks (limit {options.max_lock_waiters})")
         )
-    return signals
+    return Reading(request, signals)
 
 
 def _named(query: str, pid: int) -> str | None:
@@ -149,16 +164,18 @@ class Gate:
 
     def _why_wait(self) -> tuple[str, str, str]:
         """(reason, detail, the entry's status while waiting); no reason: go on."""
-        if self.options.run_id:
-            request = control.latest_request(self.options.run_id)
-            if request and request.requested == control.CANCEL:
-                raise Cancelled(control.CANCEL)
-            if request and request.requested == control.PAUSE:
-                return PAUSED, f"paused by {request.by} at {request.at:%Y-%m-%d %H:%M:%S} UTC", LedgerEntry.PAUSED
-        if self.options.watch_health:
-            signals = unhealthy(self.schema, self.options)
-            if signals:
-                return signals[0].reason, "; ".join(signal.detail for signal in signals), LedgerEntry.RUNNING
+        reading = read_gate(self.schema, self.options)
+        request = reading.request
+        if request and request.requested == control.CANCEL:
+            raise Cancelled(control.CANCEL)
+        if request and request.requested == control.PAUSE:
+            return PAUSED, f"paused by {request.by} at {request.at:%Y-%m-%d %H:%M:%S} UTC", LedgerEntry.PAUSED
+        if reading.signals:
+            return (
+                reading.signals[0].reason,
+                "; ".join(signal.detail for signal in reading.signals),
+                LedgerEntry.RUNNING,
+            )
         return "", "", ""
 
     def _note(self, status: str, message: str) -> bool:
