@@ -645,7 +645,7 @@ _MIRRORED = """(
 # The JSON about to be written is recorded first, as reconciled with the rows it comes from: when the UPDATE
 # then fires the follower, it finds that digest and leaves the product alone (no bounce back). Plain statements,
 # the state written from values (batches._JSON_DIGESTS says why): Citus runs each whole on the worker.
-_MIRRORED_DIGEST = "SELECT md5({mirrored}::text)::uuid"
+_MIRRORED_DIGEST = "SELECT md5({mirrored}::text)::uuid, now()"  # the time recorded, as a value (Citus)
 _MIRROR_JSON = "UPDATE {products} SET images = {mirrored} WHERE id = %(product_id)s"
 
 _HAS_JSON_COLUMN = """SELECT EXISTS (
@@ -671,10 +671,10 @@ def _mirror_json(product_id: int) -> None:
         return
     schema = connection.schema_name
     mirrored = sql.SQL(_MIRRORED).format(product_images=table(schema, "product_images"))
-    ((digest,),) = fetch_rows(sql.SQL(_MIRRORED_DIGEST).format(mirrored=mirrored), {"product_id": product_id})
+    ((digest, now),) = fetch_rows(sql.SQL(_MIRRORED_DIGEST).format(mirrored=mirrored), {"product_id": product_id})
     execute(
         record_json_state(schema),
-        {"product_ids": [product_id], "json_digests": [digest], "refusals": [None]},
+        {"product_ids": [product_id], "json_digests": [digest], "refusals": [None], "now": now},
     )
     execute(
         sql.SQL(_MIRROR_JSON).format(products=table(schema, "products"), mirrored=mirrored), {"product_id": product_id}

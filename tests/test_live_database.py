@@ -33,8 +33,8 @@ from tests.helpers import (
     migrated_product,
     other_session,
     plant_failing_insert,
+    plant_insert_trigger,
     run_command,
-    run_sql,
     sql_rows,
     store_json,
     table_state,
@@ -423,7 +423,10 @@ def test_a_backend_terminated_mid_run_stops_it_with_a_partial_report_and_the_nex
     def terminate_own_backend(number, after, upto):
         if number == 2:
             with other_session() as admin:
-                admin.execute("SELECT pg_terminate_backend(%(pid)s)", {"pid": connection.connection.info.backend_pid})
+                # ::integer: Citus adds pg_terminate_backend(bigint global pid), which a small int matches as well.
+                admin.execute(
+                    "SELECT pg_terminate_backend(%(pid)s::integer)", {"pid": connection.connection.info.backend_pid}
+                )
 
     record_calls(monkeypatch, terminate_own_backend)
     code, report, output = run_command(
@@ -472,11 +475,7 @@ def test_a_database_failure_writes_the_partial_report_and_the_ledger_says_where_
 
 def test_a_statement_over_the_statement_timeout_stops_the_run_with_exit_5_and_says_why(tenant, tmp_path):
     make_product(images=entries(2))
-    run_sql(
-        "CREATE FUNCTION pg_temp.slow_image() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-        "PERFORM pg_sleep(0.5); RETURN NEW; END $$"
-    )
-    run_sql("CREATE TRIGGER slow_image BEFORE INSERT ON {images} FOR EACH ROW EXECUTE FUNCTION pg_temp.slow_image()")
+    plant_insert_trigger(tenant, "slow_image", "PERFORM pg_sleep(0.5); RETURN NEW;")
 
     code, report, output = run_command(
         "--schema", tenant, "--statement-timeout", "100ms", "--allow", "slow_image", tmp_path=tmp_path

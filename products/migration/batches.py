@@ -29,12 +29,13 @@ from django.db import DatabaseError, transaction
 from psycopg import sql
 
 from products.migration.pace import BatchSizer, Gate
-from products.migration.reconcile import Reconciled, reconcile, record_json_state, stale
+from products.migration.reconcile import Reconciled, reconcile, reserve, stale
 from products.migration.report import Blocked, Pace, ProductError, TenantRun
-from products.migration.source import id_range, source_ctes
+from products.migration.source import id_range, source_ctes, yielded_rows
 from products.migration.validation import RangeFigures, measure_range
 from stoflow.raw_sql import execute, fetch_rows, table
 from stoflow.tenants.blocking import Blocker, BlockerWatch
+from stoflow.tenants.citus import is_citus
 from stoflow.tenants.locks import JOB_SESSION_SETTINGS
 from stoflow.tenants.sessions import session_settings
 
@@ -190,13 +191,20 @@ def session_timeouts(options: MigrationOptions) -> dict[str, str]:
 
 @contextmanager
 def job_session(options: MigrationOptions, stop: threading.Event | None = None) -> Iterator[Guard]:
-    """This thread's session under the job's timeouts, watched for blockers: a Guard to run units of work.
+    """This thread's session under the job's timeouts (also in each of its transactions, for Citus' workers:
+    ``session_settings``), watched for blockers: a Guard to run units of work.
 
-    The blocker watch looks once a unit has waited half the lock timeout (at most a second), every tenth of it."""
+    The blocker watch looks once a unit has waited half the lock timeout (at most a second; a quarter on Citus),
+    every tenth of it."""
     with session_settings(session_timeouts(options)):
         ((backend_pid,),) = fetch_rows(sql.SQL("SELECT pg_backend_pid()"))
+        # On Citus the waits happen on the workers: the watch follows this backend by its global pid.
+        global_pid = fetch_rows(sql.SQL("SELECT citus_backend_gpid()"))[0][0] if is_citus() else None
         timeout = options.lock_timeout_ms / 1000
-        with BlockerWatch(backend_pid, after=min(timeout / 2, 1.0), every=max(min(timeout / 10, 0.1), 0.01)) as watch:
+        every = max(min(timeout / 10, 0.1), 0.01)
+        # A look on Citus asks every node (over 100 ms): it starts at a quarter of the lock timeout there.
+        after = min(timeout / (2 if global_pid is None else 4), 1.0)
+        with BlockerWatch(backend_pid, after=after, every=every, global_pid=global_pid) as watch:
             yield Guard(options, watch, stop)
 
 
@@ -213,51 +221,89 @@ def first_line(exc: BaseException | None) -> str:
 # (connection lost, missing table, out of memory) stops the run.
 ROW_ERROR_CLASSES = ("22", "23", "P0")
 
-# A first migration of the batch's products that have no rows.
-_MIGRATE_BATCH = """WITH {source},
-todo AS (
-    SELECT s.*,
-           EXISTS (SELECT 1 FROM {product_images} AS pi WHERE pi.product_id = s.id) AS has_rows
-    FROM status AS s
-    WHERE s.image_count > 0 OR s.error IS NOT NULL
-),
-new_rows AS (
-    SELECT y.*
-    FROM yielded AS y
-    JOIN todo AS t ON t.id = y.product_id
-    WHERE NOT t.has_rows
-),
-inserted AS (
-    INSERT INTO {product_images} (product_id, url, "order", is_label, created_at, updated_at)
-    SELECT product_id, url, "order", is_label, created_at, now()
-    FROM new_rows
-    RETURNING product_id, is_label
-),
-inserted_per_product AS (
-    SELECT product_id, count(*) AS images, count(*) FILTER (WHERE is_label) AS labels
-    FROM inserted
-    GROUP BY product_id
-)
-SELECT t.error,
-       t.repairs,
-       t.is_deleted,
-       t.has_rows AS already_migrated,
+# A first migration of the batch's products that have no rows. The JSON is read once into ``batch`` (one row per
+# product: its outcome, and its rows as arrays where it has none yet); the outcome is counted there; the rows and
+# each product's product_json_state (the digest of the JSON read: --sync later finds the products whose JSON
+# changed since) are inserted from it. The same fragments make two statements' shapes:
+#
+# - on PostgreSQL, one statement: ``batch`` a MATERIALIZED CTE, the inserts CTEs of the outcome's SELECT;
+# - on Citus, plain statements each run whole on the tenant's worker (one task: tests/test_citus.py), because
+#   Citus cuts a statement with INSERTs in CTEs into subplans whose results travel to the coordinator and back,
+#   once per CTE that reads them. ``batch`` is the tenant's product_images_batch table, written by the reading
+#   and emptied at the end of the batch's transaction; the rows get ids reserved from their sequence in a
+#   statement of its own (an identity default is volatile: Citus would pull the INSERT to the coordinator, where
+#   a row the database refuses loses its SQLSTATE, and a batch could no longer be halved down to the products
+#   at fault) and the transaction's time as a value. Citus 13.1 rewrites an INSERT ... SELECT it sends to a
+#   worker when the SELECT holds functions whose value may change (now(), the reading's timestamp casts), and
+#   rewrites it wrong (a filter on a distribution column schema-distributed tables do not have, a simple CASE
+#   evaluated away): the reading stays a MATERIALIZED CTE, which Citus runs as a SELECT on the worker before
+#   copying its result into the table (the one statement whose data passes through the coordinator).
+_READ_BATCH = """WITH {source}
+SELECT s.id, s.product_created_at, s.is_deleted, s.error, s.repairs, r.has_rows,
+       md5(p.images::text)::uuid AS json_digest,
+       -- The rows only where they will be inserted: --sync reads products that have rows.
+       CASE WHEN NOT r.has_rows THEN s.urls END AS urls,
+       CASE WHEN NOT r.has_rows THEN s.orders END AS orders,
+       CASE WHEN NOT r.has_rows THEN s.label_flags END AS label_flags,
+       CASE WHEN NOT r.has_rows THEN s.created_ats END AS created_ats
+FROM status AS s
+JOIN {products} AS p ON p.id = s.id
+CROSS JOIN LATERAL (
+    SELECT EXISTS (SELECT 1 FROM {product_images} AS pi WHERE pi.product_id = s.id) AS has_rows
+) AS r
+WHERE s.image_count > 0 OR s.error IS NOT NULL"""
+
+# The batch's outcome grouped by (error, repairs, soft-deleted, already migrated); images and labels are those
+# the rows insert writes (a product without an error yields one row per url, its label last).
+_BATCH_OUTCOME = """SELECT b.error,
+       b.repairs,
+       b.is_deleted,
+       b.has_rows AS already_migrated,
        count(*) AS products,
-       COALESCE(sum(i.images), 0)::bigint AS images,
-       COALESCE(sum(i.labels), 0)::bigint AS labels,
-       array_agg(t.id ORDER BY t.id) FILTER (WHERE t.error IS NOT NULL OR cardinality(t.repairs) > 0) AS ids,
-       array_agg(t.id ORDER BY t.id) FILTER (WHERE NOT t.has_rows) AS recorded_ids
-FROM todo AS t
-LEFT JOIN inserted_per_product AS i ON i.product_id = t.id
+       COALESCE(sum(cardinality(b.urls)) FILTER (WHERE NOT b.has_rows AND b.error IS NULL), 0)::bigint AS images,
+       count(*) FILTER (WHERE NOT b.has_rows AND b.error IS NULL AND b.label_flags[cardinality(b.label_flags)])
+           AS labels,
+       array_agg(b.id ORDER BY b.id) FILTER (WHERE b.error IS NOT NULL OR cardinality(b.repairs) > 0) AS ids
+FROM {batch} AS b
+WHERE {batch_filter}
 GROUP BY 1, 2, 3, 4"""
 
-# Then each product it inserted (or refused) records its JSON's digest, so --sync later finds the products whose
-# JSON changed since: the digests read, then written from the values, in plain statements of their own. On
-# Citus 13.1.1 a data-modifying CTE beside the INSERT, and an INSERT ... SELECT from a table whose column list
-# holds the target's first column (product_id here), are deparsed for the worker with an empty shard-key filter
-# ("syntax error at or near NOT"); an INSERT from values (reconcile.record_json_state) is not.
-_JSON_DIGESTS = """SELECT p.id, md5(p.images::text)::uuid FROM {products} AS p
-WHERE p.id = ANY(%(recorded_ids)s::bigint[]) ORDER BY p.id"""
+# No CTE here: Citus plans an INSERT ... SELECT with one as a pull to the coordinator.
+_INSERT_ROWS = """INSERT INTO {product_images} ({id_column}product_id, url, "order", is_label, created_at, updated_at)
+SELECT {id_value}y.product_id, y.url, y."order", y.is_label, y.created_at, {now}
+FROM ({yielded}) AS y"""
+_NEW_PRODUCTS = "(SELECT * FROM {batch} AS b WHERE {batch_filter} AND NOT b.has_rows)"
+
+_RECORD_STATE = """INSERT INTO {json_state} AS st (product_id, json_digest, refused, recorded_at)
+SELECT b.id, b.json_digest, b.error, {now}
+FROM {batch} AS b
+WHERE {batch_filter} AND NOT b.has_rows
+ON CONFLICT (product_id) DO UPDATE
+SET json_digest = EXCLUDED.json_digest, refused = EXCLUDED.refused, recorded_at = EXCLUDED.recorded_at"""
+
+# On PostgreSQL: the whole first migration in one statement.
+_MIGRATE_BATCH = """WITH batch AS MATERIALIZED (
+{read}
+),
+inserted AS (
+{insert_rows}
+),
+recorded AS (
+{record_state}
+)
+{outcome}"""
+
+# On Citus: the reading into the tenant's table, the transaction's time and the rows' ids (as the array's
+# text, handed back as it came: a batch's thousands of ids are never made Python ints), the cleanup.
+_READ_INTO_TABLE = """WITH batch AS MATERIALIZED (
+{read}
+)
+INSERT INTO {batch} (id, product_created_at, is_deleted, error, repairs, has_rows, json_digest,
+                     urls, orders, label_flags, created_ats)
+SELECT * FROM batch"""
+_RESERVE_IDS = "SELECT now(), {reserve}::text"
+_FORGET_BATCH = "DELETE FROM {batch} AS b WHERE {batch_filter}"
+
 # --force: the batch's products that have rows, brought to their JSON keeping the ids of the rows whose URL
 # stays (reconcile).
 _RECONCILED = """{batch}
@@ -499,24 +545,56 @@ def _write_batch(schema: str, after: int | None, upto: int, options: MigrationOp
         ]
     # Then a first migration of the products that have no rows (new products, and those --force or --sync left
     # without rows because their JSON is empty).
-    query = sql.SQL(_MIGRATE_BATCH).format(
-        source=source_ctes(schema, read_filter, yielded=True), product_images=product_images
+    return _migrate_first(schema, read_filter, params) + left_as_they_are, reconciled
+
+
+def _migrate_first(schema: str, batch_filter: sql.Composable, params: dict) -> list[tuple]:
+    """The first migration of the batch's products without rows (``_READ_BATCH`` and what follows it); returns
+    the outcome's groups: error, repairs, is_deleted, already_migrated, products, images, labels, ids."""
+    read = sql.SQL(_READ_BATCH).format(
+        source=source_ctes(schema, batch_filter),
+        products=table(schema, "products"),
+        product_images=table(schema, "product_images"),
     )
-    groups = fetch_rows(query, params)
-    refusals = {product_id: error for error, *_, recorded_ids in groups for product_id in recorded_ids or ()}
-    if refusals:
-        digests = fetch_rows(
-            sql.SQL(_JSON_DIGESTS).format(products=table(schema, "products")), {"recorded_ids": list(refusals)}
+    if not is_citus():
+        names = {"batch": sql.Identifier("batch"), "batch_filter": sql.SQL("TRUE"), "now": sql.SQL("now()")}
+        query = sql.SQL(_MIGRATE_BATCH).format(
+            read=read,
+            insert_rows=_insert_rows(schema, names, sql.SQL(""), sql.SQL("")),
+            record_state=sql.SQL(_RECORD_STATE).format(json_state=table(schema, "product_json_state"), **names),
+            outcome=sql.SQL(_BATCH_OUTCOME).format(**names),
         )
-        execute(
-            record_json_state(schema),
-            {
-                "product_ids": [product_id for product_id, _ in digests],
-                "json_digests": [digest for _, digest in digests],
-                "refusals": [refusals[product_id] for product_id, _ in digests],
-            },
-        )
-    return [group[:-1] for group in groups] + left_as_they_are, reconciled
+        return fetch_rows(query, params)
+    names = {
+        "batch": table(schema, "product_images_batch"),
+        "batch_filter": id_range("b.id", params["after"], params["upto"]),
+        "now": sql.Placeholder("now"),
+    }
+    execute(sql.SQL(_READ_INTO_TABLE).format(read=read, batch=names["batch"]), params)
+    groups = fetch_rows(sql.SQL(_BATCH_OUTCOME).format(**names), params)
+    if any(not already_migrated for _, _, _, already_migrated, *_ in groups):
+        rows = sum(images for *_, images, _, _ in groups)
+        reserved = reserve(schema, "product_images", sql.Placeholder("rows"))
+        ((now, ids),) = fetch_rows(sql.SQL(_RESERVE_IDS).format(reserve=reserved), {"rows": rows})
+        values = {**params, "now": now, "ids": ids}
+        if rows:
+            id_value = sql.SQL("(%(ids)s::bigint[])[row_number() OVER ()], ")
+            execute(_insert_rows(schema, names, sql.SQL("id, "), id_value), values)
+        execute(sql.SQL(_RECORD_STATE).format(json_state=table(schema, "product_json_state"), **names), values)
+    execute(sql.SQL(_FORGET_BATCH).format(**names), params)
+    return groups
+
+
+def _insert_rows(schema: str, names: dict, id_column: sql.Composable, id_value: sql.Composable) -> sql.Composed:
+    """``_INSERT_ROWS`` from ``names["batch"]``: with the given ids, or (both empty) the identity default's."""
+    yielded = yielded_rows(sql.SQL(_NEW_PRODUCTS).format(**names), names["now"])
+    return sql.SQL(_INSERT_ROWS).format(
+        product_images=table(schema, "product_images"),
+        id_column=id_column,
+        id_value=id_value,
+        yielded=yielded,
+        now=names["now"],
+    )
 
 
 def _tally(schema: str, written: tuple[list[tuple], Reconciled], run: TenantRun, options: MigrationOptions) -> None:

@@ -127,7 +127,8 @@ def _variable(name: str) -> sql.Composable:
 
 def function_sql(schema: str) -> sql.Composed:
     """The CREATE FUNCTION of the tenant's follower, generated from ``reconcile``."""
-    statements = reconcile.statements(schema, _variable, sql.Literal(REMOVED_BY))
+    # On the worker, in the trigger: the identity defaults and now() (reconcile.STATEMENTS says why).
+    statements = reconcile.statements(schema, _variable, sql.Literal(REMOVED_BY), sql.SQL("now()"), routed=False)
     declarations = sql.SQL("\n").join(
         sql.SQL("    {} {};").format(_variable(name), sql.SQL(reconcile.ARRAY_TYPES[name]))
         for name in reconcile.PLAN_ARRAYS

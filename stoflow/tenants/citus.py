@@ -6,6 +6,11 @@ from psycopg import sql
 
 from stoflow.raw_sql import execute, fetch_rows
 
+# With this set on the coordinator's session, Citus sends each SET LOCAL of a transaction to every worker
+# connection the transaction uses (its default, 'none', keeps them on the coordinator): the job's timeouts
+# reach the statements it runs on the workers (``stoflow.tenants.sessions``).
+PROPAGATE_SET_LOCAL = {"citus.propagate_set_commands": "local"}
+
 
 def is_citus() -> bool:
     """Whether the connection's database has the citus extension (cached on the connection)."""

@@ -4,37 +4,74 @@ the session lasts from one transaction to the next at all (``transaction_pooled`
 import secrets
 import select
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 
 import psycopg
 from django.db import DatabaseError, connection
 from psycopg import pq, sql
 
-from stoflow.raw_sql import fetch_rows
+from stoflow.raw_sql import as_text, fetch_rows
+from stoflow.tenants.citus import PROPAGATE_SET_LOCAL, is_citus
 
 
 @contextmanager
 def session_settings(settings: dict[str, str]) -> Iterator[None]:
-    """``SET`` each setting for the session (``set_config(..., false)``); on leaving, the values it had come back.
+    """``SET`` each setting for the session (``set_config(..., false)``), and ``SET LOCAL`` it again at the start
+    of every transaction the session begins meanwhile; on leaving, the values it had come back.
 
-    Session-level, not ``SET LOCAL``: the job's own transactions begin and end inside, and each of its
-    statements runs under the values set here.
+    Session-level, so the job's statements outside a transaction and its transactions all run under them. The
+    ``SET LOCAL`` is for Citus: the coordinator runs a statement on a worker through a connection of its own,
+    which carries none of this session's settings (a batch waiting there for a row lock would wait until the
+    coordinator's statement_timeout). With ``citus.propagate_set_commands = 'local'``, set here for the session
+    when Citus is there, Citus sends a transaction's SET LOCALs to each worker connection it uses. Plain
+    PostgreSQL gets the same statement (one short round trip per transaction), so both run one path.
     """
-    names = list(settings)
+    session = dict(settings)
+    if is_citus():
+        session.update(PROPAGATE_SET_LOCAL)
     previous = dict(
         fetch_rows(
-            sql.SQL("SELECT name, current_setting(name) FROM unnest(%(names)s::text[]) AS name"), {"names": names}
+            sql.SQL("SELECT name, current_setting(name) FROM unnest(%(names)s::text[]) AS name"),
+            {"names": list(session)},
         )
     )
-    _apply(settings)
+    _apply(session)
     try:
-        yield
+        with connection.execute_wrapper(_set_local_in_each_transaction(settings)):
+            yield
     finally:
         try:
             _apply(previous)
         except DatabaseError:
             pass  # the session is gone (terminated, connection lost), and its settings with it
+
+
+def set_local(settings: dict[str, str]) -> str:
+    """``SET LOCAL`` statements for ``settings``, as one text (SET takes no query parameters: literals, quoted)."""
+    return "; ".join(
+        as_text(sql.SQL("SET LOCAL {} = {}").format(sql.Identifier(*name.split(".")), sql.Literal(value)))
+        for name, value in settings.items()
+    )
+
+
+def _set_local_in_each_transaction(settings: dict[str, str]) -> Callable:
+    """A Django execute wrapper: before a transaction's first statement, the settings as ``SET LOCAL``.
+
+    Django begins a transaction lazily (``atomic()`` turns autocommit off; psycopg sends BEGIN with the first
+    statement): a statement run with autocommit off on an idle connection is a transaction's first. The SET is
+    sent on the raw connection, which begins the transaction, so the wrapped statement runs inside it."""
+    statement = set_local(settings)
+
+    def wrapper(execute, query, params, many, context):
+        django_connection = context["connection"]
+        raw = django_connection.connection
+        if not raw.autocommit and raw.info.transaction_status == pq.TransactionStatus.IDLE:
+            with django_connection.wrap_database_errors:  # raised as Django's errors, as the statement's would be
+                raw.execute(statement)
+        return execute(query, params, many, context)
+
+    return wrapper
 
 
 def _apply(settings: dict[str, str]) -> None:
