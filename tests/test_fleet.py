@@ -3,11 +3,13 @@ paused, resumed and cancelled from another command, batches sized to a time (--b
 for the database's health (lock waiters, a vacuum on product_images). The standby's replay lag:
 test_replica_lag.py."""
 
+import contextlib
 import re
 import threading
 import time
 from contextlib import contextmanager
 
+import psycopg
 import pytest
 from django.db import connection
 from psycopg.rows import dict_row
@@ -27,6 +29,7 @@ from tests.helpers import (
     run_command,
     run_sql,
     tenant_sql,
+    wait_until_blocked_by,
 )
 
 BOTH = ("--schema", TENANT, "--schema", OTHER_TENANT)
@@ -341,6 +344,35 @@ def test_batches_wait_while_a_vacuum_works_on_the_tenant_s_product_images(commit
     [wait] = report["tenants"][0]["pace"]["waits"]
     assert wait["reason"] == "vacuum on product_images" and wait["seconds"] >= 0.5
     assert wait["detail"] == f"client backend on {TENANT}.product_images"
+
+
+@pytest.mark.timeout(60)  # the defect this guards against is a wait without end
+def test_batches_do_not_wait_for_a_session_that_waits_for_the_run_itself(tenant, tmp_path):
+    # The command runs in its caller's transaction (the test's), which holds a lock on the products; a second
+    # session waits for it. Waiting for the waiter would be waiting for ever: it waits for the run.
+    catalogue(3)
+    run_sql("LOCK TABLE {products} IN EXCLUSIVE MODE")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        [run_pid] = cursor.fetchone()
+    with other_session() as waiter:
+
+        def wait_for_the_run():
+            with contextlib.suppress(psycopg.errors.QueryCanceled):  # cancelled once the run is over
+                waiter.execute(tenant_sql("UPDATE {products} SET title = title || '!' WHERE false"))
+
+        waiting = threading.Thread(target=wait_for_the_run)
+        waiting.start()
+        wait_until_blocked_by(run_pid)
+        try:
+            code, report, output = run_command("--schema", TENANT, tmp_path=tmp_path)
+        finally:
+            waiter.cancel()
+            join_all([waiting])
+
+    assert code == ExitCode.OK, output
+    assert report["tenants"][0]["pace"]["waits"] == []
+    assert report["tenants"][0]["run"]["images_migrated"] == 6
 
 
 def test_ignore_health_goes_on_whatever_the_signals(committed_db, tmp_path):

@@ -50,6 +50,8 @@ MOST_CHANGE = 2.0
 # and databases: pg_stat_replication cost 3.3 ms where its function costs under 1). Without --ignore-health the
 # signals' scans are skipped (a false one-time filter). The lock waiters: sessions waiting for a lock (a row's,
 # a table's) while they hold or want a lock on one of the tenant's tables; pg_locks is read only for them.
+# A session (or a VACUUM) that waits for this run's own session is left out: waiting for it would wait for
+# ever, as when the command runs inside a transaction of its caller that holds the locks (a test's, a script's).
 _GATE = """SELECT c.requested, c.requested_by, c.requested_at, lag.seconds, lag.pid, vacuum.pid, waiters.sessions
 FROM (SELECT
         to_regclass(format('%%I.products', %(schema)s::text)) AS products,
@@ -65,7 +67,7 @@ LEFT JOIN LATERAL (
 ) AS lag ON true
 LEFT JOIN LATERAL (
     SELECT v.pid FROM pg_stat_get_progress_info('VACUUM') AS v
-    WHERE %(watch)s AND v.relid = tenant.product_images
+    WHERE %(watch)s AND v.relid = tenant.product_images AND pg_backend_pid() <> ALL (pg_blocking_pids(v.pid))
     LIMIT 1
 ) AS vacuum ON true
 CROSS JOIN LATERAL (
@@ -76,6 +78,7 @@ CROSS JOIN LATERAL (
           SELECT FROM pg_locks AS l
           WHERE l.pid = a.pid AND l.relation IN (tenant.products, tenant.product_images)
       )
+      AND pg_backend_pid() <> ALL (pg_blocking_pids(a.pid))
 ) AS waiters"""
 
 # Who a signal's backend is, asked only when the signal is over its limit.
