@@ -12,7 +12,7 @@ export ADMIN_PORT
 # (stoflow/settings.py).
 DEV := DJANGO_DEBUG=1
 
-.PHONY: demo test install manage admin bench db-status db-stop db-reset db-psql
+.PHONY: demo test test-citus install manage admin bench bench-citus db-status db-stop db-reset db-psql
 
 install: $(INSTALLED)
 
@@ -36,6 +36,12 @@ test: $(INSTALLED)
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
+# The migration's, the lifecycle's, the image service's and the live-database tests on a real Citus cluster
+# (Citus 13.1.1 on PostgreSQL 16.2, a coordinator and two workers; a few minutes), started from the script in
+# shared/citus beside the checkout (CITUS_CLUSTER=... names another) and stopped afterwards: .ci/citus-tests.
+test-citus: $(INSTALLED)
+	bash .ci/citus-tests
+
 # Any manage.py command on the demo's database, with the development settings the demo uses (typed by hand
 # without DJANGO_DEBUG=1, a command stops on the missing DJANGO_SECRET_KEY). Not for a production database:
 # there, export DJANGO_SECRET_KEY and run manage.py itself (README).
@@ -55,6 +61,11 @@ admin: $(INSTALLED)
 # refreshes the tracked figures (docs/benchmark.md).
 bench: $(INSTALLED)
 	$(DEV) $(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# Plain PostgreSQL 16.2 against Citus on the same data, side by side (bench/citus.py; not part of `make test`):
+# a Citus cluster started as for test-citus; writes var/bench-citus.md. BENCH_ARGS="--runs 1" for a quick look.
+bench-citus: $(INSTALLED)
+	bash .ci/with-citus env $(DEV) $(BIN)/python -m bench.citus $(BENCH_ARGS)
 
 # The embedded PostgreSQL (not used when DATABASE_URL is set): its state, stop it (the data stay),
 # delete its data (the demo's and the tests' databases), psql on it (PSQL_ARGS passes psql's options).

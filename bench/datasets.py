@@ -65,7 +65,7 @@ def ensure_data_set(data_set: DataSet) -> bool:
     for schema in new_copies:
         # One transaction each: a thousand schemas in one would exhaust the lock table.
         with transaction.atomic():
-            _copy_tenant_tables(template, schema)
+            copy_tenant_tables(template, schema)
             register_existing_schemas([schema])
     for schema in data_set.schemas:
         execute(
@@ -89,7 +89,7 @@ def _is_complete(data_set: DataSet) -> bool:
     return total == data_set.products
 
 
-def _copy_tenant_tables(template: str, schema: str) -> None:
+def copy_tenant_tables(template: str, schema: str) -> None:
     """A new tenant schema with the template's tables (constraints, indexes, migration records)."""
     statements = [
         "CREATE SCHEMA {new}",

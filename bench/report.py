@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
+    from bench.fleet import PaceFigures, PickerFigures
     from bench.run import SetResult
     from bench.two_writers import TwoWritersResult
 
@@ -79,10 +80,13 @@ def figures(result: SetResult) -> Figures:
     )
 
 
-def targets(results: list[SetResult]) -> list[Target]:
-    """The targets for the sets and --jobs values measured in this run (issue 12's, and issue 3's dry run)."""
+def targets(
+    results: list[SetResult], pace: PaceFigures | None = None, picker: PickerFigures | None = None
+) -> list[Target]:
+    """The targets for the sets and --jobs values measured in this run (issue 12's, and issue 3's dry run), and
+    issue 22's and 23's for the pace, the health checks and the seller picker."""
+    found = _fleet_targets(pace, picker)
     measured = {(values.name, values.jobs): values for values in map(figures, results)}
-    found = []
     if one := measured.get(("1x", 1)):
         found.append(at_most("1x: whole command (start-up, migrate, validate, report)", one.whole, 1.0, "s"))
     serial, split = measured.get(("30x", 1)), measured.get(("30x", 2))
@@ -119,6 +123,47 @@ def targets(results: list[SetResult]) -> list[Target]:
     for fan_out in (values for values in measured.values() if values.tenants > 1):
         found.append(at_most(f"{fan_out.name} --jobs {fan_out.jobs}: whole command", fan_out.whole, 10, "s"))
     return found
+
+
+def _fleet_targets(pace: PaceFigures | None, picker: PickerFigures | None) -> list[Target]:
+    found = []
+    if pace:
+        found += [
+            at_most(
+                f"30x --batch-time {pace.batch_time}: migrate / best fixed --batch-size ({pace.best_size})",
+                pace.ratio_to_best,
+                1.10,
+                "x",
+            ),
+            at_most(f"30x --batch-time {pace.batch_time}: health checks' share of migrate", pace.health_share, 2, "%"),
+        ]
+    if picker:
+        found += [
+            at_most(f"seller picker, {picker.sellers:,} sellers: first page", picker.first_page_ms, 300, "ms"),
+            at_most(f"seller picker, {picker.sellers:,} sellers: a search", picker.search_ms, 300, "ms"),
+        ]
+    return found
+
+
+def fleet_lines(pace: PaceFigures | None, picker: PickerFigures | None) -> list[str]:
+    """The pace and the picker in sentences, for both outputs."""
+    lines = []
+    if pace:
+        lines += [
+            f"--batch-time {pace.batch_time} on 30x: migrate {pace.migrate:.2f} s (best fixed --batch-size "
+            f"{pace.best_size}: {pace.best_migrate:.2f} s, ratio {pace.ratio_to_best:.2f}); {pace.batches} batches "
+            f"of {pace.smallest:,} to {pace.largest:,} products (average {pace.average:,.0f}).",
+            f"Health checks: {pace.check_ms:.2f} ms per batch (the control row and the health signals, {pace.batches} "
+            f"batches): {pace.health_share:.2f}% of migrate; the same runs with --ignore-health: "
+            f"{pace.ignore_health_migrate:.2f} s.",
+        ]
+    if picker:
+        lines.append(
+            f"Seller picker, {picker.sellers:,} sellers (50 a page): first page {picker.first_page_ms:.0f} ms, "
+            f"last page {picker.later_page_ms:.0f} ms, a search {picker.search_ms:.0f} ms (medians, Django's test "
+            "client in the benchmark's process)."
+        )
+    return lines
 
 
 def at_most(description: str, measured: float, limit: float, unit: str) -> Target:
@@ -207,12 +252,22 @@ NOTES = [
 ]
 
 
-def all_targets(results: list[SetResult], two_writers: TwoWritersResult | None) -> list[Target]:
-    return targets(results) + (two_writers.targets() if two_writers else [])
+def all_targets(
+    results: list[SetResult],
+    pace: PaceFigures | None = None,
+    picker: PickerFigures | None = None,
+    two_writers: TwoWritersResult | None = None,
+) -> list[Target]:
+    return targets(results, pace, picker) + (two_writers.targets() if two_writers else [])
 
 
 def render_terminal(
-    results: list[SetResult], sweep: dict[int, float], machine: dict[str, str], two_writers: TwoWritersResult | None
+    results: list[SetResult],
+    sweep: dict[int, float],
+    machine: dict[str, str],
+    pace: PaceFigures | None = None,
+    picker: PickerFigures | None = None,
+    two_writers: TwoWritersResult | None = None,
 ) -> str:
     console = Console(record=True, width=200)
     with console.capture() as capture:
@@ -230,8 +285,10 @@ def render_terminal(
                 console.print(f"  {what}: {figure}")
         if sweep:
             console.print(f"{SWEEP_TITLE}: " + ", ".join(f"{size}: {seconds:.2f} s" for size, seconds in sweep.items()))
+        for line in fleet_lines(pace, picker):
+            console.print(line)
         console.print("Machine: " + ", ".join(f"{key} {value}" for key, value in machine.items()))
-        for target in all_targets(results, two_writers):
+        for target in all_targets(results, pace, picker, two_writers):
             verdict = "[green]MET[/]" if target.met else f"[red]MISSED[/] by {target.shortfall}"
             console.print(f"  {target.description}: {target.measured} {verdict}")
     return capture.get()
@@ -242,7 +299,9 @@ def render_markdown(
     sweep: dict[int, float],
     machine: dict[str, str],
     command: str,
-    two_writers: TwoWritersResult | None,
+    pace: PaceFigures | None = None,
+    picker: PickerFigures | None = None,
+    two_writers: TwoWritersResult | None = None,
 ) -> str:
     lines = ["# migrate_images benchmark results", "", f"Produced by `{command}` (see `bench/run.py`).", ""]
     lines += ["## Machine", ""] + [f"- **{key}:** {value}" for key, value in machine.items()] + [""]
@@ -262,9 +321,14 @@ def render_markdown(
     if sweep:
         lines += [f"## {SWEEP_TITLE}", "", "| --batch-size | Migrate s |", "|---|---|"]
         lines += [f"| {size} | {seconds:.2f} |" for size, seconds in sweep.items()] + [""]
+    if pace or picker:
+        lines += ["## Pace, health checks and the seller picker", ""] + [
+            f"- {line}" for line in fleet_lines(pace, picker)
+        ]
+        lines += [""]
     lines += ["## Targets", "", "| Target | Measured | Result |"]
     lines += ["|---|---|---|"]
-    for target in all_targets(results, two_writers):
+    for target in all_targets(results, pace, picker, two_writers):
         verdict = "met" if target.met else f"MISSED by {target.shortfall}"
         lines.append(f"| {target.description} | {target.measured} | {verdict} |")
     return "\n".join(lines) + "\n"

@@ -51,7 +51,9 @@ from psycopg import sql  # noqa: E402
 
 from bench import per_row_reference, two_writers  # noqa: E402
 from bench.datasets import DataSet, ensure_data_set, fan_out_set, prepare_database, scaled_set  # noqa: E402
+from bench.fleet import PaceFigures, ensure_fleet, time_gate_checks, time_picker  # noqa: E402
 from bench.report import all_targets, machine_description, render_markdown, render_terminal  # noqa: E402
+from products.migration.batches import MigrationOptions  # noqa: E402
 from stoflow.database_settings import connection_kwargs  # noqa: E402
 from stoflow.raw_sql import execute  # noqa: E402
 
@@ -86,6 +88,7 @@ class CommandRun:
     migrate: float  # summed over tenants, from the command's own JSON report
     validate: float
     peak_rss_mb: float
+    batch_sizes: dict = field(default_factory=dict)  # the first tenant's (its JSON report's pace.batch_sizes)
 
 
 @dataclass
@@ -138,6 +141,18 @@ def main(argv: list[str] | None = None) -> int:
         help="--batch-size values timed on the 30x set, to choose the default ('' to skip).",
     )
     parser.add_argument(
+        "--batch-time",
+        default="200ms",
+        help="--batch-time timed on the 30x set beside the --batch-sizes sweep (with and without the health "
+        "checks), and the cost of one health check ('' to skip).",
+    )
+    parser.add_argument(
+        "--picker-sellers",
+        type=int,
+        default=10_000,
+        help="Sellers of the generated fleet the public admin's seller picker is timed on (0 to skip).",
+    )
+    parser.add_argument(
         "--results",
         type=Path,
         default=DEFAULT_RESULTS,
@@ -163,16 +178,28 @@ def main(argv: list[str] | None = None) -> int:
         results += measure(data_set, args.runs, command_options, job_counts, plan.reference)
         print(f"measured {data_set.name}", file=sys.stderr)
     batch_sizes = [int(size) for size in args.batch_sizes.split(",") if size]
-    sweep = sweep_batch_sizes(SET_PLANS["30x"].build(), batch_sizes, args.runs) if batch_sizes else {}
+    sweep, pace = {}, None
+    if batch_sizes or args.batch_time:
+        sweep, pace = sweep_batch_sizes(SET_PLANS["30x"].build(), batch_sizes, args.runs, args.batch_time)
+    picker = None
+    if args.picker_sellers:
+        started = time.perf_counter()
+        if ensure_fleet(args.picker_sellers):
+            print(
+                f"built a fleet of {args.picker_sellers:,} sellers in {time.perf_counter() - started:.0f} s",
+                file=sys.stderr,
+            )
+        picker = time_picker(max(args.runs, 5), args.picker_sellers)
+        print("measured the seller picker", file=sys.stderr)
 
     machine = machine_description()
-    print(render_terminal(results, sweep, machine, two_writers_result))
+    print(render_terminal(results, sweep, machine, pace, picker, two_writers_result))
     options = argv if argv is not None else sys.argv[1:]
     command = f"make bench BENCH_ARGS={shlex.quote(shlex.join(options))}" if options else "make bench"
     args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(render_markdown(results, sweep, machine, command, two_writers_result))
+    args.results.write_text(render_markdown(results, sweep, machine, command, pace, picker, two_writers_result))
     print(f"Figures written to {args.results}")
-    return 0 if all(target.met for target in all_targets(results, two_writers_result)) else 1
+    return 0 if all(target.met for target in all_targets(results, pace, picker, two_writers_result)) else 1
 
 
 def measure(
@@ -199,16 +226,46 @@ def measure(
     return results
 
 
-def sweep_batch_sizes(data_set: DataSet, batch_sizes: list[int], runs: int) -> dict[int, float]:
-    """Median migrate seconds of the live command per --batch-size, runs interleaved."""
+def sweep_batch_sizes(
+    data_set: DataSet, batch_sizes: list[int], runs: int, batch_time: str
+) -> tuple[dict[int, float], PaceFigures | None]:
+    """Median migrate seconds of the live command per --batch-size, and --batch-time's pace against the best of
+    them (with and without the health checks), runs interleaved."""
     ensure_data_set(data_set)
-    seconds: dict[int, list[float]] = {size: [] for size in batch_sizes}
+    variants = {str(size): ["--batch-size", str(size)] for size in batch_sizes}
+    if batch_time:
+        variants["time"] = ["--batch-time", batch_time]
+        variants["time, no health"] = ["--batch-time", batch_time, "--ignore-health"]
+        if not batch_sizes:
+            variants[str(MigrationOptions.batch_size)] = []  # the default, to compare with
+    timed: dict[str, list[CommandRun]] = {label: [] for label in variants}
     for _ in range(runs):
-        for size in batch_sizes:
+        for label, options in variants.items():
             reset(data_set)
-            seconds[size].append(run_command(data_set, ["--batch-size", str(size)]).migrate)
+            timed[label].append(run_command(data_set, options))
     print("measured batch sizes", file=sys.stderr)
-    return {size: statistics.median(values) for size, values in seconds.items()}
+    sweep = {
+        int(label): statistics.median(run.migrate for run in runs) for label, runs in timed.items() if label.isdigit()
+    }
+    if not batch_time:
+        return sweep, None
+    best_size = min(sweep, key=sweep.get)
+    sizes = timed["time"][-1].batch_sizes
+    pace = PaceFigures(
+        batch_time=batch_time,
+        migrate=statistics.median(run.migrate for run in timed["time"]),
+        best_size=best_size,
+        best_migrate=sweep[best_size],
+        ignore_health_migrate=statistics.median(run.migrate for run in timed["time, no health"]),
+        batches=sizes["batches"],
+        smallest=sizes["smallest"],
+        largest=sizes["largest"],
+        average=sizes["products"] / max(sizes["batches"], 1),
+        check_ms=time_gate_checks(data_set.schemas[0]),
+    )
+    if not batch_sizes:
+        sweep = {}  # only the default size was timed, to compare with: no sweep to show
+    return sweep, pace
 
 
 def run_command(data_set: DataSet, options: list[str], migrates_the_set: bool = True) -> CommandRun:
@@ -232,7 +289,8 @@ def run_command(data_set: DataSet, options: list[str], migrates_the_set: bool = 
     migrated = report["total"]["images_migrated"]
     if migrates_the_set and migrated != expected:
         raise SystemExit(f"migrate_images migrated {migrated} images of {data_set.name}, expected {expected}")
-    return CommandRun(wall, report["seconds"]["migrate"], report["seconds"]["validate"], peak_rss_mb)
+    batch_sizes = report["tenants"][0]["pace"]["batch_sizes"]
+    return CommandRun(wall, report["seconds"]["migrate"], report["seconds"]["validate"], peak_rss_mb, batch_sizes)
 
 
 def reset(data_set: DataSet) -> None:

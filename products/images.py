@@ -13,12 +13,21 @@ image has none. Every call below keeps that true, whatever came before it:
 Each call is one transaction that first locks the product's row (``SELECT ... FOR
 UPDATE``), so two people editing one product's photos queue up instead of interleaving.
 A call that is refused raises an ``ImageServiceError`` naming the product or image and
-changes nothing. A call with nothing to do (making the label the label, clearing a label
+changes nothing; its ``code`` says which refusal it is, for callers (the admin) that put it in their own
+words. A call with nothing to do (making the label the label, clearing a label
 that is not there) writes nothing.
 
 While ``products.images`` (the legacy JSON) exists, every write rewrites the product's JSON
 from its rows in the same transaction, so the column stays a faithful fallback until it
 is dropped.
+
+A caller that showed someone the product's images and acts on what they saw passes ``expected``
+(an ``Arrangement``): the call is refused (``ImagesChanged``) when the images are no longer so once
+the product is locked, instead of acting on a list someone else changed in between.
+
+Label changes (``set_label``, ``clear_label``, ``undo_label_change``) are recorded in the product's
+label history (``products.models.LabelChange``) in the same transaction, with the ``actor`` the
+caller names: the images before and after, which is what undoing the change puts back.
 
 Products and images may be passed as model instances or as ids, inside a seller's schema
 (``django_tenants.utils.schema_context``).
@@ -26,6 +35,7 @@ Products and images may be passed as model instances or as ids, inside a seller'
 
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
@@ -36,7 +46,9 @@ from psycopg import sql
 
 from products.image_timestamps import FIRST_YEAR, LAST_YEAR, created_at_accepted
 from products.image_urls import URL_WHITESPACE, url_problem
-from products.models import Product, ProductImage
+from products.legacy_json import CONVENTIONS, rewrite_in_one_convention
+from products.migration.reconcile import reconcile, record_json_state
+from products.models import LabelChange, LabelJob, Product, ProductImage
 from stoflow.raw_sql import as_text, execute, fetch_rows, table
 
 # product_images."order" is a PostgreSQL integer.
@@ -47,40 +59,93 @@ FIRST_ORDER = 1
 
 
 class ImageServiceError(ValueError):
-    """A call the image service refused; nothing was changed."""
+    """A call the image service refused; nothing was changed. ``code`` names the refusal (stable, for callers
+    that word it their own way); the message says it with the ids, for logs and developers."""
+
+    code = "refused"
 
 
 class ProductNotFound(ImageServiceError):
-    pass
+    code = "product_not_found"
 
 
 class ImageNotFound(ImageServiceError):
-    pass
+    code = "image_not_found"
 
 
 class InvalidImageUrl(ImageServiceError):
-    pass
+    code = "invalid_url"
 
 
 class TooManyImages(ImageServiceError):
-    pass
+    code = "too_many_images"
 
 
 class InvalidImageOrder(ImageServiceError):
     """A reorder list that is not exactly the product's photos, each once."""
 
+    code = "invalid_order"
+
+
+class InvalidPosition(ImageServiceError):
+    """A move to a position the product's photos do not have, or of its label (which stays last)."""
+
+    code = "invalid_position"
+
+
+class LabelStaysLast(ImageServiceError):
+    """The label is always the last image: it is not moved among the photos."""
+
+    code = "label_stays_last"
+
 
 class LabelNotAllowed(ImageServiceError):
     """Only a product with two or more images has a label."""
+
+    code = "label_not_allowed"
+
+
+class ImagesChanged(ImageServiceError):
+    """The product's images are not as the caller saw them (``expected``): someone changed them in between."""
+
+    code = "images_changed"
 
 
 class JsonChanged(ImageServiceError):
     """Old code changed the product's legacy JSON since its rows were reconciled with it (or wrote one the rule
     refuses): mirroring the rows over it would lose what it wrote."""
 
+    code = "json_changed"
+
+
+class HeldBack(JsonChanged):
+    """The product's legacy JSON was refused (e.g. it mixes label conventions): held back from marketplaces."""
+
+    code = "held_back"
+
 
 class NotMigrated(ImageServiceError):
     """The product's photos are still only in the legacy JSON: writing rows would lose them."""
+
+    code = "not_migrated"
+
+
+@dataclass(frozen=True)
+class Arrangement:
+    """A product's images as a listing shows them: photo ids in display order, then the label's (None: none)."""
+
+    photos: tuple[int, ...]
+    label: int | None
+
+    @classmethod
+    def of(cls, images: list[ProductImage]) -> "Arrangement":
+        photos, label = _split(images)
+        return cls(tuple(photo.pk for photo in photos), label.pk if label else None)
+
+
+def arrangement(product: Product | int) -> Arrangement:
+    """The product's images as they are now (not locked: for showing them; pass it back as ``expected``)."""
+    return Arrangement.of(_images(_id(product, Product)))
 
 
 def add_image(product: Product | int, url: str, *, created_at: datetime | None = None) -> ProductImage:
@@ -153,14 +218,21 @@ def reorder_images(product: Product | int, image_ids: Iterable[ProductImage | in
             _mirror_json(product_id)
 
 
-def set_label(image: ProductImage | int) -> None:
+def set_label(
+    image: ProductImage | int,
+    *,
+    expected: Arrangement | None = None,
+    actor: str = "",
+    job: LabelJob | None = None,
+) -> LabelChange | None:
     """Make the image its product's label: it moves to the end, and the former label, if any,
-    becomes the last photo just before it."""
+    becomes the last photo just before it. Returns the label history entry, None when it already was."""
     image_id = _id(image, ProductImage)
     with transaction.atomic():
         product_id = _product_of(image_id)
         _lock_product(product_id)
         images = _images(product_id)
+        _check_expected(product_id, images, expected)
         chosen = _find(images, image_id, product_id)
         if len(images) < 2:
             raise LabelNotAllowed(
@@ -171,20 +243,99 @@ def set_label(image: ProductImage | int) -> None:
         sequence = [photo for photo in photos if photo.pk != image_id]
         if label is not None and label.pk != image_id:
             sequence.append(label)
-        if _arrange(images, sequence + [chosen], chosen, [image.order for image in images]):
-            _mirror_json(product_id)
+        return _change_label(product_id, images, [*sequence, chosen], chosen, actor=actor, job=job)
 
 
-def clear_label(product: Product | int) -> None:
-    """The product keeps its images, all of them photos: none is held back as a label."""
+def clear_label(
+    product: Product | int,
+    *,
+    expected: Arrangement | None = None,
+    actor: str = "",
+    job: LabelJob | None = None,
+) -> LabelChange | None:
+    """The product keeps its images, all of them photos: none is held back as a label. Returns the label
+    history entry, None when it had no label."""
     product_id = _id(product, Product)
     with transaction.atomic():
         _lock_product(product_id)
-        cleared = ProductImage.objects.filter(product_id=product_id, is_label=True).update(
-            is_label=False, updated_at=timezone.now()
-        )
-        if cleared:
+        images = _images(product_id)
+        _check_expected(product_id, images, expected)
+        photos, label = _split(images)
+        if label is None:
+            return None
+        return _change_label(product_id, images, [*photos, label], None, actor=actor, job=job)
+
+
+def undo_label_change(change: LabelChange, *, actor: str = "", job: LabelJob | None = None) -> LabelChange:
+    """Put the product's images back as they were before ``change``: only while they are still exactly as the
+    change left them (``ImagesChanged`` otherwise: undoing then would also undo what was done since). Recorded
+    as a change of its own, which says what it undoes."""
+    expected = Arrangement(tuple(change.photos_after), change.label_after)
+    with transaction.atomic():
+        _lock_product(change.product_id)
+        images = _images(change.product_id)
+        if Arrangement.of(images) != expected:
+            raise ImagesChanged(
+                f"Product {change.product_id}'s images changed since label change {change.pk}: undoing it would "
+                f"undo those changes too. Nothing was changed."
+            )
+        by_id = {image.pk: image for image in images}
+        label = by_id[change.label_before] if change.label_before is not None else None
+        sequence = [by_id[pk] for pk in change.photos_before] + ([label] if label else [])
+        recorded = _change_label(change.product_id, images, sequence, label, actor=actor, job=job, undoes=change)
+        if recorded is None:  # the change had changed nothing: its undo changes nothing either
+            raise ImagesChanged(f"Label change {change.pk} changed nothing: nothing to undo. Nothing was changed.")
+        return recorded
+
+
+def move_image(image: ProductImage | int, to_position: int, *, expected: Arrangement | None = None) -> None:
+    """Move a photo to ``to_position`` (1-based, among the photos) in one step, the others closing up; the
+    label stays last. The photo list is read under the product's lock, so two people moving photos of one
+    product each move what is there when their turn comes."""
+    image_id = _id(image, ProductImage)
+    with transaction.atomic():
+        product_id = _product_of(image_id)
+        _lock_product(product_id)
+        images = _images(product_id)
+        _check_expected(product_id, images, expected)
+        chosen = _find(images, image_id, product_id)
+        photos, label = _split(images)
+        if chosen is label:
+            raise LabelStaysLast(
+                f"Image {image_id} is product {product_id}'s label: the label stays last (set_label, clear_label). "
+                f"Nothing was changed."
+            )
+        if isinstance(to_position, bool) or not isinstance(to_position, int) or not 1 <= to_position <= len(photos):
+            raise InvalidPosition(
+                f"Product {product_id} has photos 1 to {len(photos)}: no position {to_position!r} to move image "
+                f"{image_id} to. Nothing was changed."
+            )
+        others = [photo for photo in photos if photo is not chosen]
+        sequence = others[: to_position - 1] + [chosen] + others[to_position - 1 :]
+        if _arrange(images, sequence + ([label] if label else []), label, [image.order for image in images]):
             _mirror_json(product_id)
+
+
+def settle_label_convention(product: Product | int, convention: str) -> str | None:
+    """A person's choice for a product held back because its legacy JSON mixes the two label conventions:
+    rewrite every entry by one of them (``legacy_json.LAST_PHOTO``: the last photo is the price label;
+    ``legacy_json.MARKED``: the photo marked is_label is), then bring the rows to it (ids kept where the URL
+    stays). Nothing is lost: every photo of the JSON stays in it. Returns why the product is still held back
+    (another problem of its JSON), or None when it is released."""
+    product_id = _id(product, Product)
+    if convention not in CONVENTIONS:
+        raise ImageServiceError(f"Unknown label convention {convention!r}: {', '.join(CONVENTIONS)}.")
+    with transaction.atomic():
+        _lock_product(product_id, refuse_unreconciled=False)
+        schema = connection.schema_name
+        if not _has_json_column() or not rewrite_in_one_convention(schema, product_id, convention):
+            raise ImageServiceError(
+                f"Product {product_id} has no list of photos in its old images JSON to settle. Nothing was changed."
+            )
+        outcome = reconcile(
+            schema, sql.SQL("p.id = %(id)s"), {"id": product_id}, f"settle_label_convention {convention}"
+        )
+        return outcome.refused.get(product_id)
 
 
 # --- checks -------------------------------------------------------------------------------
@@ -266,6 +417,25 @@ def _check_reorder(product_id: int, ids: list[int], photos: list[ProductImage], 
         )
 
 
+def _check_expected(product_id: int, images: list[ProductImage], expected: Arrangement | None) -> None:
+    """Under the product's lock: refuse when the caller saw the images otherwise."""
+    if expected is None:
+        return
+    if not isinstance(expected, Arrangement):
+        raise ImageServiceError(f"expected must be an Arrangement, got {expected!r}.")
+    now = Arrangement.of(images)
+    if now != expected:
+        raise ImagesChanged(
+            f"Product {product_id}'s images are {_describe(now)}, not {_describe(expected)} as the caller saw them: "
+            f"someone changed them in between. Nothing was changed."
+        )
+
+
+def _describe(images: Arrangement) -> str:
+    label = f", label {images.label}" if images.label is not None else ", no label"
+    return f"photos ({_join(list(images.photos))}){label}"
+
+
 def _join(ids: list[int]) -> str:
     return ", ".join(map(str, ids))
 
@@ -273,7 +443,7 @@ def _join(ids: list[int]) -> str:
 # --- reading and locking ------------------------------------------------------------------
 
 
-def _lock_product(product_id: int) -> None:
+def _lock_product(product_id: int, *, refuse_unreconciled: bool = True) -> None:
     """Lock the product's row for the rest of the transaction; every write below happens under it.
 
     Only the id is selected: the legacy ``images`` column may already be gone in this tenant."""
@@ -283,7 +453,8 @@ def _lock_product(product_id: int) -> None:
         )
     if not list(Product.objects.select_for_update().filter(pk=product_id).values_list("pk", flat=True)):
         raise ProductNotFound(f"Product {product_id} does not exist. Nothing was changed.")
-    _refuse_unreconciled(product_id)
+    if refuse_unreconciled:
+        _refuse_unreconciled(product_id)
 
 
 def _refuse_unreconciled(product_id: int) -> None:
@@ -302,7 +473,7 @@ def _refuse_unreconciled(product_id: int) -> None:
     )
     for refused, same_json in fetch_rows(query, {"id": product_id}):
         if refused is not None:
-            raise JsonChanged(
+            raise HeldBack(
                 f"Product {product_id}'s photo list in the old images JSON was refused ({refused}): it is held back "
                 f"from marketplaces until the list is fixed or the choice is made. Nothing was changed."
             )
@@ -416,37 +587,66 @@ def _free_orders(taken: set[int], count: int) -> list[int]:
     return free
 
 
+def _change_label(
+    product_id: int,
+    images: list[ProductImage],
+    sequence: list[ProductImage],
+    label: ProductImage | None,
+    *,
+    actor: str,
+    job: LabelJob | None,
+    undoes: LabelChange | None = None,
+) -> LabelChange | None:
+    """Arrange the locked product's ``images`` as ``sequence`` with ``label``, mirror the JSON and record the
+    change in the label history (the same transaction); None when nothing changed."""
+    before = Arrangement.of(images)
+    if not _arrange(images, sequence, label, [image.order for image in images]):
+        return None
+    _mirror_json(product_id)
+    after = Arrangement(tuple(image.pk for image in sequence if image is not label), label.pk if label else None)
+    named = {before.label, after.label} - {None}
+    return LabelChange.objects.create(
+        product_id=product_id,
+        made_at=timezone.now(),
+        actor=actor,
+        job=job,
+        undoes=undoes,
+        photos_before=list(before.photos),
+        label_before=before.label,
+        photos_after=list(after.photos),
+        label_after=after.label,
+        urls={str(image.pk): image.url for image in images if image.pk in named},
+    )
+
+
 # The product's rows as the legacy JSON array, in order. created_at is ISO 8601 UTC,
 # "YYYY-MM-DDTHH:MM:SS[.ffffff]Z", the fraction only when there is one: the legacy entries'
 # shape, which the migration's source reads. The JSON written is recorded as reconciled with the rows
 # (product_json_state), in the same statement: --sync and the follower leave it alone (no bounce back).
-_MIRROR_JSON = """WITH mirrored AS (
-    UPDATE {products} SET images = (
-        SELECT COALESCE(
-            jsonb_agg(
-                jsonb_build_object(
-                    'url', i.url,
-                    'order', i."order",
-                    'created_at', to_char(i.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')
-                        || CASE WHEN date_trunc('second', i.created_at) = i.created_at THEN ''
-                                ELSE to_char(i.created_at AT TIME ZONE 'UTC', '.US') END
-                        || 'Z',
-                    'is_label', i.is_label
-                )
-                ORDER BY i."order"
-            ),
-            '[]'::jsonb
-        )
-        FROM {product_images} AS i
-        WHERE i.product_id = %(product_id)s
+_MIRRORED = """(
+    SELECT COALESCE(
+        jsonb_agg(
+            jsonb_build_object(
+                'url', i.url,
+                'order', i."order",
+                'created_at', to_char(i.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')
+                    || CASE WHEN date_trunc('second', i.created_at) = i.created_at THEN ''
+                            ELSE to_char(i.created_at AT TIME ZONE 'UTC', '.US') END
+                    || 'Z',
+                'is_label', i.is_label
+            )
+            ORDER BY i."order"
+        ),
+        '[]'::jsonb
     )
-    WHERE id = %(product_id)s
-    RETURNING id, md5(images::text)::uuid AS json_digest
-)
-INSERT INTO {json_state} AS st (product_id, json_digest, refused, recorded_at)
-SELECT id, json_digest, NULL, now() FROM mirrored
-ON CONFLICT (product_id) DO UPDATE
-SET json_digest = EXCLUDED.json_digest, refused = NULL, recorded_at = EXCLUDED.recorded_at"""
+    FROM {product_images} AS i
+    WHERE i.product_id = %(product_id)s
+)"""
+# The JSON about to be written is recorded first, as reconciled with the rows it comes from: when the UPDATE
+# then fires the follower, it finds that digest and leaves the product alone (no bounce back). Plain statements,
+# the state written from values (batches._JSON_DIGESTS says why): Citus runs each whole on the worker.
+_MIRRORED_DIGEST = "SELECT md5({mirrored}::text)::uuid, now()"  # the time recorded, as a value (Citus)
+_MIRROR_JSON = "UPDATE {products} SET images = {mirrored} WHERE id = %(product_id)s"
 
 _HAS_JSON_COLUMN = """SELECT EXISTS (
     SELECT FROM pg_attribute
@@ -470,11 +670,12 @@ def _mirror_json(product_id: int) -> None:
     if not _has_json_column():
         return
     schema = connection.schema_name
+    mirrored = sql.SQL(_MIRRORED).format(product_images=table(schema, "product_images"))
+    ((digest, now),) = fetch_rows(sql.SQL(_MIRRORED_DIGEST).format(mirrored=mirrored), {"product_id": product_id})
     execute(
-        sql.SQL(_MIRROR_JSON).format(
-            products=table(schema, "products"),
-            product_images=table(schema, "product_images"),
-            json_state=table(schema, "product_json_state"),
-        ),
-        {"product_id": product_id},
+        record_json_state(schema),
+        {"product_ids": [product_id], "json_digests": [digest], "refusals": [None], "now": now},
+    )
+    execute(
+        sql.SQL(_MIRROR_JSON).format(products=table(schema, "products"), mirrored=mirrored), {"product_id": product_id}
     )

@@ -9,6 +9,7 @@ import json
 
 from psycopg import sql
 
+from products.migration.source import DECODED_ENTRY
 from stoflow.raw_sql import fetch_rows, table
 
 # A product (alias p) whose JSON holds photos: SQL NULL, JSON null, [] and "[]" hold none, as for the
@@ -50,3 +51,40 @@ def product_json(schema: str, product_id: int):
     if not rows or rows[0][0] is None:
         return None
     return json.loads(rows[0][0])
+
+
+# The two ways to settle a product whose entries mix the label conventions (docs/migrate_images.md, "Two
+# writers"): every entry rewritten by one of them. Entries are read as the migration reads them (``DECODED_ENTRY``:
+# one stored as the JSON text of an object is that object); anything else is left as it is (the rule then says
+# what is wrong).
+LAST_PHOTO = "last-photo"  # the old convention: no is_label anywhere, the last photo by order is the label
+MARKED = "marked"  # the marks: is_label true where it is JSON true, false everywhere else
+CONVENTIONS = (LAST_PHOTO, MARKED)
+
+_SETTLE = """UPDATE {products} AS p SET images = (
+    SELECT jsonb_agg(
+        CASE WHEN jsonb_typeof(x.entry) <> 'object' THEN x.entry
+             WHEN %(convention)s = 'last-photo' THEN x.entry - 'is_label'
+             ELSE jsonb_set(x.entry, '{{is_label}}', to_jsonb(COALESCE(x.entry -> 'is_label' = 'true'::jsonb, false)))
+        END
+        ORDER BY x.position)
+    FROM (
+        SELECT e.position, {decoded_entry} AS entry
+        FROM jsonb_array_elements(p.images) WITH ORDINALITY AS e(entry, position)
+    ) AS x
+)
+WHERE p.id = %(id)s AND jsonb_typeof(p.images) = 'array' AND jsonb_array_length(p.images) > 0
+RETURNING p.id"""
+
+
+def rewrite_in_one_convention(schema: str, product_id: int, convention: str) -> bool:
+    """Rewrite the product's JSON array in one label convention (``CONVENTIONS``); False when it holds no list
+    of photos to rewrite. The caller holds the product's row lock."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"Unknown label convention {convention!r}: {', '.join(CONVENTIONS)}.")
+    return bool(
+        fetch_rows(
+            sql.SQL(_SETTLE).format(products=table(schema, "products"), decoded_entry=sql.SQL(DECODED_ENTRY)),
+            {"id": product_id, "convention": convention},
+        )
+    )

@@ -1,3 +1,4 @@
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import Q
 
@@ -87,3 +88,85 @@ class ProductJsonState(models.Model):
 
     def __str__(self):
         return f"product {self.product_id}" + (f" (refused: {self.refused})" if self.refused else "")
+
+
+class LabelJob(models.Model):
+    """A label change over many products, made from the image list (or the undo of one): its products
+    (``LabelJobItem``) are changed a batch at a time, each in a transaction of its own, so a change over
+    thousands of products is many short requests with progress shown, never one long one."""
+
+    class Action(models.TextChoices):
+        MAKE_LABEL = "make_label", "make price labels"
+        CLEAR_LABEL = "clear_label", "clear price labels"
+        UNDO = "undo", "undo a bulk change"
+
+    action = models.CharField(max_length=20, choices=Action.choices)
+    actor = models.TextField()  # the staff user's name
+    created_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)  # every item done
+    # An undo job takes back the changes another job made.
+    undoes = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="undone_by")
+
+    class Meta:
+        db_table = "label_jobs"
+        ordering = ["-id"]
+
+    def __str__(self):
+        return f"bulk change {self.pk} ({self.get_action_display()})"
+
+
+class LabelChange(models.Model):
+    """One product's label change, as the image service made it under the product's lock: who, when, and the
+    product's images before and after (photo ids in display order, then the label), which is what undoing it
+    puts back. No foreign keys to products or images: the history outlives them, and the migration's
+    preflight refuses unknown foreign keys to product_images."""
+
+    product_id = models.BigIntegerField()
+    made_at = models.DateTimeField()
+    actor = models.TextField(blank=True)  # the staff user's name; "" when the caller named nobody
+    job = models.ForeignKey(LabelJob, null=True, blank=True, on_delete=models.PROTECT, related_name="changes")
+    undoes = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="undone_by")
+    photos_before = ArrayField(models.BigIntegerField())
+    label_before = models.BigIntegerField(null=True, blank=True)
+    photos_after = ArrayField(models.BigIntegerField())
+    label_after = models.BigIntegerField(null=True, blank=True)
+    # The URLs of the images named above, by id: the change can still be told once an image is deleted.
+    urls = models.JSONField(default=dict)
+
+    class Meta:
+        db_table = "label_changes"
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["product_id", "-id"], name="label_changes_product_idx")]
+
+    def __str__(self):
+        return f"label change {self.pk} of product {self.product_id}"
+
+
+class LabelJobItem(models.Model):
+    """One product of a bulk label change: what to do, and once done, what came of it."""
+
+    class Outcome(models.TextChoices):
+        CHANGED = "changed", "changed"
+        UNCHANGED = "unchanged", "already so"
+        REFUSED = "refused", "refused"
+
+    job = models.ForeignKey(LabelJob, on_delete=models.CASCADE, related_name="items")
+    product_id = models.BigIntegerField()
+    image_id = models.BigIntegerField(null=True, blank=True)  # make_label: the image that becomes the label
+    undoes = models.ForeignKey(LabelChange, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    outcome = models.CharField(max_length=20, choices=Outcome.choices, null=True, blank=True)  # noqa: DJ001
+    note = models.TextField(blank=True, default="")  # why it was refused
+    change = models.ForeignKey(LabelChange, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+
+    class Meta:
+        db_table = "label_job_items"
+        ordering = ["job_id", "product_id"]
+        constraints = [models.UniqueConstraint(fields=["job", "product_id"], name="label_job_items_one_per_product")]
+        indexes = [
+            models.Index(
+                fields=["job", "product_id"], condition=Q(outcome__isnull=True), name="label_job_items_pending_idx"
+            )
+        ]
+
+    def __str__(self):
+        return f"product {self.product_id} of {self.job}"

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db.models import Count, F, Q, Window
 from django.db.models.functions import RowNumber
 
-from products.image_urls import url_patterns
+from products.image_urls import url_patterns, url_problem
 from products.models import Product, ProductImage, ProductJsonState
 
 
@@ -81,7 +81,12 @@ def listing_photo_summary(product: Product | int) -> list[ListingPhotoSummary]:
     counts = ProductImage.objects.filter(product_id=_id(product)).aggregate(
         photos=Count("pk", filter=_sendable()), labels=Count("pk", filter=Q(is_label=True))
     )
-    photos, has_label = counts["photos"], counts["labels"] > 0
+    return listing_summaries(counts["photos"], counts["labels"] > 0)
+
+
+def listing_summaries(photos: int, has_label: bool) -> list[ListingPhotoSummary]:
+    """For each known marketplace, what a product with ``photos`` sendable photos (and a label or not) sends:
+    the product as it is (``listing_photo_summary``) or as a change would leave it (the admin's plans)."""
     return [
         ListingPhotoSummary(
             marketplace=marketplace,
@@ -92,6 +97,14 @@ def listing_photo_summary(product: Product | int) -> list[ListingPhotoSummary]:
         )
         for marketplace, limit in settings.STOFLOW_MARKETPLACE_PHOTO_LIMITS.items()
     ]
+
+
+def sendable_urls(urls: Iterable[str], product: Product | int) -> list[str]:
+    """Of a product's photo ``urls`` (say, as a change would order them), those a listing would carry: the URL
+    rule's, none when the product is held back; the same rule as ``_sendable``, asked in Python."""
+    if held_back(product) is not None:
+        return []
+    return [url for url in urls if url_problem(url) is None]
 
 
 def _sendable() -> Q:

@@ -10,6 +10,7 @@ from products.legacy_json import ARCHIVE_TABLE, has_archive, has_json_column
 from products.lifecycle.restore import restore_tenant
 from products.migration import follower
 from products.migration.report import ExitCode
+from stoflow.tenants.citus import is_citus
 from stoflow.tenants.services import ensure_tenant
 from tests.helpers import SESSION_OPTIONS, TENANT, TEST_TENANTS, entries, make_product, run_command, run_sql
 
@@ -47,7 +48,8 @@ def tenant(db):
 
 @pytest.fixture
 def committed_db(django_db_setup, django_db_blocker):
-    """Real commits (for concurrency and batch tests); the test tenants and the run ledger are emptied afterwards
+    """Real commits (for concurrency and batch tests); the test tenants, the run ledger and the runs' controls are
+    emptied afterwards
     (a run left unfinished in the ledger would make the next test's run resume after its last product)."""
     with django_db_blocker.unblock():
         try:
@@ -56,10 +58,11 @@ def committed_db(django_db_setup, django_db_blocker):
             for schema in TEST_TENANTS:
                 follower.uninstall(schema)  # a test's follower would apply the next test's JSON writes
                 run_sql(
-                    "TRUNCATE {images}, {products}, {schema}.product_json_state RESTART IDENTITY CASCADE",
+                    "TRUNCATE {images}, {products}, {schema}.product_json_state, {schema}.product_images_removed, "
+                    "{schema}.label_job_items, {schema}.label_changes, {schema}.label_jobs RESTART IDENTITY CASCADE",
                     schema=schema,
                 )
-            run_sql("TRUNCATE public.run_ledger")
+            run_sql("TRUNCATE public.run_ledger, public.run_control")
 
 
 @pytest.fixture
@@ -96,3 +99,14 @@ def test_tenants_keep_their_json_column(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         assert all(has_json_column(schema) for schema in TEST_TENANTS)
         assert not any(has_archive(schema) for schema in TEST_TENANTS)
+
+
+@pytest.fixture(autouse=True)
+def skip_where_citus_differs(request):
+    """A test marked ``citus_incompatible(reason)`` is skipped on a Citus coordinator, with its reason."""
+    marker = request.node.get_closest_marker("citus_incompatible")
+    if marker is None:
+        return
+    with request.getfixturevalue("django_db_blocker").unblock():
+        if is_citus():
+            pytest.skip(f"not on Citus: {marker.args[0]}")

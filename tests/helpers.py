@@ -28,6 +28,7 @@ from products.migration import batches
 from products.models import ProductImage
 from stoflow.database_settings import connection_kwargs
 from stoflow.raw_sql import execute, fetch_rows
+from stoflow.tenants.citus import is_citus
 from stoflow.tenants.locks import ADVISORY_LOCK_NAMESPACE, LOCK_KEY_SQL
 from stoflow.tenants.models import LedgerEntry
 from tests.factories import ProductFactory, write_json
@@ -131,6 +132,15 @@ def image_rows(product_id: int, schema: str = TENANT) -> list[tuple]:
     )
 
 
+def image_rows_with_ids(product_id: int, schema: str = TENANT) -> list[tuple]:
+    """The product's rows as (id, url, order, is_label), by order: what keeping ids is checked on."""
+    return sql_rows(
+        'SELECT id, url, "order", is_label FROM {images} WHERE product_id = %(id)s ORDER BY "order"',
+        {"id": product_id},
+        schema=schema,
+    )
+
+
 def table_state(schema: str) -> list[tuple]:
     """Every image row but its id and updated_at: what a clean run and a resumed run must agree on."""
     return sql_rows(
@@ -172,14 +182,24 @@ def tenant_locked_elsewhere(schema: str) -> Iterator[None]:
         yield
 
 
+# Who waits for a lock backend %(pid)s holds; on Citus the wait is on a worker, where the coordinator's
+# pg_blocking_pids does not look (the waiter named by its session's pid on the coordinator).
+_WAITING_FOR = {
+    False: "SELECT pid FROM pg_stat_activity WHERE %(pid)s = ANY(pg_blocking_pids(pid))",
+    True: "SELECT citus_pid_for_gpid(waiting_gpid) FROM citus_lock_waits "
+    "WHERE citus_pid_for_gpid(blocking_gpid) = %(pid)s",
+}
+
+
 def wait_until_blocked_by(pid: int) -> int:
     """The pid of a backend waiting for a lock backend ``pid`` holds (polled from a session of its own)."""
     deadline = time.monotonic() + WAIT_SECONDS
     with other_session() as watcher:
+        # Asked on this session: callers poll from threads of their own, where Django's connection is not to open.
+        ((citus,),) = watcher.execute("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')").fetchall()
+        query = _WAITING_FOR[citus]
         while time.monotonic() < deadline:
-            row = watcher.execute(
-                "SELECT pid FROM pg_stat_activity WHERE %(pid)s = ANY(pg_blocking_pids(pid))", {"pid": pid}
-            ).fetchone()
+            row = watcher.execute(query, {"pid": pid}).fetchone()
             if row:
                 return row[0]
             time.sleep(0.05)
@@ -191,16 +211,36 @@ def plant_failing_insert(schema: str, url_fragment: str, name: str = "refuse_ima
 
     The preflight refuses a tenant with a trigger it does not know: runs meant to meet it pass ``--allow name``."""
     # The fragment reaches the function as the trigger's argument (TG_ARGV), a quoted literal.
-    run_sql(
-        "CREATE FUNCTION pg_temp.refuse_image() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+    plant_insert_trigger(
+        schema,
+        name,
         "IF strpos(NEW.url, TG_ARGV[0]) > 0 THEN RAISE EXCEPTION USING MESSAGE = 'planted failure for ' || NEW.url; "
-        "END IF; RETURN NEW; END $$"
+        "END IF; RETURN NEW;",
+        url_fragment,
+    )
+
+
+def plant_insert_trigger(schema: str, name: str, body: str, argument: str = "") -> None:
+    """A trigger ``name`` before each insert into the tenant's product_images, running the PL/pgSQL ``body``.
+
+    On Citus the trigger fires on the tenant's worker: its function goes in the tenant's schema, which Citus
+    creates there too (pg_temp is this session's, on the coordinator), and Citus takes a trigger on a distributed
+    table only with citus.enable_unsafe_triggers. The tests that plant one roll back, function and trigger with it."""
+    on_citus = is_citus()
+    function = sql.Identifier(schema if on_citus else "pg_temp", name)
+    if on_citus:
+        run_sql("SET LOCAL citus.enable_unsafe_triggers = on")
+    run_sql(
+        "CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS {body}",
+        function=function,
+        body=sql.Literal(f"BEGIN {body} END"),
     )
     run_sql(
-        "CREATE TRIGGER {name} BEFORE INSERT ON {images} FOR EACH ROW EXECUTE FUNCTION pg_temp.refuse_image({arg})",
+        "CREATE TRIGGER {name} BEFORE INSERT ON {images} FOR EACH ROW EXECUTE FUNCTION {function}({arg})",
         schema=schema,
         name=name,
-        arg=sql.Literal(url_fragment),
+        function=function,
+        arg=sql.Literal(argument),
     )
 
 

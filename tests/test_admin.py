@@ -2,9 +2,7 @@
 
 import csv
 import io
-import json
 import re
-from datetime import datetime
 
 import pytest
 from django.contrib.admin.models import CHANGE, LogEntry
@@ -18,21 +16,20 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
-import products.admin.image_admin
 import stoflow.tenants.sites
+from products.admin import label_jobs
 from products.admin.html import LABEL_BADGE_TEXT, thumbnail
-from products.admin.seller_overview import LastRun, last_runs, seller_figures
-from products.models import Product, ProductImage
+from products.admin.image_actions import LABEL_BUTTONS, seen_token
+from products.admin.refusals import SUPPORT_SENTENCES
+from products.images import ImageServiceError, arrangement, move_image
+from products.models import LabelChange, LabelJob, Product, ProductImage
 from stoflow.tenants.models import Domain
 from stoflow.tenants.services import ensure_public_tenant
 from tests.helpers import (
     OTHER_TENANT,
     TENANT,
-    TEST_TENANTS,
     json_images,
     make_product,
-    migrated_product,
-    run_command,
     run_sql,
 )
 
@@ -119,105 +116,20 @@ def test_public_admin_lists_the_sellers_with_links_to_their_catalogues(admin_cli
     assert "Products and images" not in page  # seller models are not offered outside a seller
 
 
-def picker_figures(response) -> dict[str, tuple]:
-    """The picker's figures per seller: (products, images, labels, not migrated)."""
-    return {
-        row.schema: (row.figures.products, row.figures.images, row.figures.labels, row.figures.not_migrated)
-        for row in response.context["sellers"]
-        if row.schema in TEST_TENANTS
-    }
-
-
-def test_the_seller_picker_counts_products_images_labels_and_products_not_migrated(admin_client, tmp_path, settings):
-    settings.STOFLOW_MIGRATION_REPORT_JSON = tmp_path / "none.json"
-    product_with_images(3, title="Lamp")
-    product_with_images(1, title="Single")
-    waiting = make_product(title="Legacy only", images=[{"url": "/a.jpeg", "order": 1}, {"url": "/b.jpeg", "order": 2}])
-    make_product(title="No photo", images=[])
-    make_product(title="Null", images=None)
-    make_product(title="Encoded empty", images="[]")
-    migrated_product(2, schema=OTHER_TENANT)
-    response = admin_client.get("/admin/")
-    assert picker_figures(response) == {TENANT: (6, 4, 1, 1), OTHER_TENANT: (1, 2, 1, 0)}
-    page = response.content.decode()
-    row = page.split(f'id="seller-{TENANT}"')[1].split("</tr>")[0]
-    assert f'data-figure="products" data-label="Products"><a href="{PRODUCTS}">6</a>' in row
-    assert f'data-figure="images" data-label="Images"><a href="{IMAGES}">4</a>' in row
-    assert f'data-figure="labels" data-label="Labels"><a href="{IMAGES}?label=yes">1</a>' in row
-    assert f'<a href="{PRODUCTS}?migrated=waiting">1</a>' in row
-    assert "No run on record" in row
-    # The figure's link lists exactly those products.
-    assert listed_ids(admin_client.get(f"{PRODUCTS}?migrated=waiting")) == [waiting.pk]
-
-
-def test_the_seller_picker_counts_in_a_fixed_number_of_queries(tenant):
-    product_with_images(3, title="Lamp")
-    for schemas in ([TENANT], TEST_TENANTS):
-        with CaptureQueriesContext(connection) as queries:
-            figures = seller_figures(schemas)
-        # django-tenants sets the search path before a query: count the queries proper.
-        assert sum(not query["sql"].startswith("SET search_path") for query in queries.captured_queries) == 2
-        assert sorted(figures) == sorted(schemas)
-
-
-def test_the_seller_picker_shows_the_last_runs_outcome_from_its_json_report(admin_client, tmp_path, settings):
-    migrated_product(3)
-    make_product(title="Legacy only", images=[{"url": "/a.jpeg", "order": 1}])  # check 1 fails on it
-    migrated_product(2, schema=OTHER_TENANT)
-    code, report, _ = run_command("--check", tmp_path=tmp_path)
-    assert code == 3
-    settings.STOFLOW_MIGRATION_REPORT_JSON = tmp_path / "report.json"
-    response = admin_client.get("/admin/")
-    runs = {row.schema: row.figures.last_run for row in response.context["sellers"] if row.schema in TEST_TENANTS}
-    started = datetime.fromisoformat(report["started_at"])
-    assert runs[TENANT] == LastRun(started, "check", "checks 1, 4 FAIL", False)
-    assert runs[OTHER_TENANT] == LastRun(started, "check", "every check PASS (6)", True)
-    page = response.content.decode()
-    assert '<span class="stoflow-warning">Checks 1, 4 FAIL</span>' in page
-    assert f'Check, <time datetime="{started.isoformat()}">{started:%Y-%m-%d %H:%M} UTC</time>' in page
-
-
-def test_the_last_run_names_a_busy_seller_its_errors_and_an_interruption(tmp_path, settings):
-    report = {
-        "mode": "live",
-        "started_at": "2026-03-01T10:00:00+00:00",
-        "tenants": [
-            {"schema": "user_1", "busy": True},
-            {
-                "schema": "user_2",
-                "run": {"errors": [{"product_id": 1}, {"product_id": 2}]},
-                "validation": {"checks": [{"number": 1, "passed": True}, {"number": 5, "passed": False}]},
-            },
-            {"schema": "user_3", "run": {"errors": []}, "validation": {"checks": [{"number": 1, "passed": True}]}},
-        ],
-        "interruption": {"stopped_in": ["user_3"], "not_started": ["user_4"]},
-    }
-    settings.STOFLOW_MIGRATION_REPORT_JSON = tmp_path / "report.json"
-    settings.STOFLOW_MIGRATION_REPORT_JSON.write_text(json.dumps(report))
-    assert {schema: (run.outcome, run.ok) for schema, run in last_runs().items()} == {
-        "user_1": ("skipped: another run held the seller's lock", False),
-        "user_2": ("2 products could not be migrated; check 5 FAIL", False),
-        "user_3": ("interrupted part-way", False),
-        "user_4": ("not started: the run was interrupted", False),
-    }
-    settings.STOFLOW_MIGRATION_REPORT_JSON.write_text("{not json")
-    assert last_runs() == {}
-
-
 def test_staff_without_permissions_see_no_seller_links_that_would_answer_403(client, django_user_model):
     staff = django_user_model.objects.create_user("helper", password="x", is_staff=True)
     client.force_login(staff)
     page = client.get("/admin/").content.decode()
     assert "/sellers/" not in page
     assert 'id="no-seller-access"' in page
-    assert "Labels" not in page  # no figures either
+    assert "Products (about)" not in page  # no figures either
 
     staff.user_permissions.add(Permission.objects.get(codename="view_productimage"))
     staff = django_user_model.objects.get(pk=staff.pk)  # permissions are cached on the user
     client.force_login(staff)
     page = client.get("/admin/").content.decode()
     links = set(re.findall(r'href="(/sellers/[^"]*)"', page))
-    assert f"{IMAGES}?label=yes" in links and PRODUCTS not in links
+    assert IMAGES in links and PRODUCTS not in links
     for link in links:
         assert client.get(link).status_code == 200, link
 
@@ -259,7 +171,10 @@ def test_product_list_shows_counts_labels_and_deleted_state(admin_client):
     assert rows == {lamp.pk: (3, lamp_label), gone.pk: (2, "/static/products/placeholders/2.svg?image=Gone-2")}
     page = response.content.decode()
     assert f'src="{lamp_label}" alt="Product {lamp.pk}, price label" loading="lazy"' in page
-    assert page.count('alt="True"') == 1  # the soft-deleted column: one product is
+    # The soft-deleted column: the date for a deleted product, blank for a live one (no red cross on every row).
+    cells = re.findall(r'<td class="field-soft_deleted[^"]*">(.*?)</td>', page)
+    assert len(cells) == 2 and cells.count("") == 1
+    assert "alt=" not in "".join(cells) and str(timezone.now().year) in "".join(cells)
 
 
 @pytest.mark.parametrize(
@@ -285,10 +200,23 @@ def test_product_list_filters(admin_client, query, expected):
     assert listed_ids(response) == sorted(products[name].pk for name in expected)
 
 
-def test_product_list_searches_by_id(admin_client):
-    product_with_images(2, title="Other")
+def test_a_product_id_searched_alone_opens_that_product(admin_client):
     lamp = product_with_images(3, title="Lamp")
-    assert listed_ids(admin_client.get(f"{PRODUCTS}?q={lamp.pk}")) == [lamp.pk]
+    other = product_with_images(2, title=f"Other {lamp.pk}0")  # its title holds the number
+    response = admin_client.get(f"{PRODUCTS}?q={lamp.pk}", follow=True)
+    assert response.redirect_chain == [(f"{PRODUCTS}{lamp.pk}/change/", 302)]
+    [message] = messages_of(response)
+    titles = f"{PRODUCTS}?q={lamp.pk}&amp;titles=1"
+    assert (
+        message == f'Opened product {lamp.pk}, the id you searched for. <a href="{titles}">Titles holding {lamp.pk}</a>'
+    )
+    assert f'<a href="{titles}">' in response.content.decode()  # a link, not its text
+    assert admin_client.get(f"{PRODUCTS}?q=%23{lamp.pk}").status_code == 302  # "#165" too
+    # The message's link: the list, searching titles as well; paging or sorting a search stays on the list.
+    assert listed_ids(admin_client.get(f"{PRODUCTS}?q={lamp.pk}&titles=1")) == sorted([lamp.pk, other.pk])
+    assert admin_client.get(f"{PRODUCTS}?q={lamp.pk}&o=2").status_code == 200
+    # No such product: the list, searching titles.
+    assert listed_ids(admin_client.get(f"{PRODUCTS}?q=99999")) == []
     assert listed_ids(admin_client.get(f"{PRODUCTS}?q=no-such-title")) == []
 
 
@@ -345,13 +273,22 @@ def test_product_page_says_what_each_marketplace_receives(admin_client, settings
     ]
     page = admin_client.get(f"{PRODUCTS}{legacy_only.pk}/change/").content.decode()
     assert marketplace_lines(page) == ["Vinted: no photo", "eBay: no photo", "Etsy: no photo"]
-    assert "No image rows: its photos are only in the legacy JSON (not migrated yet)." in page
+    assert "No photos here: its photos are only in the original list, not imported yet." in page
 
 
-def press(client, product, button: str, image: int | str = "", **options):
-    """A button of the product page (they all post to one form), followed back to the page."""
-    response = client.post(f"{PRODUCTS}{product.pk}/images/", {button: image}, follow=True, **options)
-    return response
+def seen(product) -> str:
+    """The photos as the product page shows them now, as its forms post them back."""
+    with schema_context(TENANT):
+        return seen_token(arrangement(product))
+
+
+def press(client, product, button: str, value: int | str = "", confirmed: bool = True, page_seen=None, **fields):
+    """A button of the product page, as its forms post it (with the photos the page showed), followed back to
+    the page; a label button confirmed as its confirmation page posts it, unless ``confirmed=False``."""
+    data = {button: value, "seen": seen(product) if page_seen is None else page_seen, **fields}
+    if confirmed and button in LABEL_BUTTONS:
+        data["confirmed"] = "yes"
+    return client.post(f"{PRODUCTS}{product.pk}/images/", data, follow=True)
 
 
 def test_product_page_buttons_make_a_label_move_photos_and_clear_the_label_through_the_service(admin_client):
@@ -359,65 +296,154 @@ def test_product_page_buttons_make_a_label_move_photos_and_clear_the_label_throu
     one, two, three, four = image_ids(lamp, 1, 2, 3, 4)
     page = admin_client.get(f"{PRODUCTS}{lamp.pk}/change/").content.decode()
     assert f'<form id="image-actions" method="post" action="{PRODUCTS}{lamp.pk}/images/">' in page
+    assert f'<input type="hidden" name="seen" value="{one},{two},{three};{four}">' in page
     assert f'form="image-actions" name="make_label" value="{two}"' in page
     assert f'form="image-actions" name="clear_label" value="{four}"' in page
 
     response = press(admin_client, lamp, "make_label", two)
     assert response.redirect_chain == [(f"{PRODUCTS}{lamp.pk}/change/#product-images", 302)]
     made = (
-        f"Made image {two} (2.svg) the price label (moved last); the former label, image {four} (4.svg), became "
-        "photo 3: marketplaces will receive it (Vinted, eBay and Etsy)."
+        "“2.svg” (photo 2) became the price label, moved last: marketplaces no longer receive it. “4.svg”, the "
+        "label until then, became photo 3: marketplaces will receive it (Vinted, eBay and Etsy)."
     )
     assert messages_of(response) == [made]
     assert sequence(lamp) == [(one, False), (three, False), (four, False), (two, True)]
 
-    assert messages_of(press(admin_client, lamp, "move_up", four)) == [
-        f"Moved image {four} (4.svg) up: it is photo 2 now."
+    assert messages_of(press(admin_client, lamp, "move_image", four, direction="up")) == [
+        "Moved photo 3 to position 2."
     ]
-    assert messages_of(press(admin_client, lamp, "move_down", one)) == [
-        f"Moved image {one} (1.svg) down: it is photo 2 now."
+    assert messages_of(press(admin_client, lamp, "move_image", one, direction="down")) == [
+        "Moved photo 1 to position 2."
     ]
     assert sequence(lamp) == [(four, False), (one, False), (three, False), (two, True)]
+    # A position typed in the photo's box: one step, however far.
+    assert messages_of(press(admin_client, lamp, "move_image", three, to_position="1")) == [
+        "Moved photo 3 to position 1."
+    ]
+    assert sequence(lamp) == [(three, False), (four, False), (one, False), (two, True)]
 
-    cleared = (
-        f"Cleared the price label: image {two} (2.svg) became photo 4: marketplaces will receive it "
-        "(Vinted, eBay and Etsy)."
-    )
+    cleared = "“2.svg”, the price label, became photo 4: marketplaces will receive it (Vinted, eBay and Etsy)."
     assert messages_of(press(admin_client, lamp, "clear_label", two)) == [cleared]
-    assert sequence(lamp) == [(four, False), (one, False), (three, False), (two, False)]
+    assert sequence(lamp) == [(three, False), (four, False), (one, False), (two, False)]
     # The service mirrored every change into the legacy JSON.
-    assert [entry["url"].rsplit("-", 1)[1] for entry in json_images(lamp.pk)] == ["4", "1", "3", "2"]
+    assert [entry["url"].rsplit("-", 1)[1] for entry in json_images(lamp.pk)] == ["3", "4", "1", "2"]
     assert [message for _, message in history(lamp)] == [
         f"Seller {TENANT}: {made}",
-        f"Seller {TENANT}: Moved image {four} (4.svg) up: it is photo 2 now.",
-        f"Seller {TENANT}: Moved image {one} (1.svg) down: it is photo 2 now.",
+        f"Seller {TENANT}: Moved photo 3 to position 2.",
+        f"Seller {TENANT}: Moved photo 1 to position 2.",
+        f"Seller {TENANT}: Moved photo 3 to position 1.",
         f"Seller {TENANT}: {cleared}",
     ]
+
+
+def test_a_label_button_asks_first_and_says_what_marketplaces_receive_afterwards(admin_client, settings):
+    settings.STOFLOW_MARKETPLACE_PHOTO_LIMITS = {"vinted": 20, "ebay": 3, "etsy": 2}
+    lamp = product_with_images(4, title="Lamp")
+    before = sequence(lamp)
+    response = press(admin_client, lamp, "clear_label", image_ids(lamp, 4)[0], confirmed=False)
+    page = response.content.decode()
+    assert "<h1>Clear the price label: what changes</h1>" in page
+    assert (
+        "“4.svg”, the price label, becomes photo 4: Vinted will receive it (eBay and Etsy take fewer photos)." in page
+    )
+    lines = re.findall(r"<li>(.*?)</li>", page.split('class="stoflow-afterwards-lines"')[1].split("</ul>")[0])
+    assert lines == [
+        "Vinted: photos 1-4",
+        "eBay: photos 1-3, photo 4 left out (it takes 3)",
+        "Etsy: photos 1-2, photos 3-4 left out (it takes 2)",
+    ]
+    # The confirmation posts the button back, confirmed, with the photos the page showed.
+    assert f'<input type="hidden" name="seen" value="{seen(lamp)}">' in page
+    assert '<input type="hidden" name="confirmed" value="yes">' in page
+    assert f'action="{PRODUCTS}{lamp.pk}/images/"' in page
+    assert sequence(lamp) == before and history(lamp) == []
+
+
+def test_the_newest_label_change_is_undone_from_the_product_page_after_a_confirmation(admin_client):
+    lamp = product_with_images(4, title="Lamp")
+    before = sequence(lamp)
+    press(admin_client, lamp, "make_label", image_ids(lamp, 1)[0])
+    page = admin_client.get(f"{PRODUCTS}{lamp.pk}/change/").content.decode()
+    with schema_context(TENANT):
+        change = LabelChange.objects.get(product_id=lamp.pk)
+    assert change.actor == "admin"
+    row = page.split(f'id="label-change-{change.pk}"')[1].split("</tr>")[0]
+    assert "<td>admin</td>" in row and "“1.svg” (photo 1) became the price label" in row
+    assert f'name="undo" value="{change.pk}"' in row
+
+    confirmation = press(admin_client, lamp, "undo", change.pk, confirmed=False).content.decode()
+    assert "Undo the label change: what changes" in confirmation
+    assert "“4.svg” (photo 3) becomes the price label and moves last" in confirmation
+    assert "“1.svg”, the label until now, becomes photo 1" in confirmation
+    [message] = messages_of(press(admin_client, lamp, "undo", change.pk))
+    assert message.startswith(f"Undid the change of {change.made_at:%Y-%m-%d %H:%M} UTC by admin: “4.svg”")
+    assert sequence(lamp) == before
+    # The undo is the newest change now: it may be undone (the change made again), the older one no more.
+    page = admin_client.get(f"{PRODUCTS}{lamp.pk}/change/").content.decode()
+    assert page.count('name="undo"') == 1 and f'name="undo" value="{change.pk}"' not in page
+
+
+def test_a_page_showing_photos_someone_changed_since_is_told_so_in_one_sentence(admin_client):
+    lamp = product_with_images(4, title="Lamp")
+    one, two, three, four = image_ids(lamp, 1, 2, 3, 4)
+    page_seen = seen(lamp)
+    with schema_context(TENANT):
+        move_image(three, 1)  # another agent, a moment ago
+    state = sequence(lamp)
+    for button, value, fields in [
+        ("move_image", one, {"direction": "down"}),
+        ("move_image", two, {"to_position": "1"}),
+        ("make_label", two, {}),
+        ("clear_label", four, {}),
+    ]:
+        response = press(admin_client, lamp, button, value, page_seen=page_seen, **fields)
+        assert messages_of(response) == ["Someone changed this product's photos a moment ago; here they are now."]
+        assert response.redirect_chain == [(f"{PRODUCTS}{lamp.pk}/change/#product-images", 302)]
+        # The page it lands on shows the photos as they are now, with a fresh token.
+        assert f'name="seen" value="{seen(lamp)}"' in response.content.decode()
+    assert sequence(lamp) == state and history(lamp) == []
 
 
 def test_product_page_buttons_show_why_a_call_is_refused_and_change_nothing(admin_client):
     lamp = product_with_images(3, title="Lamp")
     single = product_with_images(1, title="Single")
     desk = product_with_images(2, title="Desk")
-    one, _, three = image_ids(lamp, 1, 2, 3)
+    one, two, three = image_ids(lamp, 1, 2, 3)
     before = sequence(lamp)
     refusals = {
-        ("move_up", one): f"Image {one} (1.svg) is already the first photo. Nothing was changed.",
-        ("move_down", three): f"Image {three} (3.svg) is the price label: it stays last.",
-        ("make_label", image_ids(desk, 1)[0]): f"is not an image of product {lamp.pk} (any more?): reload the page.",
-        ("make_label", "x"): f"Image x is not an image of product {lamp.pk}",
+        (
+            "move_image",
+            one,
+            "up",
+        ): "There is no such position among this product's photos: type a number from the list.",
+        ("move_image", three, "down"): "Someone changed this product's photos a moment ago; here they are now.",
+        (
+            "make_label",
+            image_ids(desk, 1)[0],
+            "",
+        ): "That photo was removed a moment ago; here are the product's photos now.",
+        ("make_label", "x", ""): "That photo was removed a moment ago; here are the product's photos now.",
     }
-    for (button, image), expected in refusals.items():
-        [message] = messages_of(press(admin_client, lamp, button, image))
-        assert expected in message, (button, message)
-    # The service's own refusal, word for word.
+    for (button, image, direction), expected in refusals.items():
+        assert messages_of(press(admin_client, lamp, button, image, direction=direction)) == [expected], button
+    assert messages_of(press(admin_client, lamp, "move_image", one, to_position="9")) == [
+        "There is no such position among this product's photos: type a number from the list."
+    ]
     [message] = messages_of(press(admin_client, single, "make_label", image_ids(single, 1)[0]))
-    assert message == (
-        f"Image {image_ids(single, 1)[0]} is the only image of product {single.pk}: a product needs two or more "
-        "images to have a label. Nothing was changed."
-    )
+    assert message == "A product needs two or more photos to have a price label."
     assert sequence(lamp) == before
     assert history(lamp) == [] and history(single) == []
+
+
+def test_every_refusal_code_of_the_image_service_has_a_support_sentence():
+    codes = {cls.code for cls in _refusal_classes(ImageServiceError)}
+    assert codes <= set(SUPPORT_SENTENCES), codes - set(SUPPORT_SENTENCES)
+
+
+def _refusal_classes(cls):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _refusal_classes(sub)
 
 
 def test_product_page_buttons_only_post_with_a_csrf_token_and_the_change_permission(client, django_user_model):
@@ -433,7 +459,7 @@ def test_product_page_buttons_only_post_with_a_csrf_token_and_the_change_permiss
     viewer.user_permissions.add(*Permission.objects.filter(codename__in=["view_product", "view_productimage"]))
     client.force_login(viewer)
     page = client.get(f"{PRODUCTS}{lamp.pk}/change/").content.decode()
-    assert 'id="image-actions"' not in page and "Make label" not in page
+    assert 'id="image-actions"' not in page and "Make label" not in page and 'name="undo"' not in page
     assert client.post(f"{PRODUCTS}{lamp.pk}/images/", {"make_label": image_ids(lamp, 1)[0]}).status_code == 403
     assert sequence(lamp) == before
 
@@ -442,8 +468,8 @@ def test_product_page_warns_when_the_table_and_the_json_disagree(admin_client):
     product = product_with_images(4, title="Lamp", json_count=3)
     page = admin_client.get(f"{PRODUCTS}{product.pk}/change/").content.decode()
     assert 'id="legacy-mismatch"' in page
-    assert "The legacy JSON lists 3 images, the table holds 4." in page
-    assert "In the table, not in the JSON: /static/products/placeholders/4.svg?image=Lamp-4" in page
+    assert "The original list has 3 photos, the photo rows 4." in page
+    assert "Only in the photo rows: /static/products/placeholders/4.svg?image=Lamp-4" in page
 
 
 def test_a_finalized_seller_s_pages_work_and_say_the_json_column_is_gone(admin_client):
@@ -453,7 +479,7 @@ def test_a_finalized_seller_s_pages_work_and_say_the_json_column_is_gone(admin_c
     assert admin_client.get(PRODUCTS).status_code == 200
     page = admin_client.get(f"{PRODUCTS}{product.pk}/change/").content.decode()
     assert 'id="legacy-finalized"' in page
-    assert "Finalized: the JSON column products.images was dropped (finalize_images)" in page
+    assert "The original list was retired once every photo was imported (finalize_images)" in page
     assert 'id="legacy-mismatch"' not in page and 'id="legacy-agrees"' not in page
     assert page.count(f">{LABEL_BADGE_TEXT}</span>") == 1  # the rows, as before
 
@@ -569,14 +595,16 @@ def test_switching_seller_keeps_the_lists_filters_search_and_ordering(admin_clie
     assert f'<a href="/sellers/{OTHER_TENANT}/admin/products/product/">{OTHER_TENANT}</a>' in page
 
 
-def label_action(client, action: str, ids: list[int], confirm: bool = True, **extra):
+def label_action(client, action: str, ids: list[int], confirm: bool = True, messages: bool = True, **extra):
     """The image list's action on ``ids``, as the list's Go button posts it: the confirmation page
-    (``confirm=False``), or, confirmed as its form posts it, the change made (its messages)."""
+    (``confirm=False``), or, confirmed as its form posts it, the change made (its messages, or with
+    ``messages=False`` the response, followed to the bulk change's page)."""
     if not confirm:
         data = {"action": action, "_selected_action": ids, "index": 0, **extra}
         return client.post(IMAGES, data, follow=True)
     data = {"action": action, "_selected_action": ids, "post": "yes", **extra}
-    return messages_of(client.post(IMAGES, data, follow=True))
+    response = client.post(IMAGES, data, follow=True)
+    return messages_of(response) if messages else response
 
 
 def messages_of(response) -> list[str]:
@@ -605,36 +633,38 @@ def test_make_label_first_says_per_product_what_changes_and_changes_nothing(admi
     before = [sequence(lamp), sequence(desk), sequence(chair)]
     ids = image_ids(lamp, 2) + image_ids(desk, 1) + image_ids(chair, 3)
     page = label_action(admin_client, "make_label", ids, confirm=False).content.decode()
-    lamp_2, lamp_4 = image_ids(lamp, 2, 4)
     assert "Make price labels: what changes" in page
     assert (
         "2 of the 3 products selected change as below; the others stay as they are. Nothing is written until you "
         "confirm." in page
     )
+    assert "“2.svg” (photo 2) becomes the price label and moves last: marketplaces will no longer receive it." in page
     assert (
-        f"Image {lamp_2} (2.svg) (photo 2) becomes the price label and moves last: marketplaces will no longer "
-        "receive it." in page
-    )
-    assert (
-        f"Image {lamp_4} (4.svg), the label until now, becomes photo 3: marketplaces will receive it "
-        "(Vinted, eBay and Etsy)." in page
+        "“4.svg”, the label until now, becomes photo 3: marketplaces will receive it (Vinted, eBay and Etsy)." in page
     )
     assert "The product had no label until now." in page  # the desk
-    assert f"Image {image_ids(chair, 3)[0]} (3.svg) already is the label." in page
+    assert "“3.svg” already is the label." in page
+    # Across the selection: where the former labels go.
+    assert "Afterwards the former price label of 1 of them becomes a photo, sent to marketplaces: Vinted for 1 " in page
     assert page.count('name="_selected_action"') == 3
     assert 'name="post" value="yes"' in page and "Yes, make these labels" in page
+    assert 'name="confirm_count"' not in page  # a few products: no number to type
     assert [sequence(lamp), sequence(desk), sequence(chair)] == before
     assert LogEntry.objects.count() == 0
 
 
-def test_make_label_confirmed_goes_through_the_image_service_and_is_logged(admin_client):
+def test_make_label_confirmed_goes_through_the_image_service_as_a_bulk_change_and_is_logged(admin_client):
     lamp = product_with_images(4, title="Lamp")
     desk = product_with_images(3, title="Desk", label=0)
     chair = product_with_images(3, title="Chair")
     lamp_1, lamp_2, lamp_3, lamp_4 = image_ids(lamp, 1, 2, 3, 4)
     desk_1, desk_2, desk_3 = image_ids(desk, 1, 2, 3)
-    messages = label_action(admin_client, "make_label", [lamp_2, desk_1] + image_ids(chair, 3))
-    assert messages == ["2 products have a new price label, moved last. 1 left as it was."]
+    response = label_action(admin_client, "make_label", [lamp_2, desk_1] + image_ids(chair, 3), messages=False)
+    with schema_context(TENANT):
+        job = LabelJob.objects.get()
+    assert response.redirect_chain == [(f"{IMAGES}label-changes/{job.pk}/", 302)]
+    assert messages_of(response) == ["Price labels made: 2 products changed, 1 already as asked."]
+    assert (job.action, job.actor, job.finished_at is not None) == ("make_label", "admin", True)
     # The chosen image moves last; the former label becomes the last photo before it.
     assert sequence(lamp) == [(lamp_1, False), (lamp_3, False), (lamp_4, False), (lamp_2, True)]
     assert sequence(desk) == [(desk_2, False), (desk_3, False), (desk_1, True)]
@@ -643,35 +673,42 @@ def test_make_label_confirmed_goes_through_the_image_service_and_is_logged(admin
     assert history(lamp) == [
         (
             "admin",
-            f"Seller {TENANT}: Made image {lamp_2} (2.svg) the price label (moved last); the former label, "
-            f"image {lamp_4} (4.svg), became photo 3: marketplaces will receive it (Vinted, eBay and Etsy).",
+            f"Seller {TENANT}: “2.svg” (photo 2) became the price label, moved last: marketplaces no longer receive "
+            "it. “4.svg”, the label until then, became photo 3: marketplaces will receive it (Vinted, eBay and Etsy).",
         )
     ]
     assert history(desk) == [
-        ("admin", f"Seller {TENANT}: Made image {desk_1} (1.svg) the price label (moved last); the product had none.")
+        (
+            "admin",
+            f"Seller {TENANT}: “1.svg” (photo 1) became the price label, moved last: marketplaces no longer receive "
+            "it. The product had no label until then.",
+        )
     ]
     assert history(chair) == []
+    page = response.content.decode()
+    assert "Done: 3 of 3 products." in page and 'id="job-undo"' in page
 
 
 def test_clear_label_says_what_changes_then_clears_through_the_service(admin_client):
     lamp = product_with_images(4, title="Lamp")
     single = product_with_images(1, title="Single")
-    lamp_4 = image_ids(lamp, 4)[0]
     ids = image_ids(lamp, 1, 4) + image_ids(single, 1)  # two of the lamp's: clearing is per product
     page = label_action(admin_client, "clear_label", ids, confirm=False).content.decode()
     assert "1 of the 2 products selected change as below" in page
-    assert f"Image {lamp_4} (4.svg), the price label, becomes photo 4: marketplaces will receive it" in page
+    assert "“4.svg”, the price label, becomes photo 4: marketplaces will receive it" in page
     assert "The product has no label: nothing changes." in page
+    assert "Afterwards the former price label becomes a photo, sent to marketplaces: Vinted for 1 product, " in page
     assert labelled_orders(lamp.pk) == [4]
-    messages = label_action(admin_client, "clear_label", ids)
-    assert messages == ["1 product has no price label any more: the former label is the last photo. 1 left as it was."]
+    assert label_action(admin_client, "clear_label", ids) == [
+        "Price labels cleared: 1 product changed, 1 already as asked."
+    ]
     assert labelled_orders(lamp.pk) == []
     assert json_images(lamp.pk)[-1]["is_label"] is False
     assert history(lamp) == [
         (
             "admin",
-            f"Seller {TENANT}: Cleared the price label: image {lamp_4} (4.svg) became photo 4: marketplaces will "
-            "receive it (Vinted, eBay and Etsy).",
+            f"Seller {TENANT}: “4.svg”, the price label, became photo 4: marketplaces will receive it (Vinted, eBay "
+            "and Etsy).",
         )
     ]
 
@@ -681,6 +718,7 @@ def test_a_former_label_beyond_a_marketplace_limit_is_said_to_reach_only_the_oth
     lamp = product_with_images(5, title="Lamp")
     page = label_action(admin_client, "make_label", image_ids(lamp, 1), confirm=False).content.decode()
     assert "becomes photo 4: Vinted will receive it (eBay and Etsy take fewer photos)." in page
+    assert "sent to marketplaces: Vinted for 1 product, eBay for 0 products and Etsy for 0 products." in page
 
 
 def test_make_label_refuses_several_images_of_one_product_in_one_short_message(admin_client):
@@ -692,10 +730,10 @@ def test_make_label_refuses_several_images_of_one_product_in_one_short_message(a
     [message] = messages_of(response)
     first = sorted(product.pk for product in products)[:3]
     assert message == (
-        f"Select one image per product: 30 products have several selected (e.g. {', '.join(map(str, first))}, ...). "
-        "No label was changed."
+        f"30 products have several images selected (products {', '.join(map(str, first))} and 27 more): select one "
+        "image per product to make labels. No label was changed."
     )
-    assert len(message) < 150
+    assert len(message) < 170
     assert "Make price labels" not in response.content.decode()  # no confirmation page
     assert [sequence(product) for product in products] == before
     assert labelled_orders(desk.pk) == [3]
@@ -711,25 +749,29 @@ def test_a_selection_across_every_page_is_refused_as_shortly(admin_client):
         )
     )
     ids = ", ".join(str(product.pk) for product in products)
-    assert (
-        message == f"Select one image per product: 3 products have several selected (e.g. {ids}). No label was changed."
+    assert message == (
+        f"3 products have several images selected (products {ids}): select one image per product to make labels. "
+        "No label was changed."
     )
 
 
 def test_one_product_with_several_selected_is_named(admin_client):
     lamp = product_with_images(3, title="Lamp")
     [message] = messages_of(label_action(admin_client, "make_label", image_ids(lamp, 1, 2), confirm=False))
-    assert message == f"Select one image per product: 1 product has several selected ({lamp.pk}). No label was changed."
+    assert message == (
+        f"Product {lamp.pk} has several images selected: select one image per product to make labels. "
+        "No label was changed."
+    )
 
 
 def test_the_confirmation_lists_a_long_selection_in_part_and_confirms_it_whole(admin_client, monkeypatch):
-    monkeypatch.setattr(products.admin.image_admin, "PLANS_SHOWN", 3)
+    monkeypatch.setattr(label_jobs, "PLANS_SHOWN", 3)
     products_ = [product_with_images(2, title=f"Lamp {n}") for n in range(5)]
     ids = [image_ids(product, 1)[0] for product in products_]
     page = label_action(admin_client, "make_label", ids, confirm=False).content.decode()
     assert page.count('class="stoflow-plan-changes"') == 3
     assert "… and 2 more products, not listed here." in page
-    assert label_action(admin_client, "make_label", ids) == ["5 products have a new price label, moved last."]
+    assert label_action(admin_client, "make_label", ids) == ["Price labels made: 5 products changed."]
     assert all(labelled_orders(product.pk) == [2] for product in products_)  # the chosen image, moved last
 
 
@@ -746,14 +788,14 @@ def test_an_object_history_lists_its_own_sellers_entries_only(admin_client, djan
         change_message=f"Seller {OTHER_TENANT}: Cleared the price label of another seller's product.",
     )
     page = admin_client.get(f"{PRODUCTS}{lamp.pk}/history/").content.decode()
-    assert "Cleared the price label: image" in page
+    assert "“2.svg”, the price label, became photo 2" in page
     assert "another seller" not in page
     # The seller's index lists its own entries under "My actions", linked to its own product.
     page = admin_client.get(f"{SELLER}/").content.decode()
-    assert f'<a href="{PRODUCTS}{lamp.pk}/change/">Lamp</a>' in page
+    assert f'<a href="{PRODUCTS}{lamp.pk}/change/">' in page
     assert "Other seller&#x27;s product" not in page
     page = admin_client.get(f"/sellers/{OTHER_TENANT}/admin/").content.decode()
-    assert "Other seller&#x27;s product" in page and ">Lamp</a>" not in page
+    assert "Other seller&#x27;s product" in page
 
 
 def test_staff_who_may_only_view_get_no_label_actions(client, django_user_model):

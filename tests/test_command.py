@@ -1,5 +1,6 @@
 """migrate_images as an operator runs it: tenants, re-runs, --force, --dry-run, locks, interruptions."""
 
+import json
 import os
 import subprocess
 import sys
@@ -16,13 +17,16 @@ from products.migration.report import ExitCode
 from products.models import Product, ProductImage
 from tests.helpers import (
     OTHER_TENANT,
+    TENANT,
     WAIT_SECONDS,
     doc_section,
     entries,
     exit_status_table,
     image_rows,
     join_all,
+    ledger_entries,
     make_product,
+    manage_py_environment,
     plant_failing_insert,
     run_command,
     run_sql,
@@ -409,3 +413,95 @@ def test_a_database_without_the_tenant_registry_is_a_clear_error(tenant):
 
     assert code == ExitCode.USAGE
     assert "migrate_schemas --shared" in output
+
+
+# A reader that leaves early (`| head -1`): its choice, not a failure of the command.
+
+
+def manage_py_read_by(reader: str, *args: str) -> subprocess.CompletedProcess:
+    """``manage.py args`` with its stdout read by ``reader``: "gone" closes the pipe before the command writes a
+    line (the worst case of `| head -1`); "head -1" is the real thing, done whenever head has its line."""
+    command = [sys.executable, "manage.py", *args]
+    environment = manage_py_environment()
+    if reader == "gone":
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            return subprocess.run(
+                command,
+                cwd=settings.BASE_DIR,
+                env=environment,
+                stdout=write_end,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=WAIT_SECONDS,
+            )
+        finally:
+            os.close(write_end)
+    process = subprocess.Popen(
+        command, cwd=settings.BASE_DIR, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    head = subprocess.Popen(["head", "-1"], stdin=process.stdout, stdout=subprocess.DEVNULL)
+    process.stdout.close()  # head alone reads it now: when head ends, the pipe's reader is gone
+    try:
+        head.wait(timeout=WAIT_SECONDS)
+        _, stderr = process.communicate(timeout=WAIT_SECONDS)
+    finally:
+        process.kill()
+        head.kill()
+    return subprocess.CompletedProcess(command, process.returncode, None, stderr)
+
+
+@pytest.mark.parametrize("reader", ["gone", "head -1"])
+def test_a_reader_that_leaves_early_is_no_bug_the_run_ends_with_its_own_exit_code(committed_db, tmp_path, reader):
+    products = [make_product(images=entries(2)) for _ in range(3)]
+    markdown, json_path = tmp_path / "report.md", tmp_path / "report.json"
+
+    result = manage_py_read_by(
+        reader, "migrate_images", "--schema", TENANT, "--no-input", "--report", str(markdown), "--json", str(json_path)
+    )
+
+    assert result.returncode == ExitCode.OK, result.stderr
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr
+    assert result.stderr == ""
+    assert all(len(image_rows(product.pk)) == 2 for product in products)
+    assert markdown.read_text(encoding="utf-8").endswith("**Exit status:** 0 (OK)\n")
+    assert json.loads(json_path.read_text(encoding="utf-8"))["total"]["images_migrated"] == 6
+    assert [entry["status"] for entry in ledger_entries()] == ["done"]
+
+
+def test_a_reader_that_leaves_early_keeps_a_failing_run_s_exit_code_and_message(committed_db, tmp_path):
+    make_product(images=entries(2))
+    bad = make_product(images={"url": "https://cdn.example/not-a-list.jpeg"})
+    json_path = tmp_path / "report.json"
+
+    result = manage_py_read_by("gone", "migrate_images", "--schema", TENANT, "--no-input", "--json", "-")
+    with_file = manage_py_read_by("gone", "migrate_images", "--schema", TENANT, "--no-input", "--json", str(json_path))
+
+    for run in (result, with_file):
+        assert run.returncode == ExitCode.PRODUCT_ERRORS, run.stderr
+        assert "Traceback" not in run.stderr and "BrokenPipe" not in run.stderr
+        assert "CommandError: 1 product(s) not migrated (listed above). Exit status 1:" in run.stderr
+    assert [error["product_id"] for error in json.loads(json_path.read_text())["tenants"][0]["run"]["errors"]] == [
+        bad.pk
+    ]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["migrate_images", "--status"], ["finalize_images", "--dry-run"], ["restore_images_json"]],
+    ids=["status", "finalize", "restore"],
+)
+def test_the_other_image_commands_end_with_their_own_exit_code_when_their_reader_leaves(committed_db, args):
+    make_product(images=entries(2))  # not migrated: the finalize gate refuses the tenant
+    argv = [sys.executable, "manage.py", *args, "--schema", TENANT, "--no-input"]
+    read_whole = subprocess.run(
+        argv, cwd=settings.BASE_DIR, env=manage_py_environment(), capture_output=True, text=True, timeout=WAIT_SECONDS
+    )
+    assert read_whole.stdout
+
+    result = manage_py_read_by("gone", *args, "--schema", TENANT, "--no-input")
+
+    assert result.returncode == read_whole.returncode, result.stderr
+    assert result.stderr == read_whole.stderr
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr

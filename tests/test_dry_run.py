@@ -25,9 +25,9 @@ from tests.helpers import (
 
 def comparable(report: dict) -> dict:
     """The report without what differs between a dry and a live run of the same data."""
-    report = {key: value for key, value in report.items() if key not in ("started_at", "seconds", "mode")}
+    report = {key: value for key, value in report.items() if key not in ("started_at", "seconds", "mode", "run_id")}
     report["tenants"] = [
-        {key: value for key, value in tenant.items() if key != "seconds"} for tenant in report["tenants"]
+        {key: value for key, value in tenant.items() if key not in ("seconds", "pace")} for tenant in report["tenants"]
     ]
     return report
 

@@ -12,12 +12,14 @@ import time
 import psycopg
 import pytest
 from django.db import connections
+from psycopg import sql
 
 from products.legacy_json import ARCHIVE_TABLE, has_archive, has_json_column
 from products.lifecycle import finalize
 from products.lifecycle.finalize import FinalizeExitCode
 from products.lifecycle.restore import RestoreExitCode
 from products.migration.report import ExitCode
+from stoflow.tenants.models import LedgerEntry
 from tests.helpers import (
     OTHER_TENANT,
     TENANT,
@@ -186,6 +188,50 @@ def test_a_refused_tenant_does_not_stop_the_others(finalizable):
     assert has_json_column(TENANT) and not has_json_column(OTHER_TENANT)
 
 
+# --ready: the run ledger first, then the gate
+
+
+def test_ready_finalizes_the_tenants_whose_latest_live_run_passed_and_leaves_the_others(finalizable):
+    make_product(OTHER_TENANT, images=entries(2))  # never migrated: no live run on record
+
+    code, output = run_lifecycle(FINALIZE, "--ready")
+
+    assert code == FinalizeExitCode.OK, output
+    assert f"{TENANT}: finalized" in output
+    assert f"{OTHER_TENANT}: not ready, left as it was: no live migrate_images run on record" in output
+    assert not has_json_column(TENANT)
+    assert_left_as_it_was(OTHER_TENANT)
+
+
+@pytest.mark.parametrize(
+    "entry, why",
+    [
+        ({"checks_passed": False}, "has a failing check"),
+        ({"status": LedgerEntry.ERRORS}, "is done, with products not migrated"),
+        ({"status": LedgerEntry.BLOCKED}, "is blocked by another session's locks"),
+        ({"status": LedgerEntry.RUNNING}, "is running"),
+    ],
+)
+def test_ready_leaves_a_tenant_whose_latest_live_run_did_not_pass(finalizable, entry, why):
+    LedgerEntry.objects.filter(schema_name=TENANT).update(**entry)
+
+    code, output = run_lifecycle(FINALIZE, "--schema", TENANT, "--ready")
+
+    assert code == FinalizeExitCode.OK, output
+    assert f"{TENANT}: not ready, left as it was: its latest live run (" in output and why in output
+    assert_left_as_it_was()
+
+
+def test_ready_still_runs_the_gate_on_what_the_rows_and_json_say_now(finalizable):
+    set_json(finalizable.a.pk, entries(2))  # changed since the run that passed
+
+    code, output = run_lifecycle(FINALIZE, "--schema", TENANT, "--ready")
+
+    assert code == FinalizeExitCode.REFUSED, output
+    assert f"{TENANT}: refused" in output and "check 4 FAIL" in output
+    assert_left_as_it_was()
+
+
 def test_a_write_between_the_gate_and_the_locks_is_caught_by_the_second_pass(finalizable, monkeypatch):
     # The first pass runs while writers are free; one writes just after it. Under the locks, the gate runs again.
     gate = finalize.gate_refusals
@@ -222,6 +268,7 @@ def test_a_tenant_another_job_holds_is_busy_and_skipped(finalizable):
 
 def test_tables_a_writer_holds_make_the_tenant_busy_within_the_lock_timeout(finalizable):
     with other_session() as writer, writer.transaction():
+        writer_pid = writer.info.backend_pid
         # A writer in the middle of its transaction: it holds products until it commits.
         writer.execute(tenant_sql("LOCK TABLE {products} IN ROW EXCLUSIVE MODE"))
         started = time.monotonic()
@@ -230,11 +277,46 @@ def test_tables_a_writer_holds_make_the_tenant_busy_within_the_lock_timeout(fina
 
     assert code == FinalizeExitCode.TENANT_BUSY, output
     assert (
-        f"{TENANT}: busy, skipped (left as it was): could not lock products and product_images within 0.3 s" in output
+        f"{TENANT}: busy, skipped (left as it was): the copy and the drop waited longer than --lock-timeout (0.3 s) "
+        "for a lock" in output
     )
     assert "lock timeout" in output
+    assert f"held by pid {writer_pid} (idle in transaction): LOCK TABLE" in output
     assert waited < 5
     assert_left_as_it_was()
+
+
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]], ids=["live", "dry-run"])
+@pytest.mark.parametrize("locked", ["products", "product_images"])
+def test_a_table_locked_elsewhere_stops_the_gate_s_first_pass_within_the_lock_timeout(
+    restores_the_column, locked, dry_run
+):
+    # Committed: the holder's LOCK TABLE would otherwise wait for the test's own transaction.
+    product = make_product(images=entries(3))
+    assert run_command("--schema", TENANT)[0] == ExitCode.OK
+    rows_before, json_before = image_rows(product.pk), json_text(product.pk)
+    with other_session() as holder, holder.transaction():
+        holder_pid = holder.info.backend_pid
+        holder.execute(tenant_sql("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE", table=sql.Identifier(TENANT, locked)))
+        started = time.monotonic()
+        code, output = run_lifecycle(FINALIZE, "--schema", TENANT, *dry_run, "--lock-timeout", "200ms")
+        waited = time.monotonic() - started
+
+    assert code == FinalizeExitCode.TENANT_BUSY, output
+    assert (
+        f"{TENANT}: busy, skipped (left as it was): the gate waited longer than --lock-timeout (0.2 s) for a lock"
+        in output
+    )
+    assert f"held by pid {holder_pid} (idle in transaction): LOCK TABLE" in output
+    # The lock timeout, not as long as the holder holds the table.
+    assert waited < 5
+    assert has_json_column(TENANT) and not has_archive(TENANT)
+    assert (image_rows(product.pk), json_text(product.pk)) == (rows_before, json_before)
+
+    # The holder gone, a re-run goes through.
+    code, output = run_lifecycle(FINALIZE, "--schema", TENANT, *dry_run, "--lock-timeout", "200ms")
+    assert code == FinalizeExitCode.OK, output
+    assert has_json_column(TENANT) is bool(dry_run)
 
 
 def test_a_writer_of_images_waits_for_finalize_and_then_finds_the_column_gone(restores_the_column, monkeypatch):
@@ -330,7 +412,7 @@ def test_migrate_images_on_a_finalized_tenant_has_nothing_to_migrate_and_runs_th
         assert f"{TENANT}: finalized: finalize_images dropped its JSON column" in output
     code, report, output = run_command("--schema", TENANT, tmp_path=tmp_path)
     assert "finalized   nothing to migrate" in output  # the Results row
-    assert "(1 finalized, nothing to migrate)" in " ".join(output.split())  # the summary, wrapped
+    assert "across 0 schema(s) (plus 1 finalized, nothing to migrate)" in " ".join(output.split())  # the summary
     assert len(image_rows(finalizable.a.pk)) == 4
 
 

@@ -14,6 +14,7 @@ from products.selectors import listing_photos
 from tests.helpers import (
     TENANT,
     entries,
+    image_rows_with_ids,
     join_all,
     json_from_rows,
     json_images,
@@ -28,39 +29,34 @@ from tests.helpers import (
 )
 
 
-def rows(product_id: int) -> list[tuple]:
-    return sql_rows(
-        'SELECT id, url, "order", is_label FROM {images} WHERE product_id = %(id)s ORDER BY "order"', {"id": product_id}
-    )
-
-
 def test_an_old_convention_write_reaches_the_rows_keeping_ids(committed_db):
     product = make_product(images=entries(3))
     assert run_command("--schema", TENANT)[0] == 0
     follower.install(TENANT)
-    before = {url: image_id for image_id, url, _, _ in rows(product.pk)}
+    before = {url: image_id for image_id, url, _, _ in image_rows_with_ids(product.pk)}
     photos = entries(3) + [{"url": "https://cdn.example/price-tag.jpeg", "order": 7}]
 
     store_json(product.pk, photos)
 
-    after = rows(product.pk)
+    after = image_rows_with_ids(product.pk)
     assert [(url, label) for _, url, _, label in after][-1] == ("https://cdn.example/price-tag.jpeg", True)
     assert {url: image_id for image_id, url, _, _ in after if url in before} == before
     with schema_context(TENANT):
         assert "https://cdn.example/price-tag.jpeg" not in listing_photos(product.pk, "ebay")
-    assert follower.installed_version(TENANT) == follower.version(TENANT)
+    assert follower.installed_version(TENANT) == follower.version()
+    assert follower.describe(TENANT) == "on"
 
 
 def test_a_mixed_write_keeps_the_rows_and_holds_the_product(committed_db):
     product = make_product(images=entries(3))
     assert run_command("--schema", TENANT)[0] == 0
     follower.install(TENANT)
-    before = rows(product.pk)
+    before = image_rows_with_ids(product.pk)
     keyed = [{**entry, "is_label": index == 2} for index, entry in enumerate(entries(3))]
 
     store_json(product.pk, keyed + [{"url": "https://cdn.example/price-tag.jpeg", "order": 9}])
 
-    assert rows(product.pk) == before
+    assert image_rows_with_ids(product.pk) == before
     refused = sql_value("SELECT refused FROM {schema}.product_json_state WHERE product_id = %(id)s", {"id": product.pk})
     assert "mix the two label conventions" in refused
 
@@ -72,7 +68,7 @@ def test_deleting_a_product_takes_its_rows_copied_aside(committed_db):
 
     run_sql("DELETE FROM {products} WHERE id = %(id)s", {"id": product.pk})
 
-    assert rows(product.pk) == []
+    assert image_rows_with_ids(product.pk) == []
     assert (
         sql_value("SELECT count(*) FROM {schema}.product_images_removed WHERE product_id = %(id)s", {"id": product.pk})
         == 2
@@ -121,6 +117,22 @@ def test_check_stays_green_while_old_code_keeps_writing_json(committed_db):
     assert code == 0
 
 
+def test_a_follower_of_another_version_is_named_by_the_run_and_by_status(committed_db):
+    make_product(images=entries(2))
+    assert run_command("--schema", TENANT, "--follow")[0] == 0
+    # As another version of this code would have left it: same trigger, another text.
+    run_sql("COMMENT ON FUNCTION {schema}.stoflow_follow_images() IS 'stoflow follower 0000000000000000'")
+
+    code, report, output = run_command("--schema", TENANT, tmp_path=None)
+    status = run_command("--status", "--schema", TENANT)[2]
+
+    assert code == 0
+    assert "follower outdated: run --follow again" in output
+    assert "outdated: run --follow again" in " ".join(status.split())
+    assert run_command("--schema", TENANT, "--follow")[0] == 0
+    assert follower.describe(TENANT) == "on"
+
+
 # --- what the follower covers (issue 19, point 3) ----------------------------------------------------------------
 
 
@@ -143,7 +155,7 @@ def test_a_product_inserted_with_images_by_raw_sql_gets_its_rows(tenant):
         {"images": Jsonb(photos)},
     )
 
-    assert [(url, order, label) for _, url, order, label in rows(product_id)] == [
+    assert [(url, order, label) for _, url, order, label in image_rows_with_ids(product_id)] == [
         (entry["url"], entry["order"], index == 2) for index, entry in enumerate(photos)
     ]
     assert state(product_id) == (True, None)
@@ -152,14 +164,14 @@ def test_a_product_inserted_with_images_by_raw_sql_gets_its_rows(tenant):
 def test_a_soft_deleted_product_s_photos_are_still_followed(tenant):
     product = make_product(images=entries(3))
     assert run_command("--schema", TENANT, "--follow")[0] == 0
-    before = rows(product.pk)
+    before = image_rows_with_ids(product.pk)
 
     run_sql("UPDATE {products} SET deleted_at = now() WHERE id = %(id)s", {"id": product.pk})
-    assert rows(product.pk) == before  # soft-deleting is no write of images: nothing to follow
+    assert image_rows_with_ids(product.pk) == before  # soft-deleting is no write of images: nothing to follow
     photos = entries(3)[:2] + [{"url": "https://cdn.example/after-deletion.jpeg", "order": 8}]
     store_json(product.pk, photos)
 
-    after = rows(product.pk)
+    after = image_rows_with_ids(product.pk)
     assert [(url, label) for _, url, _, label in after] == [
         (entry["url"], index == 2) for index, entry in enumerate(photos)
     ]
@@ -228,13 +240,13 @@ def test_a_write_dropping_a_photo_another_table_points_at_is_refused_and_the_wri
         "image_id bigint NOT NULL REFERENCES {images}(id) ON DELETE {action})",
         action=sql.SQL(action),
     )
-    before = rows(product.pk)
+    before = image_rows_with_ids(product.pk)
     uploaded_id = before[0][0]
     run_sql("INSERT INTO {schema}.uploads (image_id) VALUES (%(id)s)", {"id": uploaded_id})
 
     store_json(product.pk, entries(3)[1:])  # the uploaded photo left the JSON: its row cannot go
 
-    assert rows(product.pk) == before
+    assert image_rows_with_ids(product.pk) == before
     json_follows, refused = state(product.pk)
     assert json_follows  # the refused JSON is the one recorded
     assert refused == (
@@ -244,7 +256,7 @@ def test_a_write_dropping_a_photo_another_table_points_at_is_refused_and_the_wri
         assert listing_photos(product.pk, "ebay") == []  # held back
     # Once the JSON keeps the photo again, the product follows and is sent again.
     store_json(product.pk, entries(3)[:1] + entries(3)[2:])
-    assert [image_id for image_id, *_ in rows(product.pk)] == [before[0][0], before[2][0]]
+    assert [image_id for image_id, *_ in image_rows_with_ids(product.pk)] == [before[0][0], before[2][0]]
     assert state(product.pk) == (True, None)
     with schema_context(TENANT):
         assert listing_photos(product.pk, "ebay") == [entries(3)[0]["url"]]
@@ -263,7 +275,7 @@ def test_a_photo_another_table_points_at_with_on_delete_cascade_is_removed_with_
 
     store_json(product.pk, entries(3)[1:])
 
-    assert [url for _, url, _, _ in rows(product.pk)] == [entry["url"] for entry in entries(3)[1:]]
+    assert [url for _, url, _, _ in image_rows_with_ids(product.pk)] == [entry["url"] for entry in entries(3)[1:]]
     assert state(product.pk) == (True, None)
     assert sql_value("SELECT count(*) FROM {schema}.uploads") == 2
 
@@ -288,7 +300,7 @@ def log_image_writes() -> None:
 def test_the_image_service_s_writes_do_not_bounce_back(tenant, call):
     product = make_product(images=entries(4))
     assert run_command("--schema", TENANT, "--follow")[0] == 0
-    photo_ids = [image_id for image_id, *_ in rows(product.pk)]
+    photo_ids = [image_id for image_id, *_ in image_rows_with_ids(product.pk)]
     log_image_writes()
 
     with schema_context(TENANT):
@@ -329,10 +341,10 @@ def test_finalize_removes_the_follower_and_restore_follow_puts_it_back(tenant):
 
     assert code == 0, output
     assert follower.describe(TENANT) == "on"
-    kept = rows(product.pk)[:2]
+    kept = image_rows_with_ids(product.pk)[:2]
     store_json(product.pk, entries(2) + [{"url": "https://cdn.example/after-restore.jpeg", "order": 5}])
-    assert rows(product.pk)[:2] == [(image_id, url, order, False) for image_id, url, order, _ in kept]
-    assert rows(product.pk)[2][1:] == ("https://cdn.example/after-restore.jpeg", 5, True)
+    assert image_rows_with_ids(product.pk)[:2] == [(image_id, url, order, False) for image_id, url, order, _ in kept]
+    assert image_rows_with_ids(product.pk)[2][1:] == ("https://cdn.example/after-restore.jpeg", 5, True)
 
 
 def status_words(output: str) -> list[str]:

@@ -30,6 +30,7 @@ from products.images import (
 from products.models import ProductImage
 from stoflow.database_settings import connection_kwargs
 from stoflow.raw_sql import execute
+from stoflow.tenants.citus import is_citus
 from tests.helpers import (
     TENANT,
     image_ids,
@@ -616,6 +617,9 @@ def waiting_for_a_lock_on_products(seconds: float = 10) -> bool:
     Asked from a session of its own in autocommit: within a transaction PostgreSQL keeps showing
     the pg_stat_activity it saw first."""
     query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s"
+    if is_citus():
+        # The wait is on the tenant's worker; Citus names it by the statement sent to the coordinator.
+        query = "SELECT count(*) FROM citus_lock_waits WHERE blocked_statement LIKE %s"
     deadline = time.monotonic() + seconds
     with other_session() as observer:
         observer.autocommit = True

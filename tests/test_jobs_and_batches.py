@@ -32,10 +32,11 @@ def seller_catalogues() -> None:
 
 
 def comparable(report: dict) -> dict:
-    """The report without what differs between any two runs: when it started and how long it took."""
-    report = {key: value for key, value in report.items() if key not in ("started_at", "seconds")}
+    """The report without what differs between any two runs: its id, when it started, how long it took and
+    how its batches went (their pace)."""
+    report = {key: value for key, value in report.items() if key not in ("started_at", "seconds", "run_id")}
     report["tenants"] = [
-        {key: value for key, value in tenant.items() if key != "seconds"} for tenant in report["tenants"]
+        {key: value for key, value in tenant.items() if key not in ("seconds", "pace")} for tenant in report["tenants"]
     ]
     return report
 

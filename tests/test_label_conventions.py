@@ -6,17 +6,19 @@ product the image service wrote. After each, ``listing_photos`` must never retur
 rule calls the label nor, in a mixed or malformed product, a photo either convention calls the label.
 """
 
+import pytest
 from django.db import transaction
 from django_tenants.utils import schema_context
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_config
 from hypothesis import strategies as st
 
-from products.images import set_label
+from products.images import set_label, settle_label_convention
+from products.legacy_json import LAST_PHOTO, MARKED
 from products.migration import follower
 from products.models import ProductImage
-from products.selectors import listing_photos
-from tests.helpers import TENANT, entries, make_product, run_command, store_json
+from products.selectors import held_back, listing_photos
+from tests.helpers import TENANT, entries, image_rows, json_images, make_product, run_command, store_json
 
 ABSENT = object()  # the entry has no is_label key
 MARKS = st.sampled_from([ABSENT, True, False, "true", "false", 1, 0, None])
@@ -105,3 +107,35 @@ def test_the_follower_is_what_the_property_test_runs_against(tenant):
     store_json(product.pk, entries(3))
 
     assert sent(product.pk) == {entry["url"] for entry in entries(3)[:2]}
+
+
+def held_product():
+    """A migrated product whose JSON old code then appended a photo to, by its convention: held back."""
+    product = make_product(images=[{**entry, "is_label": False} for entry in entries(3)])
+    run_command("--schema", TENANT, "-v", "0")
+    mixed = json_images(product.pk) + [{"url": "https://cdn.example/price-tag.jpeg", "order": 9}]
+    store_json(product.pk, mixed)
+    run_command("--sync", "--schema", TENANT, "-v", "0")
+    with schema_context(TENANT):
+        assert held_back(product.pk) and listing_photos(product.pk, "vinted") == []
+    return product
+
+
+@pytest.mark.parametrize(
+    ("convention", "label"),
+    [(LAST_PHOTO, "https://cdn.example/price-tag.jpeg"), (MARKED, None)],
+    ids=["last-photo", "marked"],
+)
+def test_a_person_settles_a_held_product_by_one_convention_and_nothing_is_lost(tenant, convention, label):
+    product = held_product()
+
+    with schema_context(TENANT):
+        still_held = settle_label_convention(product.pk, convention)
+        photos = listing_photos(product.pk, "vinted")
+
+    assert still_held is None
+    urls = [url for _, _, url, _ in image_rows(product.pk)]
+    assert urls == [entry["url"] for entry in entries(3)] + ["https://cdn.example/price-tag.jpeg"]
+    assert [url for _, is_label, url, _ in image_rows(product.pk) if is_label] == ([label] if label else [])
+    assert photos == [url for url in urls if url != label]
+    assert run_command("--check", "--schema", TENANT)[0] == 0

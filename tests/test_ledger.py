@@ -68,6 +68,7 @@ def test_each_batch_is_in_the_ledger_once_committed_in_a_short_transaction_of_it
         "force": False,
         "sync": False,
         "batch_size": 2,
+        "batch_time_ms": 0,
         "jobs": 1,
         "lock_timeout_ms": 2000,
         "statement_timeout_ms": 600_000,

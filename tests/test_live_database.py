@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from django.conf import settings
 from django.db import OperationalError, connection
+from psycopg import sql
 
 from products.migration import batches, ledger
 from products.migration.report import ExitCode
@@ -29,10 +30,11 @@ from tests.helpers import (
     ledger_entries,
     make_product,
     manage_py_environment,
+    migrated_product,
     other_session,
     plant_failing_insert,
+    plant_insert_trigger,
     run_command,
-    run_sql,
     sql_rows,
     store_json,
     table_state,
@@ -195,6 +197,67 @@ def test_blockers_of_every_attempt_are_reported_not_only_the_last_attempt_s(comm
     assert code == ExitCode.BLOCKED, output
     assert [blocker["pid"] for blocker in report["tenants"][0]["blocked"]["blockers"]] == pids
     assert all(f"pid {pid}" in ledger_entries()[0]["message"] for pid in pids)
+
+
+@pytest.mark.parametrize("mode", [[], ["--dry-run"], ["--check"]], ids=["live", "dry-run", "check"])
+@pytest.mark.parametrize("locked", ["product_images", "products"])
+def test_a_table_locked_elsewhere_blocks_its_tenant_wherever_the_job_meets_it_and_the_next_tenant_runs(
+    committed_db, tmp_path, locked, mode
+):
+    # Under --check the tenants are migrated already, so their checks pass; otherwise both have a run to do.
+    first = migrated_product(3) if mode == ["--check"] else make_product(images=entries(3))
+    other = migrated_product(2, schema=OTHER_TENANT) if mode == ["--check"] else None
+    other = other or make_product(OTHER_TENANT, images=entries(2))
+    with other_session() as holder, holder.transaction():
+        holder_pid = holder.info.backend_pid
+        # ACCESS EXCLUSIVE: even the preflight's reading of the table's definitions in the catalog waits.
+        holder.execute(tenant_sql("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE", table=sql.Identifier(TENANT, locked)))
+        started = time.monotonic()
+        code, report, output = run_command(*mode, "--lock-timeout", "200ms", "--retries", "1", tmp_path=tmp_path)
+        elapsed = time.monotonic() - started
+
+    assert code == ExitCode.BLOCKED, output
+    blocked_tenant, other_tenant = report["tenants"]
+    assert (blocked_tenant["schema"], other_tenant["schema"]) == (TENANT, OTHER_TENANT)
+    assert (blocked_tenant["status"], other_tenant["status"]) == ("blocked", "done")
+    assert [blocker["pid"] for blocker in blocked_tenant["blocked"]["blockers"]] == [holder_pid]
+    assert f"{TENANT} blocked on" in output and f"by pid {holder_pid}" in output
+    assert other_tenant["validation"]["passed"] is True
+    # The lock timeout and one retry, not as long as the holder holds the lock.
+    assert elapsed < 5
+    assert "Database failure" not in output and "re-run resumes" not in output
+    expected_rows = 0 if mode == ["--dry-run"] else 2
+    assert len(image_rows(other.pk, OTHER_TENANT)) == expected_rows
+    # A blocked entry where the tenant's walk began; none where it stopped before (the preflight).
+    assert [entry["status"] for entry in ledger_entries()] == (
+        [LedgerEntry.BLOCKED] if blocked_tenant["ledger_entry_opened"] else []
+    )
+
+    # The holder gone, a re-run finishes the tenant.
+    code, report, output = run_command(*mode, "--schema", TENANT, tmp_path=tmp_path)
+    assert code == ExitCode.OK, output
+    assert len(image_rows(first.pk)) == (0 if mode == ["--dry-run"] else 3)
+
+
+def test_a_ledger_locked_elsewhere_blocks_each_tenant_before_its_walk_within_the_retries(committed_db, tmp_path):
+    first, other = make_product(images=entries(2)), make_product(OTHER_TENANT, images=entries(2))
+    with other_session() as holder, holder.transaction():
+        holder_pid = holder.info.backend_pid
+        # SHARE: the ledger can be read (where to resume), not written (the run's entry).
+        holder.execute("LOCK TABLE public.run_ledger IN SHARE MODE")
+        started = time.monotonic()
+        code, report, output = run_command(*FAST, tmp_path=tmp_path)
+        elapsed = time.monotonic() - started
+
+    assert code == ExitCode.BLOCKED, output
+    assert [(tenant["status"], tenant["blocked"]["what"]) for tenant in report["tenants"]] == [
+        ("blocked", "opening the ledger entry")
+    ] * 2
+    assert all(tenant["blocked"]["blockers"][0]["pid"] == holder_pid for tenant in report["tenants"])
+    assert elapsed < 5
+    assert image_rows(first.pk) == image_rows(other.pk, OTHER_TENANT) == []
+    assert "re-run resumes" not in output
+    assert ledger_entries() == []
 
 
 @pytest.mark.parametrize(
@@ -360,7 +423,10 @@ def test_a_backend_terminated_mid_run_stops_it_with_a_partial_report_and_the_nex
     def terminate_own_backend(number, after, upto):
         if number == 2:
             with other_session() as admin:
-                admin.execute("SELECT pg_terminate_backend(%(pid)s)", {"pid": connection.connection.info.backend_pid})
+                # ::integer: Citus adds pg_terminate_backend(bigint global pid), which a small int matches as well.
+                admin.execute(
+                    "SELECT pg_terminate_backend(%(pid)s::integer)", {"pid": connection.connection.info.backend_pid}
+                )
 
     record_calls(monkeypatch, terminate_own_backend)
     code, report, output = run_command(
@@ -409,11 +475,7 @@ def test_a_database_failure_writes_the_partial_report_and_the_ledger_says_where_
 
 def test_a_statement_over_the_statement_timeout_stops_the_run_with_exit_5_and_says_why(tenant, tmp_path):
     make_product(images=entries(2))
-    run_sql(
-        "CREATE FUNCTION pg_temp.slow_image() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-        "PERFORM pg_sleep(0.5); RETURN NEW; END $$"
-    )
-    run_sql("CREATE TRIGGER slow_image BEFORE INSERT ON {images} FOR EACH ROW EXECUTE FUNCTION pg_temp.slow_image()")
+    plant_insert_trigger(tenant, "slow_image", "PERFORM pg_sleep(0.5); RETURN NEW;")
 
     code, report, output = run_command(
         "--schema", tenant, "--statement-timeout", "100ms", "--allow", "slow_image", tmp_path=tmp_path

@@ -11,6 +11,7 @@ from django.core.management.base import CommandError
 
 from products.migration.rendering import SUMMARY_COLUMNS, render_json, render_markdown, render_terminal, report_as_dict
 from products.migration.report import (
+    EMPTIED,
     SAMPLE_SIZE,
     Blocked,
     CheckResult,
@@ -457,6 +458,7 @@ def test_an_interrupted_run_names_its_tenant_in_every_rendering():
         "stopped_in": ["tenant_c"],
         "not_started": ["tenant_d"],
         "signal": "SIGINT",
+        "cancelled_by": "",
     }
     assert "Interrupted" not in render_markdown(busy_report()) + render_terminal(busy_report())
 
@@ -527,11 +529,25 @@ def test_json_rendering():
         "refused": [],
         "blocked": None,
         "interrupted": False,
+        "interrupted_by": "",
         "failure": "",
         "resumed_after": None,
         "resume_note": "",
         "referencing_keys": [],
+        "pace": {
+            "batch_sizes": {
+                "target_ms": 0,
+                "batches": 0,
+                "products": 0,
+                "smallest": 0,
+                "largest": 0,
+                "seconds": 0.0,
+                "halved": 0,
+            },
+            "waits": [],
+        },
         "follower": "",
+        "ledger_entry_opened": False,
     }
     assert c["validation"]["passed"] is True
     assert c["run"]["repairs"] == [
@@ -624,7 +640,14 @@ def test_label_analysis_does_not_claim_every_product_has_two_images_when_one_has
 )
 def test_summary_sentence_opens_every_rendering(mode, opening):
     run = TenantRun(products=2, images_migrated=5, labels_detected=1) if mode != "check" else None
-    report = MigrationReport(mode, datetime(2026, 1, 15, tzinfo=UTC), [TenantReport("user_1", run=run)])
+    validation = Validation(checks(), [(2, 1), (3, 1)], 2, 1, None)
+    tenant = TenantReport("user_1", run=run, validation=validation)
+    report = MigrationReport(mode, datetime(2026, 1, 15, tzinfo=UTC), [tenant])
+
+    validation = Validation(checks(), [(2, 1)], 1, 1, None)
+    report = MigrationReport(
+        mode, datetime(2026, 1, 15, tzinfo=UTC), [TenantReport("user_1", run=run, validation=validation)]
+    )
 
     assert render_markdown(report).split("## Summary\n\n")[1].startswith(opening)
     assert render_terminal(report).splitlines()[1].startswith(opening)
@@ -694,6 +717,36 @@ def test_blocked_refused_failed_and_resumed_tenants_in_every_rendering():
     assert data["tenants"][0]["blocked"]["blockers"][0]["pid"] == 4242
 
 
+@pytest.mark.parametrize("entry_opened", [False, True], ids=["before-the-ledger-entry", "after"])
+def test_tenants_stopped_before_their_walk_are_listed_and_the_ledger_is_named_only_where_it_has_an_entry(entry_opened):
+    blocked = Blocked("the preflight", 2, 200, "canceling statement due to lock timeout", [])
+    failed = TenantReport(
+        "tenant_b",
+        run=TenantRun() if entry_opened else None,
+        failure="canceling statement due to statement timeout",
+        ledger_entry_opened=entry_opened,
+    )
+    report = MigrationReport(
+        "live",
+        STARTED,
+        [TenantReport("tenant_a", blocked=blocked), failed],
+        failure="tenant_b: canceling statement due to statement timeout",
+    )
+
+    markdown = render_markdown(report)
+    for text in (" ".join(markdown.split()), " ".join(render_terminal(report, width=200).split())):
+        assert "tenant_a: blocked on the preflight: 2 attempt(s)" in text
+        assert "Nothing was written, the tenant is not validated" in text
+        assert "Committed batches are kept" not in text
+        assert ("The ledger says where a re-run resumes." in text) is entry_opened
+        assert "0 of 2 tenant(s) checked, no check ran" in text and "every check PASS" not in text
+    assert [row[:2] for row in md_table(markdown, "## Results")[1][:2]] == [
+        ["tenant_a", "blocked: not started"],
+        ["tenant_b (failed)", "0"] if entry_opened else ["tenant_b", "failed: not started"],
+    ]
+    assert "across 1 schema(s)" in markdown if entry_opened else "across 0 schema(s)" in markdown
+
+
 def test_past_ten_tenants_the_label_analysis_adds_them_up_and_each_tenant_stays_in_the_json():
     def tenant(number: int) -> TenantReport:
         validation = Validation(checks(), [(1, 1), (2 + number % 2, 3)], 3, 3, None)
@@ -732,3 +785,171 @@ def test_past_ten_tenants_the_terminal_lists_the_tenants_that_need_a_look_and_th
     assert len(md_table(markdown, "## Results")[1]) == 13  # every tenant and TOTAL
     assert len(md_table(markdown, "## Validation")[1]) == 12
     assert "other tenant(s)" not in markdown
+
+
+# The summary sentence states which tenants were checked: PASS is never claimed for checks that did not run.
+
+
+def checked_tenant(schema: str, failures: dict[int, tuple[int, int]] | None = None) -> TenantReport:
+    """A tenant migrated whole (2 products, 5 images) and validated."""
+    validation = Validation(checks(failures), [(2, 1), (3, 1)], 2, 2, None)
+    return TenantReport(schema, run=TenantRun(products=2, images_migrated=5, labels_detected=2), validation=validation)
+
+
+BLOCKED_ON_A_BATCH = Blocked("products (2, 5]", 2, 200, "canceling statement due to lock timeout")
+UNCHECKED = {
+    "busy": TenantReport("user_9", busy=True),
+    "refused": TenantReport("user_9", refused=["products.images is text, not jsonb"]),
+    "failed": TenantReport("user_9", run=TenantRun(products=1, images_migrated=1), failure="server closed"),
+    "interrupted": TenantReport("user_9", run=TenantRun(products=1, images_migrated=1), interrupted=True),
+    "blocked": TenantReport("user_9", run=TenantRun(products=1, images_migrated=1), blocked=BLOCKED_ON_A_BATCH),
+}
+
+
+def summary_of(report: MigrationReport) -> tuple[str, str]:
+    """The summary sentence as the terminal (wide enough not to wrap it) and the Markdown file show it."""
+    markdown = render_markdown(report).split("## Summary\n\n")[1].split("\n")[0]
+    return render_terminal(report, width=1000).splitlines()[1], markdown
+
+
+def test_the_summary_names_the_tenants_not_checked_and_counts_only_the_migrated_schemas():
+    blocked = TenantReport("user_4", run=TenantRun(products=1, images_migrated=3), blocked=BLOCKED_ON_A_BATCH)
+    refused = TenantReport("user_5", refused=["products.images is missing"])
+    tenants = [checked_tenant("user_1"), checked_tenant("user_2"), checked_tenant("user_3"), blocked, refused]
+    report = MigrationReport("live", STARTED, tenants)
+
+    expected = (
+        "Migrated 18 images (6 labels) from the JSONB column products.images to the product_images table across "
+        "4 schema(s); 0 products already migrated, 0 errors; 3 of 5 tenant(s) checked, every check passed; "
+        "not checked: user_4 (blocked), user_5 (refused)."
+    )
+    assert summary_of(report) == (expected, expected)
+    # The JSON keeps its data: each tenant as it was, the unchecked ones without a validation.
+    data = json.loads(render_json(report))
+    assert [(t["schema"], t["status"], t["validation"] is None) for t in data["tenants"]] == [
+        ("user_1", "done", False),
+        ("user_2", "done", False),
+        ("user_3", "done", False),
+        ("user_4", "blocked", True),
+        ("user_5", "refused", True),
+    ]
+    assert data["exit_code"] == ExitCode.USAGE
+
+
+@pytest.mark.parametrize("status", list(UNCHECKED))
+def test_a_tenant_whose_checks_did_not_run_is_named_with_why_in_the_summary(status):
+    report = MigrationReport("live", STARTED, [checked_tenant("user_1"), UNCHECKED[status]])
+    assert report.tenants[1].status == status
+
+    for sentence in summary_of(report):
+        assert sentence.endswith(f"; 1 of 2 tenant(s) checked, every check passed; not checked: user_9 ({status}).")
+        assert "PASS" not in sentence
+        migrated = 1 if status in ("busy", "refused") else 2
+        assert f" across {migrated} schema(s);" in sentence
+
+
+def test_an_interrupted_run_names_the_tenants_it_did_not_start():
+    report = MigrationReport(
+        "live",
+        STARTED,
+        [checked_tenant("user_1"), UNCHECKED["interrupted"]],
+        interruption=Interruption(stopped_in=["user_9"], not_started=["user_10", "user_11"]),
+    )
+
+    for sentence in summary_of(report):
+        assert sentence.endswith(
+            "; 1 of 4 tenant(s) checked, every check passed; "
+            "not checked: user_9 (interrupted), user_10 (not started), user_11 (not started)."
+        )
+
+
+def test_a_failing_check_is_counted_beside_the_tenants_not_checked():
+    report = MigrationReport("live", STARTED, [checked_tenant("user_1", {4: (1, 0)}), UNCHECKED["busy"]])
+
+    for sentence in summary_of(report):
+        assert sentence.endswith("; 1 of 2 tenant(s) checked, 1 check(s) FAIL; not checked: user_9 (busy).")
+
+
+@pytest.mark.parametrize("mode", ["live", "dry-run", "check"])
+def test_when_no_tenant_was_checked_the_summary_claims_no_pass(mode):
+    blocked = UNCHECKED["blocked"] if mode != "check" else TenantReport("user_9", blocked=BLOCKED_ON_A_BATCH)
+    report = MigrationReport(mode, STARTED, [blocked, TenantReport("user_10", busy=True)])
+
+    for sentence in summary_of(report):
+        assert "PASS" not in sentence and "passed" not in sentence
+        assert sentence.endswith(
+            ": 0 of 2 tenant(s) checked, no check ran; not checked: user_9 (blocked), user_10 (busy)."
+            if mode == "check"
+            else "; 0 of 2 tenant(s) checked, no check ran; not checked: user_9 (blocked), user_10 (busy)."
+        )
+    if mode == "check":
+        assert summary_of(report)[0].startswith("Validated product_images in 0 schema(s): ")
+    else:
+        assert " across 1 schema(s);" in summary_of(report)[0]
+
+    empty = MigrationReport(mode, STARTED, [])
+    for sentence in summary_of(empty):
+        assert sentence.endswith("no tenant to check.") and "PASS" not in sentence
+
+
+def test_a_run_with_every_tenant_checked_keeps_its_summary():
+    report = MigrationReport("live", STARTED, [checked_tenant("user_1"), checked_tenant("user_2")])
+
+    expected = (
+        "Migrated 10 images (4 labels) from the JSONB column products.images to the product_images table across "
+        "2 schema(s); 0 products already migrated, 0 errors; every check PASS."
+    )
+    assert summary_of(report) == (expected, expected)
+
+
+def test_past_ten_tenants_not_checked_the_summary_names_ten_and_counts_the_others():
+    busy = [TenantReport(f"user_{number}", busy=True) for number in range(1, 13)]
+    report = MigrationReport("live", STARTED, [checked_tenant("user_0"), *busy])
+
+    for sentence in summary_of(report):
+        named = ", ".join(f"user_{number} (busy)" for number in range(1, 11))
+        assert sentence.endswith(
+            f"; 1 of 13 tenant(s) checked, every check passed; not checked: {named} and 2 more (each in the JSON "
+            "report)."
+        )
+
+
+# --force and --sync: the products whose rows all went because their JSON is now empty or null.
+
+
+def test_the_emptied_products_are_named_with_their_ids_in_every_rendering():
+    emptied_a = TenantRun(products=12, emptied=Repair(EMPTIED, 12, list(range(101, 111))))
+    emptied_c = TenantRun(products=1, emptied=Repair(EMPTIED, 1, [7]))
+    report = MigrationReport(
+        "live",
+        STARTED,
+        [
+            TenantReport("tenant_a", run=emptied_a, validation=Validation(checks(), [], 0, 0, None)),
+            TenantReport("tenant_b", run=TenantRun(products=3), validation=Validation(checks(), [], 0, 0, None)),
+            TenantReport("tenant_c", run=emptied_c, validation=Validation(checks(), [], 0, 0, None)),
+        ],
+    )
+    sentence = "13 product(s) whose JSON is now empty or null had every row removed from product_images:"
+
+    markdown = render_markdown(report)
+    assert f"## Emptied\n\n{sentence}\n" in markdown
+    assert md_table(markdown, "## Emptied") == (
+        ["Schema", "Products", "Product ids"],
+        [["tenant_a", "12", "101, 102, 103, 104, 105, 106, 107, 108, 109, 110 (+2 more)"], ["tenant_c", "1", "7"]],
+    )
+    terminal = render_terminal(report, width=200)
+    assert sentence in terminal and "Emptied products" in terminal
+    lines = terminal.splitlines()
+    assert [line.split()[:3] for line in lines if line.strip().startswith("tenant_c") and "7" in line.split()] == [
+        ["tenant_c", "1", "7"]
+    ]
+    assert any("101, 102" in line and "(+2 more)" in line for line in lines)
+    data = json.loads(render_json(report))
+    assert data["tenants"][0]["run"]["emptied"] == {"reason": EMPTIED, "products": 12, "sample_ids": [*range(101, 111)]}
+    assert data["tenants"][1]["run"]["emptied"]["products"] == 0
+    assert data["total"]["emptied"] == {"reason": EMPTIED, "products": 13, "sample_ids": [7, *range(101, 110)]}
+
+    report.mode = "dry-run"
+    assert "13 product(s) whose JSON is now empty or null would have every row removed" in render_markdown(report)
+    # A run that emptied nothing has no such section.
+    assert "Emptied" not in render_markdown(busy_report()) + render_terminal(busy_report())

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 from django_tenants.utils import schema_context
+from psycopg import sql
 
 from products import images
 from products.demo import SEED_DISTRIBUTION, demo_image_counts, fill_products
@@ -23,6 +24,8 @@ from tests.helpers import (
     TENANT,
     entries,
     image_ids,
+    json_from_rows,
+    json_images,
     json_text,
     make_product,
     other_session,
@@ -159,19 +162,38 @@ def test_a_busy_tenant_is_skipped_and_left_finalized(finalizable):
     assert not has_json_column(TENANT)
 
 
-def test_tables_a_reader_holds_make_the_restore_busy_within_the_lock_timeout(restores_the_column):
+@pytest.mark.parametrize(
+    "locked, mode",
+    [("products", "ACCESS SHARE"), ("products", "ACCESS EXCLUSIVE"), ("product_images", "ACCESS EXCLUSIVE")],
+    ids=["a-long-query-on-products", "products-locked", "product-images-locked"],
+)
+def test_a_table_another_session_holds_makes_the_restore_busy_within_the_lock_timeout(
+    restores_the_column, locked, mode
+):
     # Committed: inside a test's transaction, finalize's own locks would stay held until the test ends.
+    product = make_product(images=entries(3))
+    assert run_command("--schema", TENANT)[0] == ExitCode.OK
     finalized()
-    with other_session() as reader, reader.transaction():
-        reader.execute(tenant_sql("LOCK TABLE {products} IN ACCESS SHARE MODE"))  # a long query on products
+    rows_before = all_rows()
+    with other_session() as holder, holder.transaction():
+        holder_pid = holder.info.backend_pid
+        holder.execute(
+            tenant_sql("LOCK TABLE {table} IN {mode} MODE", table=sql.Identifier(TENANT, locked), mode=sql.SQL(mode))
+        )
         started = time.monotonic()
         code, output = run_lifecycle(RESTORE, "--lock-timeout", "300ms")
         waited = time.monotonic() - started
 
     assert code == RestoreExitCode.TENANT_BUSY, output
-    assert "could not lock products and product_images within 0.3 s" in output
+    assert "the restore of the column waited longer than --lock-timeout (0.3 s) for a lock" in output
+    assert f"held by pid {holder_pid} (idle in transaction): LOCK TABLE" in output
     assert waited < 5
-    assert not has_json_column(TENANT)
+    assert not has_json_column(TENANT) and all_rows() == rows_before
+
+    # The holder gone, a re-run restores the column from the rows.
+    code, output = run_lifecycle(RESTORE, "--lock-timeout", "300ms")
+    assert code == RestoreExitCode.OK, output
+    assert json_images(product.pk) == json_from_rows(product.pk)
 
 
 def test_without_a_terminal_restore_wants_no_input(finalizable):

@@ -5,34 +5,44 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from django.db import OperationalError, connection
 
 from products.demo import demo_image_counts, fill_products
 from products.migration import batches, split
+from products.migration.batches import MigrationOptions
 from products.migration.report import ExitCode
 from stoflow.tenants.models import LedgerEntry
 from tests.helpers import (
     TENANT,
+    WAIT_SECONDS,
     ctrl_c_at_batch,
     entries,
+    join_all,
     make_product,
+    other_session,
     run_command,
     run_sql,
+    sql_rows,
     sql_value,
     store_json,
     table_state,
+    tenant_sql,
+    wait_until_blocked_by,
 )
 
 SCHEMA = ["--schema", TENANT]
 
 
 def comparable(report: dict) -> dict:
-    """The report without what differs between any two runs: when it started and how long it took."""
-    report = {key: value for key, value in report.items() if key not in ("started_at", "seconds")}
+    """The report without what differs between any two runs: its id, when it started, how long it took and
+    how its batches went (their pace)."""
+    report = {key: value for key, value in report.items() if key not in ("started_at", "seconds", "run_id")}
     report["tenants"] = [
-        {key: value for key, value in tenant.items() if key != "seconds"} for tenant in report["tenants"]
+        {key: value for key, value in tenant.items() if key not in ("seconds", "pace")} for tenant in report["tenants"]
     ]
     return report
 
@@ -311,3 +321,117 @@ def test_a_tenant_of_exactly_the_minimum_batches_is_split(committed_db, batch_ba
 
     assert run_command(*SCHEMA, "--batch-size", "2", "--jobs", "2")[0] == ExitCode.OK
     assert len(range_workers(batch_backends)) == 2
+
+
+# The ledger's resume point when the ranges finish in any order
+
+
+def product_ids() -> list[int]:
+    return [product_id for (product_id,) in sql_rows("SELECT id FROM {products} ORDER BY id")]
+
+
+def lock_product(session, product_id: int) -> None:
+    """``product_id`` locked by ``session`` as an editor would, until it rolls back."""
+    session.execute("BEGIN")
+    session.execute(tenant_sql("SELECT 1 FROM {products} WHERE id = %(id)s FOR UPDATE"), {"id": product_id})
+
+
+@contextmanager
+def lower_range_finishing_last(first_id: int, ranges_above: list[split.IdRange]) -> Iterator[None]:
+    """The lower range held back on its first product, locked by another session, until every range above it
+    has migrated its products and its worker thread has ended: the lower range finishes last."""
+    locked, problems = threading.Event(), []
+    workers_above = {f"range-worker-{number}" for number in range(1, len(ranges_above) + 1)}
+    bounds = {"after": ranges_above[0].after, "upto": ranges_above[-1].upto}
+
+    def hold_back() -> None:
+        try:
+            with other_session() as editor:
+                lock_product(editor, first_id)
+                locked.set()
+                wait_until_blocked_by(editor.info.backend_pid)  # the lower range waits on it
+                deadline = time.monotonic() + WAIT_SECONDS
+                while time.monotonic() < deadline:
+                    (missing,) = editor.execute(
+                        tenant_sql(
+                            "SELECT count(*) FROM {products} AS p "
+                            "WHERE p.id > %(after)s AND (%(upto)s::bigint IS NULL OR p.id <= %(upto)s) "
+                            "AND NOT EXISTS (SELECT 1 FROM {images} AS i WHERE i.product_id = p.id)"
+                        ),
+                        bounds,
+                    ).fetchone()
+                    running = workers_above & {thread.name for thread in threading.enumerate()}
+                    if not missing and not running:
+                        break
+                    time.sleep(0.05)
+                else:
+                    problems.append("the ranges above the lower one did not finish")
+                editor.execute("ROLLBACK")
+        except Exception as exc:  # reported by the test, not lost in the thread
+            problems.append(repr(exc))
+            locked.set()
+
+    holder = threading.Thread(target=hold_back, name="lower-range-holder")
+    holder.start()
+    assert locked.wait(WAIT_SECONDS)
+    try:
+        yield
+    finally:
+        join_all([holder])
+    assert not problems, problems
+
+
+def test_a_split_run_whose_lower_range_finishes_last_records_the_serial_run_s_last_id(committed_db, tmp_path):
+    for number in range(40):
+        make_product(images=entries(1 + number % 3))
+    args = [*SCHEMA, "--batch-size", "5"]
+    assert run_command(*args)[0] == ExitCode.OK
+    serial_last = LedgerEntry.objects.get(schema_name=TENANT).last_product_id
+    ids = product_ids()
+    assert serial_last == ids[-1]
+    forget_the_run()
+    lower, upper = split.split_points(TENANT, None, MigrationOptions(jobs=2, batch_size=5))
+
+    with lower_range_finishing_last(ids[0], [upper]):
+        code, report, output = run_command(*args, "--jobs", "2", "--lock-timeout", "20s", tmp_path=tmp_path)
+
+    assert code == ExitCode.OK, output
+    assert report["total"]["images_migrated"] == sql_value("SELECT count(*) FROM {images}")
+    entry = LedgerEntry.objects.get(schema_name=TENANT)
+    assert (entry.status, entry.last_product_id, entry.batches) == (LedgerEntry.DONE, serial_last, 8)
+    code, _, status = run_command("--status", *SCHEMA)
+    [line] = [line for line in status.splitlines() if line.split()[:3] == [TENANT, "live", "done"]]
+    assert str(serial_last) in line.split()
+
+
+def test_a_blocked_split_run_resumes_after_every_id_below_which_everything_committed(committed_db, tmp_path):
+    for number in range(30):
+        make_product(images=entries(1 + number % 3))
+    ids = product_ids()
+    lower, middle, upper = split.split_points(TENANT, None, MigrationOptions(jobs=3, batch_size=5))
+    args = [*SCHEMA, "--batch-size", "5", "--jobs", "3"]
+
+    # The upper range waits on its first product until it is given up as blocked (4 attempts of 1 s, and
+    # backoffs of 1, 2 and 4 s); the lower one is held back meanwhile until the middle one has finished.
+    with other_session() as editor:
+        lock_product(editor, ids[ids.index(upper.after) + 1])
+        with lower_range_finishing_last(ids[0], [middle]):
+            code, report, output = run_command(*args, "--lock-timeout", "1s", "--retries", "3", tmp_path=tmp_path)
+        editor.execute("ROLLBACK")
+
+    assert code == ExitCode.BLOCKED, output
+    assert report["tenants"][0]["status"] == "blocked"
+    entry = LedgerEntry.objects.get(schema_name=TENANT)
+    # Every product of the lower and middle ranges is committed, none of the upper one's: the point is the cut.
+    assert entry.status == LedgerEntry.BLOCKED and entry.last_product_id == upper.after == middle.upto
+    committed = {product_id for (product_id,) in sql_rows("SELECT DISTINCT product_id FROM {images}")}
+    assert committed == {product_id for product_id in ids if product_id <= upper.after}
+    _, _, status = run_command("--status", *SCHEMA)
+    assert f"a re-run resumes after product id {upper.after}" in " ".join(status.split())
+
+    rerun_code, rerun, output = run_command(*args, tmp_path=tmp_path)
+    assert rerun_code == ExitCode.OK, output
+    assert rerun["tenants"][0]["resumed_after"] == upper.after
+    # The re-run walks the upper range only: nothing below the point is met again.
+    assert rerun["total"]["products"] == len([product_id for product_id in ids if product_id > upper.after])
+    assert rerun["total"]["already_migrated"] == 0

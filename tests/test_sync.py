@@ -238,6 +238,24 @@ def test_sync_keeps_the_ids_other_tables_point_at_and_counts_the_references_it_r
     )
 
 
+@pytest.mark.parametrize("flag", ["--force", "--sync"])
+def test_the_report_names_the_products_whose_rows_went_because_their_json_was_emptied(tenant, tmp_path, flag):
+    emptied = make_product(images=entries(2))
+    nulled = make_product(images=entries(3))
+    kept = make_product(images=entries(2))
+    assert run_command("--schema", tenant)[0] == ExitCode.OK
+    store_json(emptied.pk, [])
+    store_json(nulled.pk, None)
+
+    code, report, output = run_command(flag, "--schema", tenant, tmp_path=tmp_path)
+
+    assert code == ExitCode.OK, output
+    assert image_rows(emptied.pk) == image_rows(nulled.pk) == [] and len(image_rows(kept.pk)) == 2
+    assert report["tenants"][0]["run"]["emptied"]["sample_ids"] == [emptied.pk, nulled.pk]
+    assert report["tenants"][0]["run"]["emptied"]["products"] == 2
+    assert "2 product(s) whose JSON is now empty or null had every row removed" in " ".join(output.split())
+
+
 def test_sync_counts_the_products_it_leaves_as_they_are_as_a_plain_re_run_does(tenant, tmp_path):
     """--sync reads only the products whose JSON changed (or that have no rows): the others are counted all the
     same, soft-deleted ones apart."""

@@ -114,10 +114,15 @@ def plant_second_label(p):
 
 # Check 4 compares each product's rows (url, order, label) with its JSON's, so every planted
 # defect fails it too, naming the products.
+# These plant their defect by dropping a constraint inside the test's transaction.
+CITUS_ALTER = pytest.mark.citus_incompatible(
+    "drops a constraint of product_images in the test's transaction: Citus refuses ALTER TABLE on a shard "
+    "with pending deferred foreign-key events"
+)
 DEFECTS = [
-    pytest.param(1, plant_orphan_rows, {1: (10, 9), 4: (1, 0)}, ["single"], id="1-total-images"),
+    pytest.param(1, plant_orphan_rows, {1: (10, 9), 4: (1, 0)}, ["single"], id="1-total-images", marks=CITUS_ALTER),
     pytest.param(2, plant_missing_label, {2: (2, 3), 4: (1, 0)}, ["b"], id="2-label-count"),
-    pytest.param(3, plant_duplicate_order, {3: (1, 0), 4: (1, 0)}, ["a"], id="3-duplicates"),
+    pytest.param(3, plant_duplicate_order, {3: (1, 0), 4: (1, 0)}, ["a"], id="3-duplicates", marks=CITUS_ALTER),
     pytest.param(4, plant_moved_row, {4: (2, 0)}, ["a", "b"], id="4-json-vs-table"),
     pytest.param(5, plant_label_not_on_highest, {4: (1, 0), 5: (1, 0)}, ["a"], id="5-label-not-highest"),
     pytest.param(6, plant_second_label, {2: (4, 3), 4: (1, 0), 5: (1, 0), 6: (1, 0)}, ["a"], id="6-several-labels"),

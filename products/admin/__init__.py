@@ -15,5 +15,7 @@ from stoflow.tenants.sites import seller_admin_site
 
 seller_admin_site.register(Product, ProductAdmin)
 seller_admin_site.register(ProductImage, ProductImageAdmin)
-# The public admin's seller picker shows each seller's figures (stoflow.tenants.sites never imports products).
+# The public admin's seller picker and each seller's index show the migration campaign (stoflow.tenants.sites
+# never imports products).
 admin.site.seller_figures = seller_figures
+seller_admin_site.seller_figures = seller_figures

@@ -3,10 +3,10 @@
 import re
 
 from django.contrib import admin
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 
 from products.admin.selectors import products_holding_json_photos
-from products.models import Product
+from products.models import Product, ProductImage
 
 
 class YesNoFilter(admin.SimpleListFilter):
@@ -38,15 +38,15 @@ class HasLabelFilter(YesNoFilter):
 
 
 class MigratedFilter(YesNoFilter):
-    """Yes: has image rows. No: has none. Waiting: has none while its legacy JSON holds photos, what the
-    seller picker counts as not migrated (SQL NULL, JSON null, [] and "[]" hold none)."""
+    """Yes: has image rows (imported). No: has none. Waiting: has none while its legacy JSON (the original list)
+    holds photos, what the seller picker counts as not migrated (SQL NULL, JSON null, [] and "[]" hold none)."""
 
-    title = "migrated (has image rows)"
+    title = "photos imported"
     parameter_name = "migrated"
     condition = Q(has_rows=True)
 
     def lookups(self, request, model_admin):
-        return [*super().lookups(request, model_admin), ("waiting", "No, photos only in the legacy JSON")]
+        return [*super().lookups(request, model_admin), ("waiting", "Not yet: photos only in the original list")]
 
     def queryset(self, request, queryset):
         if self.value() == "waiting":
@@ -55,9 +55,23 @@ class MigratedFilter(YesNoFilter):
 
 
 class IsLabelFilter(YesNoFilter):
+    """Yes: the labels. No: the photos. Last photo: each product's last photo, the one just before its label
+    (or last of all), which is what a cleared label became, and what "Make label" takes back to a label."""
+
     title = "price label"
     parameter_name = "label"
     condition = Q(is_label=True)
+
+    def lookups(self, request, model_admin):
+        return [*super().lookups(request, model_admin), ("last_photo", "Last photo of each product")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "last_photo":
+            later = ProductImage.objects.filter(
+                product=OuterRef("product_id"), order__gt=OuterRef("order"), is_label=False
+            )
+            return queryset.filter(is_label=False).exclude(Exists(later))
+        return super().queryset(request, queryset)
 
 
 class ProductFilter(admin.SimpleListFilter):

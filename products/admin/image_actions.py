@@ -1,15 +1,17 @@
-"""The product page's buttons: each is one image service call (products/images.py), said in a sentence
-for the message and the admin history. A call the service refuses raises its ImageServiceError."""
+"""The product page's buttons: each one image service call (products/images.py) on the images as the page
+showed them (``seen``: the service refuses when someone changed them in between), said in a sentence for the
+message and the admin history. Label changes (make, clear, undo) are confirmed first: ``plan`` says what the
+confirmation page shows, ``apply`` makes the change once confirmed."""
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from django.utils.text import capfirst
-
 from products import images
-from products.admin.label_plans import image_name, plan_clear_labels, plan_make_labels
-from products.images import ImageServiceError
-from products.models import Product, ProductImage
+from products.admin.label_plans import LabelPlan, describe_change, plan_clear_labels, plan_make_labels, plan_undo
+from products.images import Arrangement, ImageNotFound, ImagesChanged, ImageServiceError, InvalidPosition
+from products.models import LabelChange, Product, ProductImage
+
+LABEL_BUTTONS = ("make_label", "clear_label", "undo")  # confirmed first
+MOVE_BUTTON = "move_image"
 
 
 @dataclass(frozen=True)
@@ -18,45 +20,73 @@ class Done:
     message: str
 
 
-def make_label(product: Product, image_id: str) -> Done:
-    image = _image_of(product, image_id)
-    [plan] = plan_make_labels(ProductImage.objects.filter(pk=image.pk))
-    images.set_label(image)  # a single image is refused by the service, with its reason
-    return Done(True, plan.done) if plan.changes else Done(False, plan.sentences[0])
+def seen_token(images_now: Arrangement) -> str:
+    """The arrangement as the page's forms carry it: "12,13,14;15" (photos; label), "12,13;" without a label."""
+    label = "" if images_now.label is None else str(images_now.label)
+    return ",".join(map(str, images_now.photos)) + ";" + label
 
 
-def clear_label(product: Product, _value: str = "") -> Done:
-    [plan] = plan_clear_labels([product.pk])
-    images.clear_label(product)
-    return Done(True, plan.done) if plan.changes else Done(False, plan.sentences[0])
+def parse_seen(token: str) -> Arrangement:
+    """The arrangement a form carried back; a token that is no arrangement reads as one no product has."""
+    photos, _, label = (token or "").partition(";")
+    try:
+        return Arrangement(tuple(int(pk) for pk in photos.split(",") if pk), int(label) if label else None)
+    except ValueError:
+        return Arrangement((), -1)
 
 
-def move_up(product: Product, image_id: str) -> Done:
-    return _move(product, image_id, -1)
+def pressed(post) -> str | None:
+    """Which button was pressed."""
+    return next((name for name in (*LABEL_BUTTONS, MOVE_BUTTON) if name in post), None)
 
 
-def move_down(product: Product, image_id: str) -> Done:
-    return _move(product, image_id, +1)
+def plan(product: Product, button: str, value: str) -> LabelPlan:
+    """What the label button would do, for its confirmation page."""
+    if button == "undo":
+        return plan_undo(_change_of(product, value))
+    if button == "make_label":
+        image = _image_of(product, value)
+        [label_plan] = plan_make_labels({product.pk: image.pk})
+        return label_plan
+    [label_plan] = plan_clear_labels([product.pk])
+    return label_plan
 
 
-def _move(product: Product, image_id: str, step: int) -> Done:
-    image = _image_of(product, image_id)
-    if image.is_label:
-        raise ImageServiceError(
-            f"{capfirst(image_name(image))} is the price label: it stays last. Make another image the label, "
-            "or clear the label, to move it. Nothing was changed."
-        )
-    photos = list(
-        ProductImage.objects.filter(product=product, is_label=False).order_by("order").values_list("pk", flat=True)
-    )
-    here = photos.index(image.pk)
-    there = here + step
-    if not 0 <= there < len(photos):
-        where = "first" if step < 0 else "last"
-        raise ImageServiceError(f"{capfirst(image_name(image))} is already the {where} photo. Nothing was changed.")
-    photos[here], photos[there] = photos[there], photos[here]
-    images.reorder_images(product, photos)
-    return Done(True, f"Moved {image_name(image)} {'up' if step < 0 else 'down'}: it is photo {there + 1} now.")
+def apply(product: Product, button: str, post, actor: str) -> Done:
+    """The pressed button's service call, on the images as the page showed them."""
+    seen = parse_seen(post.get("seen", ""))
+    value = post[button]
+    if button == MOVE_BUTTON:
+        return _move(product, value, post, seen)
+    if button == "undo":
+        change = images.undo_label_change(_change_of(product, value), actor=actor)
+    elif button == "make_label":
+        change = images.set_label(_image_of(product, value), expected=seen, actor=actor)
+    else:
+        change = images.clear_label(product, expected=seen, actor=actor)
+    if change is None:
+        return Done(False, "Nothing to change: the label already was as asked.")
+    return Done(True, describe_change(change))
+
+
+def _move(product: Product, value: str, post, seen: Arrangement) -> Done:
+    """Up, Down (one place, from where the page showed the photo) or a position typed in the photo's box."""
+    image = _image_of(product, value)
+    if image.pk not in seen.photos:
+        raise ImagesChanged("The photo is not among the photos the page showed.")
+    here = seen.photos.index(image.pk) + 1
+    direction = post.get("direction")
+    if direction in ("up", "down"):
+        to_position = here - 1 if direction == "up" else here + 1
+    else:
+        typed = post.get("to_position", "").strip()
+        if not typed.isdigit():
+            raise InvalidPosition(f"{typed!r} is no position.")
+        to_position = int(typed)
+    if to_position == here:
+        return Done(False, f"Photo {here} stays where it is.")
+    images.move_image(image, to_position, expected=seen)
+    return Done(True, f"Moved photo {here} to position {to_position}.")
 
 
 def _image_of(product: Product, image_id: str) -> ProductImage:
@@ -65,16 +95,14 @@ def _image_of(product: Product, image_id: str) -> ProductImage:
     if image_id.isdigit():
         image = ProductImage.objects.filter(pk=int(image_id), product=product).first()
     if image is None:
-        raise ImageServiceError(
-            f"Image {image_id} is not an image of product {product.pk} (any more?): reload the page. "
-            "Nothing was changed."
-        )
+        raise ImageNotFound(f"Image {image_id} is not an image of product {product.pk} (any more?).")
     return image
 
 
-OPERATIONS: dict[str, Callable[[Product, str], Done]] = {
-    "make_label": make_label,
-    "clear_label": clear_label,
-    "move_up": move_up,
-    "move_down": move_down,
-}
+def _change_of(product: Product, change_id: str) -> LabelChange:
+    change = None
+    if change_id.isdigit():
+        change = LabelChange.objects.select_related("undoes").filter(pk=int(change_id), product_id=product.pk).first()
+    if change is None:
+        raise ImageServiceError(f"Label change {change_id} is not one of product {product.pk}'s.")
+    return change

@@ -1,8 +1,9 @@
-"""What both seller ModelAdmins are made of: the admin history kept per seller, browse-only pages,
-and the stylesheet they load."""
+"""What both seller ModelAdmins are made of: the admin history kept per seller, browse-only pages, lists
+that stay quick on millions of rows, and the stylesheet they load."""
 
 from django.contrib.admin.models import LogEntry
 
+from products.admin.paging import BoundedPaginator, PageFirstChangeList
 from stoflow.tenants.sites import seller_log_prefix
 
 ADMIN_CSS = {"all": ["products/admin.css"]}
@@ -41,3 +42,14 @@ class BrowseOnly:
     def get_model_perms(self, request):
         # The index and the sidebar offer "View", not "Change": the pages show; the changes are buttons.
         return {**super().get_model_perms(request), "change": False}
+
+
+class QuickLists:
+    """The bounded count, the pages within it, the costly columns for the page's rows only (paging.py); no
+    second count of the whole table for "(N total)"."""
+
+    paginator = BoundedPaginator
+    show_full_result_count = False
+
+    def get_changelist(self, request, **kwargs):
+        return PageFirstChangeList

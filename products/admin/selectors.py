@@ -16,7 +16,7 @@ from products.models import Product, ProductImage
 from stoflow.raw_sql import as_text, table
 
 FINALIZED_NOTE = (
-    "Finalized: the JSON column products.images was dropped (finalize_images); the image rows are the only "
+    "The original list was retired once every photo was imported (finalize_images): the photo rows are the only "
     f"source. Its last value is kept in {ARCHIVE_TABLE}."
 )
 
@@ -110,11 +110,11 @@ class LegacyComparison:
     def problems(self) -> list[str]:
         problems = []
         if self.json_count != self.table_count:
-            problems.append(f"The legacy JSON lists {self.json_count} images, the table holds {self.table_count}.")
+            problems.append(f"The original list has {self.json_count:,} photos, the photo rows {self.table_count:,}.")
         if self.only_in_json:
-            problems.append("In the JSON, not in the table: " + ", ".join(self.only_in_json))
+            problems.append("Only in the original list: " + ", ".join(self.only_in_json))
         if self.only_in_table:
-            problems.append("In the table, not in the JSON: " + ", ".join(self.only_in_table))
+            problems.append("Only in the photo rows: " + ", ".join(self.only_in_table))
         return problems
 
 

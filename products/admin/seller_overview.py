@@ -1,141 +1,219 @@
-"""The seller picker's figures (the public admin's index): per seller, its products, images, labels,
-products not migrated yet, and how the last migration run went for it.
+"""The campaign as the admin shows it, per seller: its stage, its latest migration run, a run going on now.
 
-The figures are counted in each seller's schema with raw SQL (``stoflow.raw_sql``, schema names as
-quoted identifiers): two queries in all, whatever the number of sellers (one more per
-``SELLERS_PER_QUERY`` sellers beyond that). The last run comes from the JSON report ``migrate_images
---json`` wrote (``make demo`` writes ``var/migration-report.json``; ``STOFLOW_MIGRATION_REPORT_JSON``
-names another file); nothing records runs in the database yet."""
+Read from the run ledger (``public.run_ledger``, which every run writes as it goes) and the catalogue's own
+state (the JSON column there or dropped, the archive a finalize left, the follower), never from a report
+file: the latest run is the ledger's latest, whoever started it and wherever its report went. Products and
+images are the database's statistics (``pg_stat_get_live_tuples``: kept by the server as rows come and go),
+labelled as such, not counted on each load: the picker pages through 10,000 sellers without reading their
+tables. One page of sellers costs four queries, whatever its size (``seller_figures``).
 
-import json
+Stages, in the order a seller goes through them (``stage``):
+
+- not migrated: no live run on record;
+- partly backfilled: the latest live run stopped part-way (interrupted, blocked, failed) or is going on;
+- backfilled: the latest live run ended, with products in error or a failing check;
+- in sync: the latest live run ended done, every check passing (rows agreed with the JSON then);
+- following: the follower applies the old code's JSON writes to the rows as they happen;
+- finalized: the JSON column is gone (``finalize_images``);
+- restored: the column is back (``restore_images_json``) after a finalization.
+"""
+
+from __future__ import annotations
+
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
-from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
 from psycopg import sql
 
-from products.legacy_json import JSON_HOLDS_PHOTOS
-from stoflow.raw_sql import fetch_rows, table
+from products.legacy_json import ARCHIVE_TABLE
+from products.migration import follower, ledger
+from stoflow.raw_sql import fetch_rows
+from stoflow.tenants.models import LedgerEntry
+from stoflow.tenants.sites import ledger_entry_url
 
-SELLERS_PER_QUERY = 200
+NOT_MIGRATED = "not migrated"
+PARTLY_BACKFILLED = "partly backfilled"
+BACKFILLED = "backfilled"
+IN_SYNC = "in sync"
+FOLLOWING = "following"
+FINALIZED = "finalized"
+RESTORED = "restored"
 
-# Which seller schemas have the tables, and still the legacy JSON column (finalize drops it).
-_TABLES = """SELECT s.name,
-       to_regclass(format('%%I.products', s.name)) IS NOT NULL
-           AND to_regclass(format('%%I.product_images', s.name)) IS NOT NULL,
-       EXISTS (
-           SELECT FROM pg_attribute
-           WHERE attrelid = to_regclass(format('%%I.products', s.name)) AND attname = 'images' AND NOT attisdropped
-       )
-FROM unnest(%(schemas)s::text[]) AS s(name)"""
+# A run in progress silent this long (no batch, no wait written) is said to show no sign of life.
+SILENT_AFTER_SECONDS = ledger.STALE_AFTER_SECONDS
 
-# One seller's figures. Not migrated: photos in the legacy JSON (SQL NULL, JSON null, [] and "[]" are
-# none, as for the migration and the image service) and no image row; soft-deleted products included.
-_FIGURES = """SELECT {number}::int,
-       (SELECT count(*) FROM {products}),
-       (SELECT count(*) FROM {images}),
-       (SELECT count(*) FROM {images} WHERE is_label),
-       (SELECT count(*) FROM {products} AS p
-        WHERE {waiting} AND NOT EXISTS (SELECT FROM {images} AS i WHERE i.product_id = p.id))"""
+# Per seller of the page: its tables, the JSON column, the archive, and the statistics' row counts.
+_CATALOGUE = """SELECT s.name,
+       t.products IS NOT NULL AND t.images IS NOT NULL,
+       EXISTS (SELECT FROM pg_attribute WHERE attrelid = t.products AND attname = 'images' AND NOT attisdropped),
+       to_regclass(format('%%I.%%I', s.name, %(archive)s::text)) IS NOT NULL,
+       pg_stat_get_live_tuples(t.products),
+       pg_stat_get_live_tuples(t.images)
+FROM unnest(%(schemas)s::text[]) AS s(name)
+CROSS JOIN LATERAL (
+    SELECT to_regclass(format('%%I.products', s.name)) AS products,
+           to_regclass(format('%%I.product_images', s.name)) AS images
+) AS t"""
 
 
 @dataclass(frozen=True)
-class LastRun:
-    """How the last ``migrate_images`` run (its JSON report) went for one seller."""
+class LatestRun:
+    """A seller's latest live migrate_images run, from its ledger entry."""
 
-    started_at: datetime | None
-    mode: str  # "live", "dry-run" or "check"
-    outcome: str
-    ok: bool
+    entry_id: int
+    run_id: str
+    status: str  # LedgerEntry.STATUSES
+    status_words: str
+    started_at: datetime
+    finished_at: datetime | None
+    checks_passed: bool | None
+    message: str  # what stopped it, what blocked it (the blockers), or products in error
+    images: int  # images migrated, as the entry's figures say
+    errors: int
 
     @property
-    def title(self) -> str:
-        return {"live": "Migration", "dry-run": "Dry run", "check": "Check"}.get(self.mode, self.mode)
+    def ledger_url(self) -> str:
+        return ledger_entry_url(self.entry_id)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == LedgerEntry.DONE and bool(self.checks_passed)
+
+    @property
+    def checks(self) -> str:
+        return {True: "every check PASS", False: "a check FAIL", None: "not validated"}[self.checks_passed]
+
+
+@dataclass(frozen=True)
+class RunNow:
+    """A run on the seller now (running or paused), from its ledger entry."""
+
+    entry_id: int
+    run_id: str
+    mode: str
+    status: str  # running or paused
+    batches: int
+    last_product_id: int | None
+    images: int
+    heartbeat_at: datetime
+    message: str  # paused by whom, or what it waits for
+
+    @property
+    def ledger_url(self) -> str:
+        return ledger_entry_url(self.entry_id)
+
+    @property
+    def silent_seconds(self) -> float:
+        return (timezone.now() - self.heartbeat_at).total_seconds()
+
+    @property
+    def silent(self) -> bool:
+        return self.silent_seconds > SILENT_AFTER_SECONDS
 
 
 @dataclass(frozen=True)
 class SellerFigures:
     schema: str
-    has_tables: bool  # False: the schema lacks the product tables (run migrate_schemas); figures are 0
-    products: int = 0
-    images: int = 0
-    labels: int = 0
-    not_migrated: int = 0
-    last_run: LastRun | None = None
+    has_tables: bool  # False: the schema lacks the product tables (run migrate_schemas)
+    stage: str = NOT_MIGRATED
+    follower: str = "off"  # follower.describe's words
+    products: int | None = None  # the statistics' estimate (None: no tables)
+    images: int | None = None
+    latest: LatestRun | None = None
+    now: RunNow | None = None
 
 
 def seller_figures(schemas: list[str]) -> dict[str, SellerFigures]:
-    """Every seller's figures, by schema name."""
-    runs = last_runs()
-    ready = {name: json_column for name, has_tables, json_column in _tables(schemas) if has_tables}
-    counts: dict[str, tuple[int, int, int, int]] = {}
-    names = [name for name in schemas if name in ready]
-    for start in range(0, len(names), SELLERS_PER_QUERY):
-        chunk = names[start : start + SELLERS_PER_QUERY]
-        branches = [
-            sql.SQL(_FIGURES).format(
-                number=sql.Literal(number),
-                products=table(name, "products"),
-                images=table(name, "product_images"),
-                waiting=sql.SQL(JSON_HOLDS_PHOTOS if ready[name] else "false"),
-            )
-            for number, name in enumerate(chunk)
-        ]
-        for number, *figures in fetch_rows(sql.SQL(" UNION ALL ").join(branches)):
-            counts[chunk[number]] = tuple(figures)
+    """The campaign of each seller named (a page of the picker, or one seller), by schema name."""
+    if not schemas:
+        return {}
+    catalogue = {
+        row[0]: row[1:] for row in fetch_rows(sql.SQL(_CATALOGUE), {"schemas": schemas, "archive": ARCHIVE_TABLE})
+    }
+    latest = latest_live_runs(schemas)
+    now = runs_in_progress(schemas)
+    ready = [schema for schema in schemas if catalogue[schema][0]]
+    followers = follower.describe_many(ready)
+    figures = {}
+    for schema in schemas:
+        has_tables, json_column, archive, products, images = catalogue[schema]
+        if not has_tables:
+            figures[schema] = SellerFigures(schema, False)
+            continue
+        words = followers[schema]
+        figures[schema] = SellerFigures(
+            schema,
+            True,
+            stage(json_column, archive, words, latest.get(schema)),
+            words,
+            products,
+            images,
+            latest.get(schema),
+            now.get(schema),
+        )
+    return figures
+
+
+def stage(json_column: bool, archive: bool, follower_words: str, latest: LatestRun | None) -> str:
+    if not json_column:
+        return FINALIZED
+    if follower_words != "off":
+        return FOLLOWING
+    if archive:
+        return RESTORED
+    if latest is None:
+        return NOT_MIGRATED
+    if latest.status in LedgerEntry.UNFINISHED:
+        return PARTLY_BACKFILLED
+    return IN_SYNC if latest.ok else BACKFILLED
+
+
+def latest_live_runs(schemas: list[str]) -> dict[str, LatestRun]:
+    """Each seller's latest live migrate_images entry (one query: the ledger's index per seller)."""
+    entries = (
+        LedgerEntry.objects.filter(schema_name__in=schemas, command=ledger.COMMAND, mode=ledger.LIVE)
+        .order_by("schema_name", "-started_at", "-pk")
+        .distinct("schema_name")
+    )
     return {
-        name: SellerFigures(name, name in counts, *counts.get(name, (0, 0, 0, 0)), last_run=runs.get(name))
-        for name in schemas
+        entry.schema_name: LatestRun(
+            entry.pk,
+            entry.run_id,
+            entry.status,
+            entry.get_status_display(),
+            entry.started_at,
+            entry.finished_at,
+            entry.checks_passed,
+            entry.message,
+            entry.figures.get("images_migrated", 0),
+            entry.figures.get("errors", 0),
+        )
+        for entry in entries
     }
 
 
-def _tables(schemas: list[str]) -> list[tuple[str, bool, bool]]:
-    return fetch_rows(sql.SQL(_TABLES), {"schemas": schemas}) if schemas else []
-
-
-def report_path() -> Path:
-    return Path(
-        getattr(settings, "STOFLOW_MIGRATION_REPORT_JSON", Path(settings.BASE_DIR) / "var" / "migration-report.json")
+def runs_in_progress(schemas: list[str]) -> dict[str, RunNow]:
+    """The run going on now on each seller, if any (live or dry run; its newest, if its client vanished before)."""
+    entries = (
+        LedgerEntry.objects.filter(
+            Q(schema_name__in=schemas), command=ledger.COMMAND, status__in=LedgerEntry.IN_PROGRESS
+        )
+        .order_by("schema_name", "-started_at", "-pk")
+        .distinct("schema_name")
     )
-
-
-def last_runs() -> dict[str, LastRun]:
-    """Each seller's part of the last JSON report; {} when there is none (or it cannot be read)."""
-    try:
-        report = json.loads(report_path().read_text())
-        started_at = datetime.fromisoformat(report["started_at"])
-        mode = report["mode"]
-        tenants = report["tenants"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}
-    interruption = report.get("interruption") or {}
-    runs = {}
-    for tenant in tenants:
-        schema = tenant.get("schema")
-        if isinstance(schema, str):
-            outcome, ok = _outcome(tenant, interruption)
-            runs[schema] = LastRun(started_at, mode, outcome, ok)
-    for schema in interruption.get("not_started", []):
-        runs.setdefault(schema, LastRun(started_at, mode, "not started: the run was interrupted", False))
-    return runs
-
-
-def _outcome(tenant: dict, interruption: dict) -> tuple[str, bool]:
-    if tenant.get("busy"):
-        return "skipped: another run held the seller's lock", False
-    problems = []
-    if tenant.get("schema") in interruption.get("stopped_in", []):
-        problems.append("interrupted part-way")
-    errors = len((tenant.get("run") or {}).get("errors") or [])
-    if errors:
-        problems.append(f"{errors:,} product{'s' if errors != 1 else ''} could not be migrated")
-    checks = (tenant.get("validation") or {}).get("checks") or []
-    failed = [str(check.get("number")) for check in checks if not check.get("passed")]
-    if failed:
-        problems.append(f"check{'s' if len(failed) != 1 else ''} {', '.join(failed)} FAIL")
-    if problems:
-        return "; ".join(problems), False
-    if not checks:
-        return "done, not validated", True
-    return f"every check PASS ({len(checks)})", True
+    return {
+        entry.schema_name: RunNow(
+            entry.pk,
+            entry.run_id,
+            entry.mode,
+            entry.status,
+            entry.batches,
+            entry.last_product_id,
+            entry.figures.get("images_migrated", 0),
+            entry.heartbeat_at,
+            entry.message,
+        )
+        for entry in entries
+    }

@@ -7,13 +7,17 @@ Per tenant, under its advisory lock (``tenant_lock``, the one migrate_images tak
    JSON yields, so it catches products never migrated and products whose JSON changed since), no product is
    listed as an error by the source, and none is pending (JSON images, no rows). Any of these refuses the
    tenant, naming the reasons and the first products; nothing changes.
-3. In one transaction: lock ``products`` (for the drop) and ``product_images`` (against writers), within
-   ``lock_timeout`` (``table_locks.py``; not granted in time: the tenant is reported busy, unchanged), run
-   the gate again, copy
-   every product's ``(id, images)`` into ``legacy_product_images`` (soft-deleted products included), and
-   drop the column. A failure anywhere rolls all of it back.
+3. In one transaction: lock ``products`` (for the drop) and ``product_images`` (against writers), run
+   the gate again, copy every product's ``(id, images)`` into ``legacy_product_images`` (soft-deleted products
+   included), and drop the column. A failure anywhere rolls all of it back.
 
-A dry run stops after the gate's first pass and reports what it would do.
+A dry run stops after the gate's first pass and reports what it would do. With ``--ready``, a tenant goes to
+the gate only if its latest live migrate_images run (the run ledger) ended done with every check passing;
+the others are listed as not ready and left as they are (``not_ready``).
+
+Every phase (the first look, the gate's first pass, the dry run's count, the transaction) runs in the tenant's
+``lifecycle_session`` (``table_locks.py``): a statement that waits longer than ``lock_timeout`` for a lock
+another session holds gives up, and the tenant is reported busy, unchanged, naming the session that held it.
 """
 
 from __future__ import annotations
@@ -22,23 +26,27 @@ import enum
 import time
 from dataclasses import dataclass, field
 
-from django.db import DatabaseError, transaction
+from django.db import transaction
 from psycopg import sql
 
 from products.legacy_json import ARCHIVE_TABLE, has_json_column
 from products.lifecycle.table_locks import (
+    ANOTHER_JOB,
     BUSY_MEANING,
     DEFAULT_LOCK_TIMEOUT,
     USAGE_MEANING,
+    blocked_reason,
+    lifecycle_session,
     lock_for_column_change,
-    locks_not_granted,
 )
-from products.migration import follower
+from products.migration import follower, ledger
+from products.migration.batches import Guard, TenantBlocked
 from products.migration.report import SAMPLE_SIZE, ExitCodeWithMeaning
 from products.migration.source import source_ctes
 from products.migration.validation import validate_tenant
 from stoflow.raw_sql import execute, fetch_rows, table
 from stoflow.tenants.locks import tenant_lock
+from stoflow.tenants.models import LedgerEntry
 from stoflow.tenants.runner import Interruption, for_each_tenant
 
 
@@ -46,7 +54,11 @@ class FinalizeExitCode(ExitCodeWithMeaning):
     """Exit status of ``finalize_images`` (the values it shares with migrate_images mean the same there).
     When several apply, the first listed wins."""
 
-    OK = 0, "Every tenant is finalized (now or before); with --dry-run, every tenant would be"
+    OK = (
+        0,
+        "Every tenant is finalized (now or before); with --dry-run, every tenant would be; with --ready, every "
+        "tenant whose latest live run passed every check (the others are listed as not ready)",
+    )
     DATABASE_FAILURE = (
         5,
         "The database is unreachable, or failed mid-run: the tenant being finalized was rolled back, tenants "
@@ -70,6 +82,7 @@ class Outcome(enum.Enum):
     ALREADY_FINALIZED = "already finalized"
     REFUSED = "refused"
     BUSY = "busy"
+    NOT_READY = "not ready"  # --ready: its latest live run did not pass every check; not looked at further
 
 
 @dataclass
@@ -141,34 +154,68 @@ _COPY = """WITH copied AS (
 SELECT count(*) FROM copied"""
 
 
-def finalize_images(schemas: list[str], dry_run: bool, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> Finalization:
-    """Finalize each tenant in turn (one at a time: each holds table locks while it drops)."""
+def finalize_images(
+    schemas: list[str], dry_run: bool, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, ready_only: bool = False
+) -> Finalization:
+    """Finalize each tenant in turn (one at a time: each holds table locks while it drops); ``ready_only``
+    (--ready): only those whose latest live run passed every check."""
     finalization = Finalization(dry_run=dry_run)
     finalization.tenants, finalization.interruption = for_each_tenant(
-        schemas, 1, lambda schema, stop: finalize_tenant(schema, dry_run, lock_timeout)
+        schemas, 1, lambda schema, stop: finalize_tenant(schema, dry_run, lock_timeout, ready_only)
     )
     return finalization
 
 
-def finalize_tenant(schema: str, dry_run: bool, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> TenantFinalization:
+def not_ready(schema: str) -> str:
+    """Why the tenant's latest live migrate_images run does not let --ready through ("" when it does): it must
+    have ended done, no product in error, every check passing. A finalized tenant is let through (the gate
+    says it is already finalized)."""
+    if not has_json_column(schema):
+        return ""
+    entry = ledger.latest_entry(schema, ledger.LIVE)
+    if entry is None:
+        return "no live migrate_images run on record"
+    run = f"its latest live run ({entry.run_id}, started {entry.started_at:%Y-%m-%d %H:%M} UTC)"
+    if entry.status != LedgerEntry.DONE:
+        return f"{run} is {entry.get_status_display()}"
+    if not entry.checks_passed:
+        return f"{run} has a failing check"
+    return ""
+
+
+def finalize_tenant(
+    schema: str, dry_run: bool, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, ready_only: bool = False
+) -> TenantFinalization:
     started = time.perf_counter()
-    with tenant_lock(schema) as acquired:
-        if not acquired:
-            result = TenantFinalization(schema, Outcome.BUSY, ["another job (migrate_images, ...) holds its lock"])
-        elif not has_json_column(schema):
-            result = TenantFinalization(schema, Outcome.ALREADY_FINALIZED)
-        else:
-            # A first pass without table locks: a refused tenant (the common case while drift is being
-            # fixed) never holds up the application's writers.
-            refusals = gate_refusals(schema)
-            if refusals:
-                result = TenantFinalization(schema, Outcome.REFUSED, refusals)
-            elif dry_run:
-                result = TenantFinalization(schema, Outcome.WOULD_FINALIZE, products_copied=_product_count(schema))
-            else:
-                result = _copy_and_drop(schema, lock_timeout)
+    if ready_only and (why := not_ready(schema)):
+        return TenantFinalization(schema, Outcome.NOT_READY, [why])
+    with lifecycle_session(lock_timeout) as guard, tenant_lock(schema) as acquired:
+        try:
+            result = (
+                _finalize(schema, dry_run, guard)
+                if acquired
+                else TenantFinalization(schema, Outcome.BUSY, [ANOTHER_JOB])
+            )
+        except TenantBlocked as blocked:
+            result = TenantFinalization(schema, Outcome.BUSY, [blocked_reason(blocked.blocked)])
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _finalize(schema: str, dry_run: bool, guard: Guard) -> TenantFinalization:
+    """The tenant's finalization under its lock, each phase through ``guard`` (a lock not granted in time:
+    TenantBlocked, nothing changed)."""
+    if not guard.run("the look for the JSON column", lambda: has_json_column(schema)):
+        return TenantFinalization(schema, Outcome.ALREADY_FINALIZED)
+    # A first pass without table locks: a refused tenant (the common case while drift is being fixed) never
+    # holds up the application's writers.
+    refusals = guard.run("the gate", lambda: gate_refusals(schema))
+    if refusals:
+        return TenantFinalization(schema, Outcome.REFUSED, refusals)
+    if dry_run:
+        products = guard.run("the count of the products", lambda: _product_count(schema))
+        return TenantFinalization(schema, Outcome.WOULD_FINALIZE, products_copied=products)
+    return guard.run("the copy and the drop", lambda: _copy_and_drop(schema))
 
 
 def gate_refusals(schema: str) -> list[str]:
@@ -201,34 +248,29 @@ def gate_refusals(schema: str) -> list[str]:
     return reasons
 
 
-def _copy_and_drop(schema: str, lock_timeout: float) -> TenantFinalization:
+def _copy_and_drop(schema: str) -> TenantFinalization:
+    """One transaction: the table locks, the gate again, the copy, the drop; any failure rolls it all back."""
     products, product_images = table(schema, "products"), table(schema, "product_images")
     archive = table(schema, ARCHIVE_TABLE)
-    try:
-        with transaction.atomic():
-            # No writer of images (nor of the rows) gets in between the gate below, the copy and the drop.
-            lock_for_column_change(schema, lock_timeout)
-            # The gate again, on what can no longer change: the first pass ran while writers were free.
-            refusals = gate_refusals(schema)
-            if refusals:
-                transaction.set_rollback(True)
-                return TenantFinalization(schema, Outcome.REFUSED, refusals)
-            execute(sql.SQL(_CREATE_ARCHIVE).format(archive=archive))
-            execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(archive, sql.Literal(_ARCHIVE_COMMENT)))
-            ((copied_at,),) = fetch_rows(sql.SQL("SELECT clock_timestamp()"))
-            ((copied,),) = fetch_rows(
-                sql.SQL(_COPY).format(archive=archive, products=products, product_images=product_images),
-                {"copied_at": copied_at},
-            )
-            # The follower's trigger fires on UPDATE OF images: it goes with the column (it would block the drop).
-            follower.uninstall(schema)
-            # A catalogue change only (no table rewrite): instant under the lock already held.
-            execute(sql.SQL("ALTER TABLE {} DROP COLUMN images").format(products))
-    except DatabaseError as exc:
-        reason = locks_not_granted(exc, lock_timeout)
-        if reason is None:
-            raise
-        return TenantFinalization(schema, Outcome.BUSY, [reason])
+    with transaction.atomic():
+        # No writer of images (nor of the rows) gets in between the gate below, the copy and the drop.
+        lock_for_column_change(schema)
+        # The gate again, on what can no longer change: the first pass ran while writers were free.
+        refusals = gate_refusals(schema)
+        if refusals:
+            transaction.set_rollback(True)
+            return TenantFinalization(schema, Outcome.REFUSED, refusals)
+        execute(sql.SQL(_CREATE_ARCHIVE).format(archive=archive))
+        execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(archive, sql.Literal(_ARCHIVE_COMMENT)))
+        ((copied_at,),) = fetch_rows(sql.SQL("SELECT clock_timestamp()"))
+        ((copied,),) = fetch_rows(
+            sql.SQL(_COPY).format(archive=archive, products=products, product_images=product_images),
+            {"copied_at": copied_at},
+        )
+        # The follower's trigger fires on UPDATE OF images: it goes with the column (it would block the drop).
+        follower.uninstall(schema)
+        # A catalogue change only (no table rewrite): instant under the lock already held.
+        execute(sql.SQL("ALTER TABLE {} DROP COLUMN images").format(products))
     return TenantFinalization(schema, Outcome.FINALIZED, products_copied=copied)
 
 
@@ -260,6 +302,8 @@ def describe(tenant: TenantFinalization) -> list[str]:
         return [f"{schema}: already finalized: products.images is gone, nothing to do"]
     if tenant.outcome is Outcome.BUSY:
         return [f"{schema}: busy, skipped (left as it was): {'; '.join(tenant.reasons)}"]
+    if tenant.outcome is Outcome.NOT_READY:
+        return [f"{schema}: not ready, left as it was: {'; '.join(tenant.reasons)}"]
     return [f"{schema}: refused, left as it was:"] + [f"  - {reason}" for reason in tenant.reasons]
 
 

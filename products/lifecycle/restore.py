@@ -11,6 +11,10 @@ back as migration 0001 made it (jsonb, nullable, no default) and is filled for e
   archived JSON is stale and would bring them back.
 
 A tenant that still has the column is not finalized: nothing to restore.
+
+Every phase (the looks at the column and the archive, the transaction) runs in the tenant's
+``lifecycle_session`` (``table_locks.py``): a statement that waits longer than ``lock_timeout`` for a lock
+another session holds gives up, and the tenant is reported busy, unchanged, naming the session that held it.
 """
 
 from __future__ import annotations
@@ -19,18 +23,21 @@ import enum
 import time
 from dataclasses import dataclass, field
 
-from django.db import DatabaseError, transaction
+from django.db import transaction
 from psycopg import sql
 
 from products.legacy_json import ARCHIVE_TABLE, has_archive, has_json_column
 from products.lifecycle.table_locks import (
+    ANOTHER_JOB,
     BUSY_MEANING,
     DEFAULT_LOCK_TIMEOUT,
     USAGE_MEANING,
+    blocked_reason,
+    lifecycle_session,
     lock_for_column_change,
-    locks_not_granted,
 )
 from products.migration import follower
+from products.migration.batches import Guard, TenantBlocked
 from products.migration.report import ExitCodeWithMeaning
 from stoflow.raw_sql import execute, fetch_rows, table
 from stoflow.tenants.locks import tenant_lock
@@ -147,41 +154,44 @@ def restore_images_json(
 
 def restore_tenant(schema: str, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, follow: bool = False) -> TenantRestore:
     started = time.perf_counter()
-    with tenant_lock(schema) as acquired:
-        if not acquired:
-            result = TenantRestore(schema, Outcome.BUSY, ["another job (migrate_images, ...) holds its lock"])
-        elif has_json_column(schema):
-            result = TenantRestore(schema, Outcome.NOT_FINALIZED)
-        else:
-            result = _add_and_fill(schema, lock_timeout, follow)
+    with lifecycle_session(lock_timeout) as guard, tenant_lock(schema) as acquired:
+        try:
+            result = _restore(schema, guard, follow) if acquired else TenantRestore(schema, Outcome.BUSY, [ANOTHER_JOB])
+        except TenantBlocked as blocked:
+            result = TenantRestore(schema, Outcome.BUSY, [blocked_reason(blocked.blocked)])
     result.seconds = time.perf_counter() - started
     return result
 
 
-def _add_and_fill(schema: str, lock_timeout: float, follow: bool) -> TenantRestore:
+def _restore(schema: str, guard: Guard, follow: bool) -> TenantRestore:
+    """The tenant's restore under its lock, each phase through ``guard`` (a lock not granted in time:
+    TenantBlocked, nothing changed)."""
+    if guard.run("the look for the JSON column", lambda: has_json_column(schema)):
+        return TenantRestore(schema, Outcome.NOT_FINALIZED)
+    archived = guard.run("the look for the archive", lambda: has_archive(schema))
+    return guard.run("the restore of the column", lambda: _add_and_fill(schema, archived, follow))
+
+
+def _add_and_fill(schema: str, archived: bool, follow: bool) -> TenantRestore:
+    """One transaction: the table locks, the column added, every product's JSON filled in (and with ``follow``
+    the follower installed)."""
     products, product_images = table(schema, "products"), table(schema, "product_images")
-    archived = (
-        sql.SQL(_ARCHIVED).format(archive=table(schema, ARCHIVE_TABLE)) if has_archive(schema) else sql.SQL(_NO_ARCHIVE)
+    latest_copies = (
+        sql.SQL(_ARCHIVED).format(archive=table(schema, ARCHIVE_TABLE)) if archived else sql.SQL(_NO_ARCHIVE)
     )
-    try:
-        with transaction.atomic():
-            # The rows the JSON is built from cannot change before the commit, nor products be read without it.
-            lock_for_column_change(schema, lock_timeout)
-            # As migration 0001 made it (a JSONField(null=True): jsonb, nullable, no database default).
-            execute(sql.SQL("ALTER TABLE {} ADD COLUMN images jsonb NULL").format(products))
-            ((from_rows, from_archive, emptied),) = fetch_rows(
-                sql.SQL(_FILL).format(
-                    iso_utc=sql.SQL(_ISO_UTC), product_images=product_images, products=products, archived=archived
-                )
+    with transaction.atomic():
+        # The rows the JSON is built from cannot change before the commit, nor products be read without it.
+        lock_for_column_change(schema)
+        # As migration 0001 made it (a JSONField(null=True): jsonb, nullable, no database default).
+        execute(sql.SQL("ALTER TABLE {} ADD COLUMN images jsonb NULL").format(products))
+        ((from_rows, from_archive, emptied),) = fetch_rows(
+            sql.SQL(_FILL).format(
+                iso_utc=sql.SQL(_ISO_UTC), product_images=product_images, products=products, archived=latest_copies
             )
-            if follow:
-                # Old code may write the JSON again from the commit on: the follower is there before it can.
-                follower.install_and_catch_up(schema, "restore_images_json --follow")
-    except DatabaseError as exc:
-        reason = locks_not_granted(exc, lock_timeout)
-        if reason is None:
-            raise
-        return TenantRestore(schema, Outcome.BUSY, [reason])
+        )
+        if follow:
+            # Old code may write the JSON again from the commit on: the follower is there before it can.
+            follower.install_and_catch_up(schema, "restore_images_json --follow")
     return TenantRestore(schema, Outcome.RESTORED, from_rows=from_rows, from_archive=from_archive, emptied=emptied)
 
 

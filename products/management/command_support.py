@@ -37,11 +37,75 @@ class UsageParser(CommandParser):
         raise CommandError(f"Error: {message}. Nothing was done.", returncode=ExitCode.USAGE)
 
 
+class OutputReaderMayLeave:
+    """An output stream whose reader may go before the command is done (``| head -1``): the reader's choice,
+    not a failure of the command. From the first write or flush that finds the pipe closed, the rest of the
+    output goes nowhere; the command carries on (its report files, the ledger, the rows) and ends with its own
+    exit status, without a traceback."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.reader_left = False
+
+    def write(self, text: str) -> int:
+        if not self.reader_left:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._reader_gone()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.reader_left:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        self.reader_left = True
+        # What the stream still buffers goes to /dev/null when the interpreter flushes it at exit, instead of
+        # the closed pipe, which would raise once more there and turn the exit status into 120.
+        try:
+            descriptor = self._stream.fileno()
+        except (AttributeError, OSError, ValueError):  # no file behind it (a StringIO): nothing left to flush
+            return
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, descriptor)
+        finally:
+            os.close(devnull)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)  # isatty(), fileno(), encoding ... of the stream itself
+
+
 class ImageCommand(BaseCommand):
     """The image commands' parser: Django's option order, the exit status table of ``exit_codes`` closing
-    --help, and bad options as usage errors (exit 2) however the command is called."""
+    --help, and bad options as usage errors (exit 2) however the command is called. Their output may be read by
+    a reader that leaves early (``OutputReaderMayLeave``)."""
 
     exit_codes: type[enum.IntEnum]
+
+    def __init__(self, stdout=None, stderr=None, no_color=False, force_color=False):
+        super().__init__(
+            OutputReaderMayLeave(stdout or sys.stdout),
+            OutputReaderMayLeave(stderr or sys.stderr),
+            no_color,
+            force_color,
+        )
+
+    def execute(self, *args, **options):
+        for name in ("stdout", "stderr"):
+            if options.get(name):
+                options[name] = OutputReaderMayLeave(options[name])
+        try:
+            return super().execute(*args, **options)
+        finally:
+            # A reader gone is found now, while the command ends on its own terms, not by the interpreter's
+            # flush at exit.
+            self.stdout.flush()
+            self.stderr.flush()
 
     def create_parser(self, prog_name, subcommand, **kwargs):
         parser = super().create_parser(
@@ -173,14 +237,15 @@ def duration_ms(minimum: int):
 
 
 def add_lock_timeout_option(parser) -> None:
-    """finalize_images and restore_images_json: how long a tenant's table locks may be waited for."""
+    """finalize_images and restore_images_json: how long any of their statements may wait for a lock."""
     default = f"{DEFAULT_LOCK_TIMEOUT:g}s"
     parser.add_argument(
         "--lock-timeout",
         type=duration_ms(minimum=1),
         default=default,
         metavar="DURATION",
-        help=f"How long to wait for a tenant's table locks before skipping it as busy (200ms, 2s, 1min; "
+        help=f"How long any statement on a tenant (the gate, the copy, the drop, the restore) may wait for a lock "
+        f"another session holds before the tenant is skipped as busy, naming that session (200ms, 2s, 1min; "
         f"default {default}); the application's queries on the table queue meanwhile.",
     )
 

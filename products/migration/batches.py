@@ -19,7 +19,8 @@ On a live database:
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TypeVar
@@ -27,12 +28,14 @@ from typing import TypeVar
 from django.db import DatabaseError, transaction
 from psycopg import sql
 
-from products.migration.reconcile import Reconciled, reconcile, stale
-from products.migration.report import Blocked, ProductError, TenantRun
-from products.migration.source import id_range, source_ctes
+from products.migration.pace import BatchSizer, Gate
+from products.migration.reconcile import Reconciled, reconcile, reserve, stale
+from products.migration.report import Blocked, Pace, ProductError, TenantRun
+from products.migration.source import id_range, source_ctes, yielded_rows
 from products.migration.validation import RangeFigures, measure_range
-from stoflow.raw_sql import fetch_rows, table
+from stoflow.raw_sql import execute, fetch_rows, table
 from stoflow.tenants.blocking import Blocker, BlockerWatch
+from stoflow.tenants.citus import is_citus
 from stoflow.tenants.locks import JOB_SESSION_SETTINGS
 from stoflow.tenants.sessions import session_settings
 
@@ -54,12 +57,19 @@ class MigrationOptions:
     run_name: str = ""  # names the run in product_images_removed
     run_id: str = ""  # names the run in the ledger
     lock_timeout_ms: int = 2000  # a statement waiting longer than this for a lock gives up (then retries)
-    statement_timeout_ms: int = 600_000  # a statement running longer than this is cancelled (0: no limit)
+    # A statement running longer than this is cancelled (0: no limit; None: the session's own, as finalize_images
+    # and restore_images_json keep it).
+    statement_timeout_ms: int | None = 600_000
     retries: int = 3  # retries of a unit of work that failed on a lock, before the tenant is reported blocked
     pause_ms: int = 0  # pause between batches, leaving room to the application on a busy primary
     restart: bool = False  # walk every product, even where the ledger says an unfinished run stopped
     allowed: tuple[str, ...] = ()  # triggers/constraints/indexes/rules on product_images the preflight accepts
     follow: bool = False  # install the follower on each tenant whose checks pass (live runs)
+    batch_time_ms: int = 0  # the time each batch should take: its size follows (0: batch_size, fixed)
+    watch_health: bool = True  # wait before a batch while a health signal is over its limit (pace.py)
+    max_replica_lag_ms: int = 5000  # the standbys' replay lag above which batches wait (0: not watched)
+    max_lock_waiters: int = 0  # other sessions waiting for locks on the tenant's tables above which batches wait
+    max_failures: int = 0  # start no further tenant once this many failed, were blocked or failed a check (0: no bound)
 
     @classmethod
     def from_command_options(cls, options: dict) -> MigrationOptions:
@@ -77,6 +87,11 @@ class MigrationOptions:
             restart=options["restart"],
             allowed=tuple(options["allow"]),
             follow=options["follow"],
+            batch_time_ms=options["batch_time"] or 0,
+            watch_health=not options["ignore_health"],
+            max_replica_lag_ms=options["max_replica_lag"],
+            max_lock_waiters=options["max_lock_waiters"],
+            max_failures=options["max_failures"],
         )
 
 
@@ -93,6 +108,9 @@ class Progress:
 # SQLSTATEs a unit of work is retried on: it waited too long for a lock (lock_timeout), or it lost to
 # another transaction (deadlock, serialization failure).
 RETRIED = {"55P03": "lock timeout", "40P01": "deadlock", "40001": "serialization failure"}
+STATEMENT_TIMEOUT = "57014"  # query_canceled: statement_timeout (or a cancel from another session)
+# A batch following --batch-time is also retried, halved, after its statement ran out of time.
+RETRIED_HALVED = {**RETRIED, STATEMENT_TIMEOUT: "statement timeout"}
 
 
 class TenantBlocked(Exception):
@@ -113,9 +131,19 @@ class Guard:
         self.watch = watch
         self.stop = stop or threading.Event()
 
-    def run(self, what: str, work: Callable[[], T]) -> T:
+    def run(
+        self,
+        what: str,
+        work: Callable[[], T],
+        *,
+        retried: Collection[str] = RETRIED,
+        before_retry: Callable[[], None] | None = None,
+    ) -> T:
         """``work()``, retried up to ``options.retries`` times on a lock timeout, deadlock or serialization
-        failure (a unit that writes runs in its own transaction, rolled back by the failure)."""
+        failure (a unit that writes runs in its own transaction, rolled back by the failure).
+
+        ``retried``: the SQLSTATEs retried instead; ``before_retry()`` runs after such a failure, before the
+        backoff (a batch following --batch-time halves there)."""
         error: DatabaseError | None = None
         # Every session seen holding the lock, on any attempt (by pid, its latest sighting): an attempt that
         # lost at once (a deadlock) or met another holder does not hide the ones an earlier attempt waited for.
@@ -128,10 +156,12 @@ class Guard:
                 with self.watch.watching() if self.watch else nullcontext():
                     return work()
             except DatabaseError as exc:
-                if sqlstate(exc) not in RETRIED:
+                if sqlstate(exc) not in retried:
                     raise
                 error = exc
                 blockers.update((blocker.pid, blocker) for blocker in (self.watch.seen if self.watch else []))
+                if before_retry is not None and attempt < attempts:
+                    before_retry()
         raise TenantBlocked(
             Blocked(what, attempts, self.options.lock_timeout_ms, first_line(error), list(blockers.values()))
         )
@@ -148,9 +178,12 @@ class Guard:
 
 def session_timeouts(options: MigrationOptions) -> dict[str, str]:
     """The settings every statement of a job runs under, set on its session (see ``job_session``)."""
+    statement_timeout = (
+        {} if options.statement_timeout_ms is None else {"statement_timeout": f"{options.statement_timeout_ms}ms"}
+    )
     return {
         "lock_timeout": f"{options.lock_timeout_ms}ms",
-        "statement_timeout": f"{options.statement_timeout_ms}ms",
+        **statement_timeout,
         "idle_in_transaction_session_timeout": IDLE_IN_TRANSACTION_TIMEOUT,
         **JOB_SESSION_SETTINGS,
     }
@@ -158,13 +191,20 @@ def session_timeouts(options: MigrationOptions) -> dict[str, str]:
 
 @contextmanager
 def job_session(options: MigrationOptions, stop: threading.Event | None = None) -> Iterator[Guard]:
-    """This thread's session under the job's timeouts, watched for blockers: a Guard to run units of work.
+    """This thread's session under the job's timeouts (also in each of its transactions, for Citus' workers:
+    ``session_settings``), watched for blockers: a Guard to run units of work.
 
-    The blocker watch looks once a unit has waited half the lock timeout (at most a second), every tenth of it."""
+    The blocker watch looks once a unit has waited half the lock timeout (at most a second; a quarter on Citus),
+    every tenth of it."""
     with session_settings(session_timeouts(options)):
         ((backend_pid,),) = fetch_rows(sql.SQL("SELECT pg_backend_pid()"))
+        # On Citus the waits happen on the workers: the watch follows this backend by its global pid.
+        global_pid = fetch_rows(sql.SQL("SELECT citus_backend_gpid()"))[0][0] if is_citus() else None
         timeout = options.lock_timeout_ms / 1000
-        with BlockerWatch(backend_pid, after=min(timeout / 2, 1.0), every=max(min(timeout / 10, 0.1), 0.01)) as watch:
+        every = max(min(timeout / 10, 0.1), 0.01)
+        # A look on Citus asks every node (over 100 ms): it starts at a quarter of the lock timeout there.
+        after = min(timeout / (2 if global_pid is None else 4), 1.0)
+        with BlockerWatch(backend_pid, after=after, every=every, global_pid=global_pid) as watch:
             yield Guard(options, watch, stop)
 
 
@@ -181,51 +221,88 @@ def first_line(exc: BaseException | None) -> str:
 # (connection lost, missing table, out of memory) stops the run.
 ROW_ERROR_CLASSES = ("22", "23", "P0")
 
-# A first migration of the batch's products that have no rows. Each product it inserts (or refuses) gets its
-# product_json_state, the digest of the JSON read: --sync later finds the products whose JSON changed since.
-_MIGRATE_BATCH = """WITH {source},
-todo AS (
-    SELECT s.*,
-           EXISTS (SELECT 1 FROM {product_images} AS pi WHERE pi.product_id = s.id) AS has_rows
-    FROM status AS s
-    WHERE s.image_count > 0 OR s.error IS NOT NULL
-),
-new_rows AS (
-    SELECT y.*
-    FROM yielded AS y
-    JOIN todo AS t ON t.id = y.product_id
-    WHERE NOT t.has_rows
+# A first migration of the batch's products that have no rows. The JSON is read once into ``batch`` (one row per
+# product: its outcome, and its rows as arrays where it has none yet); the outcome is counted there; the rows and
+# each product's product_json_state (the digest of the JSON read: --sync later finds the products whose JSON
+# changed since) are inserted from it. The same fragments make two statements' shapes:
+#
+# - on PostgreSQL, one statement: ``batch`` a MATERIALIZED CTE, the inserts CTEs of the outcome's SELECT;
+# - on Citus, plain statements each run whole on the tenant's worker (one task: tests/test_citus.py), because
+#   Citus cuts a statement with INSERTs in CTEs into subplans whose results travel to the coordinator and back,
+#   once per CTE that reads them. ``batch`` is the tenant's product_images_batch table, written by the reading
+#   and emptied at the end of the batch's transaction; the rows get ids reserved from their sequence in a
+#   statement of its own (an identity default is volatile: Citus would pull the INSERT to the coordinator, where
+#   a row the database refuses loses its SQLSTATE, and a batch could no longer be halved down to the products
+#   at fault) and the transaction's time as a value. Citus 13.1 rewrites an INSERT ... SELECT it sends to a
+#   worker when the SELECT holds functions whose value may change (now(), the reading's timestamp casts), and
+#   rewrites it wrong (a filter on a distribution column schema-distributed tables do not have, a simple CASE
+#   evaluated away): the reading stays a MATERIALIZED CTE, which Citus runs as a SELECT on the worker before
+#   copying its result into the table (the one statement whose data passes through the coordinator).
+_READ_BATCH = """WITH {source}
+SELECT s.id, s.product_created_at, s.is_deleted, s.error, s.repairs, r.has_rows,
+       md5(p.images::text)::uuid AS json_digest,
+       -- The rows only where they will be inserted: --sync reads products that have rows.
+       CASE WHEN NOT r.has_rows THEN s.urls END AS urls,
+       CASE WHEN NOT r.has_rows THEN s.orders END AS orders,
+       CASE WHEN NOT r.has_rows THEN s.label_flags END AS label_flags,
+       CASE WHEN NOT r.has_rows THEN s.created_ats END AS created_ats
+FROM status AS s
+JOIN {products} AS p ON p.id = s.id
+CROSS JOIN LATERAL (
+    SELECT EXISTS (SELECT 1 FROM {product_images} AS pi WHERE pi.product_id = s.id) AS has_rows
+) AS r
+WHERE s.image_count > 0 OR s.error IS NOT NULL"""
+
+# The batch's outcome grouped by (error, repairs, soft-deleted, already migrated); images and labels are those
+# the rows insert writes (a product without an error yields one row per url, its label last).
+_BATCH_OUTCOME = """SELECT b.error,
+       b.repairs,
+       b.is_deleted,
+       b.has_rows AS already_migrated,
+       count(*) AS products,
+       COALESCE(sum(cardinality(b.urls)) FILTER (WHERE NOT b.has_rows AND b.error IS NULL), 0)::bigint AS images,
+       count(*) FILTER (WHERE NOT b.has_rows AND b.error IS NULL AND b.label_flags[cardinality(b.label_flags)])
+           AS labels,
+       array_agg(b.id ORDER BY b.id) FILTER (WHERE b.error IS NOT NULL OR cardinality(b.repairs) > 0) AS ids
+FROM {batch} AS b
+WHERE {batch_filter}
+GROUP BY 1, 2, 3, 4"""
+
+# No CTE here: Citus plans an INSERT ... SELECT with one as a pull to the coordinator.
+_INSERT_ROWS = """INSERT INTO {product_images} ({id_column}product_id, url, "order", is_label, created_at, updated_at)
+SELECT {id_value}y.product_id, y.url, y."order", y.is_label, y.created_at, {now}
+FROM ({yielded}) AS y"""
+_NEW_PRODUCTS = "(SELECT * FROM {batch} AS b WHERE {batch_filter} AND NOT b.has_rows)"
+
+_RECORD_STATE = """INSERT INTO {json_state} AS st (product_id, json_digest, refused, recorded_at)
+SELECT b.id, b.json_digest, b.error, {now}
+FROM {batch} AS b
+WHERE {batch_filter} AND NOT b.has_rows
+ON CONFLICT (product_id) DO UPDATE
+SET json_digest = EXCLUDED.json_digest, refused = EXCLUDED.refused, recorded_at = EXCLUDED.recorded_at"""
+
+# On PostgreSQL: the whole first migration in one statement.
+_MIGRATE_BATCH = """WITH batch AS MATERIALIZED (
+{read}
 ),
 inserted AS (
-    INSERT INTO {product_images} (product_id, url, "order", is_label, created_at, updated_at)
-    SELECT product_id, url, "order", is_label, created_at, now()
-    FROM new_rows
-    RETURNING product_id, is_label
-),
-inserted_per_product AS (
-    SELECT product_id, count(*) AS images, count(*) FILTER (WHERE is_label) AS labels
-    FROM inserted
-    GROUP BY product_id
+{insert_rows}
 ),
 recorded AS (
-    INSERT INTO {json_state} AS st (product_id, json_digest, refused, recorded_at)
-    SELECT t.id, md5(p.images::text)::uuid, t.error, now()
-    FROM todo AS t JOIN {products} AS p ON p.id = t.id
-    WHERE NOT t.has_rows
-    ON CONFLICT (product_id) DO UPDATE
-    SET json_digest = EXCLUDED.json_digest, refused = EXCLUDED.refused, recorded_at = EXCLUDED.recorded_at
+{record_state}
 )
-SELECT t.error,
-       t.repairs,
-       t.is_deleted,
-       t.has_rows AS already_migrated,
-       count(*) AS products,
-       COALESCE(sum(i.images), 0)::bigint AS images,
-       COALESCE(sum(i.labels), 0)::bigint AS labels,
-       array_agg(t.id ORDER BY t.id) FILTER (WHERE t.error IS NOT NULL OR cardinality(t.repairs) > 0) AS ids
-FROM todo AS t
-LEFT JOIN inserted_per_product AS i ON i.product_id = t.id
-GROUP BY 1, 2, 3, 4"""
+{outcome}"""
+
+# On Citus: the reading into the tenant's table, the transaction's time and the rows' ids (as the array's
+# text, handed back as it came: a batch's thousands of ids are never made Python ints), the cleanup.
+_READ_INTO_TABLE = """WITH batch AS MATERIALIZED (
+{read}
+)
+INSERT INTO {batch} (id, product_created_at, is_deleted, error, repairs, has_rows, json_digest,
+                     urls, orders, label_flags, created_ats)
+SELECT * FROM batch"""
+_RESERVE_IDS = "SELECT now(), {reserve}::text"
+_FORGET_BATCH = "DELETE FROM {batch} AS b WHERE {batch_filter}"
 
 # --force: the batch's products that have rows, brought to their JSON keeping the ids of the rows whose URL
 # stays (reconcile).
@@ -258,7 +335,7 @@ _LOCK_BATCH = """SELECT count(*) FROM (
     SELECT 1 FROM {products} AS p WHERE {product_filter} ORDER BY p.id FOR UPDATE
 ) AS locked"""
 
-_BATCH_END = """SELECT max(id) FROM (
+_BATCH_END = """SELECT max(id), count(*) FROM (
     SELECT p.id FROM {products} AS p WHERE {after} ORDER BY p.id LIMIT %(batch_size)s
 ) AS batch"""
 _COUNT = "SELECT count(*) FROM {products} AS p WHERE {after}"
@@ -290,13 +367,16 @@ def migrate_batches(
     on_batch: Callable[[int], None] | None = None,
     rehearsal: RangeFigures | None = None,
     product_count: int | None = None,
+    pace: Pace | None = None,
 ) -> TenantRun:
     """Walk the tenant's products with ids in (``after``, ``upto``] (None: no bound), one batch after the other.
 
     ``run`` collects the figures as batches finish (given, it holds them even if the walk stops part-way);
-    ``on_batch(last id)`` is called after each batch, outside its transaction (the ledger); a dry run passes
+    ``on_batch(last id)`` is called after each batch, outside its transaction, through the Guard (the ledger:
+    a write a lock held elsewhere makes wait is retried, then the tenant is blocked); a dry run passes
     ``rehearsal``, which collects the checks measured in each batch's rehearsal and over the ids past the last;
-    ``product_count``: how many the walk will meet, for its progress bar, when the caller counted them already.
+    ``product_count``: how many the walk will meet, for its progress bar, when the caller counted them already;
+    ``pace`` collects the batches' sizes and the waits before them (``pace.py``).
     """
     run = run if run is not None else TenantRun()
     guard = guard or Guard(options, stop=stop)
@@ -308,22 +388,23 @@ def migrate_batches(
     if remaining is None:
         remaining = guard.run("counting the products", lambda: fetch_rows(count, {"after": after, "upto": bound})[0][0])
     progress.start_tenant(schema, remaining)
+    pace = pace if pace is not None else Pace()
+    gate = Gate(schema, options, stop, pace)
+    sizer = BatchSizer(options, pace)
     try:
         while True:
-            if stop.is_set():
-                raise KeyboardInterrupt
-            batch_end = sql.SQL(_BATCH_END).format(products=products, after=id_range("p.id", after, bound))
-            params = {"after": after, "upto": bound, "batch_size": options.batch_size}
-            (upto,) = guard.run("finding the next batch", lambda query=batch_end, p=params: fetch_rows(query, p)[0])
-            if upto is None:
+            batch = _Batch(walk, sizer, products, after, bound, sizer.size)
+            if batch.upto is None:
                 break
-            _migrate_range(walk, after, upto)
+            # Ctrl-C, a pause or cancel asked from elsewhere, the database's health: between batches only.
+            gate.before_batch()
+            started = time.perf_counter()
+            _migrate_range(walk, after, batch.upto, batch.shrink if sizer.adaptive else None)
+            sizer.measured(batch.products, time.perf_counter() - started, batch.asked)
             if on_batch:
-                on_batch(upto)
-            # Every batch but the last holds exactly batch_size products.
-            progress.advance(schema, min(options.batch_size, remaining))
-            remaining -= options.batch_size
-            after = upto
+                guard.run("recording the batch in the ledger", lambda last_id=batch.upto: on_batch(last_id))
+            progress.advance(schema, batch.products)
+            after = batch.upto
             if options.pause_ms:
                 guard.pause(options.pause_ms / 1000)
         if rehearsal is not None and (bound is None or after != bound):
@@ -336,11 +417,54 @@ def migrate_batches(
     return run
 
 
-def _migrate_range(walk: _Walk, after: int | None, upto: int) -> None:
-    """Products with ids in (after, upto]: one transaction; on a row the database refuses, the two halves."""
+class _Batch:
+    """The next batch of a walk: up to ``asked`` products after ``after`` (none past ``bound``); ``upto`` its last
+    id (None: no product left). Following --batch-time, ``shrink`` cuts it to half the size after a timeout."""
+
+    def __init__(
+        self,
+        walk: _Walk,
+        sizer: BatchSizer,
+        products: sql.Composable,
+        after: int | None,
+        bound: int | None,
+        asked: int,
+    ):
+        self.walk, self.sizer, self.products_table = walk, sizer, products
+        self.after, self.bound, self.asked = after, bound, asked
+        self.upto, self.products = self._end(asked)
+
+    def _end(self, size: int) -> tuple[int | None, int]:
+        query = sql.SQL(_BATCH_END).format(products=self.products_table, after=id_range("p.id", self.after, self.bound))
+        params = {"after": self.after, "upto": self.bound, "batch_size": size}
+        return self.walk.guard.run("finding the next batch", lambda: fetch_rows(query, params)[0])
+
+    def shrink(self) -> int:
+        """After the batch's transaction was rolled back on a timeout: half as many products; the new last id."""
+        self.asked = self.sizer.halve()
+        self.upto, self.products = self._end(self.asked)
+        return self.upto
+
+
+def _migrate_range(walk: _Walk, after: int | None, upto: int, shrink: Callable[[], int] | None = None) -> None:
+    """Products with ids in (after, upto]: one transaction; on a row the database refuses, the two halves.
+
+    ``shrink`` (a walk following --batch-time): a lock or statement timeout halves the batch before the retry;
+    it returns the batch's new last id."""
+    bound = [upto]
+
+    def smaller() -> None:
+        bound[0] = shrink()
+
     try:
-        written, figures = walk.guard.run(_products_in(after, upto), lambda: _attempt(walk, after, upto))
+        written, figures = walk.guard.run(
+            _products_in(after, upto),
+            lambda: _attempt(walk, after, bound[0]),
+            retried=RETRIED_HALVED if shrink else RETRIED,
+            before_retry=smaller if shrink else None,
+        )
     except DatabaseError as exc:
+        upto = bound[0]
         if not _caused_by_rows(exc):
             raise
         product_ids = _ids_in_range(walk, after, upto)
@@ -428,13 +552,56 @@ def _write_batch(schema: str, after: int | None, upto: int, options: MigrationOp
         reconciled = reconcile(schema, sql.SQL("p.id = ANY(%(ids)s::bigint[])"), {"ids": stale_ids}, options.run_name)
     # Then a first migration of the products that have no rows (new products, and those --force or --sync left
     # without rows because their JSON is empty).
-    query = sql.SQL(_MIGRATE_BATCH).format(
-        source=source_ctes(schema, written_filter, yielded=True),
-        product_images=product_images,
-        products=products,
-        json_state=table(schema, "product_json_state"),
+    return _migrate_first(schema, written_filter, params) + left_as_they_are, reconciled
+
+
+def _migrate_first(schema: str, batch_filter: sql.Composable, params: dict) -> list[tuple]:
+    """The first migration of the batch's products without rows (``_READ_BATCH`` and what follows it); returns
+    the outcome's groups: error, repairs, is_deleted, already_migrated, products, images, labels, ids."""
+    read = sql.SQL(_READ_BATCH).format(
+        source=source_ctes(schema, batch_filter),
+        products=table(schema, "products"),
+        product_images=table(schema, "product_images"),
     )
-    return fetch_rows(query, params) + left_as_they_are, reconciled
+    if not is_citus():
+        names = {"batch": sql.Identifier("batch"), "batch_filter": sql.SQL("TRUE"), "now": sql.SQL("now()")}
+        query = sql.SQL(_MIGRATE_BATCH).format(
+            read=read,
+            insert_rows=_insert_rows(schema, names, sql.SQL(""), sql.SQL("")),
+            record_state=sql.SQL(_RECORD_STATE).format(json_state=table(schema, "product_json_state"), **names),
+            outcome=sql.SQL(_BATCH_OUTCOME).format(**names),
+        )
+        return fetch_rows(query, params)
+    names = {
+        "batch": table(schema, "product_images_batch"),
+        "batch_filter": id_range("b.id", params["after"], params["upto"]),
+        "now": sql.Placeholder("now"),
+    }
+    execute(sql.SQL(_READ_INTO_TABLE).format(read=read, batch=names["batch"]), params)
+    groups = fetch_rows(sql.SQL(_BATCH_OUTCOME).format(**names), params)
+    if any(not already_migrated for _, _, _, already_migrated, *_ in groups):
+        rows = sum(images for *_, images, _, _ in groups)
+        reserved = reserve(schema, "product_images", sql.Placeholder("rows"))
+        ((now, ids),) = fetch_rows(sql.SQL(_RESERVE_IDS).format(reserve=reserved), {"rows": rows})
+        values = {**params, "now": now, "ids": ids}
+        if rows:
+            id_value = sql.SQL("(%(ids)s::bigint[])[row_number() OVER ()], ")
+            execute(_insert_rows(schema, names, sql.SQL("id, "), id_value), values)
+        execute(sql.SQL(_RECORD_STATE).format(json_state=table(schema, "product_json_state"), **names), values)
+    execute(sql.SQL(_FORGET_BATCH).format(**names), params)
+    return groups
+
+
+def _insert_rows(schema: str, names: dict, id_column: sql.Composable, id_value: sql.Composable) -> sql.Composed:
+    """``_INSERT_ROWS`` from ``names["batch"]``: with the given ids, or (both empty) the identity default's."""
+    yielded = yielded_rows(sql.SQL(_NEW_PRODUCTS).format(**names), names["now"])
+    return sql.SQL(_INSERT_ROWS).format(
+        product_images=table(schema, "product_images"),
+        id_column=id_column,
+        id_value=id_value,
+        yielded=yielded,
+        now=names["now"],
+    )
 
 
 def _tally(schema: str, written: tuple[list[tuple], Reconciled], run: TenantRun, options: MigrationOptions) -> None:
@@ -444,6 +611,8 @@ def _tally(schema: str, written: tuple[list[tuple], Reconciled], run: TenantRun,
     run.references_removed += reconciled.references_removed
     if reconciled.changed:
         run.resynced.add(len(reconciled.changed), reconciled.changed)
+    if reconciled.emptied:
+        run.emptied.add(len(reconciled.emptied), reconciled.emptied)
     errors = []
     for error, repairs, is_deleted, already_migrated, products, images, labels, ids in groups:
         run.products += products

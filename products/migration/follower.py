@@ -22,28 +22,34 @@ text is generated here; a tenant that follows an older text is listed by ``--sta
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 from django.db import connection, transaction
 from psycopg import sql
 
 from products.migration import reconcile
+from products.migration.preflight import FOLLOWER_TRIGGER, FOLLOWER_VERSION
 from stoflow.raw_sql import as_text, fetch_rows, table
+from stoflow.tenants.citus import allow_triggers, is_citus
 
 FUNCTION = "stoflow_follow_images"
-TRIGGER = "stoflow_follow_images"
+TRIGGER = FOLLOWER_TRIGGER
 REMOVED_BY = "follower"  # product_images_removed.removed_by of the rows the follower removes
+OUTDATED = "outdated: run --follow again"  # installed by another version of this code
 # Written in the function's comment: which text a tenant runs (``--status`` compares it with this code's).
 VERSION_PREFIX = "stoflow follower "
+
+# One plan per statement and session: a custom plan of the plan query, made again on every row, cost more to make
+# than to run (about 4 ms against 1 ms on the 30x set, bench/two_writers.py); the generic one uses the same
+# indexes (the product's id, its rows by product). Not on Citus, which cannot plan a distributed statement
+# whose values are parameters ("could not create distributed plan"): it plans each row's statements anew.
+GENERIC_PLANS = "SET plan_cache_mode = force_generic_plan\n"
 
 _FUNCTION = """CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
--- One plan per statement and session: a custom plan of the plan query, made again on every row, cost more to
--- make than to run (about 4 ms against 1 ms on the 30x set, bench/two_writers.py); the generic one uses the same
--- indexes (the product's id, its rows by product).
-SET plan_cache_mode = force_generic_plan
-AS $follow$
+{plan_cache_mode}AS $follow$
 DECLARE
     _product_id bigint;
     _digest uuid;
@@ -121,13 +127,15 @@ def _variable(name: str) -> sql.Composable:
 
 def function_sql(schema: str) -> sql.Composed:
     """The CREATE FUNCTION of the tenant's follower, generated from ``reconcile``."""
-    statements = reconcile.statements(schema, _variable, sql.Literal(REMOVED_BY))
+    # On the worker, in the trigger: the identity defaults and now() (reconcile.STATEMENTS says why).
+    statements = reconcile.statements(schema, _variable, sql.Literal(REMOVED_BY), sql.SQL("now()"), routed=False)
     declarations = sql.SQL("\n").join(
         sql.SQL("    {} {};").format(_variable(name), sql.SQL(reconcile.ARRAY_TYPES[name]))
         for name in reconcile.PLAN_ARRAYS
     )
     return sql.SQL(_FUNCTION).format(
         function=sql.Identifier(schema, FUNCTION),
+        plan_cache_mode=sql.SQL("" if is_citus() else GENERIC_PLANS),
         declarations=declarations,
         removed_images=table(schema, "product_images_removed"),
         product_images=table(schema, "product_images"),
@@ -141,21 +149,25 @@ def function_sql(schema: str) -> sql.Composed:
     )
 
 
-def version(schema: str) -> str:
-    """The digest of the follower's text for the tenant (its schema name left out, so every tenant's is equal)."""
+@functools.cache
+def version() -> str:
+    """The digest of the follower's text with its schema name left out: the same for every tenant, so it is
+    rendered once per process (``--status`` and the preflight ask it for every tenant)."""
+    schema = "tenant"
     text = as_text(function_sql(schema)).replace(as_text(sql.Identifier(schema)), "{schema}")
     return VERSION_PREFIX + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def install(schema: str) -> None:
-    """Create or replace the tenant's follower function and trigger (in the caller's transaction)."""
-    with connection.cursor() as cursor:
+    """Create or replace the tenant's follower function and trigger (in the caller's transaction, if any)."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        allow_triggers()
         # No parameters: the text is sent as it is (its regexes and format strings hold % signs).
         cursor.execute(as_text(function_sql(schema)))
         cursor.execute(
             as_text(
                 sql.SQL("COMMENT ON FUNCTION {}() IS {}").format(
-                    sql.Identifier(schema, FUNCTION), sql.Literal(version(schema))
+                    sql.Identifier(schema, FUNCTION), sql.Literal(version())
                 )
             )
         )
@@ -180,8 +192,9 @@ def install_and_catch_up(schema: str, run_name: str) -> reconcile.Reconciled:
 
 
 def uninstall(schema: str) -> None:
-    """Drop the tenant's follower trigger and function, if there (in the caller's transaction)."""
-    with connection.cursor() as cursor:
+    """Drop the tenant's follower trigger and function, if there (in the caller's transaction, if any)."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        allow_triggers()
         cursor.execute(
             as_text(
                 sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(TRIGGER), table(schema, "products"))
@@ -192,13 +205,7 @@ def uninstall(schema: str) -> None:
 
 def installed_version(schema: str) -> str | None:
     """The version the tenant's follower runs (None: no follower: no trigger on products, or no function)."""
-    rows = fetch_rows(
-        sql.SQL(
-            "SELECT obj_description(f.oid, 'pg_proc') FROM pg_trigger AS t JOIN pg_proc AS f ON f.oid = t.tgfoid "
-            "WHERE t.tgrelid = to_regclass(quote_ident(%(schema)s) || '.products') AND t.tgname = %(trigger)s"
-        ),
-        {"schema": schema, "trigger": TRIGGER},
-    )
+    rows = fetch_rows(sql.SQL(FOLLOWER_VERSION), {"schema": schema, "trigger": TRIGGER})
     if not rows:
         return None
     return rows[0][0] or ""
@@ -210,7 +217,27 @@ def follows(schema: str) -> bool:
 
 def describe(schema: str) -> str:
     """The tenant's follower in a word or two, for ``--status`` and the admin: on, off, or outdated."""
-    installed = installed_version(schema)
+    return _described(installed_version(schema), version())
+
+
+def describe_many(schemas: list[str]) -> dict[str, str]:
+    """``describe`` for many tenants in one query (the admin's seller picker, a page of sellers at a time)."""
+    if not schemas:
+        return {}
+    rows = fetch_rows(
+        sql.SQL(
+            "SELECT s.name, (SELECT COALESCE(obj_description(f.oid, 'pg_proc'), '') FROM pg_trigger AS t "
+            "JOIN pg_proc AS f ON f.oid = t.tgfoid "
+            "WHERE t.tgrelid = to_regclass(quote_ident(s.name) || '.products') AND t.tgname = %(trigger)s) "
+            "FROM unnest(%(schemas)s::text[]) AS s(name)"
+        ),
+        {"schemas": schemas, "trigger": TRIGGER},
+    )
+    current = version()
+    return {schema: _described(installed, current) for schema, installed in rows}
+
+
+def _described(installed: str | None, current: str) -> str:
     if installed is None:
         return "off"
-    return "on" if installed == version(schema) else "outdated: run --follow again"
+    return "on" if installed == current else OUTDATED

@@ -15,16 +15,18 @@ import socket
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
-from products.migration import follower
+from products.migration import control, follower
 from products.migration.batches import MigrationOptions
 from products.migration.reconcile import held_products
 from products.migration.report import COUNTERS, TenantReport, TenantRun
 from stoflow.tenants.locks import LockHolder, tenant_lock_holder
 from stoflow.tenants.models import LedgerEntry
+from stoflow.tenants.runner import CANCEL
+from stoflow.tenants.sessions import session_settings
 
-COMMAND = "migrate_images"
-LIVE = "live"
-DRY_RUN = "dry-run"
+COMMAND = LedgerEntry.MIGRATE_IMAGES
+LIVE = LedgerEntry.LIVE
+DRY_RUN = LedgerEntry.DRY_RUN
 # A lock holder idle this long, with no run of ours recorded for it, is called stale (tests lower it).
 STALE_AFTER_SECONDS = 60.0
 
@@ -39,7 +41,17 @@ _STATUS_OF = {
 
 def options_record(options: MigrationOptions) -> dict:
     """The options a run was given, as the ledger keeps them."""
-    kept = ("force", "sync", "batch_size", "jobs", "lock_timeout_ms", "statement_timeout_ms", "retries", "pause_ms")
+    kept = (
+        "force",
+        "sync",
+        "batch_size",
+        "batch_time_ms",
+        "jobs",
+        "lock_timeout_ms",
+        "statement_timeout_ms",
+        "retries",
+        "pause_ms",
+    )
     return {name: getattr(options, name) for name in kept} | {
         "restart": options.restart,
         "allowed": list(options.allowed),
@@ -76,11 +88,21 @@ def open_entry(schema: str, options: MigrationOptions, resumed_after: int | None
 
 def record_batch(entry: LedgerEntry, last_product_id: int | None, run: TenantRun) -> None:
     """A batch is committed (or, in a dry run, rehearsed): every product up to ``last_product_id`` is done."""
-    entry.last_product_id = last_product_id
-    entry.batches += 1
+    # The entry changes once the row did: a write that gave up on a lock is retried (Guard) with the same count.
+    _record(entry, last_product_id, run, batches=entry.batches + 1)
+
+
+def record_resume_point(entry: LedgerEntry, last_product_id: int | None, run: TenantRun) -> None:
+    """Every product up to ``last_product_id`` is done, and the figures so far: when a split tenant's range
+    finishes and moves the point without a batch of its own."""
+    _record(entry, last_product_id, run, batches=entry.batches)
+
+
+def _record(entry: LedgerEntry, last_product_id: int | None, run: TenantRun, *, batches: int) -> None:
     LedgerEntry.objects.filter(pk=entry.pk).update(
-        last_product_id=last_product_id, batches=entry.batches, figures=figures_record(run), heartbeat_at=timezone.now()
+        last_product_id=last_product_id, batches=batches, figures=figures_record(run), heartbeat_at=timezone.now()
     )
+    entry.last_product_id, entry.batches = last_product_id, batches
 
 
 def close_entry(entry: LedgerEntry, tenant: TenantReport, *, best_effort: bool = False) -> None:
@@ -95,7 +117,7 @@ def close_entry(entry: LedgerEntry, tenant: TenantReport, *, best_effort: bool =
         "heartbeat_at": now,
         "figures": figures_record(tenant.run) if tenant.run else {},
         "checks_passed": tenant.validation.passed if tenant.validation else None,
-        "message": _message(tenant),
+        "message": _message(tenant, entry.run_id),
     }
     try:
         LedgerEntry.objects.filter(pk=entry.pk).update(**fields)
@@ -106,20 +128,26 @@ def close_entry(entry: LedgerEntry, tenant: TenantReport, *, best_effort: bool =
             raise
         connection.close()
         try:
-            LedgerEntry.objects.filter(pk=entry.pk).update(**fields)
+            # A new session, without the job's settings: its wait for a lock ends within the run's lock timeout too.
+            with session_settings({"lock_timeout": f"{entry.options['lock_timeout_ms']}ms"}):
+                LedgerEntry.objects.filter(pk=entry.pk).update(**fields)
         except DatabaseError:
             return
 
 
-def _message(tenant: TenantReport) -> str:
+def _message(tenant: TenantReport, run_id: str) -> str:
     if tenant.failure:
         return f"database failure: {tenant.failure}"
+    if tenant.interrupted and tenant.interrupted_by == CANCEL:
+        return f"cancelled by {control.who_cancelled(run_id) or 'someone'} after its last committed batch"
     if tenant.interrupted:
         return "interrupted (Ctrl-C or SIGTERM) after its last committed batch"
     if tenant.blocked:
         blocked = tenant.blocked
-        by = "; ".join(f"pid {b.pid} ({b.state}): {b.query}" for b in blocked.blockers) or "no blocker seen"
-        return f"blocked on {blocked.what} after {blocked.attempts} attempt(s) ({blocked.error}); held by {by}"
+        return (
+            f"blocked on {blocked.what} after {blocked.attempts} attempt(s) ({blocked.error}); "
+            f"held by {blocked.held_by}"
+        )
     if tenant.run and tenant.run.errors:
         return f"{len(tenant.run.errors)} product(s) not migrated"
     return ""
@@ -137,7 +165,7 @@ def resume_point(schema: str, options: MigrationOptions) -> tuple[int | None, st
     last = latest_entry(schema, LIVE)
     if last is None or last.status not in LedgerEntry.UNFINISHED:
         return None, ""
-    if last.status == LedgerEntry.RUNNING:
+    if last.status in LedgerEntry.IN_PROGRESS:
         last.status = LedgerEntry.INTERRUPTED
         last.message = "its client vanished (killed?) before recording its end; no session held the tenant's lock"
         LedgerEntry.objects.filter(pk=last.pk).update(
@@ -167,7 +195,7 @@ def describe_lock_holder(schema: str, holder: LockHolder | None) -> str:
         return "its lock was released meanwhile: re-run"
     entry = (
         LedgerEntry.objects.filter(
-            schema_name=schema, command=COMMAND, status=LedgerEntry.RUNNING, backend_pid=holder.pid
+            schema_name=schema, command=COMMAND, status__in=LedgerEntry.IN_PROGRESS, backend_pid=holder.pid
         )
         .order_by("-started_at")
         .first()
@@ -214,12 +242,12 @@ def status_rows(schemas: list[str]) -> list[dict]:
 def _status_row(schema: str, entry: LedgerEntry) -> dict:
     status = entry.status
     note = entry.message
-    if status == LedgerEntry.RUNNING:
+    if status in LedgerEntry.IN_PROGRESS:
         holder = tenant_lock_holder(schema)
         if holder is None or holder.pid != entry.backend_pid:
-            status = "running?"
+            status = f"{status}?"
             note = "no session holds the tenant's lock: its client vanished; the next run closes it and resumes"
-    if entry.mode == LIVE and status != LedgerEntry.RUNNING and entry.status in LedgerEntry.UNFINISHED:
+    if entry.mode == LIVE and status not in LedgerEntry.IN_PROGRESS and entry.status in LedgerEntry.UNFINISHED:
         resume = f"a re-run resumes after product id {entry.last_product_id}" if entry.last_product_id else ""
         note = "; ".join(part for part in (note, resume) if part)
     return {
@@ -240,8 +268,11 @@ def _status_row(schema: str, entry: LedgerEntry) -> dict:
 
 
 def options_flags(options: dict) -> str:
+    if not options:
+        return ""
     flags = [f"--{name}" for name in ("force", "sync", "restart") if options.get(name)]
-    return " ".join(flags + [f"--batch-size {options.get('batch_size')}"]) if options else ""
+    size = f"--batch-time {options['batch_time_ms']}ms" if options.get("batch_time_ms") else ""
+    return " ".join(flags + [size or f"--batch-size {options.get('batch_size')}"])
 
 
 def _backend_pid() -> list[tuple]:

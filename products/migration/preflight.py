@@ -1,10 +1,13 @@
 """What must hold before migrate_images writes anything: on the server, then in each tenant.
 
-``server_problems`` stops the whole command (exit 2, nothing done). ``check_tenant`` looks at one tenant's
-catalog, before any write and without locking its tables: the tables, the columns the migration reads and
-writes with their types, NOT NULL columns it does not fill, and anything on product_images that could refuse
-or rewrite its rows which Django's migrations did not create (triggers, constraints, unique indexes, rules).
-A tenant with problems is refused with the reasons and not touched; the run goes on with the others.
+``server_problems`` stops the whole command (exit 2, nothing done): an old server or a pooler in transaction mode
+(``connection_problems``, which finalize_images and restore_images_json check too), no run ledger.
+
+``check_tenant`` looks at one tenant's catalog, before any write and without locking its tables: the tables,
+the columns the migration reads and writes with their types, NOT NULL columns it does not fill, and anything on
+product_images that could refuse or rewrite its rows which Django's migrations did not create (triggers,
+constraints, unique indexes, rules). A tenant with problems is refused with the reasons and not touched; the
+run goes on with the others.
 
 A finalized tenant (``finalize_images`` copied its JSON to ``legacy_product_images`` and dropped
 ``products.images``) is no problem here: ``TenantPreflight.finalized`` says so, and the products columns,
@@ -22,6 +25,7 @@ from django.db import connection
 from psycopg import sql
 
 from stoflow.raw_sql import bind, fetch_result_sets, fetch_rows
+from stoflow.tenants.sessions import transaction_pooled
 
 MINIMUM_SERVER_VERSION = 160000  # pg_input_is_valid (bad JSON read safely), subqueries without an alias
 ARCHIVE_TABLE = "legacy_product_images"  # finalize_images' copy of the JSON, present once a tenant is finalized
@@ -69,13 +73,30 @@ class TenantPreflight:
     finalized: bool = False  # no products.images and a legacy_product_images table: finalize_images ran
     # Other tables' foreign keys to product_images ("table(columns) ON DELETE action"): ids must survive.
     referencing_keys: list[str] = field(default_factory=list)
+    follower_version: str | None = None  # the version the tenant's follower runs (None: it has none)
 
 
-def server_problems() -> list[str]:
-    """What keeps the command from running at all: an old server, no run ledger."""
+TRANSACTION_POOLED = (
+    "The database connection goes through a pooler in transaction mode (PgBouncer pool_mode=transaction or "
+    "statement): session settings (search_path, timeouts) and the tenant locks the image commands rely on do "
+    "not survive between transactions. Connect directly to PostgreSQL, or through a session-mode pool."
+)
+
+
+def connection_problems() -> list[str]:
+    """What keeps any of the image commands from running at all: an old server, or a pooler that hands out
+    server sessions per transaction (their tenant locks and session settings would stay behind on one)."""
     problems = []
     if connection.pg_version < MINIMUM_SERVER_VERSION:
         problems.append(f"PostgreSQL 16 or newer is needed; this server is version {connection.pg_version}.")
+    if transaction_pooled():
+        problems.append(TRANSACTION_POOLED)
+    return problems
+
+
+def server_problems() -> list[str]:
+    """What keeps migrate_images from running at all: ``connection_problems``, no run ledger."""
+    problems = connection_problems()
     ((ledger,),) = fetch_rows(sql.SQL("SELECT to_regclass('public.run_ledger') IS NOT NULL"))
     if not ledger:
         problems.append("No run ledger (public.run_ledger): run `manage.py migrate_schemas --shared` first.")
@@ -90,13 +111,19 @@ def check_tenant(
     ``accepted``: names of triggers, constraints, indexes or rules on product_images the operator reviewed."""
     tables = ["products", "product_images", ARCHIVE_TABLE] + (["product_images_removed"] if removes_rows else [])
     params = {"schema": schema, "tables": tables}
-    queries = [_COLUMNS, REFERENCING_KEYS] + ([_OBJECTS_ON_PRODUCT_IMAGES] if writes else [])
+    queries = [_COLUMNS, REFERENCING_KEYS, FOLLOWER_VERSION] + ([_OBJECTS_ON_PRODUCT_IMAGES] if writes else [])
     # One round trip (a thousand small tenants: one statement fewer each); no table, no objects either.
-    column_rows, key_rows, *object_rows = fetch_result_sets([bind(sql.SQL(query), params) for query in queries])
+    column_rows, key_rows, follower_rows, *object_rows = fetch_result_sets(
+        [bind(sql.SQL(query), {**params, "trigger": FOLLOWER_TRIGGER}) for query in queries]
+    )
     columns: dict[str, dict[str, tuple[str, bool, bool]]] = {}
     for table, column, type_name, not_null, has_default in column_rows:
         columns.setdefault(table, {})[column] = (type_name, not_null, has_default)
-    preflight = TenantPreflight(schema, referencing_keys=[describe_key(*row) for row in key_rows])
+    preflight = TenantPreflight(
+        schema,
+        referencing_keys=[describe_key(*row) for row in key_rows],
+        follower_version=(follower_rows[0][0] or "") if follower_rows else None,
+    )
     problems = preflight.problems
     missing = [table for table in ("products", "product_images") if table not in columns]
     if missing:
@@ -162,6 +189,13 @@ SELECT 'rule', r.rulename, r.definition FROM pg_rules AS r
 WHERE r.schemaname = %(schema)s AND r.tablename = 'product_images'
 ORDER BY 1, 2"""
 
+
+# The follower (products/migration/follower.py): its trigger on products, and the version its function's comment
+# names. The preflight reads it with the rest of the catalog; the follower module installs and compares it.
+FOLLOWER_TRIGGER = "stoflow_follow_images"
+FOLLOWER_VERSION = """SELECT obj_description(f.oid, 'pg_proc')
+FROM pg_trigger AS t JOIN pg_proc AS f ON f.oid = t.tgfoid
+WHERE t.tgrelid = to_regclass(quote_ident(%(schema)s) || '.products') AND t.tgname = %(trigger)s"""
 
 # Other tables' foreign keys that point at the tenant's product_images: schema, table, columns, ON DELETE.
 REFERENCING_KEYS = """SELECT n.nspname, r.relname,

@@ -35,7 +35,7 @@ from psycopg import sql
 
 from products.migration.preflight import REFERENCING_KEYS
 from products.migration.source import source_ctes
-from stoflow.raw_sql import execute, fetch_rows, table
+from stoflow.raw_sql import as_text, execute, fetch_rows, table
 
 # The arrays PLAN returns, in this order; STATEMENTS name them with the same names.
 PLAN_ARRAYS = (
@@ -43,6 +43,7 @@ PLAN_ARRAYS = (
     "json_digests",  # its JSON's digest (uuid), same order
     "refusals",  # why its JSON was refused, or NULL, same order
     "changed_ids",  # the products whose rows change
+    "emptied_ids",  # of those, the products whose JSON now yields no image: every row goes
     "aside_ids",  # rows deleted whose URL left the JSON: copied aside first
     "delete_ids",  # every row deleted
     "move_ids",  # rows whose order or label changes
@@ -64,6 +65,7 @@ ARRAY_TYPES = {
     "json_digests": "uuid[]",
     "refusals": "text[]",
     "changed_ids": "bigint[]",
+    "emptied_ids": "bigint[]",
     "aside_ids": "bigint[]",
     "delete_ids": "bigint[]",
     "move_ids": "bigint[]",
@@ -138,7 +140,7 @@ products_seen AS (
 -- Arrays aggregated together list their rows in the same order, which is all the statements need; inserts go
 -- in display order (new ids ascending).
 SELECT seen.product_ids, seen.json_digests, seen.refusals,
-       changes.changed_ids, changes.aside_ids, changes.delete_ids,
+       changes.changed_ids, changes.emptied_ids, changes.aside_ids, changes.delete_ids,
        moved.move_ids, moved.free_orders,
        changes.update_ids, changes.update_orders, changes.update_labels, changes.update_created_ats,
        changes.insert_product_ids, changes.insert_urls, changes.insert_orders, changes.insert_labels,
@@ -152,6 +154,8 @@ FROM (
 CROSS JOIN (
     SELECT array_agg(DISTINCT product_id ORDER BY product_id) FILTER (WHERE deleted OR inserted OR moves OR retimed)
                AS changed_ids,
+           array_agg(DISTINCT product_id ORDER BY product_id) FILTER (WHERE deleted AND NOT EXISTS (
+               SELECT 1 FROM target AS t WHERE t.product_id = paired.product_id)) AS emptied_ids,
            array_agg(id) FILTER (WHERE deleted AND NOT EXISTS (
                SELECT 1 FROM target AS t WHERE t.product_id = paired.product_id AND t.url = paired.url)) AS aside_ids,
            array_agg(id) FILTER (WHERE deleted) AS delete_ids,
@@ -169,32 +173,63 @@ CROSS JOIN (
 ) AS changes
 CROSS JOIN (SELECT array_agg(id) AS move_ids, array_agg(free_order) AS free_orders FROM passing) AS moved"""
 
+
+# Ids the statements give the rows they insert, reserved from each table's sequence once the plan is known
+# (``RESERVE``): an identity default is volatile, and Citus would pull such an INSERT to the coordinator, where
+# a row the database refuses loses its SQLSTATE. Name: (table, the plan's array with one slot per row).
+RESERVED_IDS = {
+    "insert_ids": ("product_images", "insert_product_ids"),
+    "removed_ids": ("product_images_removed", "aside_ids"),
+}
+ARRAY_TYPES |= {name: "bigint[]" for name in RESERVED_IDS}
+# ``count`` ids from ``table``'s sequence (none for a NULL count); the sequence looked up once, not per id.
+RESERVE = """ARRAY(SELECT nextval(s.sequence)
+      FROM (SELECT pg_get_serial_sequence({table}, 'id')::regclass AS sequence OFFSET 0) AS s,
+           generate_series(1, {count}))"""
+
 # Applied in this order: copy aside, delete (frees orders and the label), pass movers through free orders,
 # final orders and labels, inserts, then the state. Each names its arrays as {name}; a statement with
-# nothing to do touches no row.
+# nothing to do touches no row. Sent through a Citus coordinator (``routed``: migrate_images, the image
+# service), each reads a table of the tenant ({join_products}: the products the rows belong to, which the caller
+# holds locked), gives new rows reserved ids ({..._id_column}, {..._id_value}) and writes the time as a value
+# ({now}), so Citus runs it whole on the tenant's worker: it pulls an INSERT ... SELECT that reads only arrays,
+# or relies on an identity default, to the coordinator, and rewrites one holding now() wrongly (Citus 13.1).
+# The follower's trigger already runs on the worker, and Citus cannot plan its PL/pgSQL variables in those
+# places: there the statements keep the identity defaults and now().
 STATEMENTS = (
-    """INSERT INTO {removed_images} (image_id, product_id, url, "order", is_label, created_at, updated_at,
-                              removed_at, removed_by)
-SELECT pi.id, pi.product_id, pi.url, pi."order", pi.is_label, pi.created_at, pi.updated_at, now(), {run_name}
+    """INSERT INTO {removed_images} ({removed_id_column}image_id, product_id, url, "order", is_label, created_at,
+                              updated_at, removed_at, removed_by)
+SELECT {removed_id_value}pi.id, pi.product_id, pi.url, pi."order", pi.is_label, pi.created_at, pi.updated_at, {now},
+       {run_name}
 FROM {product_images} AS pi WHERE pi.id = ANY({aside_ids})""",
     """DELETE FROM {product_images} WHERE id = ANY({delete_ids})""",
     """UPDATE {product_images} AS pi SET "order" = m.free_order, is_label = false
 FROM unnest({move_ids}, {free_orders}) AS m(id, free_order) WHERE pi.id = m.id""",
     """UPDATE {product_images} AS pi
-SET "order" = u."order", is_label = u.is_label, created_at = u.created_at, updated_at = now()
+SET "order" = u."order", is_label = u.is_label, created_at = u.created_at, updated_at = {now}
 FROM unnest({update_ids}, {update_orders}, {update_labels}, {update_created_ats})
     AS u(id, "order", is_label, created_at)
 WHERE pi.id = u.id""",
-    """INSERT INTO {product_images} (product_id, url, "order", is_label, created_at, updated_at)
-SELECT product_id, url, "order", is_label, created_at, now()
+    """INSERT INTO {product_images} ({insert_id_column}product_id, url, "order", is_label, created_at, updated_at)
+SELECT {insert_id_value}n.product_id, n.url, n."order", n.is_label, n.created_at, {now}
 FROM unnest({insert_product_ids}, {insert_urls}, {insert_orders}, {insert_labels}, {insert_created_ats})
-    AS n(product_id, url, "order", is_label, created_at)""",
+    WITH ORDINALITY AS n(product_id, url, "order", is_label, created_at, k)
+{join_products}""",
     """INSERT INTO {json_state} AS st (product_id, json_digest, refused, recorded_at)
-SELECT product_id, json_digest, refused, now()
-FROM unnest({product_ids}, {json_digests}, {refusals}) AS r(product_id, json_digest, refused)
+SELECT n.product_id, n.json_digest, n.refused, {now}
+FROM unnest({product_ids}, {json_digests}, {refusals}) AS n(product_id, json_digest, refused)
+{join_products}
 ON CONFLICT (product_id) DO UPDATE
 SET json_digest = EXCLUDED.json_digest, refused = EXCLUDED.refused, recorded_at = EXCLUDED.recorded_at""",
 )
+# What ``routed`` fills in (the follower: nothing, and now()).
+_ROUTED = {
+    "removed_id_column": "id, ",
+    "removed_id_value": "({removed_ids})[row_number() OVER (ORDER BY pi.id)], ",
+    "insert_id_column": "id, ",
+    "insert_id_value": "({insert_ids})[n.k], ",
+    "join_products": "JOIN {products} AS p ON p.id = n.product_id",
+}
 
 
 # Products whose rows are not known to be what their JSON yields: the JSON changed since it was last reconciled,
@@ -220,19 +255,52 @@ def plan_query(schema: str, product_filter: sql.Composable) -> sql.Composed:
     )
 
 
-def statements(schema: str, array: Callable[[str], sql.Composable], run_name: sql.Composable) -> list[sql.Composed]:
-    """STATEMENTS for the tenant, each array written by ``array(name)`` (a query parameter, a PL/pgSQL variable)."""
-    names = {name: array(name) for name in PLAN_ARRAYS}
+def statements(
+    schema: str,
+    array: Callable[[str], sql.Composable],
+    run_name: sql.Composable,
+    now: sql.Composable,
+    *,
+    routed: bool = True,
+) -> list[sql.Composed]:
+    """STATEMENTS for the tenant, each array written by ``array(name)`` (a query parameter, a PL/pgSQL variable);
+    ``routed``: with the reserved ids (RESERVED_IDS) and the join that let Citus run them whole on the worker."""
+    names = {name: array(name) for name in (*PLAN_ARRAYS, *(RESERVED_IDS if routed else ()))}
+    tables = {
+        "product_images": table(schema, "product_images"),
+        "removed_images": table(schema, "product_images_removed"),
+        "json_state": table(schema, "product_json_state"),
+        "products": table(schema, "products"),
+    }
+    fills = {key: sql.SQL(text if routed else "").format(**names, **tables) for key, text in _ROUTED.items()}
     return [
         sql.SQL(text).format(
-            product_images=table(schema, "product_images"),
-            removed_images=table(schema, "product_images_removed"),
-            json_state=table(schema, "product_json_state"),
             run_name=run_name,
+            now=now,
+            **{key: value for key, value in {**tables, **fills}.items() if "{" + key + "}" in text},
             **{name: value for name, value in names.items() if "{" + name + "}" in text},
         )
         for text in STATEMENTS
     ]
+
+
+def record_json_state(schema: str) -> sql.Composed:
+    """The last of STATEMENTS alone, its arrays and the time as query parameters (``product_ids``,
+    ``json_digests``, ``refusals``, ``now``): the image service's mirror records the JSON it writes."""
+    return statements(schema, parameter, sql.Literal(""), sql.Placeholder("now"))[-1]
+
+
+def reserve(schema: str, table_name: str, count: sql.Composable) -> sql.Composed:
+    """An array of ``count`` new ids from the sequence of the tenant's ``table_name`` (``RESERVE``)."""
+    return sql.SQL(RESERVE).format(table=sql.Literal(as_text(table(schema, table_name))), count=count)
+
+
+def reservations(schema: str, array: Callable[[str], sql.Composable]) -> dict[str, sql.Composed]:
+    """For each of RESERVED_IDS, the expression reserving its ids (``array(name)`` as in ``statements``)."""
+    return {
+        name: reserve(schema, table_name, sql.SQL("cardinality({})").format(array(rows)))
+        for name, (table_name, rows) in RESERVED_IDS.items()
+    }
 
 
 def parameter(name: str) -> sql.Composable:
@@ -247,6 +315,7 @@ class Reconciled:
     products: list[int] = field(default_factory=list)  # products looked at
     refused: dict[int, str] = field(default_factory=dict)  # product id: why its JSON was refused
     changed: list[int] = field(default_factory=list)  # products whose rows changed
+    emptied: list[int] = field(default_factory=list)  # of those, products left without a row (JSON empty or null)
     rows_deleted: int = 0
     rows_kept_aside: int = 0  # of those, copied aside (their URL left the JSON)
     rows_updated: int = 0
@@ -260,8 +329,14 @@ def reconcile(schema: str, product_filter: sql.Composable, params: dict, run_nam
     (plan,) = fetch_rows(plan_query(schema, product_filter), params)
     arrays = dict(zip(PLAN_ARRAYS, plan, strict=True))
     references = references_to(schema, arrays["delete_ids"]) if arrays["delete_ids"] else 0
-    for statement in statements(schema, parameter, sql.Placeholder("run_name")):
-        execute(statement, {**arrays, "run_name": run_name})
+    reserved = reservations(schema, parameter)
+    now, *ids = fetch_rows(
+        sql.SQL("SELECT now(), {}").format(sql.SQL(", ").join(reserved.values())),
+        {rows: arrays[rows] for _, rows in RESERVED_IDS.values()},
+    )[0]
+    values = {**arrays, **dict(zip(reserved, ids, strict=True)), "run_name": run_name, "now": now}
+    for statement in statements(schema, parameter, sql.Placeholder("run_name"), sql.Placeholder("now")):
+        execute(statement, values)
     outcome = Reconciled(products=list(arrays["product_ids"] or []))
     outcome.refused = {
         product_id: reason
@@ -273,6 +348,7 @@ def reconcile(schema: str, product_filter: sql.Composable, params: dict, run_nam
     outcome.rows_updated = len(arrays["update_ids"] or [])
     outcome.rows_inserted = len(arrays["insert_product_ids"] or [])
     outcome.changed = list(arrays["changed_ids"] or [])
+    outcome.emptied = list(arrays["emptied_ids"] or [])
     outcome.references_removed = references
     return outcome
 

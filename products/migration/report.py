@@ -46,14 +46,16 @@ class ExitCode(ExitCodeWithMeaning):
     )
     INTERRUPTED = (
         130,
-        "Interrupted (Ctrl-C): whole batches already committed are kept, the report is written; re-run to finish",
+        "Interrupted (Ctrl-C), or cancelled (`--cancel RUN` or the run ledger's Cancel button): whole batches "
+        "already committed are kept, the report is written; re-run to finish",
     )
     USAGE = (
         2,
         "Usage error: bad option, unknown `--schema`, `--force` not confirmed, server older than PostgreSQL 16, "
-        "no tenant registry or run ledger (run `migrate_schemas`); nothing was done. Or a tenant refused by its "
-        "preflight (a table or column missing or of another type, a trigger or constraint on product_images the "
-        "migration does not know): it is listed with the reason and not touched, the other tenants went on",
+        "a pooler in transaction mode in between, no tenant registry or run ledger (run `migrate_schemas`); "
+        "nothing was done. Or a tenant refused by its preflight (a table or column missing or of another type, a "
+        "trigger or constraint on product_images the migration does not know): it is listed with the reason and "
+        "not touched, the other tenants went on",
     )
     BLOCKED = (
         7,  # not 6: finalize_images refuses a tenant with 6, and the image commands share their codes
@@ -91,6 +93,83 @@ class Repair:
 
 
 @dataclass
+class BatchSizes:
+    """The batches a walk committed (rehearsed, in a dry run): how many, their sizes, their time."""
+
+    target_ms: int = 0  # --batch-time: the time each batch aimed at (0: a fixed --batch-size)
+    batches: int = 0
+    products: int = 0  # summed over the batches
+    smallest: int = 0
+    largest: int = 0
+    seconds: float = 0.0  # in the batches' transactions (with their retries)
+    halved: int = 0  # times the size was halved after a lock or statement timeout, before the retry
+
+    def add_batch(self, products: int, seconds: float) -> None:
+        self.smallest = min(self.smallest, products) if self.batches else products
+        self.largest = max(self.largest, products)
+        self.batches += 1
+        self.products += products
+        self.seconds += seconds
+
+    def add(self, other: BatchSizes) -> None:
+        if other.batches:
+            self.smallest = min(self.smallest, other.smallest) if self.batches else other.smallest
+            self.largest = max(self.largest, other.largest)
+        self.target_ms = self.target_ms or other.target_ms
+        self.batches += other.batches
+        self.products += other.products
+        self.seconds += other.seconds
+        self.halved += other.halved
+
+
+@dataclass
+class Wait:
+    """Time a walk spent before its batches waiting for one reason: the database's health, or a pause."""
+
+    reason: str  # one of WAIT_REASONS
+    seconds: float = 0.0
+    times: int = 0  # waits begun for it
+    detail: str = ""  # what was seen when the last of them began, e.g. "standby s1 7.2 s behind (limit 5 s)"
+
+
+@dataclass
+class Pace:
+    """How a tenant's walk went, beside what it did: its batches' sizes and time, and its waits before them."""
+
+    batch_sizes: BatchSizes = field(default_factory=BatchSizes)
+    waits: list[Wait] = field(default_factory=list)  # one per reason met, in WAIT_REASONS order
+
+    def add(self, other: Pace) -> None:
+        self.batch_sizes.add(other.batch_sizes)
+        for wait in other.waits:
+            mine = self.wait(wait.reason)
+            mine.seconds += wait.seconds
+            mine.times += wait.times
+            mine.detail = mine.detail or wait.detail
+
+    def wait(self, reason: str) -> Wait:
+        for wait in self.waits:
+            if wait.reason == reason:
+                return wait
+        wait = Wait(reason)
+        self.waits.append(wait)
+        self.waits.sort(key=lambda each: WAIT_REASONS.index(each.reason))
+        return wait
+
+    @property
+    def seconds_waited(self) -> float:
+        return sum(wait.seconds for wait in self.waits)
+
+
+# Why a walk waits before a batch.
+REPLICA_LAG = "replica lag"
+VACUUM = "vacuum on product_images"
+LOCK_WAITS = "lock waits on the tenant's tables"
+PAUSED = "paused"
+WAIT_REASONS = (REPLICA_LAG, VACUUM, LOCK_WAITS, PAUSED)
+
+
+@dataclass
 class TenantRun:
     """What the migration did (or, in a dry run, would do) in one tenant."""
 
@@ -108,11 +187,14 @@ class TenantRun:
     # Rows of other tables pointing at the image rows --force or --sync removed (ON DELETE CASCADE deletes
     # them, SET NULL empties them); a dry run counts those it would remove.
     references_removed: int = 0
+    # --force or --sync: products whose JSON is now empty or null, so every row they had was removed.
+    emptied: Repair = field(default_factory=lambda: Repair(EMPTIED))
 
     def add(self, other: TenantRun) -> None:
         for name in COUNTERS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.resynced.add(other.resynced.products, other.resynced.sample_ids)
+        self.emptied.add(other.emptied.products, other.emptied.sample_ids)
         for repair in other.repairs:
             self.repair(repair.reason).add(repair.products, repair.sample_ids)
         self.errors.extend(other.errors)
@@ -142,6 +224,7 @@ RESYNCED = (
     "rows differed from the JSON (changed, reordered, relabelled or emptied): brought to it in place, "
     "ids kept where the URL stays"
 )
+EMPTIED = "the JSON is now empty or null: every row of the product removed"
 
 
 @dataclass
@@ -208,6 +291,11 @@ class Blocked:
     # The sessions seen holding the lock on any of the attempts (pid, query, ...).
     blockers: list[Blocker] = field(default_factory=list)
 
+    @property
+    def held_by(self) -> str:
+        """The blocking sessions in one line, for a message (the ledger's, finalize's and restore's)."""
+        return "; ".join(f"pid {b.pid} ({b.state}): {b.query}" for b in self.blockers) or "no blocker seen"
+
 
 @dataclass
 class TenantReport:
@@ -223,15 +311,30 @@ class TenantReport:
     lock_note: str = ""
     refused: list[str] = field(default_factory=list)  # the preflight's reasons: the tenant was not touched
     blocked: Blocked | None = None  # given up on locks held elsewhere; committed batches kept, not validated
-    interrupted: bool = False  # stopped part-way by Ctrl-C or SIGTERM: committed batches kept
+    interrupted: bool = False  # stopped part-way by Ctrl-C, SIGTERM or a cancel: committed batches kept
+    interrupted_by: str = ""  # SIGINT, SIGTERM or "cancel" (stoflow.tenants.runner)
     failure: str = ""  # the database error that stopped the run in this tenant
     resumed_after: int | None = None  # the walk began after this product id, where an unfinished run stopped
     resume_note: str = ""  # which run stopped there, or why this run walks every product
     # Foreign keys of other tables that point at product_images, as "table(columns) ON DELETE action".
     referencing_keys: list[str] = field(default_factory=list)
+    pace: Pace = field(default_factory=Pace)  # the batches' sizes and the waits before them
     # --follow: whether the follower was installed (after the checks passed, with the products whose JSON had
     # changed caught up first) or why not; empty when not asked.
     follower: str = ""
+    # This run opened the tenant's ledger entry, which says where a re-run resumes (False: stopped before it).
+    ledger_entry_opened: bool = False
+
+    @property
+    def wave_failure(self) -> str:
+        """Why ``--max-failures`` counts this tenant: it failed, was blocked or has a check FAIL ("" if none)."""
+        if self.failure:
+            return "failed"
+        if self.blocked:
+            return "blocked"
+        if self.validation and not self.validation.passed:
+            return "checks FAIL"
+        return ""
 
     @property
     def status(self) -> str:
@@ -254,12 +357,23 @@ class TenantReport:
 
 
 @dataclass
+class WaveStop:
+    """--max-failures: the run started no further tenant once this many had ended badly."""
+
+    max_failures: int
+    failed: list[str]  # "schema (why)": the tenants that counted, in the order they ended
+    not_started: list[str]
+
+
+@dataclass
 class MigrationReport:
     mode: str  # "live", "dry-run" or "check"
     started_at: datetime
     tenants: list[TenantReport] = field(default_factory=list)
     interruption: Interruption | None = None
     failure: str = ""  # "schema: error": the database failure that stopped the run (the report is partial)
+    wave_stop: WaveStop | None = None
+    run_id: str = ""  # the run's id in the ledger (what --pause/--resume/--cancel take)
 
     @property
     def total(self) -> TenantRun:

@@ -16,11 +16,12 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, transaction
 from psycopg import sql
 
-from products.migration import follower, ledger
+from products.migration import control, follower, ledger
 from products.migration.batches import (
+    STATEMENT_TIMEOUT,
     Guard,
     MigrationOptions,
     Progress,
@@ -30,15 +31,14 @@ from products.migration.batches import (
     migrate_batches,
     sqlstate,
 )
-from products.migration.preflight import MINIMUM_SERVER_VERSION, check_tenant
-from products.migration.report import MigrationReport, TenantReport, TenantRun
+from products.migration.preflight import check_tenant, connection_problems
+from products.migration.report import MigrationReport, TenantReport, TenantRun, WaveStop
 from products.migration.split import IdRange, Slots, migrate_ranges, slot, split_points, validate_ranges
 from products.migration.validation import RangeFigures, build_validation, validate_finalized, validate_tenant
 from stoflow.raw_sql import execute, fetch_rows, table
 from stoflow.tenants.locks import tenant_lock, tenant_lock_holder
-from stoflow.tenants.runner import Stopped, TenantJobFailed, for_each_tenant, signal_name
+from stoflow.tenants.runner import CANCEL, SIGINT, Stopped, TenantJobFailed, for_each_tenant, signal_name
 
-STATEMENT_TIMEOUT = "57014"  # query_canceled: statement_timeout (or a cancel from another session)
 # Fewer new rows than this and the validation plans well without fresh statistics; ANALYZE cost 0.6 ms of a
 # twenty-product tenant's 18 (a thousand small tenants: 0.6 s).
 ANALYZE_AFTER_IMAGES = 10_000
@@ -53,15 +53,34 @@ def migrate_images(schemas: list[str], options: MigrationOptions, progress: Prog
         run_name=f"migrate_images{flag}, started {report.started_at:%Y-%m-%d %H:%M:%S} UTC",
         run_id=options.run_id or uuid.uuid4().hex,
     )
+    report.run_id = options.run_id
     progress = progress or Progress()
     # With --jobs, at most that many walks at once, whether of tenants or of a large tenant's ranges.
     slots = Slots(options.jobs) if options.jobs > 1 else None
+    failed: list[str] = []  # --max-failures: the tenants that count, as they end
+
+    def stop_starting(tenant: TenantReport) -> bool:
+        if tenant.wave_failure:
+            failed.append(f"{tenant.schema} ({tenant.wave_failure})")
+        return bool(options.max_failures) and len(failed) >= options.max_failures
+
     try:
         report.tenants, report.interruption = for_each_tenant(
-            schemas, options.jobs, lambda schema, stop: migrate_tenant(schema, options, progress, stop, slots)
+            schemas,
+            options.jobs,
+            lambda schema, stop: migrate_tenant(schema, options, progress, stop, slots),
+            stop_starting,
         )
     except TenantJobFailed as failure:
         report.tenants, report.failure = failure.results, str(failure)
+    if report.interruption and report.interruption.signal == CANCEL:
+        report.interruption.cancelled_by = control.who_cancelled(options.run_id)
+    if options.max_failures and len(failed) >= options.max_failures and not report.failure:
+        done = {tenant.schema for tenant in report.tenants}
+        stopped = set(report.interruption.stopped_in) if report.interruption else set()
+        not_started = [schema for schema in schemas if schema not in done and schema not in stopped]
+        if not_started:
+            report.wave_stop = WaveStop(options.max_failures, failed, not_started)
     return report
 
 
@@ -96,13 +115,12 @@ def _uninstalled(schema: str) -> None:
 
 
 def preflight_problems(schemas: list[str]) -> list[str]:
-    """What keeps a command on the image tables from running at all: an old server, tenants without the tables.
+    """What keeps a command on the image tables from running at all: ``connection_problems`` (an old server, a
+    pooler in transaction mode), tenants without the tables.
 
     A finalized tenant (its JSON column dropped) keeps both tables and passes. (migrate_images itself refuses
     a tenant without its tables alone, in ``check_tenant``, and goes on with the others.)"""
-    problems = []
-    if connection.pg_version < MINIMUM_SERVER_VERSION:
-        problems.append(f"PostgreSQL 16 or newer is needed; this server is version {connection.pg_version}.")
+    problems = connection_problems()
     missing = fetch_rows(
         sql.SQL(
             "SELECT schema_name FROM unnest(%(schemas)s::text[]) AS schema_name "
@@ -136,17 +154,28 @@ def validate_images(schemas: list[str], jobs: int = 1, options: MigrationOptions
 
 
 def _validate_timed(schema: str, options: MigrationOptions, stop: threading.Event | None = None) -> TenantReport:
+    """--check on one tenant: its read-only preflight, then its checks, under the job's timeouts."""
+    with job_session(options, stop) as guard:
+        return _validate(schema, options, guard)
+
+
+def _validate(schema: str, options: MigrationOptions, guard: Guard, finalized: bool | None = None) -> TenantReport:
+    """The tenant's checks, after its read-only preflight (unless the caller's preflight found it ``finalized``).
+
+    Each unit runs through the Guard: a lock held elsewhere, on a table or on what the preflight reads of the
+    catalog, blocks this tenant only, within the retries; the run goes on with the next."""
     tenant = TenantReport(schema)
     try:
-        with job_session(options, stop) as guard:
-            preflight = check_tenant(schema, writes=False)
+        if finalized is None:
+            preflight = guard.run("the preflight", lambda: check_tenant(schema, writes=False))
             if preflight.problems:
                 return TenantReport(schema, refused=preflight.problems)
-            tenant.finalized = finalized = preflight.finalized
-            with _timed(tenant, "validate"):
-                tenant.validation = guard.run(
-                    "the validation", lambda: validate_finalized(schema) if finalized else validate_tenant(schema)
-                )
+            finalized = preflight.finalized
+        tenant.finalized = finalized
+        with _timed(tenant, "validate"):
+            tenant.validation = guard.run(
+                "the validation", lambda: validate_finalized(schema) if finalized else validate_tenant(schema)
+            )
     except TenantBlocked as blocked:
         tenant.blocked = blocked.blocked
     except DatabaseError as exc:
@@ -163,46 +192,74 @@ def migrate_tenant(
     slots: Slots | None = None,
 ) -> TenantReport:
     stop = stop or threading.Event()
-    # Every statement of the job, from the lock on, runs under its timeouts (job_session).
+    # Every statement of the job, from the lock on, runs under its timeouts (job_session), and each unit of
+    # work through the Guard, the preflight's and the ledger's included: a lock held elsewhere blocks this
+    # tenant within the retries (reported with the blocker), never the run.
     with job_session(options, stop) as guard, tenant_lock(schema) as acquired:
-        if not acquired:
-            holder = tenant_lock_holder(schema)
-            return TenantReport(
-                schema, busy=True, lock_holder=holder, lock_note=ledger.describe_lock_holder(schema, holder)
-            )
-        # Before any write: a tenant whose tables the migration cannot trust is refused, untouched.
-        preflight = check_tenant(schema, removes_rows=options.force or options.sync, accepted=options.allowed)
-        if preflight.problems:
-            return TenantReport(schema, refused=preflight.problems)
-        if preflight.finalized:
-            # finalize_images dropped the JSON (seen under the lock, which finalize holds while it drops):
-            # nothing is left to migrate from, whatever the options; the checks on the table still run.
-            return _validate_timed(schema, options, stop)
-        resumed_after, resume_note = ledger.resume_point(schema, options)
-        tenant = TenantReport(
-            schema,
-            run=TenantRun(),
-            resumed_after=resumed_after,
-            resume_note=resume_note,
-            referencing_keys=preflight.referencing_keys,
-        )
-        entry = ledger.open_entry(schema, options, resumed_after)
+        tenant = TenantReport(schema)
+        entry = None
         try:
+            if not acquired:
+                tenant.busy = True
+                tenant.lock_holder = guard.run("naming the holder of its lock", lambda: tenant_lock_holder(schema))
+                tenant.lock_note = guard.run(
+                    "naming the holder of its lock", lambda: ledger.describe_lock_holder(schema, tenant.lock_holder)
+                )
+                return tenant
+            # Before any write: a tenant whose tables the migration cannot trust is refused, untouched.
+            preflight = guard.run(
+                "the preflight",
+                lambda: check_tenant(schema, removes_rows=options.force or options.sync, accepted=options.allowed),
+            )
+            if preflight.problems:
+                return TenantReport(schema, refused=preflight.problems)
+            tenant.referencing_keys = preflight.referencing_keys
+            if preflight.follower_version not in (None, follower.version()) and not options.follow:
+                # Installed by another version of this code: it applies another rule than this run's.
+                tenant.follower = follower.OUTDATED
+            if preflight.finalized:
+                # finalize_images dropped the JSON (seen under the lock, which finalize holds while it drops):
+                # nothing is left to migrate from, whatever the options; the checks on the table still run.
+                return _validate(schema, options, guard, finalized=True)
+            resumed_after, resume_note = guard.run("reading the ledger", lambda: ledger.resume_point(schema, options))
+            entry = guard.run("opening the ledger entry", lambda: ledger.open_entry(schema, options, resumed_after))
+            # The walk begins: from here on the ledger entry says where a re-run resumes.
+            tenant.run, tenant.ledger_entry_opened = TenantRun(), True
+            tenant.resumed_after, tenant.resume_note = resumed_after, resume_note
             _migrate_and_validate(tenant, options, progress, stop, guard, entry, slots)
+            if options.follow and not options.dry_run:
+                tenant.follower = _follow(tenant, options, guard)
         except TenantBlocked as blocked:
             tenant.blocked = blocked.blocked  # the run goes on with the next tenant
         except KeyboardInterrupt as interrupt:
-            tenant.interrupted = True
-            ledger.close_entry(entry, tenant, best_effort=True)
-            raise Stopped(tenant, signal_name(interrupt)) from interrupt
+            tenant.interrupted, tenant.interrupted_by = True, _stopped_by(interrupt, options)
+            if entry:
+                ledger.close_entry(entry, tenant, best_effort=True)
+            raise Stopped(tenant, tenant.interrupted_by) from interrupt
         except DatabaseError as exc:
             tenant.failure = _failure(exc, options)
-            ledger.close_entry(entry, tenant, best_effort=True)
+            if entry:
+                ledger.close_entry(entry, tenant, best_effort=True)
             raise TenantJobFailed(schema, exc, partial=tenant) from exc
-        if options.follow and not options.dry_run:
-            tenant.follower = _follow(tenant, options, guard)
-        ledger.close_entry(entry, tenant)
+        if entry:
+            try:
+                guard.run("closing the ledger entry", lambda: ledger.close_entry(entry, tenant))
+            except TenantBlocked as blocked:
+                # Left "running": the next run finds no session holding the tenant's lock, closes it and resumes.
+                tenant.blocked = tenant.blocked or blocked.blocked
         return tenant
+
+
+def _stopped_by(interrupt: KeyboardInterrupt, options: MigrationOptions) -> str:
+    """What stopped a tenant's work: SIGINT, SIGTERM, or CANCEL, also for a worker another worker's cancel
+    stopped (it sees only the shared stop event)."""
+    name = signal_name(interrupt)
+    if name == SIGINT and options.run_id:
+        try:
+            return CANCEL if control.who_cancelled(options.run_id) else name
+        except DatabaseError:
+            return name
+    return name
 
 
 def _migrate_and_validate(
@@ -248,6 +305,7 @@ def _migrate_and_validate_serially(
             on_batch=lambda last_id: ledger.record_batch(entry, last_id, run),
             rehearsal=rehearsal,
             product_count=product_count,
+            pace=tenant.pace,
         )
     excluded = [error.product_id for error in run.errors]
     with _timed(tenant, "validate"):
@@ -287,7 +345,10 @@ def _migrate_and_validate_ranges(
             stop,
             run,
             on_batch=lambda resume_after, so_far: ledger.record_batch(entry, resume_after, so_far),
+            on_resume_point=lambda resume_after, so_far: ledger.record_resume_point(entry, resume_after, so_far),
+            guard=guard,
             slots=slots,
+            pace=tenant.pace,
         )
     excluded = [error.product_id for error in run.errors]
     with _timed(tenant, "validate"):

@@ -251,13 +251,7 @@ status AS (
                         -- object (nested CASEs: the text is only cast once it is known to parse).
                         SELECT e.position,
                                e.entry AS stored_entry,
-                               CASE WHEN jsonb_typeof(e.entry) <> 'string'
-                                         OR left(ltrim(e.entry #>> '{{}}'), 1) <> '{{' THEN e.entry
-                                    WHEN NOT pg_input_is_valid(e.entry #>> '{{}}', 'jsonb') THEN e.entry
-                                    WHEN jsonb_typeof((e.entry #>> '{{}}')::jsonb) = 'object'
-                                        THEN (e.entry #>> '{{}}')::jsonb
-                                    ELSE e.entry
-                               END AS entry
+                               {decoded_entry} AS entry
                         FROM jsonb_array_elements(d.images) WITH ORDINALITY AS e(entry, position)
                         OFFSET 0
                     ) AS x
@@ -292,19 +286,30 @@ _CREATED_AT_REPAIR = "CASE WHEN NOT pe.created_at_all_valid THEN {repair_created
 _NO_CREATED_AT = ("NULL::timestamptz AS parsed_created_at", "NULL")
 
 
-# Only added when asked for: the rows, unnested from status's arrays.
-_YIELDED_CTE = """,
-yielded AS (
-    SELECT s.id AS product_id,
+# ``e.entry`` as the rule reads it: an entry stored as a JSON string holding the JSON text of an object is read
+# as that object (nested CASEs: the text is only cast once it is known to parse; an AND would not promise the
+# order). Settling a product's label convention rewrites its entries read the same way (``legacy_json``).
+DECODED_ENTRY = """CASE WHEN jsonb_typeof(e.entry) <> 'string'
+                                         OR left(ltrim(e.entry #>> '{}'), 1) <> '{' THEN e.entry
+                                    WHEN NOT pg_input_is_valid(e.entry #>> '{}', 'jsonb') THEN e.entry
+                                    WHEN jsonb_typeof((e.entry #>> '{}')::jsonb) = 'object'
+                                        THEN (e.entry #>> '{}')::jsonb
+                                    ELSE e.entry
+                               END"""
+
+
+# The rows, unnested from status's arrays (``{status}``: where they are read from).
+_YIELDED = """SELECT s.id AS product_id,
            r.url,
            r."order",
            r.is_label,
-           COALESCE(r.created_at, s.product_created_at, now()) AS created_at,
+           COALESCE(r.created_at, s.product_created_at, {now}) AS created_at,
            r.created_at AS entry_created_at  -- NULL: the entry gives none (reconcile keeps a row's own)
-    FROM status AS s
+    FROM {status} AS s
     CROSS JOIN LATERAL unnest(s.urls, s.orders, s.label_flags, s.created_ats) AS r(url, "order", is_label, created_at)
-    WHERE s.error IS NULL
-)"""
+    WHERE s.error IS NULL"""
+# Only added when asked for.
+_YIELDED_CTE = ",\nyielded AS (\n    " + _YIELDED + "\n)"
 
 
 # Products whose rows differ from what their JSON yields (url, order, label; a missing or extra row counts),
@@ -332,6 +337,13 @@ differing AS (
 )"""
 
 
+def yielded_rows(status: sql.Composable, now: sql.Composable) -> sql.Composed:
+    """``yielded``'s query over ``status``, a relation with status's columns, as a subquery's text: for a statement
+    that reads the arrays from where an earlier statement kept them (batches). ``now``: the time written where
+    nothing else gives one (a value there: Citus would rewrite a statement holding now(), wrongly)."""
+    return sql.SQL(_YIELDED).format(status=status, now=now)
+
+
 def source_ctes(
     schema: str, product_filter: sql.Composable, *, yielded: bool = False, with_created_at: bool = True
 ) -> sql.Composed:
@@ -345,12 +357,15 @@ def source_ctes(
         (_PARSED_CREATED_AT, _CREATED_AT_REPAIR) if with_created_at else _NO_CREATED_AT
     )
     return sql.SQL(_SOURCE_CTES + (_YIELDED_CTE if yielded else "")).format(
+        status=sql.SQL("status"),
+        now=sql.SQL("now()"),
         parsed_created_at=sql.SQL(parsed_created_at).format(timestamp_shapes=sql.Literal(sorted(TIMESTAMP_SHAPES))),
         earliest_created_at=sql.Literal(EARLIEST_CREATED_AT),
         latest_created_at_excluded=sql.Literal(LATEST_CREATED_AT_EXCLUDED),
         created_at_repair=sql.SQL(created_at_repair).format(repair_created_at=sql.Literal(REPAIR_CREATED_AT)),
         products=table(schema, "products"),
         product_filter=product_filter,
+        decoded_entry=sql.SQL(DECODED_ENTRY),
         max_order=sql.Literal(MAX_ORDER),
         numeric_text=sql.Literal(NUMERIC_TEXT_PATTERN),
         url_whitespace=URL_WHITESPACE_SQL,

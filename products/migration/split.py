@@ -20,18 +20,25 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 
 from django.db import DatabaseError, connection
 from psycopg import sql
 
-from products.migration.batches import MigrationOptions, Progress, TenantBlocked, job_session, migrate_batches
-from products.migration.report import TenantRun
+from products.migration.batches import (
+    Guard,
+    MigrationOptions,
+    Progress,
+    TenantBlocked,
+    job_session,
+    migrate_batches,
+)
+from products.migration.report import Pace, TenantRun
 from products.migration.source import id_range
 from products.migration.validation import RangeFigures, measure_range
 from stoflow.raw_sql import fetch_rows, table
-from stoflow.tenants.runner import SIGINT, SIGTERM, Terminated, signal_name
+from stoflow.tenants.runner import CANCEL, SIGINT, SIGTERM, Cancelled, Terminated, signal_name
 
 # A tenant with fewer products than this many batches keeps one worker: a split would not pay for itself.
 MINIMUM_BATCHES_TO_SPLIT = 2
@@ -70,6 +77,7 @@ class IdRange:
     after: int | None
     upto: int | None
     run: TenantRun = field(default_factory=TenantRun)
+    pace: Pace = field(default_factory=Pace)
     rehearsal: RangeFigures | None = None
     last_committed: int | None = None  # the last id of this range's last committed batch
     finished: bool = False
@@ -107,9 +115,10 @@ def resume_point(ranges: Sequence[IdRange], after: int | None) -> int | None:
     One resume point per entry keeps the ledger's shape, --status and older runs' entries as they are."""
     point = after
     for part in ranges:
-        if not part.finished:
+        if not part.finished or part.upto is None:
+            # A range still at work, or the last (open-ended) one: up to its last committed batch, if any.
             return part.last_committed if part.last_committed is not None else point
-        point = part.upto if part.upto is not None else part.last_committed
+        point = part.upto
     return point
 
 
@@ -132,25 +141,41 @@ def migrate_ranges(
     stop: threading.Event,
     run: TenantRun,
     on_batch: Callable[[int | None, TenantRun], None],
+    on_resume_point: Callable[[int | None, TenantRun], None],
+    guard: Guard,
     slots: Slots | None = None,
+    pace: Pace | None = None,
 ) -> None:
-    """Migrate (or rehearse) each range on its own connection at once; their figures added to ``run``, in id
-    order, also when the walk stops part-way. ``on_batch(resume point, figures so far)`` after each batch."""
-    lock = threading.Lock()
+    """Migrate (or rehearse) each range on its own connection at once; their figures added to ``run`` (and their
+    batches and waits to ``pace``), in id order, also when the walk stops part-way. ``on_batch(resume point,
+    figures so far)`` after each batch; ``on_resume_point(resume point, figures so far)`` when a range finishes,
+    and once more when every range has ended: a range finishing moves the point (a lower range finishing last
+    lets it reach the ranges above it), with no batch committed. ``guard``: the coordinating connection's, for
+    what it reads itself."""
+    lock, coordinator = threading.Lock(), guard
     count = sql.SQL("SELECT count(*) FROM {} AS p WHERE {}").format(
         table(schema, "products"), id_range("p.id", ranges[0].after, None)
     )
-    ((products,),) = fetch_rows(count, {"after": ranges[0].after})
+    products = guard.run("counting the products", lambda: fetch_rows(count, {"after": ranges[0].after})[0][0])
     progress.start_tenant(schema, products)
     range_progress = _RangeProgress(progress, lock)
+
+    def so_far() -> tuple[int | None, TenantRun]:
+        """The resume point and the figures of every range as they stand (the caller holds ``lock``)."""
+        total = TenantRun()
+        for each in ranges:
+            total.add(each.run)
+        return resume_point(ranges, ranges[0].after), total
 
     def batch_done(part: IdRange, last_id: int) -> None:
         with lock:
             part.last_committed = last_id
-            total = TenantRun()
-            for each in ranges:
-                total.add(each.run)
-            on_batch(resume_point(ranges, ranges[0].after), total)
+            on_batch(*so_far())
+
+    def range_done(part: IdRange) -> None:
+        with lock:
+            part.finished = True
+            on_resume_point(*so_far())
 
     def work(part: IdRange, worker_stop: threading.Event, guard) -> None:
         migrate_batches(
@@ -164,15 +189,29 @@ def migrate_ranges(
             upto=part.upto,
             on_batch=lambda last_id: batch_done(part, last_id),
             rehearsal=part.rehearsal,
+            pace=part.pace,
         )
-        part.finished = True
+        guard.run("recording the resume point in the ledger", lambda: range_done(part))
+
+    def ended(stopped_part_way: bool) -> None:
+        for part in ranges:
+            run.add(part.run)
+            if pace is not None:
+                pace.add(part.pace)
+        progress.finish_tenant(schema)
+        # Every range has ended: the point where they all stand. When the walk stopped on a failure, failing to
+        # record this loses nothing the ranges' own records did not keep (a more cautious point): the failure
+        # that stopped the walk is the one to report.
+        with suppress(DatabaseError, TenantBlocked) if stopped_part_way else nullcontext():
+            point = resume_point(ranges, ranges[0].after)
+            coordinator.run("recording the resume point in the ledger", lambda: on_resume_point(point, run))
 
     try:
         in_parallel(ranges, options, stop, work, slots)
-    finally:
-        for part in ranges:
-            run.add(part.run)
-        progress.finish_tenant(schema)
+    except BaseException:
+        ended(stopped_part_way=True)
+        raise
+    ended(stopped_part_way=False)
 
 
 def validate_ranges(
@@ -213,6 +252,7 @@ def in_parallel(
     session settings; returns when all are done. Raises the first database error, else the first block,
     else KeyboardInterrupt if the run was interrupted (Ctrl-C here, or ``stop`` set by the tenant runner)."""
     workers_stop = threading.Event()
+    cancelled = threading.Event()
     errors: list[BaseException] = []
     finished: queue.SimpleQueue[int] = queue.SimpleQueue()
 
@@ -220,8 +260,12 @@ def in_parallel(
         try:
             with slot(slots, workers_stop), job_session(options, workers_stop) as guard:
                 work(part, workers_stop, guard)
-        except KeyboardInterrupt:
-            pass  # stopped by the shared event: the cause is recorded where it was set
+        except KeyboardInterrupt as interrupt:
+            # Stopped by the shared event (the cause is recorded where it was set), or cancelled from elsewhere:
+            # then it stops the other ranges.
+            if signal_name(interrupt) == CANCEL:
+                cancelled.set()
+                workers_stop.set()
         except (DatabaseError, TenantBlocked) as exc:
             errors.append(exc)
             workers_stop.set()
@@ -257,5 +301,7 @@ def in_parallel(
         raise errors[0]
     if interrupted == SIGTERM:
         raise Terminated(SIGTERM)
+    if cancelled.is_set():
+        raise Cancelled(CANCEL)
     if interrupted:
         raise KeyboardInterrupt(SIGINT)

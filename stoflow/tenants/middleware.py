@@ -8,9 +8,11 @@ page *before* the seller is looked up: the same redirect, to the public admin's 
 requested path as ``next``, whether the seller exists or not, and without the lookup's query. After
 logging in, the user comes back to the page they asked for.
 
-Staff pass through to django-tenants' routing: a real seller's pages, or a 404 for an unknown one
-(staff see every seller in the public admin anyway), also for a name no schema can have, which is
-not looked up.
+Staff who may see no seller's catalogue (neither the "view product" nor the "view product image"
+permission) get a 403, again before the lookup: the same answer for a real seller and an unknown one,
+as the public admin shows them no seller names either. Other staff pass through to django-tenants'
+routing: a real seller's pages, or a 404 for an unknown one (they see every seller in the public admin
+anyway), also for a name no schema can have, which is not looked up.
 
 Why a redirect for both rather than a 404 for both: a seller's pages are bookmarked and linked (the
 seller picker, "Switch seller"); an expired session should lead to the login page and back, as the
@@ -19,13 +21,14 @@ admin does everywhere else.
 
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
 from django.db import connection
 from django.urls import reverse
 from django_tenants.middleware.subfolder import TenantSubfolderMiddleware
 from django_tenants.postgresql_backend.base import is_valid_schema_name
 from django_tenants.utils import get_subfolder_prefix
 
-from stoflow.tenants.sites import seller_admin_site
+from stoflow.tenants.sites import may_browse_sellers, seller_admin_site
 
 
 def public_login_url() -> str:
@@ -44,6 +47,8 @@ class SellerSubfolderMiddleware(TenantSubfolderMiddleware):
             connection.set_schema_to_public()
             if not seller_admin_site.has_permission(request):
                 return redirect_to_login(request.get_full_path(), public_login_url())
+            if not may_browse_sellers(request):
+                raise PermissionDenied("your account may not view sellers' catalogues")
         return super().process_request(request)
 
     def get_tenant(self, domain_model, hostname):

@@ -26,6 +26,7 @@ TenantWork = Callable[[str, threading.Event], Result]
 
 SIGINT = "SIGINT"
 SIGTERM = "SIGTERM"
+CANCEL = "cancel"  # not a signal: the run was cancelled from elsewhere (``Cancelled``)
 
 
 class TenantJobFailed(Exception):
@@ -55,11 +56,19 @@ class Stopped(KeyboardInterrupt):
         self.signal_name = signal_name
 
 
+class Cancelled(KeyboardInterrupt):
+    """The run was cancelled from elsewhere (another host's command line, the admin), seen between batches:
+    it stops as on Ctrl-C, whole batches kept, the report written."""
+
+    signal_name = CANCEL
+
+
 def signal_name(interrupt: BaseException) -> str:
-    """Which signal a KeyboardInterrupt stands for."""
-    if isinstance(interrupt, Terminated) or getattr(interrupt, "signal_name", SIGINT) == SIGTERM:
+    """Which signal a KeyboardInterrupt stands for (or CANCEL, for a run cancelled from elsewhere)."""
+    if isinstance(interrupt, Terminated):
         return SIGTERM
-    return SIGINT
+    name = getattr(interrupt, "signal_name", SIGINT)
+    return name if name in (SIGTERM, CANCEL) else SIGINT
 
 
 @contextmanager
@@ -87,16 +96,22 @@ class Interruption:
 
     stopped_in: list[str]  # tenants being worked on when it came
     not_started: list[str]
-    signal: str = SIGINT  # SIGINT (Ctrl-C) or SIGTERM
+    signal: str = SIGINT  # SIGINT (Ctrl-C), SIGTERM, or CANCEL (cancelled from elsewhere)
+    cancelled_by: str = ""  # CANCEL: who asked
 
 
 def for_each_tenant(
-    schemas: list[str], jobs: int, work: TenantWork[Result]
+    schemas: list[str],
+    jobs: int,
+    work: TenantWork[Result],
+    stop_starting: Callable[[Result], bool] | None = None,
 ) -> tuple[list[Result], Interruption | None]:
     """Run ``work`` on each tenant, ``jobs`` at a time; results come back in the order of ``schemas``.
 
     ``work`` gets an event set on Ctrl-C (parallel workers never see the signal
-    themselves) and stops between batches by raising KeyboardInterrupt.
+    themselves) and stops between batches by raising KeyboardInterrupt; a worker cancelled from elsewhere
+    (``Cancelled``) stops the others the same way. ``stop_starting(result)``, asked of each finished tenant's
+    result: True starts no further tenant (those at work finish); the tenants without a result were not started.
     """
     if jobs == 1:
         # In the calling thread and on its connection (tests run inside their transaction).
@@ -104,6 +119,8 @@ def for_each_tenant(
         for number, schema in enumerate(schemas):
             try:
                 results.append(_run_work(work, schema, threading.Event()))
+                if stop_starting is not None and stop_starting(results[-1]):
+                    return results, None
             except KeyboardInterrupt as interrupt:
                 partial = getattr(interrupt, "partial", None)
                 if partial is not None:
@@ -115,33 +132,40 @@ def for_each_tenant(
                 failure.results = results + ([failure.partial] if failure.partial is not None else [])
                 raise
         return results, None
-    return _for_each_tenant_in_parallel(schemas, jobs, work)
+    return _for_each_tenant_in_parallel(schemas, jobs, work, stop_starting)
 
 
 def _for_each_tenant_in_parallel(
-    schemas: list[str], jobs: int, work: TenantWork[Result]
+    schemas: list[str], jobs: int, work: TenantWork[Result], stop_starting: Callable[[Result], bool] | None
 ) -> tuple[list[Result], Interruption | None]:
     pending: queue.SimpleQueue[str] = queue.SimpleQueue()
     for schema in schemas:
         pending.put(schema)
     stop = threading.Event()
+    no_more = threading.Event()  # stop_starting said so: workers take no further tenant
+    cancelled = threading.Event()
     done: dict[str, Result] = {}  # finished tenants, and those stopped part-way with a partial result
     stopped_in: list[str] = []
     failures: list[TenantJobFailed] = []
 
     def worker() -> None:
         try:
-            while not stop.is_set():
+            while not stop.is_set() and not no_more.is_set():
                 try:
                     schema = pending.get_nowait()
                 except queue.Empty:
                     return
                 try:
                     done[schema] = _run_work(work, schema, stop)
+                    if stop_starting is not None and stop_starting(done[schema]):
+                        no_more.set()
                 except KeyboardInterrupt as interrupt:
                     stopped_in.append(schema)
                     if getattr(interrupt, "partial", None) is not None:
                         done[schema] = interrupt.partial
+                    if signal_name(interrupt) == CANCEL:
+                        cancelled.set()
+                        stop.set()  # the other workers stop between batches, as on Ctrl-C
                 except TenantJobFailed as failure:
                     failures.append(failure)
                     if failure.partial is not None:
@@ -173,6 +197,7 @@ def _for_each_tenant_in_parallel(
     if failures:
         failures[0].results = results
         raise failures[0]
+    interrupted = interrupted or (CANCEL if cancelled.is_set() else None)
     if not interrupted:
         return results, None
     not_started = [schema for schema in schemas if schema not in done and schema not in stopped_in]

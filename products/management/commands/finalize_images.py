@@ -33,18 +33,28 @@ class Command(ImageCommand):
             action="store_true",
             help="Run the gate only and say, per tenant, whether it would be finalized or why not; change nothing.",
         )
+        parser.add_argument(
+            "--ready",
+            action="store_true",
+            help="Finalize only the tenants whose latest live migrate_images run (the run ledger) ended done with "
+            "every check passing, and which the gate lets through now; list the others as not ready and leave "
+            "them as they are.",
+        )
         add_no_input_option(parser)
         add_lock_timeout_option(parser)
 
     def handle(self, *args, **options):
         schemas = lifecycle_schemas(options["schemas"])
         if options["interactive"] and not options["dry_run"]:
+            ready = " (and whose latest live run passed every check)" if options["ready"] else ""
             confirm(
                 f"finalize_images drops the JSON column products.images in {', '.join(schemas)}, in each tenant "
-                f"the gate lets through, after copying it to {ARCHIVE_TABLE}."
+                f"the gate lets through{ready}, after copying it to {ARCHIVE_TABLE}."
             )
         with stopped_by_database_failure(self.exit_codes):
-            finalization = finalize_images(schemas, options["dry_run"], options["lock_timeout"] / 1000)
+            finalization = finalize_images(
+                schemas, options["dry_run"], options["lock_timeout"] / 1000, ready_only=options["ready"]
+            )
 
         if options["dry_run"]:
             self.stdout.write("Dry run: the gate only, nothing changed.")

@@ -1,4 +1,7 @@
+import getpass
+import random
 import shutil
+import socket
 import sys
 import textwrap
 import traceback
@@ -18,7 +21,7 @@ from products.management.command_support import (
     duration_ms,
     selected_schemas,
 )
-from products.migration import ledger
+from products.migration import control, ledger
 from products.migration.batches import MigrationOptions
 from products.migration.preflight import server_problems
 from products.migration.progress import RichProgress
@@ -31,10 +34,24 @@ from products.migration.rendering import (
 )
 from products.migration.report import ExitCode, MigrationReport
 from products.migration.runs import migrate_images, unfollow, validate_images
+from stoflow.tenants.run_control import NoSuchRun, ask
 from stoflow.tenants.runner import Interruption, TenantJobFailed, signal_name, sigterm_interrupts
 
 DEFAULT_LOCK_TIMEOUT = "2s"
 DEFAULT_STATEMENT_TIMEOUT = "10min"
+DEFAULT_MAX_REPLICA_LAG = f"{MigrationOptions.max_replica_lag_ms / 1000:g}s"
+# What --pause, --resume and --cancel ask of a run (control.py), by option name.
+CONTROLS = {"pause": control.PAUSE, "resume": control.RESUME, "cancel": control.CANCEL}
+
+
+def wave(schemas: list[str], limit: int | None, sample: int | None) -> list[str]:
+    """--limit: the first N tenants; --sample: N at random, kept in their natural order; else all of them."""
+    if limit:
+        return schemas[:limit]
+    if sample and sample < len(schemas):
+        chosen = set(random.sample(schemas, sample))
+        return [schema for schema in schemas if schema in chosen]
+    return schemas
 
 
 class Command(ImageCommand):
@@ -156,6 +173,73 @@ class Command(ImageCommand):
             help="Pause between batches, in milliseconds (default 0): room for the application on a busy primary.",
         )
         parser.add_argument(
+            "--batch-time",
+            type=duration_ms(minimum=1),
+            metavar="DURATION",
+            help="Size batches so each transaction takes about this long, e.g. 200ms: the size starts at "
+            "--batch-size, grows and shrinks between 10 and 50,000 products, and halves after a lock or statement "
+            "timeout before the retry. The report shows the sizes used. Default: a fixed --batch-size.",
+        )
+        parser.add_argument(
+            "--max-replica-lag",
+            type=duration_ms(minimum=0),
+            default=DEFAULT_MAX_REPLICA_LAG,
+            metavar="DURATION",
+            help="Before each batch, wait while a standby replays further behind than this (pg_stat_replication "
+            f"replay lag; default {DEFAULT_MAX_REPLICA_LAG}; 0: not watched). Batches also wait while a VACUUM works "
+            "on the tenant's product_images, and while other sessions wait for locks on its tables "
+            "(--max-lock-waiters). The report says how long it waited and why.",
+        )
+        parser.add_argument(
+            "--max-lock-waiters",
+            type=at_least(0),
+            default=MigrationOptions.max_lock_waiters,
+            metavar="N",
+            help="Before each batch, wait while more than N other sessions wait for locks on the tenant's tables "
+            f"(default {MigrationOptions.max_lock_waiters}).",
+        )
+        parser.add_argument(
+            "--ignore-health",
+            action="store_true",
+            help="Do not wait for the database's health before batches (replica lag, vacuum, lock waiters).",
+        )
+        parser.add_argument(
+            "--max-failures",
+            type=at_least(1),
+            default=0,
+            metavar="N",
+            help="Start no further tenant once N tenants failed, were blocked or have a failing check; those "
+            "at work finish, the rest are listed as not started. Default: no bound.",
+        )
+        wave = parser.add_mutually_exclusive_group()
+        wave.add_argument(
+            "--limit",
+            type=at_least(1),
+            metavar="N",
+            help="Work on the first N of the selected tenants only (in their natural order): a wave.",
+        )
+        wave.add_argument(
+            "--sample",
+            type=at_least(1),
+            metavar="N",
+            help="Work on N of the selected tenants chosen at random: a canary wave (the report names them).",
+        )
+        for name, what in (
+            (
+                "pause",
+                "Pause the run in progress RUN (its id, or its first 6+ characters, as --status shows it) "
+                "between batches: it keeps its connection and the tenants' locks; the ledger shows it paused, by "
+                "whom. Works from any host that reaches the database; exits at once.",
+            ),
+            ("resume", "Resume the paused run RUN; exits at once."),
+            (
+                "cancel",
+                "Cancel the run RUN: it stops between batches as on Ctrl-C (whole batches kept, its report "
+                "written, exit 130; a re-run resumes); exits at once.",
+            ),
+        ):
+            parser.add_argument(f"--{name}", metavar="RUN", help=what)
+        parser.add_argument(
             "--restart",
             action="store_true",
             help="Walk every product, even where the ledger says an unfinished run stopped (default: resume there).",
@@ -178,6 +262,10 @@ class Command(ImageCommand):
         parser.add_argument("--json", metavar="PATH", help="Also write the report as JSON to PATH ('-' for stdout).")
 
     def handle(self, *args, **options):
+        asked = [name for name in CONTROLS if options[name]]
+        if asked:
+            self.control_run(asked, options)
+            return
         check_writable(options["report"], "--report")
         check_writable(options["json"], "--json")
         if options["check"] and (options["force"] or options["sync"]):
@@ -191,7 +279,7 @@ class Command(ImageCommand):
             )
         mode = "check" if options["check"] else "dry-run" if options["dry_run"] else "live"
         try:
-            schemas = selected_schemas(options["schemas"])
+            schemas = wave(selected_schemas(options["schemas"]), options["limit"], options["sample"])
         except CommandError as exc:
             if exc.returncode == ExitCode.DATABASE_FAILURE:
                 # Nothing ran, but a report file asked for still says so (exit status 5, no tenant).
@@ -236,6 +324,24 @@ class Command(ImageCommand):
 
         if report.exit_code != ExitCode.OK:
             raise CommandError(failure_message(report), returncode=report.exit_code)
+
+    def control_run(self, asked: list[str], options: dict) -> None:
+        """--pause, --resume or --cancel RUN: ask it of a run in progress, maybe on another host, and exit."""
+        if len(asked) > 1:
+            raise CommandError(
+                f"--{asked[0]} and --{asked[1]}: ask one thing of a run at a time.", returncode=ExitCode.USAGE
+            )
+        name = asked[0]
+        try:
+            run_id = ask(options[name], CONTROLS[name], by=f"{getpass.getuser()}@{socket.gethostname()}")
+        except NoSuchRun as exc:
+            raise CommandError(f"--{name}: {exc}. Nothing was done.", returncode=ExitCode.USAGE) from exc
+        obeys = {
+            "pause": "pauses before its next batch (within a batch and a second), keeping its locks",
+            "resume": "goes on with its next batch within a second",
+            "cancel": "stops before its next batch, keeps what it committed and writes its report",
+        }[name]
+        self.stdout.write(self.style.SUCCESS(f"Asked run {run_id} to {name}: it {obeys}."))
 
     def confirm_force(self, schemas: list[str]) -> None:
         confirm(f"--force replaces the product_images rows of every product in {', '.join(schemas)}.")

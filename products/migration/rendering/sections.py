@@ -23,7 +23,16 @@ from products.migration.rendering.blocks import (
     Section,
     Table,
 )
-from products.migration.report import CheckResult, Interruption, MigrationReport, TenantReport, TenantRun, Validation
+from products.migration.report import (
+    CheckResult,
+    Interruption,
+    MigrationReport,
+    Pace,
+    TenantReport,
+    TenantRun,
+    Validation,
+)
+from stoflow.tenants.runner import CANCEL
 
 SUMMARY_COLUMNS = [
     "Schema",
@@ -53,9 +62,12 @@ DATA_SAFETY = (
 
 def interruption_note(interruption: Interruption) -> str:
     stopped = ", ".join(interruption.stopped_in) or "no tenant (between tenants)"
-    cause = " by SIGTERM" if interruption.signal == "SIGTERM" else ""
+    if interruption.signal == CANCEL:
+        what = f"Cancelled by {interruption.cancelled_by or 'someone'}"
+    else:
+        what = "Interrupted" + (" by SIGTERM" if interruption.signal == "SIGTERM" else "")
     return (
-        f"Interrupted{cause} while migrating {stopped}: committed batches are kept; "
+        f"{what} while migrating {stopped}: committed batches are kept; "
         f"{len(interruption.not_started)} tenant(s) not started. Re-run to finish."
     )
 
@@ -90,27 +102,72 @@ def summary_rows(report: MigrationReport, tenants: list[TenantReport] | None = N
         elif tenant.run:
             schema = tenant.schema + (f" ({tenant.status})" if tenant.status in PARTIAL_STATUSES else "")
             rows.append([schema] + _run_cells(tenant.run))
+        else:
+            # Blocked, failed or interrupted before its walk began (the preflight, the ledger): nothing written.
+            rows.append([tenant.schema, f"{tenant.status}: not started"] + [""] * (len(SUMMARY_COLUMNS) - 2))
     rows.append(["TOTAL"] + _run_cells(report.total))
     return rows
 
 
 def summary_sentence(report: MigrationReport) -> str:
-    """The outcome in one sentence, as the seed report opens."""
-    schemas = sum(1 for tenant in report.tenants if not tenant.busy and not tenant.refused)
-    failed = len(report.failed_checks)
-    verdict = "every check PASS" if not failed else f"{failed} check(s) FAIL"
+    """The outcome in one sentence, as the seed report opens: what was migrated (or validated), and the checks'
+    verdict over the tenants they ran in."""
+    verdict = checks_verdict(report)
     finalized = len(report.finalized_tenants)
     if report.mode == "check":
+        validated = sum(1 for tenant in report.tenants if tenant.validation)
         finalized_note = f" ({finalized} finalized: checks on the table only)" if finalized else ""
-        return f"Validated product_images in {schemas} schema(s){finalized_note}: {verdict}."
+        return f"Validated product_images in {validated} schema(s){finalized_note}: {verdict}."
     total = report.total
     verb = "Would migrate" if report.mode == "dry-run" else "Migrated"
-    finalized_note = f" ({finalized} finalized, nothing to migrate)" if finalized else ""
+    # The tenants whose figures make up the total: walked, if only part-way; a finalized one had nothing to walk.
+    migrated = sum(1 for tenant in report.tenants if tenant.run)
+    finalized_note = f" (plus {finalized} finalized, nothing to migrate)" if finalized else ""
     return (
         f"{verb} {total.images_migrated:,} images ({total.labels_detected:,} labels) from the JSONB column "
-        f"products.images to the product_images table across {schemas} schema(s){finalized_note}; "
+        f"products.images to the product_images table across {migrated} schema(s){finalized_note}; "
         f"{total.already_migrated:,} products already migrated, {len(total.errors):,} errors; {verdict}."
     )
+
+
+# Why a tenant has no validation, for the statuses that say so; any other tenant without one is "not validated".
+UNCHECKED_STATUSES = ("busy", "refused", *PARTIAL_STATUSES)
+
+
+def unchecked_tenants(report: MigrationReport) -> list[str]:
+    """Each tenant of the run whose checks did not run, as "schema (why)": skipped, refused, stopped part-way,
+    and, after an interruption, those stopped before they had a report and those never started."""
+    unchecked = [
+        f"{tenant.schema} ({tenant.status if tenant.status in UNCHECKED_STATUSES else 'not validated'})"
+        for tenant in report.tenants
+        if not tenant.validation
+    ]
+    if report.interruption:
+        reported = {tenant.schema for tenant in report.tenants}
+        unchecked += [f"{schema} (interrupted)" for schema in report.interruption.stopped_in if schema not in reported]
+        unchecked += [f"{schema} (not started)" for schema in report.interruption.not_started]
+    return unchecked
+
+
+def checks_verdict(report: MigrationReport) -> str:
+    """The checks' verdict: PASS or how many FAIL when every tenant was checked; otherwise how many tenants were
+    checked out of how many, and which were not and why. PASS is never claimed for checks that did not run."""
+    failed = len(report.failed_checks)
+    unchecked = unchecked_tenants(report)
+    checked = sum(1 for tenant in report.tenants if tenant.validation)
+    if checked and not unchecked:
+        return "every check PASS" if not failed else f"{failed} check(s) FAIL"
+    tenants = checked + len(unchecked)
+    if not tenants:
+        return "no tenant to check"
+    if not checked:
+        outcome = "no check ran"
+    else:
+        outcome = "every check passed" if not failed else f"{failed} check(s) FAIL"
+    named = ", ".join(unchecked[:MANY_TENANTS])
+    if len(unchecked) > MANY_TENANTS:
+        named += f" and {len(unchecked) - MANY_TENANTS:,} more (each in the JSON report)"
+    return f"{checked} of {tenants} tenant(s) checked, {outcome}; not checked: {named}"
 
 
 def check_cell(check: CheckResult) -> str:
@@ -277,9 +334,13 @@ def _with_note(check: CheckResult) -> str:
 
 def products_at_fault(check: CheckResult) -> str:
     """The first product ids, and how many more there are."""
-    ids = ", ".join(map(str, check.product_ids))
-    more = max(check.products_at_fault, len(check.product_ids)) - len(check.product_ids)
-    return ids + (f" (+{more:,} more)" if more else "")
+    return first_ids(check.product_ids, check.products_at_fault)
+
+
+def first_ids(ids: list[int], products: int) -> str:
+    """``ids``, the first few of ``products`` products, and how many more there are."""
+    more = max(products, len(ids)) - len(ids)
+    return ", ".join(map(str, ids)) + (f" (+{more:,} more)" if more else "")
 
 
 def _validation_queries(report: MigrationReport) -> Section | None:
@@ -370,6 +431,21 @@ def _following(report: MigrationReport) -> Section | None:
     return Section("Follower", [Bullets(notes)]) if notes else None
 
 
+def _emptied(report: MigrationReport) -> Section | None:
+    """The products --force or --sync left without a row because their JSON is now empty or null, per tenant."""
+    emptied = [
+        (tenant.schema, tenant.run.emptied) for tenant in report.tenants if tenant.run and tenant.run.emptied.products
+    ]
+    if not emptied:
+        return None
+    products = sum(repair.products for _, repair in emptied)
+    removed = "would have every row removed" if report.mode == "dry-run" else "had every row removed"
+    sentence = f"{products:,} product(s) whose JSON is now empty or null {removed} from product_images:"
+    rows = [[schema, repair.products, first_ids(repair.sample_ids, repair.products)] for schema, repair in emptied]
+    table = Table("Emptied products", ["Schema", "Products", "Product ids"], rows, tone=WARNING)
+    return Section("Emptied", [Paragraph(sentence, tone=WARNING), table])
+
+
 def _errors(report: MigrationReport) -> Section | None:
     if not report.errors:
         return None
@@ -411,9 +487,11 @@ def _refused(report: MigrationReport) -> Section | None:
 
 def blocked_note(tenant: TenantReport) -> str:
     blocked = tenant.blocked
+    # Before its walk began (the preflight, the ledger; --check), the tenant has no batch to keep.
+    kept = "Committed batches are kept" if tenant.ledger_entry_opened else "Nothing was written"
     return (
         f"{tenant.schema}: blocked on {blocked.what}: {blocked.attempts} attempt(s), each waiting "
-        f"{blocked.lock_timeout_ms:,} ms for a lock ({blocked.error}). Committed batches are kept, the tenant is "
+        f"{blocked.lock_timeout_ms:,} ms for a lock ({blocked.error}). {kept}, the tenant is "
         "not validated; re-run once the blocker is gone."
     )
 
@@ -441,10 +519,21 @@ def _blocked(report: MigrationReport) -> Section | None:
 def _failure(report: MigrationReport) -> Section | None:
     if not report.failure:
         return None
-    text = (
-        f"Stopped by a database failure in {report.failure}. Whole batches already committed are kept; "
-        "the figures above are those of the run up to the failure. The ledger says where a re-run resumes."
-    )
+    failed = next((tenant for tenant in report.tenants if tenant.failure), None)
+    text = f"Stopped by a database failure in {report.failure}. "
+    if report.mode == "check":
+        text += "--check writes nothing; the checks above are those of the tenants validated before the failure."
+    elif failed and failed.ledger_entry_opened:
+        text += (
+            "Whole batches already committed are kept; the figures above are those of the run up to the failure. "
+            "The ledger says where a re-run resumes."
+        )
+    else:
+        # No ledger entry was opened for the tenant: the ledger has nothing to say about this run there.
+        text += (
+            "It came before the tenant's walk began: nothing was written there, no ledger entry was opened; "
+            "the figures above are those of the tenants before it."
+        )
     return Section("Database failure", [Paragraph(text, tone=ERROR)])
 
 
@@ -470,6 +559,66 @@ def _interruption(report: MigrationReport) -> Section | None:
     return Section("Interrupted", [Paragraph(interruption_note(report.interruption), tone=WARNING)])
 
 
+def batch_sizes_cell(pace: Pace) -> str:
+    sizes = pace.batch_sizes
+    if not sizes.batches:
+        return "no batch"
+    average = sizes.products / sizes.batches
+    if sizes.smallest == sizes.largest:
+        return f"{sizes.batches:,} x {sizes.largest:,} products"
+    return f"{sizes.batches:,} batches, {sizes.smallest:,} to {sizes.largest:,} products (average {average:,.0f})"
+
+
+def waits_cell(pace: Pace) -> str:
+    return "; ".join(f"{wait.reason}: {wait.seconds:,.1f} s ({wait.detail})" for wait in pace.waits) or "none"
+
+
+def _pace(report: MigrationReport) -> Section | None:
+    """How the batches went where it was not the fixed pace: --batch-time's sizes, and every wait before a batch."""
+    paced = [
+        tenant for tenant in report.tenants if tenant.pace.waits or (tenant.pace.batch_sizes.target_ms and tenant.run)
+    ]
+    if not paced:
+        return None
+    rows = []
+    for tenant in paced:
+        sizes = tenant.pace.batch_sizes
+        per_batch = f"{sizes.seconds / sizes.batches * 1000:,.0f} ms" if sizes.batches else ""
+        target = f"{sizes.target_ms:,} ms" if sizes.target_ms else "fixed size"
+        halved = f"{sizes.halved:,}" if sizes.halved else ""
+        rows.append([tenant.schema, batch_sizes_cell(tenant.pace), target, per_batch, halved, waits_cell(tenant.pace)])
+    table = Table(
+        "Pace",
+        [
+            "Schema",
+            "Batches",
+            "Batch time aimed at",
+            "Average batch",
+            "Halved after a timeout",
+            "Waited before batches",
+        ],
+        rows,
+    )
+    waited = sum(tenant.pace.seconds_waited for tenant in paced)
+    blocks = [table]
+    if waited:
+        blocks.append(
+            Paragraph(f"The batches waited {waited:,.1f} s in all for the database's health or a pause.", tone=WARNING)
+        )
+    return Section("Pace", blocks)
+
+
+def _wave_stop(report: MigrationReport) -> Section | None:
+    stop = report.wave_stop
+    if not stop:
+        return None
+    text = (
+        f"--max-failures {stop.max_failures}: the run started no further tenant once {', '.join(stop.failed)} "
+        f"had ended so; {len(stop.not_started):,} tenant(s) not started: {', '.join(stop.not_started)}."
+    )
+    return Section("Stopped starting tenants", [Paragraph(text, tone=WARNING)])
+
+
 def _performance(report: MigrationReport) -> Section:
     seconds = report.seconds  # per phase, summed over tenants
     phases = [*seconds.items(), ("total", sum(seconds.values()))]
@@ -488,6 +637,7 @@ def report_sections(report: MigrationReport) -> list[Section]:
         _repairs(report),
         _resynced(report),
         _following(report),
+        _emptied(report),
         _errors(report),
         _resumed(report),
         _refused(report),
@@ -496,6 +646,8 @@ def report_sections(report: MigrationReport) -> list[Section]:
         _skipped(report),
         _failure(report),
         _interruption(report),
+        _wave_stop(report),
+        _pace(report),
         _performance(report),
     ]
     return [section for section in sections if section]
