@@ -234,10 +234,10 @@ SWEEP_TITLE = "Batch size (30x set, live migrate, medians)"
 TWO_WRITERS_TITLE = "Two writers (30x set)"
 TWO_WRITERS_NOTE = (
     "Migrate: the command's own --sync/--force/first-run phase (its JSON report); the whole command adds start-up, "
-    "the six checks (about 4 s on 30x, the same for each) and the report. Full --sync: every digest cleared "
+    "the six checks (the same in each) and the report. Full --sync: every digest cleared "
     "(TRUNCATE product_json_state), so it reconciles every product, as --sync did before the digests. App UPDATE: "
-    "client-side time of one autocommit statement; without: a session with session_replication_role = replica "
-    "(no trigger fires), alternating with the follower's."
+    "client-side time of one autocommit statement, and its server process's CPU (the embedded server); without: a "
+    "session with session_replication_role = replica (no trigger fires), alternating with the follower's."
 )
 NOTES = [
     "Migrate and validate: the live command's own phase timings (its JSON report): a tenant's wall clock, "

@@ -20,6 +20,7 @@ emptied), so the other sets find the 30x set as it was built.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -57,6 +58,10 @@ class TwoWritersResult:
     whole: dict[str, list[float]] = field(default_factory=dict)  # each command's whole process, by figure
     update_ms_with: list[float] = field(default_factory=list)  # every timed update, all runs
     update_ms_without: list[float] = field(default_factory=list)
+    # The server process's CPU per update, with and without (one figure per run; none when the server is not a
+    # local Linux process): what the follower costs whatever else the machine runs, which the clock does not say.
+    update_cpu_ms_with: list[float] = field(default_factory=list)
+    update_cpu_ms_without: list[float] = field(default_factory=list)
 
     def median(self, figure: str) -> float:
         return statistics.median(getattr(self, figure))
@@ -109,13 +114,14 @@ class TwoWritersResult:
             (f"--sync, {CHANGED_PRODUCTS} products changed, follower off, migrate", self._seconds("sync_off")),
             (f"--sync, {CHANGED_PRODUCTS} products changed, follower on, migrate", self._seconds("sync_on")),
         ]
-        for label, values in (("with the follower", self.update_ms_with), ("without", self.update_ms_without)):
-            rows.append(
-                (
-                    f"App UPDATE of a {PHOTOS}-photo product, {label} ({len(values):,} updates)",
-                    f"median {statistics.median(values):.2f} ms, p99 {p99(values):.2f} ms",
-                )
-            )
+        for label, values, cpu in (
+            ("with the follower", self.update_ms_with, self.update_cpu_ms_with),
+            ("without", self.update_ms_without, self.update_cpu_ms_without),
+        ):
+            figure = f"median {statistics.median(values):.2f} ms, p99 {p99(values):.2f} ms"
+            if cpu:
+                figure += f"; server CPU {statistics.median(cpu):.2f} ms an update"
+            rows.append((f"App UPDATE of a {PHOTOS}-photo product, {label} ({len(values):,} updates)", figure))
         return rows
 
     def _seconds(self, figure: str) -> str:
@@ -191,9 +197,12 @@ def measure(data_set: DataSet, runs: int, command_options: list[str], run_comman
             ):
                 getattr(result, figure).append(command_run.migrate)
                 result.whole.setdefault(figure, []).append(command_run.wall)
-            with_follower, without = _time_updates(schema, updated, originals)
+            (with_follower, with_cpu), (without, without_cpu) = _time_updates(schema, updated, originals)
             result.update_ms_with += with_follower
             result.update_ms_without += without
+            if with_cpu is not None and without_cpu is not None:
+                result.update_cpu_ms_with.append(with_cpu)
+                result.update_cpu_ms_without.append(without_cpu)
     finally:
         _reset(schema, originals)
     return result
@@ -222,13 +231,15 @@ def _old_code_changes(schema: str, product_ids: list[int], run: int) -> None:
     )
 
 
-def _time_updates(schema: str, product_ids: list[int], originals: dict) -> tuple[list[float], list[float]]:
-    """Milliseconds of each app UPDATE with the follower (the first product) and without (the second, from a
-    session where no trigger fires), alternating; each update swaps one photo's URL, its own transaction."""
+def _time_updates(schema: str, product_ids: list[int], originals: dict) -> list[tuple[list[float], float | None]]:
+    """With the follower (the first product) and without (the second, from a session where no trigger fires),
+    alternating: the milliseconds of each app UPDATE, and its server process's CPU milliseconds per update (None
+    when not known). Each update swaps one photo's URL, in its own transaction."""
     update = sql.SQL("UPDATE {} SET images = %(images)s WHERE id = %(id)s").format(table(schema, "products"))
     connection.ensure_connection()
     conninfo = {**connection_kwargs(connection.settings_dict), "dbname": connection.settings_dict["NAME"]}
     timings: dict[bool, list[float]] = {True: [], False: []}
+    cpu_at_start: dict[bool, float | None] = {}
     with psycopg.connect(**conninfo, autocommit=True) as app, psycopg.connect(**conninfo, autocommit=True) as bare:
         try:
             bare.execute("SET session_replication_role = replica")
@@ -240,6 +251,8 @@ def _time_updates(schema: str, product_ids: list[int], originals: dict) -> tuple
         sessions = {True: (app, product_ids[0]), False: (bare, product_ids[1])}
         for number in range(WARM_UP_UPDATES + UPDATES):
             for followed, (session, product_id) in sessions.items():
+                if number == WARM_UP_UPDATES:
+                    cpu_at_start[followed] = _cpu_seconds(session.info.backend_pid)
                 images = [dict(entry) for entry in originals[product_id]]
                 if number % 2 == 0:
                     images[PHOTOS // 2]["url"] += "&swapped"
@@ -247,4 +260,22 @@ def _time_updates(schema: str, product_ids: list[int], originals: dict) -> tuple
                 session.execute(update, {"images": Jsonb(images), "id": product_id})
                 if number >= WARM_UP_UPDATES:
                     timings[followed].append(1000 * (time.perf_counter() - started))
-    return timings[True], timings[False]
+        cpu = {}
+        for followed, (session, _) in sessions.items():
+            now = _cpu_seconds(session.info.backend_pid)
+            start = cpu_at_start[followed]
+            cpu[followed] = None if now is None or start is None else 1000 * (now - start) / UPDATES
+    return [(timings[True], cpu[True]), (timings[False], cpu[False])]
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User and system CPU seconds of a backend of the embedded server (a process of this machine), or None
+    (with DATABASE_URL the pid may be another server's, or this machine's for another process)."""
+    if os.environ.get("DATABASE_URL"):
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # utime and stime, the 14th and 15th fields of the line (the 12th and 13th after the command's name).
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -6,7 +6,19 @@ from datetime import UTC, datetime
 import pytest
 
 from products.migration.report import ExitCode
-from tests.helpers import entries, image_rows, make_product, run_command, run_sql, sql_rows, sql_value, store_json
+from tests.helpers import (
+    TENANT,
+    entries,
+    image_rows,
+    make_product,
+    other_session,
+    run_command,
+    run_sql,
+    sql_rows,
+    sql_value,
+    store_json,
+    tenant_sql,
+)
 
 
 def rows_with_ids(product_id: int) -> list[tuple]:
@@ -261,3 +273,18 @@ def test_sync_counts_the_products_it_leaves_as_they_are_as_a_plain_re_run_does(t
     assert synced["resynced"]["sample_ids"] == [changed.pk]
     assert {name: synced[name] for name in figures} == {name: plain[name] for name in figures}
     assert (synced["products"], synced["already_migrated"], synced["soft_deleted"]) == (3, 3, 1)
+
+
+def test_sync_does_not_lock_the_products_it_leaves_as_they_are(committed_db):
+    """An app session holding a product whose JSON did not change does not block --sync: it locks only the
+    products it may write."""
+    busy, changed = make_product(images=entries(3)), make_product(images=entries(2))
+    assert run_command("--schema", TENANT)[0] == ExitCode.OK
+    store_json(changed.pk, entries(3))
+    with other_session() as app, app.transaction():
+        app.execute(tenant_sql("SELECT 1 FROM {products} WHERE id = %(id)s FOR UPDATE"), {"id": busy.pk})
+
+        code, _, output = run_command("--sync", "--schema", TENANT, "--lock-timeout", "200ms", "--retries", "0")
+
+    assert code == ExitCode.OK, output
+    assert len(image_rows(changed.pk)) == 3

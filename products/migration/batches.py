@@ -310,19 +310,23 @@ _RECONCILED = """{batch}
 AND EXISTS (SELECT 1 FROM {product_images} AS pi WHERE pi.product_id = p.id)"""
 
 # --sync: of the batch's products, those whose rows it reconciles (they have rows, and their JSON changed since,
-# was refused or was never recorded: reconcile.STALE), those whose JSON it reads (those, and the products without
-# rows: new, or emptied), and how many it leaves as they are, not soft-deleted and soft-deleted (rows reconciled
-# with the JSON they still have: already migrated). Each product's digest is read once; the JSON of the products
-# left as they are is never decoded, so a day of changes costs what the changed products cost.
-_SYNC_SPLIT = """SELECT array_agg(p.id ORDER BY p.id) FILTER (WHERE c.has_rows AND c.stale),
-       array_agg(p.id ORDER BY p.id) FILTER (WHERE c.stale OR NOT c.has_rows),
-       count(*) FILTER (WHERE c.has_rows AND NOT c.stale AND p.deleted_at IS NULL),
-       count(*) FILTER (WHERE c.has_rows AND NOT c.stale AND p.deleted_at IS NOT NULL)
-FROM {products} AS p
-CROSS JOIN LATERAL (
-    SELECT EXISTS (SELECT 1 FROM {product_images} AS pi WHERE pi.product_id = p.id) AS has_rows, {stale} AS stale
-) AS c
-WHERE {batch}"""
+# was refused or was never recorded: reconcile.STALE), those it locks and whose JSON it reads (those, and the
+# products without rows: new, or emptied), and how many it leaves as they are, not soft-deleted and soft-deleted
+# (rows reconciled with the JSON they still have: already migrated). Each product's digest is read once; the JSON
+# of the products left as they are is never decoded, nor are they locked, so a day of changes costs what the
+# changed products cost.
+# (Materialized: otherwise each reference below would compute the digest again, four times a product.)
+_SYNC_SPLIT = """WITH split AS MATERIALIZED (
+    SELECT p.id, p.deleted_at IS NOT NULL AS is_deleted, {stale} AS is_stale,
+           EXISTS (SELECT 1 FROM {product_images} AS pi WHERE pi.product_id = p.id) AS has_rows
+    FROM {products} AS p
+    WHERE {batch}
+)
+SELECT array_agg(id ORDER BY id) FILTER (WHERE has_rows AND is_stale),
+       array_agg(id ORDER BY id) FILTER (WHERE is_stale OR NOT has_rows),
+       count(*) FILTER (WHERE has_rows AND NOT is_stale AND NOT is_deleted),
+       count(*) FILTER (WHERE has_rows AND NOT is_stale AND is_deleted)
+FROM split"""
 
 # The batch's products, locked as the image service locks a product before it
 # writes: a service call and a batch on the same product queue up, and the
@@ -517,35 +521,38 @@ def _caused_by_rows(exc: DatabaseError) -> bool:
 
 def _write_batch(schema: str, after: int | None, upto: int, options: MigrationOptions) -> tuple:
     params = {"after": after, "upto": upto, "run_name": options.run_name}
+    products, product_images = table(schema, "products"), table(schema, "product_images")
     batch_filter = id_range("p.id", after, upto)
-    product_images = table(schema, "product_images")
-    fetch_rows(sql.SQL(_LOCK_BATCH).format(products=table(schema, "products"), product_filter=batch_filter), params)
-    reconciled = Reconciled()
-    read_filter = batch_filter  # the products whose JSON the first migration below reads
-    left_as_they_are = []  # --sync: the groups of products it does not read, as _MIGRATE_BATCH returns groups
-    if options.force:
-        product_filter = sql.SQL(_RECONCILED).format(batch=batch_filter, product_images=product_images)
-        reconciled = reconcile(schema, product_filter, params, options.run_name)
-    elif options.sync:
+    written_filter = batch_filter  # the products locked, then read by the first migration below
+    left_as_they_are = []  # --sync: the groups of the products it does not read, shaped as _MIGRATE_BATCH's
+    stale_ids = []
+    if options.sync:
+        # Read before the lock, so that only the products --sync may write are locked: a product whose JSON
+        # changes in between is the next run's, as one written after the batch.
         split = sql.SQL(_SYNC_SPLIT).format(
-            products=table(schema, "products"), product_images=product_images, stale=stale(schema), batch=batch_filter
+            products=products, product_images=product_images, stale=stale(schema), batch=batch_filter
         )
         ((stale_ids, read_ids, kept, kept_deleted),) = fetch_rows(split, params)
-        if stale_ids:
-            reconciled = reconcile(
-                schema, sql.SQL("p.id = ANY(%(ids)s::bigint[])"), {"ids": stale_ids}, options.run_name
-            )
-        read_filter = sql.SQL("p.id = ANY(%(read_ids)s::bigint[])")
-        params["read_ids"] = read_ids or []
+        stale_ids, params["read_ids"] = stale_ids or [], read_ids or []
+        written_filter = sql.SQL("p.id = ANY(%(read_ids)s::bigint[])")
         # (error, repairs, soft-deleted, already migrated, products, images, labels, ids)
         left_as_they_are = [
             (None, [], deleted, True, count, 0, 0, None)
             for deleted, count in ((False, kept), (True, kept_deleted))
             if count
         ]
+        if not read_ids:
+            return left_as_they_are, Reconciled()
+    fetch_rows(sql.SQL(_LOCK_BATCH).format(products=products, product_filter=written_filter), params)
+    reconciled = Reconciled()
+    if options.force:
+        product_filter = sql.SQL(_RECONCILED).format(batch=batch_filter, product_images=product_images)
+        reconciled = reconcile(schema, product_filter, params, options.run_name)
+    elif stale_ids:
+        reconciled = reconcile(schema, sql.SQL("p.id = ANY(%(ids)s::bigint[])"), {"ids": stale_ids}, options.run_name)
     # Then a first migration of the products that have no rows (new products, and those --force or --sync left
     # without rows because their JSON is empty).
-    return _migrate_first(schema, read_filter, params) + left_as_they_are, reconciled
+    return _migrate_first(schema, written_filter, params) + left_as_they_are, reconciled
 
 
 def _migrate_first(schema: str, batch_filter: sql.Composable, params: dict) -> list[tuple]:

@@ -135,27 +135,44 @@ products_seen AS (
     SELECT s.id, md5(p.images::text)::uuid AS json_digest, s.error
     FROM status AS s JOIN {products} AS p ON p.id = s.id
 )
-SELECT (SELECT array_agg(id ORDER BY id) FROM products_seen),
-       (SELECT array_agg(json_digest ORDER BY id) FROM products_seen),
-       (SELECT array_agg(error ORDER BY id) FROM products_seen),
-       (SELECT array_agg(DISTINCT product_id ORDER BY product_id) FROM paired
-        WHERE deleted OR inserted OR moves OR retimed),
-       (SELECT array_agg(DISTINCT d.product_id ORDER BY d.product_id) FROM paired AS d
-        WHERE d.deleted AND NOT EXISTS (SELECT 1 FROM target AS t WHERE t.product_id = d.product_id)),
-       (SELECT array_agg(d.id ORDER BY d.id) FROM paired AS d
-        WHERE d.deleted AND NOT EXISTS (SELECT 1 FROM target AS t WHERE t.product_id = d.product_id AND t.url = d.url)),
-       (SELECT array_agg(id ORDER BY id) FROM paired WHERE deleted),
-       (SELECT array_agg(id ORDER BY id) FROM passing),
-       (SELECT array_agg(free_order ORDER BY id) FROM passing),
-       (SELECT array_agg(id ORDER BY id) FROM paired WHERE kept AND (moves OR retimed)),
-       (SELECT array_agg(target_order ORDER BY id) FROM paired WHERE kept AND (moves OR retimed)),
-       (SELECT array_agg(target_label ORDER BY id) FROM paired WHERE kept AND (moves OR retimed)),
-       (SELECT array_agg(target_created_at ORDER BY id) FROM paired WHERE kept AND (moves OR retimed)),
-       (SELECT array_agg(product_id ORDER BY product_id, target_order) FROM paired WHERE inserted),
-       (SELECT array_agg(url ORDER BY product_id, target_order) FROM paired WHERE inserted),
-       (SELECT array_agg(target_order ORDER BY product_id, target_order) FROM paired WHERE inserted),
-       (SELECT array_agg(target_label ORDER BY product_id, target_order) FROM paired WHERE inserted),
-       (SELECT array_agg(target_created_at ORDER BY product_id, target_order) FROM paired WHERE inserted)"""
+-- Three aggregations, one over each CTE: a subquery per array (seventeen, each set up and torn down on every
+-- run) made the plan of a 10-photo product cost 1.03 ms of CPU against 0.79, on every row the follower follows.
+-- Arrays aggregated together list their rows in the same order, which is all the statements need; inserts go
+-- in display order (new ids ascending).
+SELECT seen.product_ids, seen.json_digests, seen.refusals,
+       changes.changed_ids, changes.emptied_ids, changes.aside_ids, changes.delete_ids,
+       moved.move_ids, moved.free_orders,
+       changes.update_ids, changes.update_orders, changes.update_labels, changes.update_created_ats,
+       changes.insert_product_ids, changes.insert_urls, changes.insert_orders, changes.insert_labels,
+       changes.insert_created_ats
+FROM (
+    SELECT array_agg(id ORDER BY id) AS product_ids,
+           array_agg(json_digest ORDER BY id) AS json_digests,
+           array_agg(error ORDER BY id) AS refusals
+    FROM products_seen
+) AS seen
+CROSS JOIN (
+    SELECT array_agg(DISTINCT product_id ORDER BY product_id) FILTER (WHERE deleted OR inserted OR moves OR retimed)
+               AS changed_ids,
+           array_agg(DISTINCT product_id ORDER BY product_id) FILTER (WHERE deleted AND NOT EXISTS (
+               SELECT 1 FROM target AS t WHERE t.product_id = paired.product_id)) AS emptied_ids,
+           array_agg(id) FILTER (WHERE deleted AND NOT EXISTS (
+               SELECT 1 FROM target AS t WHERE t.product_id = paired.product_id AND t.url = paired.url)) AS aside_ids,
+           array_agg(id) FILTER (WHERE deleted) AS delete_ids,
+           array_agg(id) FILTER (WHERE kept AND (moves OR retimed)) AS update_ids,
+           array_agg(target_order) FILTER (WHERE kept AND (moves OR retimed)) AS update_orders,
+           array_agg(target_label) FILTER (WHERE kept AND (moves OR retimed)) AS update_labels,
+           array_agg(target_created_at) FILTER (WHERE kept AND (moves OR retimed)) AS update_created_ats,
+           array_agg(product_id ORDER BY product_id, target_order) FILTER (WHERE inserted) AS insert_product_ids,
+           array_agg(url ORDER BY product_id, target_order) FILTER (WHERE inserted) AS insert_urls,
+           array_agg(target_order ORDER BY product_id, target_order) FILTER (WHERE inserted) AS insert_orders,
+           array_agg(target_label ORDER BY product_id, target_order) FILTER (WHERE inserted) AS insert_labels,
+           array_agg(target_created_at ORDER BY product_id, target_order) FILTER (WHERE inserted)
+               AS insert_created_ats
+    FROM paired
+) AS changes
+CROSS JOIN (SELECT array_agg(id) AS move_ids, array_agg(free_order) AS free_orders FROM passing) AS moved"""
+
 
 # Ids the statements give the rows they insert, reserved from each table's sequence once the plan is known
 # (``RESERVE``): an identity default is volatile, and Citus would pull such an INSERT to the coordinator, where
