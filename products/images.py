@@ -111,6 +111,12 @@ class ImagesChanged(ImageServiceError):
     code = "images_changed"
 
 
+class NotUndoable(ImageServiceError):
+    """The label change removed an image: undoing it would need the deleted image back."""
+
+    code = "not_undoable"
+
+
 class JsonChanged(ImageServiceError):
     """Old code changed the product's legacy JSON since its rows were reconciled with it (or wrote one the rule
     refuses): mirroring the rows over it would lose what it wrote."""
@@ -177,20 +183,27 @@ def add_image(product: Product | int, url: str, *, created_at: datetime | None =
     return new
 
 
-def remove_image(image: ProductImage | int) -> None:
+def remove_image(image: ProductImage | int, *, actor: str = "") -> LabelChange | None:
     """Delete an image. Removing the label leaves the product without one; a product left with
-    a single image keeps no label."""
+    a single image keeps no label. Either is a label change, recorded in the label history (it cannot be
+    undone: the image is gone); returns that entry, None when the label stayed as it was."""
     image_id = _id(image, ProductImage)
     with transaction.atomic():
         product_id = _product_of(image_id)
         _lock_product(product_id)
         images = _images(product_id)
         _find(images, image_id, product_id)
+        before = Arrangement.of(images)
         ProductImage.objects.filter(pk=image_id).delete()
         rest = [other for other in images if other.pk != image_id]
         if len(rest) == 1 and rest[0].is_label:
             ProductImage.objects.filter(pk=rest[0].pk).update(is_label=False, updated_at=timezone.now())
+            rest[0].is_label = False
         _mirror_json(product_id)
+        after = Arrangement.of(rest)
+        if after.label == before.label:
+            return None
+        return _record_label_change(product_id, images, before, after, actor=actor, job=None)
 
 
 def reorder_images(product: Product | int, image_ids: Iterable[ProductImage | int]) -> None:
@@ -270,6 +283,11 @@ def undo_label_change(change: LabelChange, *, actor: str = "", job: LabelJob | N
     """Put the product's images back as they were before ``change``: only while they are still exactly as the
     change left them (``ImagesChanged`` otherwise: undoing then would also undo what was done since). Recorded
     as a change of its own, which says what it undoes."""
+    if not removed_nothing(change):
+        raise NotUndoable(
+            f"Label change {change.pk} removed an image of product {change.product_id}: a deleted image cannot "
+            f"be put back. Nothing was changed."
+        )
     expected = Arrangement(tuple(change.photos_after), change.label_after)
     with transaction.atomic():
         _lock_product(change.product_id)
@@ -286,6 +304,12 @@ def undo_label_change(change: LabelChange, *, actor: str = "", job: LabelJob | N
         if recorded is None:  # the change had changed nothing: its undo changes nothing either
             raise ImagesChanged(f"Label change {change.pk} changed nothing: nothing to undo. Nothing was changed.")
         return recorded
+
+
+def removed_nothing(change: LabelChange) -> bool:
+    """Whether every image ``change`` found is still there after it: only then can it be undone."""
+    after = {*change.photos_after, change.label_after}
+    return all(pk in after for pk in (*change.photos_before, change.label_before) if pk is not None)
 
 
 def move_image(image: ProductImage | int, to_position: int, *, expected: Arrangement | None = None) -> None:
@@ -604,6 +628,21 @@ def _change_label(
         return None
     _mirror_json(product_id)
     after = Arrangement(tuple(image.pk for image in sequence if image is not label), label.pk if label else None)
+    return _record_label_change(product_id, images, before, after, actor=actor, job=job, undoes=undoes)
+
+
+def _record_label_change(
+    product_id: int,
+    images: list[ProductImage],
+    before: Arrangement,
+    after: Arrangement,
+    *,
+    actor: str,
+    job: LabelJob | None,
+    undoes: LabelChange | None = None,
+) -> LabelChange:
+    """The label history's entry for a change of the product from ``before`` to ``after`` (``images``: its
+    images before, whose URLs the entry keeps for the images it names)."""
     named = {before.label, after.label} - {None}
     return LabelChange.objects.create(
         product_id=product_id,

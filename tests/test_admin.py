@@ -21,7 +21,7 @@ from products.admin import label_jobs
 from products.admin.html import LABEL_BADGE_TEXT, thumbnail
 from products.admin.image_actions import LABEL_BUTTONS, seen_token
 from products.admin.refusals import SUPPORT_SENTENCES
-from products.images import ImageServiceError, arrangement, move_image
+from products.images import ImageServiceError, arrangement, move_image, remove_image
 from products.models import LabelChange, LabelJob, Product, ProductImage
 from stoflow.tenants.models import Domain
 from stoflow.tenants.services import ensure_public_tenant
@@ -381,6 +381,27 @@ def test_the_newest_label_change_is_undone_from_the_product_page_after_a_confirm
     # The undo is the newest change now: it may be undone (the change made again), the older one no more.
     page = admin_client.get(f"{PRODUCTS}{lamp.pk}/change/").content.decode()
     assert page.count('name="undo"') == 1 and f'name="undo" value="{change.pk}"' not in page
+
+
+def test_the_label_history_says_why_its_newest_change_has_no_undo(admin_client):
+    lamp = product_with_images(4, title="Lamp")
+    one, two, three, four = image_ids(lamp, 1, 2, 3, 4)
+    press(admin_client, lamp, "make_label", one)
+    with schema_context(TENANT):
+        move_image(two, 3)  # a photo moved since: undoing the label change would undo the move too
+    page = admin_client.get(f"{PRODUCTS}{lamp.pk}/change/").content.decode()
+    assert 'name="undo"' not in page and "Photos changed since: no undo" in page
+
+    with schema_context(TENANT):
+        remove_image(one, actor="agent-a")  # the label itself deleted: recorded, never undone
+        removal = LabelChange.objects.filter(product_id=lamp.pk).first()
+    page = admin_client.get(f"{PRODUCTS}{lamp.pk}/change/").content.decode()
+    row = page.split(f'id="label-change-{removal.pk}"')[1].split("</tr>")[0]
+    assert "“1.svg”, the price label, was deleted: the product has no label now." in row
+    assert "A photo was deleted: no undo" in row and 'name="undo"' not in page
+    assert messages_of(press(admin_client, lamp, "undo", removal.pk)) == [
+        "That change deleted a photo, which cannot be put back from here."
+    ]
 
 
 def test_a_page_showing_photos_someone_changed_since_is_told_so_in_one_sentence(admin_client):

@@ -9,15 +9,18 @@ from django_tenants.utils import schema_context
 
 from products import images
 from products.admin.label_jobs import advance, start_job
+from products.admin.label_plans import describe_change
 from products.images import (
     Arrangement,
     ImagesChanged,
     ImageServiceError,
     InvalidPosition,
     LabelStaysLast,
+    NotUndoable,
     arrangement,
     clear_label,
     move_image,
+    remove_image,
     set_label,
     undo_label_change,
 )
@@ -25,6 +28,7 @@ from products.models import LabelChange, LabelJob, LabelJobItem, ProductImage
 from tests.helpers import (
     TENANT,
     image_ids,
+    image_rows,
     image_state,
     join_all,
     json_from_rows,
@@ -102,6 +106,36 @@ def test_undo_is_refused_once_the_images_changed_since(tenant):
     assert image_state(product.pk) == state
     with schema_context(TENANT):
         assert LabelChange.objects.count() == 1
+
+
+def test_removing_the_label_is_recorded_and_cannot_be_undone(tenant):
+    product = migrated_product(4)
+    one, two, three, four = image_ids(product.pk)
+    with schema_context(TENANT):
+        change = remove_image(four, actor="agent-a")
+        assert remove_image(one, actor="agent-a") is None  # a photo: the label stays as it was (none)
+        stored = LabelChange.objects.get()
+        assert stored == change and stored.actor == "agent-a"
+        assert (stored.photos_before, stored.label_before) == ([one, two, three], four)
+        assert (stored.photos_after, stored.label_after) == ([one, two, three], None)
+        assert describe_change(stored) == "“4-3.jpeg”, the price label, was deleted: the product has no label now."
+        state = image_state(product.pk)
+        with pytest.raises(NotUndoable, match="a deleted image cannot be put back"):
+            undo_label_change(stored, actor="agent-b")
+    assert image_state(product.pk) == state
+
+
+def test_removing_one_of_two_images_records_that_the_label_became_a_photo(tenant):
+    product = migrated_product(2)
+    photo, label = image_ids(product.pk)
+    with schema_context(TENANT):
+        change = remove_image(photo, actor="agent-a")
+        assert (change.photos_before, change.label_before) == ([photo], label)
+        assert (change.photos_after, change.label_after) == ([label], None)
+        assert "the price label, became photo 1" in describe_change(change)
+        with pytest.raises(NotUndoable):
+            undo_label_change(change)
+    assert [row[1] for row in image_rows(product.pk)] == [False]  # (order, is_label, url, created_at)
 
 
 def test_a_call_refuses_when_the_images_are_not_as_the_caller_saw_them(tenant):

@@ -154,7 +154,9 @@ def label_sentences(before: Arrangement, after: Arrangement, urls: dict, past: b
     if after.label is not None and after.label != before.label:
         was = f" (photo {before.photos.index(after.label) + 1})" if after.label in before.photos else ""
         sentences.append(f"{name(after.label)}{was} {tense['becomes label']}.")
-    if before.label is not None and before.label != after.label:
+    if before.label is not None and before.label != after.label and before.label not in after.photos:
+        sentences.append(f"{name(before.label)}, the price label, {tense['removed']}: the product has no label now.")
+    elif before.label is not None and before.label != after.label:
         position = after.photos.index(before.label) + 1
         role = tense["former label"] if after.label else "the price label"
         sentences.append(
@@ -171,6 +173,7 @@ FUTURE = {
     "becomes label": "becomes the price label and moves last: marketplaces will no longer receive it",
     "former label": "the label until now",
     "becomes": "becomes",
+    "removed": "is deleted",
     "had none": "The product had no label until now.",
     "photos back": "The photos go back to the order they had.",
 }
@@ -178,6 +181,7 @@ PAST = {
     "becomes label": "became the price label, moved last: marketplaces no longer receive it",
     "former label": "the label until then",
     "becomes": "became",
+    "removed": "was deleted",
     "had none": "The product had no label until then.",
     "photos back": "The photos went back to the order they had.",
 }

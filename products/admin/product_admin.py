@@ -29,7 +29,7 @@ from products.admin.selectors import (
     product_image_rows,
     products_with_image_summary,
 )
-from products.images import Arrangement, ImageServiceError
+from products.images import Arrangement, ImageServiceError, removed_nothing
 from products.models import LabelChange, Product, ProductImage
 from products.selectors import held_back, listing_photo_summary
 
@@ -146,8 +146,18 @@ class ProductAdmin(QuickLists, SellerHistory, BrowseOnly, admin.ModelAdmin):
         changes = LabelChange.objects.filter(product_id=product.pk).select_related("undoes")[:HISTORY_SHOWN]
         entries = []
         for number, change in enumerate(changes):
-            in_force = number == 0 and now == Arrangement(tuple(change.photos_after), change.label_after)
-            entries.append({"change": change, "text": describe_change(change), "may_undo": may_change and in_force})
+            newest = number == 0
+            in_force = newest and now == Arrangement(tuple(change.photos_after), change.label_after)
+            photo_deleted = newest and not removed_nothing(change)  # a deleted image cannot be put back
+            entries.append(
+                {
+                    "change": change,
+                    "text": describe_change(change),
+                    "may_undo": may_change and in_force and not photo_deleted,
+                    "photo_deleted": photo_deleted,
+                    "changed_since": newest and not in_force and not photo_deleted,
+                }
+            )
         return entries
 
     def image_change_view(self, request, object_id):

@@ -13,6 +13,7 @@ SUPPORT_SENTENCES = {
     "product_not_found": "This product no longer exists.",
     "invalid_position": "There is no such position among this product's photos: type a number from the list.",
     "label_stays_last": "The price label always stays last: make another photo the label, or clear the label, first.",
+    "not_undoable": "That change deleted a photo, which cannot be put back from here.",
     "label_not_allowed": "A product needs two or more photos to have a price label.",
     "too_many_images": "This product has as many photos as a product may have.",
     "invalid_url": "That address is not one a photo may have.",
