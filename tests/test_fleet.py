@@ -101,6 +101,7 @@ def test_max_failures_stops_starting_tenants_and_lists_those_not_started(committ
     assert report["wave_stop"] == {"max_failures": 1, "failed": [f"{TENANT} (blocked)"], "not_started": [OTHER_TENANT]}
     assert f"--max-failures 1: the run started no further tenant once {TENANT} (blocked)" in flat(output)
     assert f"1 tenant(s) not started: {OTHER_TENANT}." in flat(output)
+    assert "stopped starting tenants once 1 had failed (--max-failures 1): 1 not started" in flat(output)
     assert ledger_entries(OTHER_TENANT) == []
 
 

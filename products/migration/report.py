@@ -55,13 +55,13 @@ class ExitCode(ExitCodeWithMeaning):
         "a pooler in transaction mode in between, no tenant registry or run ledger (run `migrate_schemas`); "
         "nothing was done. Or a tenant refused by its preflight (a table or column missing or of another type, a "
         "trigger or constraint on product_images the migration does not know): it is listed with the reason and "
-        "not touched, the other tenants went on",
+        "not touched, the other tenants went on (unless `--max-failures` stopped the wave)",
     )
     BLOCKED = (
         7,  # not 6: finalize_images refuses a tenant with 6, and the image commands share their codes
         "A tenant was blocked: a statement waited longer than `--lock-timeout` for a lock held by another session, "
         "on every retry; the report names the blocking pid and query, the tenant's committed batches are kept and "
-        "the other tenants went on. Re-run once the blocker is gone",
+        "the other tenants went on (unless `--max-failures` stopped the wave). Re-run once the blocker is gone",
     )
     CHECK_FAILED = 3, "A validation check is FAIL"
     PRODUCT_ERRORS = 1, "Some products could not be migrated; they are listed with tenant, id and reason"

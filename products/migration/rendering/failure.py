@@ -27,4 +27,10 @@ def failure_message(report: MigrationReport) -> str:
         problems.append(f"{len(report.errors)} product(s) not migrated (listed above)")
     if report.busy_tenants:
         problems.append(f"busy tenant(s) skipped: {', '.join(report.busy_tenants)}")
+    if report.wave_stop:
+        stop = report.wave_stop
+        problems.append(
+            f"stopped starting tenants once {len(stop.failed)} had failed (--max-failures {stop.max_failures}): "
+            f"{len(stop.not_started)} not started"
+        )
     return "; ".join(problems) + f". Exit status {int(report.exit_code)}: {report.exit_code.meaning}."
