@@ -86,6 +86,26 @@ def test_restore_rebuilds_the_json_from_the_rows_and_gives_empty_products_back_a
     ) == [("jsonb", "YES", None)]
 
 
+def test_a_dry_run_counts_what_the_restore_gives_back_and_changes_nothing(finalizable):
+    finalized()
+    run_sql("DELETE FROM {images} WHERE product_id = %(id)s", {"id": finalizable.a.pk})  # emptied since
+
+    code, output = run_lifecycle(RESTORE, "--schema", TENANT, "--dry-run")
+
+    assert code == RestoreExitCode.OK, output
+    assert (
+        f"{TENANT}: would restore (dry run, nothing changed) products.images: 3 product(s) from their rows, "
+        "2 as legacy_product_images kept them, 1 empty" in output
+    )
+    assert not has_json_column(TENANT)
+    code, output = run_lifecycle(RESTORE, "--schema", TENANT)
+    assert code == RestoreExitCode.OK, output
+    assert (
+        "restored products.images: 3 product(s) from their rows, 2 as legacy_product_images kept them, 1 empty"
+        in output
+    )
+
+
 def test_microseconds_survive_the_round_trip(finalizable):
     created_at = datetime(2026, 2, 3, 4, 5, 6, 789012, tzinfo=UTC)
     run_sql(

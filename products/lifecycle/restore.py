@@ -63,6 +63,7 @@ class Outcome(enum.Enum):
     """What restore did with a tenant."""
 
     RESTORED = "restored"
+    WOULD_RESTORE = "would restore"  # --dry-run
     NOT_FINALIZED = "not finalized"
     BUSY = "busy"
 
@@ -102,7 +103,9 @@ _ISO_UTC = """to_char(i.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS'
             THEN to_char(i.created_at AT TIME ZONE 'UTC', '.US') ELSE '' END
     || 'Z'"""
 
-_FILL = """WITH from_rows AS (
+# Which JSON each product gets back (``source``: rows, archive or empty), the one definition the restore and
+# its dry run share.
+_RESTORED = """WITH from_rows AS (
     SELECT i.product_id,
            jsonb_agg(jsonb_build_object('url', i.url, 'order', i."order", 'created_at', {iso_utc},
                                         'is_label', i.is_label) ORDER BY i."order") AS images
@@ -123,17 +126,23 @@ restored AS (
     FROM {products} AS p
     LEFT JOIN from_rows AS r ON r.product_id = p.id
     LEFT JOIN archived AS a ON a.product_id = p.id
-),
+)"""
+_COUNTS = """SELECT count(*) FILTER (WHERE source = 'rows'),
+       count(*) FILTER (WHERE source = 'archive'),
+       count(*) FILTER (WHERE source = 'empty')"""
+_FILL = """{restored},
 updated AS (
     UPDATE {products} AS p SET images = restored.images
     FROM restored
     WHERE restored.id = p.id
     RETURNING restored.source
 )
-SELECT count(*) FILTER (WHERE source = 'rows'),
-       count(*) FILTER (WHERE source = 'archive'),
-       count(*) FILTER (WHERE source = 'empty')
+{counts}
 FROM updated"""
+# --dry-run: the same choice, counted, nothing written or locked beyond what a read takes.
+_WOULD_FILL = """{restored}
+{counts}
+FROM restored"""
 # The latest copy of each product (a tenant finalized twice has two).
 _ARCHIVED = (
     "SELECT DISTINCT ON (product_id) product_id, images, image_rows FROM {archive} ORDER BY product_id, copied_at DESC"
@@ -143,52 +152,73 @@ _NO_ARCHIVE = "SELECT NULL::bigint AS product_id, NULL::jsonb AS images, NULL::i
 
 
 def restore_images_json(
-    schemas: list[str], lock_timeout: float = DEFAULT_LOCK_TIMEOUT, follow: bool = False
+    schemas: list[str], lock_timeout: float = DEFAULT_LOCK_TIMEOUT, follow: bool = False, dry_run: bool = False
 ) -> Restoration:
     restoration = Restoration()
     restoration.tenants, restoration.interruption = for_each_tenant(
-        schemas, 1, lambda schema, stop: restore_tenant(schema, lock_timeout, follow)
+        schemas, 1, lambda schema, stop: restore_tenant(schema, lock_timeout, follow, dry_run)
     )
     return restoration
 
 
-def restore_tenant(schema: str, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, follow: bool = False) -> TenantRestore:
+def restore_tenant(
+    schema: str, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, follow: bool = False, dry_run: bool = False
+) -> TenantRestore:
     started = time.perf_counter()
     with lifecycle_session(lock_timeout) as guard, tenant_lock(schema) as acquired:
         try:
-            result = _restore(schema, guard, follow) if acquired else TenantRestore(schema, Outcome.BUSY, [ANOTHER_JOB])
+            result = (
+                _restore(schema, guard, follow, dry_run)
+                if acquired
+                else TenantRestore(schema, Outcome.BUSY, [ANOTHER_JOB])
+            )
         except TenantBlocked as blocked:
             result = TenantRestore(schema, Outcome.BUSY, [blocked_reason(blocked.blocked)])
     result.seconds = time.perf_counter() - started
     return result
 
 
-def _restore(schema: str, guard: Guard, follow: bool) -> TenantRestore:
+def _restore(schema: str, guard: Guard, follow: bool, dry_run: bool) -> TenantRestore:
     """The tenant's restore under its lock, each phase through ``guard`` (a lock not granted in time:
     TenantBlocked, nothing changed)."""
     if guard.run("the look for the JSON column", lambda: has_json_column(schema)):
         return TenantRestore(schema, Outcome.NOT_FINALIZED)
     archived = guard.run("the look for the archive", lambda: has_archive(schema))
+    if dry_run:
+        return guard.run("the count of what comes back", lambda: _would_fill(schema, archived))
     return guard.run("the restore of the column", lambda: _add_and_fill(schema, archived, follow))
+
+
+def _fill_query(query: str, schema: str, archived: bool) -> sql.Composed:
+    latest_copies = (
+        sql.SQL(_ARCHIVED).format(archive=table(schema, ARCHIVE_TABLE)) if archived else sql.SQL(_NO_ARCHIVE)
+    )
+    products = table(schema, "products")
+    restored = sql.SQL(_RESTORED).format(
+        iso_utc=sql.SQL(_ISO_UTC),
+        product_images=table(schema, "product_images"),
+        products=products,
+        archived=latest_copies,
+    )
+    return sql.SQL(query).format(restored=restored, counts=sql.SQL(_COUNTS), products=products)
+
+
+def _would_fill(schema: str, archived: bool) -> TenantRestore:
+    """--dry-run: what the restore would give each product, counted; nothing written."""
+    ((from_rows, from_archive, emptied),) = fetch_rows(_fill_query(_WOULD_FILL, schema, archived))
+    return TenantRestore(schema, Outcome.WOULD_RESTORE, from_rows=from_rows, from_archive=from_archive, emptied=emptied)
 
 
 def _add_and_fill(schema: str, archived: bool, follow: bool) -> TenantRestore:
     """One transaction: the table locks, the column added, every product's JSON filled in (and with ``follow``
     the follower installed)."""
-    products, product_images = table(schema, "products"), table(schema, "product_images")
-    latest_copies = (
-        sql.SQL(_ARCHIVED).format(archive=table(schema, ARCHIVE_TABLE)) if archived else sql.SQL(_NO_ARCHIVE)
-    )
+    products = table(schema, "products")
     with transaction.atomic():
         # The rows the JSON is built from cannot change before the commit, nor products be read without it.
         lock_for_column_change(schema)
         # As migration 0001 made it (a JSONField(null=True): jsonb, nullable, no database default).
         execute(sql.SQL("ALTER TABLE {} ADD COLUMN images jsonb NULL").format(products))
-        ((from_rows, from_archive, emptied),) = fetch_rows(
-            sql.SQL(_FILL).format(
-                iso_utc=sql.SQL(_ISO_UTC), product_images=product_images, products=products, archived=latest_copies
-            )
-        )
+        ((from_rows, from_archive, emptied),) = fetch_rows(_fill_query(_FILL, schema, archived))
         if follow:
             # Old code may write the JSON again from the commit on: the follower is there before it can.
             follower.install_and_catch_up(schema, "restore_images_json --follow")
@@ -197,9 +227,10 @@ def _add_and_fill(schema: str, archived: bool, follow: bool) -> TenantRestore:
 
 def describe(tenant: TenantRestore) -> str:
     """The tenant's outcome for the terminal, in one line."""
-    if tenant.outcome is Outcome.RESTORED:
+    if tenant.outcome in (Outcome.RESTORED, Outcome.WOULD_RESTORE):
+        done = "restored" if tenant.outcome is Outcome.RESTORED else "would restore (dry run, nothing changed)"
         return (
-            f"{tenant.schema}: restored products.images: {tenant.from_rows:,} product(s) from their rows, "
+            f"{tenant.schema}: {done} products.images: {tenant.from_rows:,} product(s) from their rows, "
             f"{tenant.from_archive:,} as {ARCHIVE_TABLE} kept them, {tenant.emptied:,} empty "
             f"({tenant.seconds:.2f} s)"
         )

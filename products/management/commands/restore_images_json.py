@@ -30,6 +30,12 @@ class Command(ImageCommand):
         add_no_input_option(parser)
         add_lock_timeout_option(parser)
         parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="Change nothing: per finalized tenant, say how many products would get their JSON from their rows, "
+            f"from {ARCHIVE_TABLE}, or empty.",
+        )
+        parser.add_argument(
             "--follow",
             action="store_true",
             help="Also put the follower back (migrate_images --follow): old code writing products.images again "
@@ -38,13 +44,15 @@ class Command(ImageCommand):
 
     def handle(self, *args, **options):
         schemas = lifecycle_schemas(options["schemas"])
-        if options["interactive"]:
+        if options["interactive"] and not options["dry_run"]:
             confirm(
                 f"restore_images_json puts products.images back in the finalized tenants of {', '.join(schemas)}, "
                 "filled from their image rows."
             )
         with stopped_by_database_failure(self.exit_codes):
-            restoration = restore_images_json(schemas, options["lock_timeout"] / 1000, follow=options["follow"])
+            restoration = restore_images_json(
+                schemas, options["lock_timeout"] / 1000, follow=options["follow"], dry_run=options["dry_run"]
+            )
 
         for tenant in restoration.tenants:
             self.stdout.write(describe(tenant))
