@@ -86,8 +86,10 @@ class IdRange:
 
 def split_points(schema: str, after: int | None, options: MigrationOptions) -> list[IdRange]:
     """The ranges to work the tenant's products above ``after`` in: one (no split) unless ``--jobs`` > 1 and
-    the tenant holds at least MINIMUM_BATCHES_TO_SPLIT batches; at most one range per job, each of about the
-    same number of products (id quantiles), each at least a batch."""
+    the tenant holds at least MINIMUM_BATCHES_TO_SPLIT batches; at most one range per job and no more ranges
+    than whole batches the tenant holds. With a range per job, each holds about the same number of products
+    (id quantiles); with fewer ranges than jobs, the cuts are every few of those quantiles, so ranges may
+    differ by up to a quantile's worth (47 products, --batch-size 15, --jobs 4: ranges of 12, 24 and 11)."""
     if options.jobs <= 1:
         return [IdRange(after, None)]
     fractions = [k / options.jobs for k in range(1, options.jobs)]
