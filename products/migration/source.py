@@ -39,6 +39,8 @@ different photo as the price label; the product keeps the rows it has and is
 held back from marketplaces (``products.selectors``) until a person decides.
 """
 
+import re
+
 from psycopg import sql
 
 from products.image_timestamps import EARLIEST_CREATED_AT, FIRST_YEAR, LAST_YEAR, LATEST_CREATED_AT_EXCLUDED
@@ -276,12 +278,28 @@ status AS (
 )"""
 
 
-# An entry's created_at: the accepted shapes (the text with its digits turned to 0: a regex cost 0.85 us per
-# entry, this 0.5), then parsed once it is known to parse; bounded where it is used.
-_PARSED_CREATED_AT = """CASE WHEN translate(v.created_at_text, '123456789', '000000000') = ANY ({timestamp_shapes})
-                                 AND pg_input_is_valid(v.created_at_text, 'timestamptz')
-                            THEN v.created_at_text::timestamptz
-                       END AS parsed_created_at"""
+# The shape the seed wrote every created_at in (2024-05-06T07:08:09Z): tested first, by cheaper means than the
+# general test below, which only the other texts reach.
+COMMON_TIMESTAMP_SHAPE = "0000-00-00T00:00:00Z"
+assert COMMON_TIMESTAMP_SHAPE in TIMESTAMP_SHAPES
+
+# An entry's created_at: the accepted shapes, then parsed once it is known to parse; bounded where it is used.
+# The general shape test turns the text's digits to 0 and looks the result up among the shapes: translate()
+# walks the text character by character against its list (a regex cost more still) and was most of the cost of
+# reading a timestamp (the 30x tenant's 588,210 entries, under load: 1.4-1.8 s of 2.1-2.6 s over extracting the
+# text). The common shape is tested first with byte-wise operations that prove the same thing: its layout
+# (LIKE: as many characters, the separators in place), as many bytes (so every character is one byte and the
+# LIKE positions are byte positions), and digits in every digit slot (the slots' bytes, trimmed of digits, leave
+# nothing): 0.4-1.3 s on the same entries.
+_PARSED_CREATED_AT = """CASE WHEN CASE WHEN v.created_at_text LIKE {common_like}
+                      AND octet_length(v.created_at_text) = {common_length}
+                      AND btrim({common_digit_slots}, {digits}) = ''::bytea
+                 THEN true
+                 ELSE translate(v.created_at_text, '123456789', '000000000') = ANY ({timestamp_shapes})
+            END
+            AND pg_input_is_valid(v.created_at_text, 'timestamptz')
+       THEN v.created_at_text::timestamptz
+  END AS parsed_created_at"""
 _CREATED_AT_REPAIR = "CASE WHEN NOT pe.created_at_all_valid THEN {repair_created_at} END"
 _NO_CREATED_AT = ("NULL::timestamptz AS parsed_created_at", "NULL")
 
@@ -344,6 +362,22 @@ def yielded_rows(status: sql.Composable, now: sql.Composable) -> sql.Composed:
     return sql.SQL(_YIELDED).format(status=status, now=now)
 
 
+def _timestamp_shape_tests() -> dict[str, sql.Composable]:
+    """The values ``_PARSED_CREATED_AT`` is rendered with: the common shape's tests, and the general one's shapes."""
+    # The runs of digits in the common shape, as slices of the text's bytes (substr counts from 1).
+    digit_slots = [
+        sql.SQL("substr(textsend(v.created_at_text), {}, {})").format(run.start() + 1, len(run.group()))
+        for run in re.finditer("0+", COMMON_TIMESTAMP_SHAPE)
+    ]
+    return {
+        "common_like": sql.Literal(COMMON_TIMESTAMP_SHAPE.replace("0", "_")),
+        "common_length": sql.Literal(len(COMMON_TIMESTAMP_SHAPE)),
+        "common_digit_slots": sql.SQL(" || ").join(digit_slots),
+        "digits": sql.Literal(b"0123456789"),
+        "timestamp_shapes": sql.Literal(sorted(TIMESTAMP_SHAPES)),
+    }
+
+
 def source_ctes(
     schema: str, product_filter: sql.Composable, *, yielded: bool = False, with_created_at: bool = True
 ) -> sql.Composed:
@@ -359,7 +393,7 @@ def source_ctes(
     return sql.SQL(_SOURCE_CTES + (_YIELDED_CTE if yielded else "")).format(
         status=sql.SQL("status"),
         now=sql.SQL("now()"),
-        parsed_created_at=sql.SQL(parsed_created_at).format(timestamp_shapes=sql.Literal(sorted(TIMESTAMP_SHAPES))),
+        parsed_created_at=sql.SQL(parsed_created_at).format(**_timestamp_shape_tests()),
         earliest_created_at=sql.Literal(EARLIEST_CREATED_AT),
         latest_created_at_excluded=sql.Literal(LATEST_CREATED_AT_EXCLUDED),
         created_at_repair=sql.SQL(created_at_repair).format(repair_created_at=sql.Literal(REPAIR_CREATED_AT)),
