@@ -218,45 +218,55 @@ status AS (
                                        AND v.order_value = trunc(v.order_value), false) AS order_is_valid,
                        {parsed_created_at}
                 FROM (
-                    SELECT x.position,
-                           jsonb_typeof(x.entry) AS entry_type,
-                           jsonb_typeof(x.stored_entry) = 'string' AND jsonb_typeof(x.entry) = 'object'
-                               AS decoded_from_text,
-                           jsonb_typeof(CASE jsonb_typeof(x.entry) WHEN 'object' THEN x.entry -> 'url' ELSE x.entry END)
-                               AS url_type,
-                           CASE jsonb_typeof(x.entry)
-                               WHEN 'object' THEN x.entry ->> 'url'
-                               WHEN 'string' THEN x.entry #>> '{{}}'
+                    SELECT k.position,
+                           k.entry_type,
+                           jsonb_typeof(k.stored_entry) = 'string' AND k.entry_type = 'object' AS decoded_from_text,
+                           jsonb_typeof(CASE k.entry_type WHEN 'object' THEN k.url_json ELSE k.entry END) AS url_type,
+                           CASE k.entry_type
+                               WHEN 'object' THEN k.url_json #>> '{{}}'
+                               WHEN 'string' THEN k.entry #>> '{{}}'
                            END AS url_text,
                            -- An object entry's order: a JSON number, or a string holding a decimal number ("3").
-                           CASE WHEN jsonb_typeof(x.entry) = 'object' THEN
-                               CASE jsonb_typeof(x.entry -> 'order')
-                                   WHEN 'number' THEN (x.entry -> 'order')::numeric
+                           CASE WHEN k.entry_type = 'object' THEN
+                               CASE jsonb_typeof(k.order_json)
+                                   WHEN 'number' THEN k.order_json::numeric
                                    WHEN 'string' THEN
-                                       CASE WHEN btrim(x.entry ->> 'order') ~ {numeric_text}
-                                            THEN btrim(x.entry ->> 'order')::numeric
+                                       CASE WHEN btrim(k.order_json #>> '{{}}') ~ {numeric_text}
+                                            THEN btrim(k.order_json #>> '{{}}')::numeric
                                        END
                                END
                            END AS order_value,
-                           COALESCE(jsonb_typeof(x.entry -> 'order') = 'string', false) AS order_is_text,
-                           CASE WHEN jsonb_typeof(x.entry -> 'created_at') = 'string'
-                                THEN x.entry ->> 'created_at'
+                           COALESCE(jsonb_typeof(k.order_json) = 'string', false) AS order_is_text,
+                           CASE WHEN jsonb_typeof(k.created_at_json) = 'string'
+                                THEN k.created_at_json #>> '{{}}'
                            END AS created_at_text,
                            -- Written by the image service's JSON mirror; NULL when the entry does not say.
-                           CASE WHEN jsonb_typeof(x.entry -> 'is_label') = 'boolean'
-                                THEN (x.entry -> 'is_label')::boolean
+                           CASE WHEN jsonb_typeof(k.label_json) = 'boolean' THEN k.label_json::boolean
                            END AS label_flag,
                            -- The key's JSON type, whatever its value ("true", 1, null): NULL when the key is absent.
-                           jsonb_typeof(x.entry -> 'is_label') AS label_key
+                           jsonb_typeof(k.label_json) AS label_key
                     FROM (
-                        -- An entry stored as a JSON string holding the JSON text of an object is read as that
-                        -- object (nested CASEs: the text is only cast once it is known to parse).
-                        SELECT e.position,
-                               e.entry AS stored_entry,
-                               {decoded_entry} AS entry
-                        FROM jsonb_array_elements(d.images) WITH ORDINALITY AS e(entry, position)
+                        -- Each key looked up once (a lookup searches the entry and copies the value out; the
+                        -- columns above read them several times each): NULL where the entry is no object.
+                        SELECT x.position,
+                               x.stored_entry,
+                               x.entry,
+                               jsonb_typeof(x.entry) AS entry_type,
+                               x.entry -> 'url' AS url_json,
+                               x.entry -> 'order' AS order_json,
+                               x.entry -> 'created_at' AS created_at_json,
+                               x.entry -> 'is_label' AS label_json
+                        FROM (
+                            -- An entry stored as a JSON string holding the JSON text of an object is read as that
+                            -- object (nested CASEs: the text is only cast once it is known to parse).
+                            SELECT e.position,
+                                   e.entry AS stored_entry,
+                                   {decoded_entry} AS entry
+                            FROM jsonb_array_elements(d.images) WITH ORDINALITY AS e(entry, position)
+                            OFFSET 0
+                        ) AS x
                         OFFSET 0
-                    ) AS x
+                    ) AS k
                     OFFSET 0
                 ) AS v
                 OFFSET 0
