@@ -39,6 +39,8 @@ different photo as the price label; the product keeps the rows it has and is
 held back from marketplaces (``products.selectors``) until a person decides.
 """
 
+import re
+
 from psycopg import sql
 
 from products.image_timestamps import EARLIEST_CREATED_AT, FIRST_YEAR, LAST_YEAR, LATEST_CREATED_AT_EXCLUDED
@@ -216,45 +218,55 @@ status AS (
                                        AND v.order_value = trunc(v.order_value), false) AS order_is_valid,
                        {parsed_created_at}
                 FROM (
-                    SELECT x.position,
-                           jsonb_typeof(x.entry) AS entry_type,
-                           jsonb_typeof(x.stored_entry) = 'string' AND jsonb_typeof(x.entry) = 'object'
-                               AS decoded_from_text,
-                           jsonb_typeof(CASE jsonb_typeof(x.entry) WHEN 'object' THEN x.entry -> 'url' ELSE x.entry END)
-                               AS url_type,
-                           CASE jsonb_typeof(x.entry)
-                               WHEN 'object' THEN x.entry ->> 'url'
-                               WHEN 'string' THEN x.entry #>> '{{}}'
+                    SELECT k.position,
+                           k.entry_type,
+                           jsonb_typeof(k.stored_entry) = 'string' AND k.entry_type = 'object' AS decoded_from_text,
+                           jsonb_typeof(CASE k.entry_type WHEN 'object' THEN k.url_json ELSE k.entry END) AS url_type,
+                           CASE k.entry_type
+                               WHEN 'object' THEN k.url_json #>> '{{}}'
+                               WHEN 'string' THEN k.entry #>> '{{}}'
                            END AS url_text,
                            -- An object entry's order: a JSON number, or a string holding a decimal number ("3").
-                           CASE WHEN jsonb_typeof(x.entry) = 'object' THEN
-                               CASE jsonb_typeof(x.entry -> 'order')
-                                   WHEN 'number' THEN (x.entry -> 'order')::numeric
+                           CASE WHEN k.entry_type = 'object' THEN
+                               CASE jsonb_typeof(k.order_json)
+                                   WHEN 'number' THEN k.order_json::numeric
                                    WHEN 'string' THEN
-                                       CASE WHEN btrim(x.entry ->> 'order') ~ {numeric_text}
-                                            THEN btrim(x.entry ->> 'order')::numeric
+                                       CASE WHEN btrim(k.order_json #>> '{{}}') ~ {numeric_text}
+                                            THEN btrim(k.order_json #>> '{{}}')::numeric
                                        END
                                END
                            END AS order_value,
-                           COALESCE(jsonb_typeof(x.entry -> 'order') = 'string', false) AS order_is_text,
-                           CASE WHEN jsonb_typeof(x.entry -> 'created_at') = 'string'
-                                THEN x.entry ->> 'created_at'
+                           COALESCE(jsonb_typeof(k.order_json) = 'string', false) AS order_is_text,
+                           CASE WHEN jsonb_typeof(k.created_at_json) = 'string'
+                                THEN k.created_at_json #>> '{{}}'
                            END AS created_at_text,
                            -- Written by the image service's JSON mirror; NULL when the entry does not say.
-                           CASE WHEN jsonb_typeof(x.entry -> 'is_label') = 'boolean'
-                                THEN (x.entry -> 'is_label')::boolean
+                           CASE WHEN jsonb_typeof(k.label_json) = 'boolean' THEN k.label_json::boolean
                            END AS label_flag,
                            -- The key's JSON type, whatever its value ("true", 1, null): NULL when the key is absent.
-                           jsonb_typeof(x.entry -> 'is_label') AS label_key
+                           jsonb_typeof(k.label_json) AS label_key
                     FROM (
-                        -- An entry stored as a JSON string holding the JSON text of an object is read as that
-                        -- object (nested CASEs: the text is only cast once it is known to parse).
-                        SELECT e.position,
-                               e.entry AS stored_entry,
-                               {decoded_entry} AS entry
-                        FROM jsonb_array_elements(d.images) WITH ORDINALITY AS e(entry, position)
+                        -- Each key looked up once (a lookup searches the entry and copies the value out; the
+                        -- columns above read them several times each): NULL where the entry is no object.
+                        SELECT x.position,
+                               x.stored_entry,
+                               x.entry,
+                               jsonb_typeof(x.entry) AS entry_type,
+                               x.entry -> 'url' AS url_json,
+                               x.entry -> 'order' AS order_json,
+                               x.entry -> 'created_at' AS created_at_json,
+                               x.entry -> 'is_label' AS label_json
+                        FROM (
+                            -- An entry stored as a JSON string holding the JSON text of an object is read as that
+                            -- object (nested CASEs: the text is only cast once it is known to parse).
+                            SELECT e.position,
+                                   e.entry AS stored_entry,
+                                   {decoded_entry} AS entry
+                            FROM jsonb_array_elements(d.images) WITH ORDINALITY AS e(entry, position)
+                            OFFSET 0
+                        ) AS x
                         OFFSET 0
-                    ) AS x
+                    ) AS k
                     OFFSET 0
                 ) AS v
                 OFFSET 0
@@ -276,12 +288,28 @@ status AS (
 )"""
 
 
-# An entry's created_at: the accepted shapes (the text with its digits turned to 0: a regex cost 0.85 us per
-# entry, this 0.5), then parsed once it is known to parse; bounded where it is used.
-_PARSED_CREATED_AT = """CASE WHEN translate(v.created_at_text, '123456789', '000000000') = ANY ({timestamp_shapes})
-                                 AND pg_input_is_valid(v.created_at_text, 'timestamptz')
-                            THEN v.created_at_text::timestamptz
-                       END AS parsed_created_at"""
+# The shape the seed wrote every created_at in (2024-05-06T07:08:09Z): tested first, by cheaper means than the
+# general test below, which only the other texts reach.
+COMMON_TIMESTAMP_SHAPE = "0000-00-00T00:00:00Z"
+assert COMMON_TIMESTAMP_SHAPE in TIMESTAMP_SHAPES
+
+# An entry's created_at: the accepted shapes, then parsed once it is known to parse; bounded where it is used.
+# The general shape test turns the text's digits to 0 and looks the result up among the shapes: translate()
+# walks the text character by character against its list (a regex cost more still) and was most of the cost of
+# reading a timestamp (the 30x tenant's 588,210 entries, under load: 1.4-1.8 s of 2.1-2.6 s over extracting the
+# text). The common shape is tested first with byte-wise operations that prove the same thing: its layout
+# (LIKE: as many characters, the separators in place), as many bytes (so every character is one byte and the
+# LIKE positions are byte positions), and digits in every digit slot (the slots' bytes, trimmed of digits, leave
+# nothing): 0.4-1.3 s on the same entries.
+_PARSED_CREATED_AT = """CASE WHEN CASE WHEN v.created_at_text LIKE {common_like}
+                      AND octet_length(v.created_at_text) = {common_length}
+                      AND btrim({common_digit_slots}, {digits}) = ''::bytea
+                 THEN true
+                 ELSE translate(v.created_at_text, '123456789', '000000000') = ANY ({timestamp_shapes})
+            END
+            AND pg_input_is_valid(v.created_at_text, 'timestamptz')
+       THEN v.created_at_text::timestamptz
+  END AS parsed_created_at"""
 _CREATED_AT_REPAIR = "CASE WHEN NOT pe.created_at_all_valid THEN {repair_created_at} END"
 _NO_CREATED_AT = ("NULL::timestamptz AS parsed_created_at", "NULL")
 
@@ -344,6 +372,22 @@ def yielded_rows(status: sql.Composable, now: sql.Composable) -> sql.Composed:
     return sql.SQL(_YIELDED).format(status=status, now=now)
 
 
+def _timestamp_shape_tests() -> dict[str, sql.Composable]:
+    """The values ``_PARSED_CREATED_AT`` is rendered with: the common shape's tests, and the general one's shapes."""
+    # The runs of digits in the common shape, as slices of the text's bytes (substr counts from 1).
+    digit_slots = [
+        sql.SQL("substr(textsend(v.created_at_text), {}, {})").format(run.start() + 1, len(run.group()))
+        for run in re.finditer("0+", COMMON_TIMESTAMP_SHAPE)
+    ]
+    return {
+        "common_like": sql.Literal(COMMON_TIMESTAMP_SHAPE.replace("0", "_")),
+        "common_length": sql.Literal(len(COMMON_TIMESTAMP_SHAPE)),
+        "common_digit_slots": sql.SQL(" || ").join(digit_slots),
+        "digits": sql.Literal(b"0123456789"),
+        "timestamp_shapes": sql.Literal(sorted(TIMESTAMP_SHAPES)),
+    }
+
+
 def source_ctes(
     schema: str, product_filter: sql.Composable, *, yielded: bool = False, with_created_at: bool = True
 ) -> sql.Composed:
@@ -359,7 +403,7 @@ def source_ctes(
     return sql.SQL(_SOURCE_CTES + (_YIELDED_CTE if yielded else "")).format(
         status=sql.SQL("status"),
         now=sql.SQL("now()"),
-        parsed_created_at=sql.SQL(parsed_created_at).format(timestamp_shapes=sql.Literal(sorted(TIMESTAMP_SHAPES))),
+        parsed_created_at=sql.SQL(parsed_created_at).format(**_timestamp_shape_tests()),
         earliest_created_at=sql.Literal(EARLIEST_CREATED_AT),
         latest_created_at_excluded=sql.Literal(LATEST_CREATED_AT_EXCLUDED),
         created_at_repair=sql.SQL(created_at_repair).format(repair_created_at=sql.Literal(REPAIR_CREATED_AT)),
