@@ -65,10 +65,10 @@ def figures_record(run: TenantRun) -> dict:
     }
 
 
-def open_entry(schema: str, options: MigrationOptions, resumed_after: int | None) -> LedgerEntry:
-    """The tenant's entry for this run, status running; the caller holds the tenant's lock."""
+def open_entry(schema: str, options: MigrationOptions, resumed_after: int | None, backend_pid: int) -> LedgerEntry:
+    """The tenant's entry for this run, status running; the caller's session (``backend_pid``) holds the tenant's
+    lock."""
     now = timezone.now()
-    ((backend_pid,),) = _backend_pid()
     return LedgerEntry.objects.create(
         run_id=options.run_id,
         command=COMMAND,
@@ -273,9 +273,3 @@ def options_flags(options: dict) -> str:
     flags = [f"--{name}" for name in ("force", "sync", "restart") if options.get(name)]
     size = f"--batch-time {options['batch_time_ms']}ms" if options.get("batch_time_ms") else ""
     return " ".join(flags + [size or f"--batch-size {options.get('batch_size')}"])
-
-
-def _backend_pid() -> list[tuple]:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        return cursor.fetchall()
