@@ -61,12 +61,17 @@ def ensure_data_set(data_set: DataSet) -> bool:
     # Creating a tenant runs every migration (about a second each); copying the
     # template's tables takes milliseconds, which matters for a thousand tenants.
     existing = set(Tenant.objects.filter(schema_name__in=copies).values_list("schema_name", flat=True))
-    new_copies = [schema for schema in copies if schema not in existing]
-    for schema in new_copies:
+    template_tables = _tables(template)
+    for schema in copies:
+        # A copy made before a migration added a table lacks it: the tables it lacks are copied too.
+        missing = [name for name in template_tables if name not in _tables(schema)]
+        if schema in existing and not missing:
+            continue
         # One transaction each: a thousand schemas in one would exhaust the lock table.
         with transaction.atomic():
-            copy_tenant_tables(template, schema)
-            register_existing_schemas([schema])
+            copy_tenant_tables(template, schema, missing)
+            if schema not in existing:
+                register_existing_schemas([schema])
     for schema in data_set.schemas:
         execute(
             sql.SQL("TRUNCATE {}, {} RESTART IDENTITY").format(
@@ -82,6 +87,11 @@ def _is_complete(data_set: DataSet) -> bool:
     registered = Tenant.objects.filter(schema_name__in=data_set.schemas).count()
     if registered != len(data_set.schemas):
         return False
+    ((tables,),) = fetch_rows(
+        sql.SQL("SELECT count(*) FROM pg_tables WHERE schemaname = ANY(%(schemas)s)"), {"schemas": data_set.schemas}
+    )
+    if tables != len(data_set.schemas) * len(_tables(data_set.schemas[0])):
+        return False
     counts = sql.SQL(" UNION ALL ").join(
         sql.SQL("SELECT count(*) FROM {}").format(table(schema, "products")) for schema in data_set.schemas
     )
@@ -89,18 +99,32 @@ def _is_complete(data_set: DataSet) -> bool:
     return total == data_set.products
 
 
-def copy_tenant_tables(template: str, schema: str) -> None:
-    """A new tenant schema with the template's tables (constraints, indexes, migration records)."""
-    statements = [
-        "CREATE SCHEMA {new}",
-        "CREATE TABLE {new}.django_migrations (LIKE {template}.django_migrations INCLUDING ALL)",
-        "INSERT INTO {new}.django_migrations SELECT * FROM {template}.django_migrations",
-        "CREATE TABLE {new}.products (LIKE {template}.products INCLUDING ALL)",
-        "CREATE TABLE {new}.product_images (LIKE {template}.product_images INCLUDING ALL)",
-        # LIKE copies no foreign key: add Django's, deferred as Django makes it.
-        "ALTER TABLE {new}.product_images ADD CONSTRAINT product_images_product_id_fk FOREIGN KEY (product_id) "
-        "REFERENCES {new}.products (id) DEFERRABLE INITIALLY DEFERRED",
-    ]
+def _tables(schema: str) -> list[str]:
+    rows = fetch_rows(
+        sql.SQL("SELECT tablename FROM pg_tables WHERE schemaname = %(schema)s ORDER BY tablename"), {"schema": schema}
+    )
+    return [name for (name,) in rows]
+
+
+def copy_tenant_tables(template: str, schema: str, tables: list[str]) -> None:
+    """The template's ``tables`` in ``schema`` (created if new), with their constraints and indexes, and
+    product_images' foreign key to products; the template's migration records."""
     names = {"new": sql.Identifier(schema), "template": sql.Identifier(template)}
-    for statement in statements:
-        execute(sql.SQL(statement).format(**names))
+    execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {new}").format(**names))
+    for name in tables:
+        execute(
+            sql.SQL("CREATE TABLE {new}.{table} (LIKE {template}.{table} INCLUDING ALL)").format(
+                table=sql.Identifier(name), **names
+            )
+        )
+    if "product_images" in tables:
+        # LIKE copies no foreign key: add Django's, deferred as Django makes it.
+        execute(
+            sql.SQL(
+                "ALTER TABLE {new}.product_images ADD CONSTRAINT product_images_product_id_fk "
+                "FOREIGN KEY (product_id) REFERENCES {new}.products (id) DEFERRABLE INITIALLY DEFERRED"
+            ).format(**names)
+        )
+    # The copy's tables are the template's migrations' now.
+    execute(sql.SQL("DELETE FROM {new}.django_migrations").format(**names))
+    execute(sql.SQL("INSERT INTO {new}.django_migrations SELECT * FROM {template}.django_migrations").format(**names))

@@ -12,10 +12,13 @@ from hypothesis import settings as hypothesis_config
 from hypothesis import strategies as st
 
 from products.image_urls import (
+    CATEGORIES_BY_VERSION,
+    HOST_START_REFUSED_CATEGORIES,
     REFUSED_CATEGORIES,
     REFUSED_CHARACTER_PROBLEM,
     SCHEME_PROBLEM,
     URL_WHITESPACE,
+    read_categories,
     url_patterns,
     url_problem,
 )
@@ -766,6 +769,17 @@ def test_every_character_of_the_refused_categories_is_refused_by_both(db):
     assert {url_problem(url) for url in urls} == {REFUSED_CHARACTER_PROBLEM}
     assert url_problem("/p\x00.jpeg") == REFUSED_CHARACTER_PROBLEM
     assert accepted_by_sql == []
+
+
+def test_the_categories_kept_for_this_unicode_version_are_unicodedata_s():
+    # The rule's categories are kept per Unicode version only to spare each process reading them all (0.27 s).
+    version = unicodedata.unidata_version
+    assert version in CATEGORIES_BY_VERSION, f"add Unicode {version}'s to CATEGORIES_BY_VERSION (read_categories)"
+    kept = CATEGORIES_BY_VERSION[version]
+    read = read_categories(REFUSED_CATEGORIES | HOST_START_REFUSED_CATEGORIES)
+    assert {
+        category: {c for first, last in kept[category] for c in range(first, last + 1)} for category in read
+    } == read
 
 
 # Random URLs: a scheme or a slash, then characters weighted towards the ones the rule is about.

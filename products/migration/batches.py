@@ -196,8 +196,7 @@ def job_session(options: MigrationOptions, stop: threading.Event | None = None) 
 
     The blocker watch looks once a unit has waited half the lock timeout (at most a second; a quarter on Citus),
     every tenth of it."""
-    with session_settings(session_timeouts(options)):
-        ((backend_pid,),) = fetch_rows(sql.SQL("SELECT pg_backend_pid()"))
+    with session_settings(session_timeouts(options)) as backend_pid:
         # On Citus the waits happen on the workers: the watch follows this backend by its global pid.
         global_pid = fetch_rows(sql.SQL("SELECT citus_backend_gpid()"))[0][0] if is_citus() else None
         timeout = options.lock_timeout_ms / 1000

@@ -198,15 +198,23 @@ FROM pg_trigger AS t JOIN pg_proc AS f ON f.oid = t.tgfoid
 WHERE t.tgrelid = to_regclass(quote_ident(%(schema)s) || '.products') AND t.tgname = %(trigger)s"""
 
 # Other tables' foreign keys that point at the tenant's product_images: schema, table, columns, ON DELETE.
-REFERENCING_KEYS = """SELECT n.nspname, r.relname,
+# Found through pg_depend (a foreign key depends on the columns it references; indexed by the referenced table):
+# pg_constraint has no index on confrelid, and its scan grew with every tenant's constraints (PostgreSQL 18 adds
+# one per NOT NULL column): 24 ms a tenant with a thousand tenants, against 0.2 ms.
+REFERENCING_KEYS = """WITH target AS (SELECT to_regclass(quote_ident(%(schema)s) || '.product_images') AS oid)
+SELECT n.nspname, r.relname,
        (SELECT array_agg(a.attname::text ORDER BY k.n)
         FROM unnest(c.conkey) WITH ORDINALITY AS k(attnum, n)
         JOIN pg_attribute AS a ON a.attrelid = c.conrelid AND a.attnum = k.attnum),
        c.confdeltype
-FROM pg_constraint AS c
+FROM target
+JOIN pg_constraint AS c ON c.oid IN (
+    SELECT d.objid FROM pg_depend AS d
+    WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = target.oid AND d.classid = 'pg_constraint'::regclass
+)
 JOIN pg_class AS r ON r.oid = c.conrelid
 JOIN pg_namespace AS n ON n.oid = r.relnamespace
-WHERE c.contype = 'f' AND c.confrelid = to_regclass(quote_ident(%(schema)s) || '.product_images')
+WHERE c.contype = 'f' AND c.confrelid = target.oid
 ORDER BY 1, 2, 3"""
 ON_DELETE = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
 

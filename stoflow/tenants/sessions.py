@@ -5,7 +5,7 @@ import secrets
 import select
 import time
 from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, nullcontext
 
 import psycopg
 from django.db import DatabaseError, connection
@@ -16,30 +16,27 @@ from stoflow.tenants.citus import PROPAGATE_SET_LOCAL, is_citus
 
 
 @contextmanager
-def session_settings(settings: dict[str, str]) -> Iterator[None]:
-    """``SET`` each setting for the session (``set_config(..., false)``), and ``SET LOCAL`` it again at the start
-    of every transaction the session begins meanwhile; on leaving, the values it had come back.
+def session_settings(settings: dict[str, str]) -> Iterator[int]:
+    """``SET`` each setting for the session (``set_config(..., false)``), and on Citus ``SET LOCAL`` it again at the
+    start of every transaction the session begins meanwhile; on leaving, the values it had come back. Yields the
+    session's backend pid, read in the same statement.
 
     Session-level, so the job's statements outside a transaction and its transactions all run under them. The
     ``SET LOCAL`` is for Citus: the coordinator runs a statement on a worker through a connection of its own,
     which carries none of this session's settings (a batch waiting there for a row lock would wait until the
     coordinator's statement_timeout). With ``citus.propagate_set_commands = 'local'``, set here for the session
     when Citus is there, Citus sends a transaction's SET LOCALs to each worker connection it uses. Plain
-    PostgreSQL gets the same statement (one short round trip per transaction), so both run one path.
+    PostgreSQL, where the session's values hold in each transaction, is spared the round trip (two of a small
+    tenant's statements, one per batch of a large one).
     """
     session = dict(settings)
-    if is_citus():
+    citus = is_citus()
+    if citus:
         session.update(PROPAGATE_SET_LOCAL)
-    previous = dict(
-        fetch_rows(
-            sql.SQL("SELECT name, current_setting(name) FROM unnest(%(names)s::text[]) AS name"),
-            {"names": list(session)},
-        )
-    )
-    _apply(session)
+    previous, backend_pid = _apply(session)
     try:
-        with connection.execute_wrapper(_set_local_in_each_transaction(settings)):
-            yield
+        with connection.execute_wrapper(_set_local_in_each_transaction(settings)) if citus else nullcontext():
+            yield backend_pid
     finally:
         try:
             _apply(previous)
@@ -74,13 +71,19 @@ def _set_local_in_each_transaction(settings: dict[str, str]) -> Callable:
     return wrapper
 
 
-def _apply(settings: dict[str, str]) -> None:
-    fetch_rows(
-        sql.SQL(
-            "SELECT set_config(name, value, false) FROM unnest(%(names)s::text[], %(values)s::text[]) AS s(name, value)"
-        ),
-        {"names": list(settings), "values": list(settings.values())},
-    )
+# Each setting's value is read before it is set: the CTE's row is computed before the outer row that sets it.
+_APPLY = """WITH setting AS MATERIALIZED (
+    SELECT s.name, s.value, current_setting(s.name) AS previous
+    FROM unnest(%(names)s::text[], %(values)s::text[]) AS s(name, value)
+)
+SELECT name, previous, set_config(name, value, false), pg_backend_pid() FROM setting"""
+
+
+def _apply(settings: dict[str, str]) -> tuple[dict[str, str], int]:
+    """Set ``settings`` (at least one) for the session, in one statement; the values they had, and the session's
+    backend pid."""
+    rows = fetch_rows(sql.SQL(_APPLY), {"names": list(settings), "values": list(settings.values())})
+    return {name: previous for name, previous, _, _ in rows}, rows[0][3]
 
 
 # The probe's marker: a setting of our own namespace, set for the session and read back.
