@@ -31,7 +31,7 @@ from psycopg import sql
 from products.migration.pace import BatchSizer, Gate
 from products.migration.reconcile import Reconciled, reconcile, reserve, stale
 from products.migration.report import Blocked, Pace, ProductError, TenantRun
-from products.migration.source import id_range, source_ctes, yielded_rows
+from products.migration.source import id_range, source_ctes, status_rows_digest, yielded_rows
 from products.migration.validation import RangeFigures, measure_range
 from stoflow.raw_sql import execute, fetch_rows, table
 from stoflow.tenants.blocking import Blocker, BlockerWatch
@@ -224,7 +224,8 @@ ROW_ERROR_CLASSES = ("22", "23", "P0")
 # A first migration of the batch's products that have no rows. The JSON is read once into ``batch`` (one row per
 # product: its outcome, and its rows as arrays where it has none yet); the outcome is counted there; the rows and
 # each product's product_json_state (the digest of the JSON read: --sync later finds the products whose JSON
-# changed since) are inserted from it. The same fragments make two statements' shapes:
+# changed since; the digest of the rows it yields: the validation skips decoding the JSON again) are inserted
+# from it. The same fragments make two statements' shapes:
 #
 # - on PostgreSQL, one statement: ``batch`` a MATERIALIZED CTE, the inserts CTEs of the outcome's SELECT;
 # - on Citus, plain statements each run whole on the tenant's worker (one task: tests/test_citus.py), because
@@ -240,7 +241,8 @@ ROW_ERROR_CLASSES = ("22", "23", "P0")
 #   copying its result into the table (the one statement whose data passes through the coordinator).
 _READ_BATCH = """WITH {source}
 SELECT s.id, s.product_created_at, s.is_deleted, s.error, s.repairs, r.has_rows,
-       md5(p.images::text)::uuid AS json_digest,
+       r.json_digest,
+       CASE WHEN NOT r.has_rows AND s.error IS NULL THEN {rows_digest} END AS rows_digest,
        -- The rows only where they will be inserted: --sync reads products that have rows.
        CASE WHEN NOT r.has_rows THEN s.urls END AS urls,
        CASE WHEN NOT r.has_rows THEN s.orders END AS orders,
@@ -249,7 +251,8 @@ SELECT s.id, s.product_created_at, s.is_deleted, s.error, s.repairs, r.has_rows,
 FROM status AS s
 JOIN {products} AS p ON p.id = s.id
 CROSS JOIN LATERAL (
-    SELECT EXISTS (SELECT 1 FROM {product_images} AS pi WHERE pi.product_id = s.id) AS has_rows
+    SELECT EXISTS (SELECT 1 FROM {product_images} AS pi WHERE pi.product_id = s.id) AS has_rows,
+           md5(p.images::text)::uuid AS json_digest
 ) AS r
 WHERE s.image_count > 0 OR s.error IS NOT NULL"""
 
@@ -274,12 +277,13 @@ SELECT {id_value}y.product_id, y.url, y."order", y.is_label, y.created_at, {now}
 FROM ({yielded}) AS y"""
 _NEW_PRODUCTS = "(SELECT * FROM {batch} AS b WHERE {batch_filter} AND NOT b.has_rows)"
 
-_RECORD_STATE = """INSERT INTO {json_state} AS st (product_id, json_digest, refused, recorded_at)
-SELECT b.id, b.json_digest, b.error, {now}
+_RECORD_STATE = """INSERT INTO {json_state} AS st (product_id, json_digest, rows_digest, refused, recorded_at)
+SELECT b.id, b.json_digest, b.rows_digest, b.error, {now}
 FROM {batch} AS b
 WHERE {batch_filter} AND NOT b.has_rows
 ON CONFLICT (product_id) DO UPDATE
-SET json_digest = EXCLUDED.json_digest, refused = EXCLUDED.refused, recorded_at = EXCLUDED.recorded_at"""
+SET json_digest = EXCLUDED.json_digest, rows_digest = EXCLUDED.rows_digest, refused = EXCLUDED.refused,
+    recorded_at = EXCLUDED.recorded_at"""
 
 # On PostgreSQL: the whole first migration in one statement.
 _MIGRATE_BATCH = """WITH batch AS MATERIALIZED (
@@ -298,7 +302,7 @@ recorded AS (
 _READ_INTO_TABLE = """WITH batch AS MATERIALIZED (
 {read}
 )
-INSERT INTO {batch} (id, product_created_at, is_deleted, error, repairs, has_rows, json_digest,
+INSERT INTO {batch} (id, product_created_at, is_deleted, error, repairs, has_rows, json_digest, rows_digest,
                      urls, orders, label_flags, created_ats)
 SELECT * FROM batch"""
 _RESERVE_IDS = "SELECT now(), {reserve}::text"
@@ -562,6 +566,7 @@ def _migrate_first(schema: str, batch_filter: sql.Composable, params: dict) -> l
         source=source_ctes(schema, batch_filter),
         products=table(schema, "products"),
         product_images=table(schema, "product_images"),
+        rows_digest=status_rows_digest(sql.SQL("r.json_digest")),
     )
     if not is_citus():
         names = {"batch": sql.Identifier("batch"), "batch_filter": sql.SQL("TRUE"), "now": sql.SQL("now()")}
