@@ -31,7 +31,7 @@ from psycopg import sql
 from products.migration.pace import BatchSizer, Gate
 from products.migration.reconcile import Reconciled, reconcile, reserve, stale
 from products.migration.report import Blocked, Pace, ProductError, TenantRun
-from products.migration.source import id_range, source_ctes, status_rows_digest, yielded_rows
+from products.migration.source import id_range, rows_digest, source_ctes, yielded_rows
 from products.migration.validation import RangeFigures, measure_range
 from stoflow.raw_sql import execute, fetch_rows, table
 from stoflow.tenants.blocking import Blocker, BlockerWatch
@@ -241,8 +241,7 @@ ROW_ERROR_CLASSES = ("22", "23", "P0")
 #   copying its result into the table (the one statement whose data passes through the coordinator).
 _READ_BATCH = """WITH {source}
 SELECT s.id, s.product_created_at, s.is_deleted, s.error, s.repairs, r.has_rows,
-       r.json_digest,
-       CASE WHEN NOT r.has_rows AND s.error IS NULL THEN {rows_digest} END AS rows_digest,
+       md5(p.images::text)::uuid AS json_digest,
        -- The rows only where they will be inserted: --sync reads products that have rows.
        CASE WHEN NOT r.has_rows THEN s.urls END AS urls,
        CASE WHEN NOT r.has_rows THEN s.orders END AS orders,
@@ -251,8 +250,7 @@ SELECT s.id, s.product_created_at, s.is_deleted, s.error, s.repairs, r.has_rows,
 FROM status AS s
 JOIN {products} AS p ON p.id = s.id
 CROSS JOIN LATERAL (
-    SELECT EXISTS (SELECT 1 FROM {product_images} AS pi WHERE pi.product_id = s.id) AS has_rows,
-           md5(p.images::text)::uuid AS json_digest
+    SELECT EXISTS (SELECT 1 FROM {product_images} AS pi WHERE pi.product_id = s.id) AS has_rows
 ) AS r
 WHERE s.image_count > 0 OR s.error IS NOT NULL"""
 
@@ -278,7 +276,7 @@ FROM ({yielded}) AS y"""
 _NEW_PRODUCTS = "(SELECT * FROM {batch} AS b WHERE {batch_filter} AND NOT b.has_rows)"
 
 _RECORD_STATE = """INSERT INTO {json_state} AS st (product_id, json_digest, rows_digest, refused, recorded_at)
-SELECT b.id, b.json_digest, b.rows_digest, b.error, {now}
+SELECT b.id, b.json_digest, CASE WHEN b.error IS NULL THEN {rows_digest} END, b.error, {now}
 FROM {batch} AS b
 WHERE {batch_filter} AND NOT b.has_rows
 ON CONFLICT (product_id) DO UPDATE
@@ -302,7 +300,7 @@ recorded AS (
 _READ_INTO_TABLE = """WITH batch AS MATERIALIZED (
 {read}
 )
-INSERT INTO {batch} (id, product_created_at, is_deleted, error, repairs, has_rows, json_digest, rows_digest,
+INSERT INTO {batch} (id, product_created_at, is_deleted, error, repairs, has_rows, json_digest,
                      urls, orders, label_flags, created_ats)
 SELECT * FROM batch"""
 _RESERVE_IDS = "SELECT now(), {reserve}::text"
@@ -566,14 +564,13 @@ def _migrate_first(schema: str, batch_filter: sql.Composable, params: dict) -> l
         source=source_ctes(schema, batch_filter),
         products=table(schema, "products"),
         product_images=table(schema, "product_images"),
-        rows_digest=status_rows_digest(sql.SQL("r.json_digest")),
     )
     if not is_citus():
         names = {"batch": sql.Identifier("batch"), "batch_filter": sql.SQL("TRUE"), "now": sql.SQL("now()")}
         query = sql.SQL(_MIGRATE_BATCH).format(
             read=read,
             insert_rows=_insert_rows(schema, names, sql.SQL(""), sql.SQL("")),
-            record_state=sql.SQL(_RECORD_STATE).format(json_state=table(schema, "product_json_state"), **names),
+            record_state=_record_state(schema, names),
             outcome=sql.SQL(_BATCH_OUTCOME).format(**names),
         )
         return fetch_rows(query, params)
@@ -592,9 +589,17 @@ def _migrate_first(schema: str, batch_filter: sql.Composable, params: dict) -> l
         if rows:
             id_value = sql.SQL("(%(ids)s::bigint[])[row_number() OVER ()], ")
             execute(_insert_rows(schema, names, sql.SQL("id, "), id_value), values)
-        execute(sql.SQL(_RECORD_STATE).format(json_state=table(schema, "product_json_state"), **names), values)
+        execute(_record_state(schema, names), values)
     execute(sql.SQL(_FORGET_BATCH).format(**names), params)
     return groups
+
+
+def _record_state(schema: str, names: dict) -> sql.Composed:
+    """``_RECORD_STATE`` from ``names["batch"]``: the rows digest computed from the batch's arrays, which hold
+    each new product's rows once (computed in the reading, it built every array a second time: +1.1 s of CPU
+    on the 30x set's 588,210 images)."""
+    digest = rows_digest(sql.SQL("b.json_digest"), sql.SQL("b.urls"), sql.SQL("b.orders"), sql.SQL("b.label_flags"))
+    return sql.SQL(_RECORD_STATE).format(json_state=table(schema, "product_json_state"), rows_digest=digest, **names)
 
 
 def _insert_rows(schema: str, names: dict, id_column: sql.Composable, id_value: sql.Composable) -> sql.Composed:

@@ -347,7 +347,12 @@ differing AS (
 # rows are still those recorded, knows the rows are what the JSON yields without decoding it again. The rule's
 # version in it: a changed rule matches no digest recorded before; the JSON's digest: a state whose json_digest
 # was rewritten by a writer that leaves rows_digest as it was (code from before this column) matches none either.
-ROWS_DIGEST = "md5({rule_version} || {json_digest}::text || ROW({urls}, {orders}, {label_flags})::text)::uuid"
+# The arrays' texts concatenated: each is self-delimiting (its braces close it, its elements quoted where need be),
+# so no two different rows give one text; as a ROW's text, quoted once more, the digest cost twice the CPU (0.68 s
+# against 0.35 s on the 30x set's 98,430 products).
+ROWS_DIGEST = (
+    "md5({rule_version} || {json_digest}::text || {urls}::text || {orders}::text || {label_flags}::text)::uuid"
+)
 # A product's rows in the table as those arrays (aggregates over ``alias``, grouped by product). Sorted by
 # order alone: when the rows are what a JSON yields their orders are distinct; when two rows share an order the
 # arrays can match no yield (its orders strictly increase), whatever the tie's order.

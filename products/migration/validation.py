@@ -56,7 +56,7 @@ JSON_VS_TABLE = """WITH checked AS MATERIALIZED (
         FROM {json_state} AS st
         JOIN {products} AS p ON p.id = st.product_id
         WHERE st.refused IS NULL AND st.json_digest = md5(p.images::text)::uuid
-          AND st.product_id <> ALL(%(excluded_ids)s::bigint[]) AND {state_range}
+          AND st.product_id <> ALL(%(excluded_ids)s::bigint[]) AND {state_range} AND {products_range}
         OFFSET 0  -- joined whole, by a hash: looked up product by product, the JSON cost twice the time
     ) AS s ON s.product_id = t.product_id
 ),
@@ -263,6 +263,8 @@ class _Queries:
             "differing": sql.SQL(DIFFERING_CTE),
             "table_arrays": table_arrays("pi"),
             "state_range": id_range("st.product_id", self.params["after"], self.params["upto"]),
+            # Both sides bounded: the JSON of products outside the range is never digested.
+            "products_range": id_range("p.id", self.params["after"], self.params["upto"]),
             "rows_digest": rows_digest(
                 sql.SQL("s.json_digest"), sql.SQL("t.urls"), sql.SQL("t.orders"), sql.SQL("t.label_flags")
             ),

@@ -1,6 +1,5 @@
 # product_json_state.rows_digest: the digest of the rows the recorded JSON yields (source.ROWS_DIGEST), which lets
-# the validation skip decoding a product whose JSON and rows are those recorded; product_images_batch carries it
-# from the batch's reading to that record on Citus (products.migration.batches).
+# the validation skip decoding a product whose JSON and rows are those recorded.
 from django.db import migrations, models
 
 
@@ -14,9 +13,5 @@ class Migration(migrations.Migration):
             model_name="productjsonstate",
             name="rows_digest",
             field=models.UUIDField(null=True),
-        ),
-        migrations.RunSQL(
-            "ALTER TABLE product_images_batch ADD COLUMN rows_digest uuid",
-            "ALTER TABLE product_images_batch DROP COLUMN rows_digest",
         ),
     ]
