@@ -296,12 +296,19 @@ recorded AS (
 {outcome}"""
 
 # On Citus: the reading into the tenant's table, the transaction's time and the rows' ids (as the array's
-# text, handed back as it came: a batch's thousands of ids are never made Python ints), the cleanup.
+# text, handed back as it came: a batch's thousands of ids are never made Python ints), the cleanup. The rows
+# digest is computed here, in the MATERIALIZED CTE, from the reading's arrays (OFFSET 0: each array built once):
+# in the state's INSERT ... SELECT, its casts of arrays to text (stable functions) had Citus 13.1 rewrite that
+# statement wrong ("syntax error at or near NOT": a filter on a distribution column without its column).
 _READ_INTO_TABLE = """WITH batch AS MATERIALIZED (
+SELECT r.*, CASE WHEN NOT r.has_rows AND r.error IS NULL THEN {rows_digest} END AS rows_digest
+FROM (
 {read}
+OFFSET 0
+) AS r
 )
 INSERT INTO {batch} (id, product_created_at, is_deleted, error, repairs, has_rows, json_digest,
-                     urls, orders, label_flags, created_ats)
+                     urls, orders, label_flags, created_ats, rows_digest)
 SELECT * FROM batch"""
 _RESERVE_IDS = "SELECT now(), {reserve}::text"
 _FORGET_BATCH = "DELETE FROM {batch} AS b WHERE {batch_filter}"
@@ -579,7 +586,8 @@ def _migrate_first(schema: str, batch_filter: sql.Composable, params: dict) -> l
         "batch_filter": id_range("b.id", params["after"], params["upto"]),
         "now": sql.Placeholder("now"),
     }
-    execute(sql.SQL(_READ_INTO_TABLE).format(read=read, batch=names["batch"]), params)
+    digest = rows_digest(sql.SQL("r.json_digest"), sql.SQL("r.urls"), sql.SQL("r.orders"), sql.SQL("r.label_flags"))
+    execute(sql.SQL(_READ_INTO_TABLE).format(read=read, batch=names["batch"], rows_digest=digest), params)
     groups = fetch_rows(sql.SQL(_BATCH_OUTCOME).format(**names), params)
     if any(not already_migrated for _, _, _, already_migrated, *_ in groups):
         rows = sum(images for *_, images, _, _ in groups)
@@ -589,16 +597,17 @@ def _migrate_first(schema: str, batch_filter: sql.Composable, params: dict) -> l
         if rows:
             id_value = sql.SQL("(%(ids)s::bigint[])[row_number() OVER ()], ")
             execute(_insert_rows(schema, names, sql.SQL("id, "), id_value), values)
-        execute(_record_state(schema, names), values)
+        execute(_record_state(schema, names, sql.SQL("b.rows_digest")), values)
     execute(sql.SQL(_FORGET_BATCH).format(**names), params)
     return groups
 
 
-def _record_state(schema: str, names: dict) -> sql.Composed:
-    """``_RECORD_STATE`` from ``names["batch"]``: the rows digest computed from the batch's arrays, which hold
-    each new product's rows once (computed in the reading, it built every array a second time: +1.1 s of CPU
-    on the 30x set's 588,210 images)."""
-    digest = rows_digest(sql.SQL("b.json_digest"), sql.SQL("b.urls"), sql.SQL("b.orders"), sql.SQL("b.label_flags"))
+def _record_state(schema: str, names: dict, digest: sql.Composable | None = None) -> sql.Composed:
+    """``_RECORD_STATE`` from ``names["batch"]``: the rows digest ``digest``, or computed from the batch's arrays,
+    which hold each new product's rows once (computed in the reading, it built every array a second time: +1.1 s
+    of CPU on the 30x set's 588,210 images)."""
+    if digest is None:
+        digest = rows_digest(sql.SQL("b.json_digest"), sql.SQL("b.urls"), sql.SQL("b.orders"), sql.SQL("b.label_flags"))
     return sql.SQL(_RECORD_STATE).format(json_state=table(schema, "product_json_state"), rows_digest=digest, **names)
 
 
