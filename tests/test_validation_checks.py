@@ -246,11 +246,24 @@ def test_error_products_are_listed_not_counted_as_check_failures(tenant, tmp_pat
 # its rows digest (source.ROWS_DIGEST) and its JSON is not decoded again. Whatever changed behind the state's back,
 # the figures, the products at fault and their ids must be exactly those the full decoding gives.
 STATE = sql.Identifier(TENANT, "product_json_state")
-# The digest the state would hold for the table's rows of product %(id)s and its JSON today.
-FORGE_STATE = """UPDATE {state} AS st SET json_digest = md5(p.images::text)::uuid, rows_digest = {digest}
-FROM (SELECT pi.product_id, {arrays} FROM {images} AS pi WHERE pi.product_id = %(id)s GROUP BY pi.product_id) AS t,
-     {products} AS p
-WHERE st.product_id = t.product_id AND p.id = t.product_id"""
+# The digests the state would hold for the table's rows of product %(id)s and its JSON today (read, then written as
+# values: Citus refuses an UPDATE calling stable functions, the casts of arrays to text, on column references).
+FORGED_DIGESTS = """SELECT md5(p.images::text)::uuid, {digest}
+FROM (SELECT pi.product_id, {arrays} FROM {images} AS pi WHERE pi.product_id = %(id)s GROUP BY pi.product_id) AS t
+JOIN {products} AS p ON p.id = t.product_id"""
+
+
+def forge_state(product_id: int) -> None:
+    """Record, as the writers would, that the rule yields the product's rows from its JSON today."""
+    digest = rows_digest(
+        sql.SQL("md5(p.images::text)::uuid"), sql.SQL("t.urls"), sql.SQL("t.orders"), sql.SQL("t.label_flags")
+    )
+    ((json_digest, recorded),) = sql_rows(FORGED_DIGESTS, {"id": product_id}, digest=digest, arrays=table_arrays("pi"))
+    run_sql(
+        "UPDATE {state} SET json_digest = %(json)s, rows_digest = %(rows)s WHERE product_id = %(id)s",
+        {"json": json_digest, "rows": recorded, "id": product_id},
+        state=STATE,
+    )
 
 
 def validation_figures() -> list[tuple]:
@@ -358,18 +371,14 @@ def test_products_changed_behind_the_state_are_decoded(migrated, tenant, change,
 def test_a_rows_digest_recorded_under_another_rule_vouches_for_nothing(migrated, tenant, monkeypatch):
     # a's JSON loses an image; its state is then forged to say the rule yielded a's rows (all four) from that JSON.
     change_json(migrated)
-    forge = {"state": STATE, "arrays": table_arrays("pi")}
-    digest = lambda: rows_digest(  # noqa: E731 - the rule's version is read when the SQL is built
-        sql.SQL("md5(p.images::text)::uuid"), sql.SQL("t.urls"), sql.SQL("t.orders"), sql.SQL("t.label_flags")
-    )
     # Recorded under this rule, the state is believed (it is what the writers record): a passes unread.
-    run_sql(FORGE_STATE, {"id": migrated.a.id}, digest=digest(), **forge)
+    forge_state(migrated.a.id)
     assert migrated.a.id in vouched_for()
     assert failing_checks(validation_figures()) == {}
     # Recorded under another version of the rule, it vouches for nothing: a is decoded and caught.
     with monkeypatch.context() as patched:
         patched.setattr(source, "rule_version", lambda: "another rule")
-        run_sql(FORGE_STATE, {"id": migrated.a.id}, digest=digest(), **forge)
+        forge_state(migrated.a.id)
     assert migrated.a.id not in vouched_for()
     figures = validation_figures()
     assert failing_checks(figures)[4] == (1, 0, [migrated.a.id])
