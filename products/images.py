@@ -713,7 +713,8 @@ def _mirror_json(product_id: int) -> None:
     ((digest, now),) = fetch_rows(sql.SQL(_MIRRORED_DIGEST).format(mirrored=mirrored), {"product_id": product_id})
     execute(
         record_json_state(schema),
-        {"product_ids": [product_id], "json_digests": [digest], "refusals": [None], "now": now},
+        # No rows digest: this JSON is written from the rows, not read by the rule; the validation decodes it.
+        {"product_ids": [product_id], "json_digests": [digest], "rows_digests": [None], "refusals": [None], "now": now},
     )
     execute(
         sql.SQL(_MIRROR_JSON).format(products=table(schema, "products"), mirrored=mirrored), {"product_id": product_id}

@@ -79,6 +79,9 @@ class ProductJsonState(models.Model):
 
     product_id = models.BigIntegerField(primary_key=True)  # no foreign key: written in the products' triggers
     json_digest = models.UUIDField(null=True)  # md5 of products.images::text; NULL for SQL NULL
+    # The rows that JSON yields under the rule (source.ROWS_DIGEST, the rule's version in it); NULL where nothing
+    # read them from the JSON (refused, or recorded by the image service's mirror): the validation decodes those.
+    rows_digest = models.UUIDField(null=True)
     # The rule's reason; NULL (not ""): the rows are what the JSON yields. The SQL writes and tests it as NULL.
     refused = models.TextField(null=True, blank=True)  # noqa: DJ001
     recorded_at = models.DateTimeField()

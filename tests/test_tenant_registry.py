@@ -40,7 +40,8 @@ def test_a_run_over_every_tenant_goes_in_natural_order(registered_sellers, tmp_p
             schema=schema,
             original=sql.Identifier(TENANT, "products"),
         )
-        for table in ("product_images", "product_images_removed"):
+        # product_json_state: check 4 reads what the migration recorded there.
+        for table in ("product_images", "product_images_removed", "product_json_state"):
             run_sql(
                 "CREATE TABLE {copy} (LIKE {original} INCLUDING ALL)",
                 schema=schema,

@@ -8,8 +8,14 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
+from django_tenants.utils import schema_context
+from psycopg import sql
 
+from products.images import set_label
+from products.migration import source
 from products.migration.report import ExitCode
+from products.migration.source import rows_digest, table_arrays
+from products.migration.validation import validate_tenant
 from tests.helpers import (
     OTHER_TENANT,
     TENANT,
@@ -20,6 +26,7 @@ from tests.helpers import (
     run_sql,
     sql_rows,
     sql_value,
+    store_json,
 )
 
 
@@ -233,3 +240,183 @@ def test_error_products_are_listed_not_counted_as_check_failures(tenant, tmp_pat
     code, report, out = run_command("--check", "--schema", tenant, tmp_path=tmp_path)
     assert code == ExitCode.OK, out
     assert failing(report) == {}
+
+
+# Check 4 without decoding: a product whose JSON and rows are those product_json_state recorded is vouched for by
+# its rows digest (source.ROWS_DIGEST) and its JSON is not decoded again. Whatever changed behind the state's back,
+# the figures, the products at fault and their ids must be exactly those the full decoding gives.
+STATE = sql.Identifier(TENANT, "product_json_state")
+# The digests the state would hold for the table's rows of product %(id)s and its JSON today (read, then written as
+# values: Citus refuses an UPDATE calling stable functions, the casts of arrays to text, on column references).
+FORGED_DIGESTS = """SELECT md5(p.images::text)::uuid, {digest}
+FROM (SELECT pi.product_id, {arrays} FROM {images} AS pi WHERE pi.product_id = %(id)s GROUP BY pi.product_id) AS t
+JOIN {products} AS p ON p.id = t.product_id"""
+
+
+def forge_state(product_id: int) -> None:
+    """Record, as the writers would, that the rule yields the product's rows from its JSON today."""
+    digest = rows_digest(
+        sql.SQL("md5(p.images::text)::uuid"), sql.SQL("t.urls"), sql.SQL("t.orders"), sql.SQL("t.label_flags")
+    )
+    ((json_digest, recorded),) = sql_rows(FORGED_DIGESTS, {"id": product_id}, digest=digest, arrays=table_arrays("pi"))
+    run_sql(
+        "UPDATE {state} SET json_digest = %(json)s, rows_digest = %(rows)s WHERE product_id = %(id)s",
+        {"json": json_digest, "rows": recorded, "id": product_id},
+        state=STATE,
+    )
+
+
+def validation_figures() -> list[tuple]:
+    """Every check of the tenant's validation as data, without its SQL."""
+    return [
+        (check.number, check.figure, check.expected, check.products_at_fault, check.product_ids, check.note)
+        for check in validate_tenant(TENANT).checks
+    ]
+
+
+def fully_decoded() -> list[tuple]:
+    """The same once no rows digest vouches for any product: every JSON decoded, as before the digests."""
+    run_sql("UPDATE {state} SET rows_digest = NULL", state=STATE)
+    return validation_figures()
+
+
+def vouched_for() -> list[int]:
+    """The products whose recorded rows digest matches their rows and JSON today (JSON_VS_TABLE's ``recorded``)."""
+    digest = rows_digest(
+        sql.SQL("md5(p.images::text)::uuid"), sql.SQL("t.urls"), sql.SQL("t.orders"), sql.SQL("t.label_flags")
+    )
+    return [
+        product_id
+        for (product_id,) in sql_rows(
+            "SELECT t.product_id FROM (SELECT pi.product_id, {arrays} FROM {images} AS pi GROUP BY pi.product_id) AS t "
+            "JOIN {state} AS st ON st.product_id = t.product_id JOIN {products} AS p ON p.id = t.product_id "
+            "WHERE st.refused IS NULL AND st.rows_digest = {digest} ORDER BY 1",
+            state=STATE,
+            arrays=table_arrays("pi"),
+            digest=digest,
+        )
+    ]
+
+
+def failing_checks(figures: list[tuple]) -> dict[int, tuple]:
+    """{number: (figure, expected, product ids)} of the checks that fail."""
+    return {number: (figure, expected, ids) for number, figure, expected, _, ids, _ in figures if figure != expected}
+
+
+def test_migration_records_the_rows_digest_that_vouches_for_each_product(migrated, tenant):
+    # Every migrated product (the one-image product and the soft-deleted one included) is vouched for.
+    products = [migrated.a.id, migrated.b.id, migrated.single.id, migrated.deleted.id]
+    assert vouched_for() == sorted(products)
+    figures = validation_figures()
+    assert failing_checks(figures) == {}
+    assert figures == fully_decoded()
+
+
+def change_json(p):
+    # The JSON loses its first image by SQL, the rows stay: the state's JSON digest no longer matches.
+    store_json(p.a.id, entries(4)[1:])
+
+
+def change_rows(p):
+    # A row's URL changes by SQL, the JSON stays: the rows' digest no longer matches.
+    run_sql("UPDATE {images} SET url = url || '?v=2' WHERE product_id = %(id)s AND \"order\" = 1", {"id": p.a.id})
+
+
+def change_json_and_rewrite_state(p):
+    # A writer records the new JSON's digest but leaves rows_digest as it was (code from before the column).
+    store_json(p.a.id, entries(4)[1:])
+    run_sql(
+        "UPDATE {state} AS st SET json_digest = md5(p.images::text)::uuid FROM {products} AS p "
+        "WHERE p.id = st.product_id AND p.id = %(id)s",
+        {"id": p.a.id},
+        state=STATE,
+    )
+
+
+def delete_state(p):
+    # No state: the product is decoded, and its rows are still right.
+    run_sql("DELETE FROM {state} WHERE product_id = %(id)s", {"id": p.a.id}, state=STATE)
+
+
+def refuse_in_state(p):
+    # A refused state never vouches: the product is decoded (its rows are still what its JSON yields).
+    run_sql("UPDATE {state} SET refused = 'refused' WHERE product_id = %(id)s", {"id": p.a.id}, state=STATE)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected_failures"),
+    [
+        pytest.param(change_json, {1: (10, 9), 4: (1, 0)}, id="json-changed"),
+        pytest.param(change_rows, {4: (1, 0)}, id="rows-changed"),
+        pytest.param(change_json_and_rewrite_state, {1: (10, 9), 4: (1, 0)}, id="state-half-rewritten"),
+        pytest.param(delete_state, {}, id="state-deleted"),
+        pytest.param(refuse_in_state, {}, id="state-refused"),
+    ],
+)
+def test_products_changed_behind_the_state_are_decoded(migrated, tenant, change, expected_failures):
+    change(migrated)
+
+    figures = validation_figures()
+
+    assert migrated.a.id not in vouched_for()
+    assert {number: (figure, expected) for number, (figure, expected, _) in failing_checks(figures).items()} == (
+        expected_failures
+    )
+    if 4 in expected_failures:
+        assert failing_checks(figures)[4][2] == [migrated.a.id]
+    # Exactly what decoding every product gives: figures, products at fault, their ids, the notes.
+    assert figures == fully_decoded()
+
+
+def test_a_rows_digest_recorded_under_another_rule_vouches_for_nothing(migrated, tenant, monkeypatch):
+    # a's JSON loses an image; its state is then forged to say the rule yielded a's rows (all four) from that JSON.
+    change_json(migrated)
+    # Recorded under this rule, the state is believed (it is what the writers record): a passes unread.
+    forge_state(migrated.a.id)
+    assert migrated.a.id in vouched_for()
+    assert failing_checks(validation_figures()) == {}
+    # Recorded under another version of the rule, it vouches for nothing: a is decoded and caught.
+    with monkeypatch.context() as patched:
+        patched.setattr(source, "rule_version", lambda: "another rule")
+        forge_state(migrated.a.id)
+    assert migrated.a.id not in vouched_for()
+    figures = validation_figures()
+    assert failing_checks(figures)[4] == (1, 0, [migrated.a.id])
+    assert figures == fully_decoded()
+
+
+def test_the_rule_version_changes_with_the_rule(monkeypatch):
+    version = source.rule_version.__wrapped__()
+    assert version == source.rule_version()
+    monkeypatch.setattr(source, "REPAIR_URL_TRIMMED", source.REPAIR_URL_TRIMMED + " ")
+    assert source.rule_version.__wrapped__() != version
+
+
+def test_sync_records_the_rows_digest_of_the_json_it_reconciles(migrated, tenant, tmp_path):
+    change_json(migrated)
+    assert migrated.a.id not in vouched_for()
+
+    code, report, out = run_command("--sync", "--schema", tenant, tmp_path=tmp_path)
+
+    assert code == ExitCode.OK, out
+    assert migrated.a.id in vouched_for()
+    figures = validation_figures()
+    assert failing_checks(figures) == {}
+    assert figures == fully_decoded()
+
+
+def test_the_image_services_mirror_records_no_rows_digest_and_its_product_is_decoded(migrated, tenant):
+    # The mirror writes the JSON from the rows: nothing read that JSON with the rule, so nothing vouches for it.
+    first_photo = sql_value('SELECT id FROM {images} WHERE product_id = %(id)s AND "order" = 1', {"id": migrated.a.id})
+    with schema_context(tenant):
+        set_label(first_photo)
+    assert (
+        sql_value("SELECT rows_digest FROM {state} WHERE product_id = %(id)s", {"id": migrated.a.id}, state=STATE)
+        is None
+    )
+    assert migrated.a.id not in vouched_for()
+
+    figures = validation_figures()
+
+    assert failing_checks(figures) == {}
+    assert figures == fully_decoded()

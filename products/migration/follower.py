@@ -101,6 +101,7 @@ BEGIN
             IF _references > 0 THEN
                 _product_ids := ARRAY[_product_id];
                 _json_digests := ARRAY[_digest];
+                _rows_digests := ARRAY[NULL::uuid];  -- the rows stay as they were, not what the JSON yields
                 _refusals := ARRAY[format(
                     'its JSON drops %s photo(s) that %s row(s) of %s.%s point at (ON DELETE %s): rows kept',
                     cardinality(_delete_ids), _references, _referencing.referencing_table,

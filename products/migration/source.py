@@ -39,7 +39,9 @@ different photo as the price label; the product keeps the rows it has and is
 held back from marketplaces (``products.selectors``) until a person decides.
 """
 
+import hashlib
 import re
+from functools import cache
 
 from psycopg import sql
 
@@ -363,6 +365,64 @@ differing AS (
                ELSE (s.urls, s.orders, s.label_flags) IS DISTINCT FROM (t.urls, t.orders, t.label_flags)
           END
 )"""
+
+
+# A product's rows as one digest: their urls, orders and labels in display order (arrays as ``status`` holds them),
+# with the rule's version and the digest of the JSON they come from. Recorded in product_json_state.rows_digest
+# beside the JSON's digest wherever the rows the JSON yields are read (the first migration, reconcile, the
+# follower); the validation computes it again from the table (``table_arrays``) and, where the JSON and the
+# rows are still those recorded, knows the rows are what the JSON yields without decoding it again. The rule's
+# version in it: a changed rule matches no digest recorded before; the JSON's digest: a state whose json_digest
+# was rewritten by a writer that leaves rows_digest as it was (code from before this column) matches none either.
+# The arrays' texts concatenated: each is self-delimiting (its braces close it, its elements quoted where need be),
+# so no two different rows give one text; as a ROW's text, quoted once more, the digest cost twice the CPU (0.68 s
+# against 0.35 s on the 30x set's 98,430 products).
+ROWS_DIGEST = (
+    "md5({rule_version} || {json_digest}::text || {urls}::text || {orders}::text || {label_flags}::text)::uuid"
+)
+# A product's rows in the table as those arrays (aggregates over ``alias``, grouped by product). Sorted by
+# order alone: when the rows are what a JSON yields their orders are distinct; when two rows share an order the
+# arrays can match no yield (its orders strictly increase), whatever the tie's order.
+_TABLE_ARRAYS = {
+    "urls": 'array_agg({alias}.url ORDER BY {alias}."order")',
+    "orders": 'array_agg({alias}."order" ORDER BY {alias}."order")',
+    "label_flags": 'array_agg({alias}.is_label ORDER BY {alias}."order")',
+}
+
+
+@cache
+def rule_version() -> str:
+    """The rule's version: the digest of its SQL as rendered (every pattern and constant in it), so that any
+    change to the rule makes it another (cached: the URL patterns are built once per process too)."""
+    text = source_ctes("rule", sql.SQL("TRUE"), yielded=True).as_string(None)
+    return hashlib.md5(text.encode()).hexdigest()
+
+
+def rows_digest(
+    json_digest: sql.Composable, urls: sql.Composable, orders: sql.Composable, label_flags: sql.Composable
+) -> sql.Composed:
+    """``ROWS_DIGEST`` of the rows held in these three arrays (status's), read from the JSON of ``json_digest``."""
+    return sql.SQL(ROWS_DIGEST).format(
+        rule_version=sql.Literal(rule_version()),
+        json_digest=json_digest,
+        urls=urls,
+        orders=orders,
+        label_flags=label_flags,
+    )
+
+
+def status_rows_digest(json_digest: sql.Composable) -> sql.Composed:
+    """``ROWS_DIGEST`` of the rows ``status`` (alias ``s``) yields for a product whose JSON has ``json_digest``."""
+    return rows_digest(json_digest, sql.SQL("s.urls"), sql.SQL("s.orders"), sql.SQL("s.label_flags"))
+
+
+def table_arrays(alias: str) -> sql.Composed:
+    """A product's rows in product_images (``alias``) as the three arrays ``ROWS_DIGEST`` reads (``urls``,
+    ``orders``, ``label_flags``): a select list of aggregates, grouped by product."""
+    return sql.SQL(", ").join(
+        sql.SQL("{} AS {}").format(sql.SQL(text.format(alias=alias)), sql.Identifier(name))
+        for name, text in _TABLE_ARRAYS.items()
+    )
 
 
 def yielded_rows(status: sql.Composable, now: sql.Composable) -> sql.Composed:
