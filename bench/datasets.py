@@ -53,15 +53,21 @@ def prepare_database() -> None:
 
 
 def ensure_data_set(data_set: DataSet) -> bool:
-    """Build the set unless it is already there, whole; True when it was built."""
-    if _is_complete(data_set):
-        return False
+    """Build the set unless it is already there, whole and migrated; True when it was built."""
     template, *copies = data_set.schemas
-    ensure_tenant(template)
+    if not ensure_tenant(template):
+        # A set built before a tenant migration: the template gets it; its copies are made again below.
+        call_command("migrate_schemas", "--schema", template, interactive=False, verbosity=0)
+    outdated = _behind_template(template, copies)
+    if not outdated and _is_complete(data_set):
+        return False
     # Creating a tenant runs every migration (about a second each); copying the
     # template's tables takes milliseconds, which matters for a thousand tenants.
     existing = set(Tenant.objects.filter(schema_name__in=copies).values_list("schema_name", flat=True))
     template_tables = _tables(template)
+    for schema in outdated:
+        with transaction.atomic():
+            execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
     for schema in copies:
         # A copy made before a migration added a table lacks it: the tables it lacks are copied too.
         missing = [name for name in template_tables if name not in _tables(schema)]
@@ -81,6 +87,37 @@ def ensure_data_set(data_set: DataSet) -> bool:
         fill_products(schema, data_set.image_counts)
         execute(sql.SQL("ANALYZE {}").format(table(schema, "products")))
     return True
+
+
+def _behind_template(template: str, copies: list[str]) -> list[str]:
+    """The copies whose migration records are not the template's (made before a tenant migration: a column
+    they lack would fail the command), dropped and made again by the caller."""
+    if not copies:
+        return []
+    rows = fetch_rows(
+        sql.SQL(
+            "SELECT n.nspname FROM pg_namespace AS n WHERE n.nspname = ANY(%(copies)s) "
+            "AND to_regclass(format('%%I.django_migrations', n.nspname)) IS NOT NULL"
+        ),
+        {"copies": copies},
+    )
+    wanted = {
+        name
+        for (name,) in fetch_rows(
+            sql.SQL("SELECT app || '.' || name FROM {}").format(table(template, "django_migrations"))
+        )
+    }
+    behind = []
+    for (schema,) in rows:
+        applied = {
+            name
+            for (name,) in fetch_rows(
+                sql.SQL("SELECT app || '.' || name FROM {}").format(table(schema, "django_migrations"))
+            )
+        }
+        if applied != wanted:
+            behind.append(schema)
+    return behind
 
 
 def _is_complete(data_set: DataSet) -> bool:
