@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from django.db import connection
 from psycopg import sql
 
 from products.migration import control
@@ -106,7 +107,11 @@ class Reading:
 def read_gate(schema: str, options: MigrationOptions) -> Reading:
     """One statement: the run's control row and, unless --ignore-health, the health signals for ``schema``."""
     query = sql.SQL(_GATE).format(run_control=sql.Identifier("public", RunControl._meta.db_table))
-    params = {"schema": schema, "run_id": options.run_id, "watch": options.watch_health}
+    # Called inside a transaction of its caller (a test's, a script's), the batches commit nothing and their locks
+    # stay held: waiting for the database's health can only wait for sessions that wait for the run itself (two
+    # CI runs hung 120 s so). Pause and cancel are still read.
+    watch = options.watch_health and not connection.in_atomic_block
+    params = {"schema": schema, "run_id": options.run_id, "watch": watch}
     ((requested, by, at, lag, standby_pid, vacuum_pid, waiters),) = fetch_rows(query, params)
     request = control.Request(requested, by, at) if requested else None
     signals = []
