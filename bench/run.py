@@ -53,6 +53,7 @@ from bench import per_row_reference, two_writers  # noqa: E402
 from bench.datasets import DataSet, ensure_data_set, fan_out_set, prepare_database, scaled_set  # noqa: E402
 from bench.fleet import PaceFigures, ensure_fleet, time_gate_checks, time_picker  # noqa: E402
 from bench.report import all_targets, machine_description, render_markdown, render_terminal  # noqa: E402
+from products import url_search_index  # noqa: E402
 from products.migration.batches import MigrationOptions  # noqa: E402
 from stoflow.database_settings import connection_kwargs  # noqa: E402
 from stoflow.raw_sql import execute  # noqa: E402
@@ -299,7 +300,9 @@ def reset(data_set: DataSet) -> None:
 
 
 def time_insert_floor(data_set: DataSet, conninfo: dict) -> float:
-    """The fastest way to write as many rows: one INSERT ... SELECT, no JSON to read."""
+    """The fastest way to write as many rows: one INSERT ... SELECT, no JSON to read. The URL search index ends as
+    a first backfill leaves it (products/url_search_index.py): built after the insert on a tenant with enough
+    images for a search to need it, else not there."""
     schema = data_set.schemas[0]
     names = {
         "floor": sql.Identifier(schema, "insert_floor"),
@@ -315,6 +318,16 @@ def time_insert_floor(data_set: DataSet, conninfo: dict) -> float:
                 "DEFERRABLE INITIALLY DEFERRED"
             ).format(**names)
         )
+        search_index = conn.execute(
+            "SELECT i.indexrelid::regclass::text FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid "
+            "JOIN pg_am AS am ON am.oid = c.relam WHERE i.indrelid = %(floor)s::regclass AND am.amname = 'gin'",
+            {"floor": names["floor"].as_string(conn)},
+        ).fetchone()
+        state = url_search_index.IndexState.from_row(
+            *conn.execute(url_search_index.STATE, {"schema": schema, **url_search_index.STATE_PARAMS}).fetchone()
+        )
+        if search_index:
+            conn.execute(sql.SQL("DROP INDEX {}").format(sql.SQL(search_index[0])))
         bounds = sql.SQL("SELECT min(id), count(*) FROM {products}").format(**names)
         first_id, products = conn.execute(bounds).fetchone()
         started = time.perf_counter()
@@ -328,6 +341,8 @@ def time_insert_floor(data_set: DataSet, conninfo: dict) -> float:
             ).format(**names),
             {"first_id": first_id, "products": products, "rows": data_set.images},
         )
+        if search_index and data_set.images >= url_search_index.INDEXED_FROM_IMAGES:
+            conn.execute(url_search_index.definition(names["floor"], state.trgm_in, "insert_floor_url_trgm"))
         seconds = time.perf_counter() - started
         conn.execute(sql.SQL("DROP TABLE {floor}").format(**names))
     return seconds

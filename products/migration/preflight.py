@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from django.db import connection
 from psycopg import sql
 
+from products import url_search_index
 from stoflow.raw_sql import bind, fetch_result_sets, fetch_rows
 from stoflow.tenants.sessions import transaction_pooled
 
@@ -74,6 +75,7 @@ class TenantPreflight:
     # Other tables' foreign keys to product_images ("table(columns) ON DELETE action"): ids must survive.
     referencing_keys: list[str] = field(default_factory=list)
     follower_version: str | None = None  # the version the tenant's follower runs (None: it has none)
+    url_index: url_search_index.IndexState | None = None  # the image list's URL search index (0006)
 
 
 TRANSACTION_POOLED = (
@@ -111,10 +113,12 @@ def check_tenant(
     ``accepted``: names of triggers, constraints, indexes or rules on product_images the operator reviewed."""
     tables = ["products", "product_images", ARCHIVE_TABLE] + (["product_images_removed"] if removes_rows else [])
     params = {"schema": schema, "tables": tables}
-    queries = [_COLUMNS, REFERENCING_KEYS, FOLLOWER_VERSION] + ([_OBJECTS_ON_PRODUCT_IMAGES] if writes else [])
+    queries = [_COLUMNS, REFERENCING_KEYS, FOLLOWER_VERSION, url_search_index.STATE]
+    queries += [_OBJECTS_ON_PRODUCT_IMAGES] if writes else []
+    params |= {"trigger": FOLLOWER_TRIGGER, **url_search_index.STATE_PARAMS}
     # One round trip (a thousand small tenants: one statement fewer each); no table, no objects either.
-    column_rows, key_rows, follower_rows, *object_rows = fetch_result_sets(
-        [bind(sql.SQL(query), {**params, "trigger": FOLLOWER_TRIGGER}) for query in queries]
+    column_rows, key_rows, follower_rows, [index_row], *object_rows = fetch_result_sets(
+        [bind(sql.SQL(query), params) for query in queries]
     )
     columns: dict[str, dict[str, tuple[str, bool, bool]]] = {}
     for table, column, type_name, not_null, has_default in column_rows:
@@ -123,6 +127,7 @@ def check_tenant(
         schema,
         referencing_keys=[describe_key(*row) for row in key_rows],
         follower_version=(follower_rows[0][0] or "") if follower_rows else None,
+        url_index=url_search_index.IndexState.from_row(*index_row),
     )
     problems = preflight.problems
     missing = [table for table in ("products", "product_images") if table not in columns]

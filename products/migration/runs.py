@@ -11,14 +11,15 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 from psycopg import sql
 
+from products import url_search_index
 from products.migration import control, follower, ledger
 from products.migration.batches import (
     STATEMENT_TIMEOUT,
@@ -231,7 +232,7 @@ def migrate_tenant(
             # The walk begins: from here on the ledger entry says where a re-run resumes.
             tenant.run, tenant.ledger_entry_opened = TenantRun(), True
             tenant.resumed_after, tenant.resume_note = resumed_after, resume_note
-            _migrate_and_validate(tenant, options, progress, stop, guard, entry, slots)
+            _migrate_and_validate(tenant, options, progress, stop, guard, entry, slots, preflight.url_index)
             if options.follow and not options.dry_run:
                 tenant.follower = _follow(tenant, options, guard)
         except TenantBlocked as blocked:
@@ -275,15 +276,32 @@ def _migrate_and_validate(
     guard: Guard,
     entry,
     slots: Slots | None = None,
+    url_index: url_search_index.IndexState | None = None,
 ) -> None:
     schema = tenant.schema
+    # The URL search index is built once a first backfill's rows are in, not kept up row by row (six times the
+    # cost of the insert: products/url_search_index.py); built inside the migrate phase, which it is part of.
+    # Not inside a caller's transaction: its batches' deferred foreign key checks are still pending there, and
+    # PostgreSQL refuses to index a table with pending trigger events.
+    search_index = url_index if url_index and not options.dry_run and not connection.in_atomic_block else None
+    set_aside = search_index is not None and guard.run(
+        "setting the URL search index aside", lambda: url_search_index.set_aside_for_backfill(schema, search_index)
+    )
+
+    def written() -> None:
+        if search_index is not None:
+            guard.run(
+                "building the URL search index",
+                lambda: url_search_index.build_if_needed(schema, search_index, set_aside, tenant.run.images_migrated),
+            )
+
     # --jobs N: a large tenant's ids are cut into ranges worked at once, each on its own connection (split.py).
     ranges = guard.run("cutting the products into ranges", lambda: split_points(schema, tenant.resumed_after, options))
     if len(ranges) > 1:
-        _migrate_and_validate_ranges(tenant, ranges, options, progress, stop, guard, entry, slots)
+        _migrate_and_validate_ranges(tenant, ranges, options, progress, stop, guard, entry, slots, written)
         return
     with slot(slots, stop):
-        _migrate_and_validate_serially(tenant, options, progress, stop, guard, entry, ranges[0].product_count)
+        _migrate_and_validate_serially(tenant, options, progress, stop, guard, entry, written, ranges[0].product_count)
 
 
 def _migrate_and_validate_serially(
@@ -293,6 +311,7 @@ def _migrate_and_validate_serially(
     stop: threading.Event,
     guard: Guard,
     entry,
+    written: Callable[[], None],
     product_count: int | None = None,
 ) -> None:
     schema, run = tenant.schema, tenant.run
@@ -312,6 +331,7 @@ def _migrate_and_validate_serially(
             product_count=product_count,
             pace=tenant.pace,
         )
+        written()
     excluded = [error.product_id for error in run.errors]
     with _timed(tenant, "validate"):
         if rehearsal is not None:
@@ -334,6 +354,7 @@ def _migrate_and_validate_ranges(
     guard: Guard,
     entry,
     slots: Slots | None,
+    written: Callable[[], None],
 ) -> None:
     """``_migrate_and_validate`` with the tenant's ids in ranges, each worked and validated on its own connection
     while this one holds the tenant's lock. The ledger keeps one resume point per entry, the conservative one:
@@ -355,6 +376,7 @@ def _migrate_and_validate_ranges(
             slots=slots,
             pace=tenant.pace,
         )
+        written()
     excluded = [error.product_id for error in run.errors]
     with _timed(tenant, "validate"):
         if options.dry_run:

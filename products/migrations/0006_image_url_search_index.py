@@ -7,9 +7,8 @@
 # gets no index: the search still works, scanning the table; so does a server where the extension is there but
 # not yet created and the migration's role may not create it.
 from django.db import migrations
-from psycopg import sql
 
-INDEX = "product_images_url_trgm"
+from products import url_search_index
 
 
 def create_index(apps, schema_editor):
@@ -22,18 +21,12 @@ def create_index(apps, schema_editor):
         if row is None:
             cursor.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public")
             row = ("public",)
-        statement = sql.SQL("CREATE INDEX IF NOT EXISTS {index} ON {images} USING gin (upper(url) {ops})").format(
-            index=sql.Identifier(INDEX),
-            images=sql.Identifier(schema_editor.connection.schema_name, "product_images"),
-            ops=sql.SQL("{}.gin_trgm_ops").format(sql.Identifier(row[0].strip('"'))),
-        )
-        cursor.execute(statement.as_string(cursor.connection))
+    # (The index's definition is shared with migrate_images, which sets it aside during a first backfill.)
+    url_search_index.create(schema_editor.connection.schema_name, row[0].strip('"'))
 
 
 def drop_index(apps, schema_editor):
-    statement = sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(schema_editor.connection.schema_name, INDEX))
-    with schema_editor.connection.cursor() as cursor:
-        cursor.execute(statement.as_string(cursor.connection))
+    url_search_index.drop(schema_editor.connection.schema_name)
 
 
 class Migration(migrations.Migration):
