@@ -48,11 +48,13 @@ def small_threshold(monkeypatch):
     monkeypatch.setattr(url_search_index, "INDEXED_FROM_IMAGES", 5)
 
 
-def test_a_first_backfill_builds_the_index_again_once_its_rows_are_in(committed_db, small_threshold, tmp_path):
+@pytest.mark.parametrize("split", [False, True], ids=["serially", "in ranges with --jobs"])
+def test_a_first_backfill_builds_the_index_again_once_its_rows_are_in(committed_db, small_threshold, tmp_path, split):
     for _ in range(4):
         make_product(images=entries(3))
     before = index_oid()
-    code, report, output = run_command("--schema", TENANT, tmp_path=tmp_path)
+    jobs = ["--jobs", "2", "--batch-size", "1"] if split else []  # 4 products: two ranges (split.split_points)
+    code, report, output = run_command("--schema", TENANT, *jobs, tmp_path=tmp_path)
     assert code == ExitCode.OK and report["tenants"][0]["run"]["images_migrated"] == 12, output
     after = index_oid()
     assert after is not None and after != before  # dropped before the rows, made again after them
