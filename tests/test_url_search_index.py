@@ -6,6 +6,7 @@ from django.db import transaction
 
 from products import url_search_index
 from products.migration.report import ExitCode
+from products.migration.runs import SEARCH_INDEX_PHASE
 from tests.helpers import (
     TENANT,
     ctrl_c_at_batch,
@@ -58,6 +59,7 @@ def test_a_first_backfill_builds_the_index_again_once_its_rows_are_in(committed_
     assert code == ExitCode.OK and report["tenants"][0]["run"]["images_migrated"] == 12, output
     after = index_oid()
     assert after is not None and after != before  # dropped before the rows, made again after them
+    assert report["seconds"][SEARCH_INDEX_PHASE] > 0 and "search index" in output  # timed on its own
     assert sql_value("SELECT indisvalid FROM pg_index WHERE indexrelid = %(oid)s", {"oid": after})
     with transaction.atomic():
         assert searched_by_index()
@@ -85,8 +87,8 @@ def test_a_first_backfill_of_too_few_images_for_a_search_to_need_it_ends_without
     monkeypatch.setattr(url_search_index, "INDEXED_FROM_IMAGES", 13)
     for _ in range(4):
         make_product(images=entries(3))
-    code, _, _ = run_command("--schema", TENANT, tmp_path=tmp_path)
-    assert code == ExitCode.OK and index_oid() is None
+    code, report, _ = run_command("--schema", TENANT, tmp_path=tmp_path)
+    assert code == ExitCode.OK and index_oid() is None and SEARCH_INDEX_PHASE not in report["seconds"]
     with transaction.atomic():
         assert sql_value("SELECT count(*) FROM {images} WHERE upper(url) LIKE '%%3-2.JPEG%%'") == 4
 
