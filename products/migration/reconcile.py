@@ -231,6 +231,11 @@ ON CONFLICT (product_id) DO UPDATE
 SET json_digest = EXCLUDED.json_digest, rows_digest = EXCLUDED.rows_digest, refused = EXCLUDED.refused,
     recorded_at = EXCLUDED.recorded_at""",
 )
+# The array each of STATEMENTS reads its rows from, in the same order: empty, the statement has nothing to do,
+# and reconcile() does not send it (on Citus each is a round trip to the tenant's worker: a --sync of the demo
+# catalogue's 33 changed products cost 1.76x plain PostgreSQL's time with every statement sent).
+DRIVING_ARRAYS = ("aside_ids", "delete_ids", "move_ids", "update_ids", "insert_product_ids", "product_ids")
+assert len(DRIVING_ARRAYS) == len(STATEMENTS)
 # What ``routed`` fills in (the follower: nothing, and now()).
 _ROUTED = {
     "removed_id_column": "id, ",
@@ -346,8 +351,10 @@ def reconcile(schema: str, product_filter: sql.Composable, params: dict, run_nam
         {rows: arrays[rows] for _, rows in RESERVED_IDS.values()},
     )[0]
     values = {**arrays, **dict(zip(reserved, ids, strict=True)), "run_name": run_name, "now": now}
-    for statement in statements(schema, parameter, sql.Placeholder("run_name"), sql.Placeholder("now")):
-        execute(statement, values)
+    applied = statements(schema, parameter, sql.Placeholder("run_name"), sql.Placeholder("now"))
+    for statement, driving_array in zip(applied, DRIVING_ARRAYS, strict=True):
+        if values[driving_array]:
+            execute(statement, values)
     outcome = Reconciled(products=list(arrays["product_ids"] or []))
     outcome.refused = {
         product_id: reason
