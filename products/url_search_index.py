@@ -37,10 +37,15 @@ INDEXED_FROM_IMAGES = 50_000
 # Read with the preflight's catalog queries, in its round trip: is the tenant's index there, in which schema is
 # pg_trgm created (its operator class is named with it; NULL: not created, so no index is made), and about how
 # many images the tenant holds (the statistics' estimate; -1 when never counted).
-STATE = """SELECT to_regclass(quote_ident(%(schema)s) || '.' || quote_ident(%(url_index)s)) IS NOT NULL,
-       (SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'pg_trgm'),
+# The schema pg_trgm is created in, by name (no row: it is not created).
+TRGM_SCHEMA = """SELECT n.nspname FROM pg_extension AS e JOIN pg_namespace AS n ON n.oid = e.extnamespace
+WHERE e.extname = 'pg_trgm'"""
+STATE = sql.SQL("""SELECT to_regclass(quote_ident(%(schema)s) || '.' || quote_ident(%(url_index)s)) IS NOT NULL,
+       ({trgm_schema}),
        (SELECT c.reltuples::bigint FROM pg_class AS c
-        WHERE c.oid = to_regclass(quote_ident(%(schema)s) || '.product_images'))"""
+        WHERE c.oid = to_regclass(quote_ident(%(schema)s) || '.product_images'))""").format(
+    trgm_schema=sql.SQL(TRGM_SCHEMA)
+)
 STATE_PARAMS = {"url_index": INDEX}
 
 _FIRST_BACKFILL = """SELECT NOT EXISTS (SELECT FROM {images})
@@ -55,7 +60,7 @@ class IndexState:
 
     @classmethod
     def from_row(cls, present: bool, trgm_in: str | None, estimated_images: int | None) -> IndexState:
-        return cls(present, trgm_in.strip('"') if trgm_in else None, max(estimated_images or 0, 0))
+        return cls(present, trgm_in, max(estimated_images or 0, 0))
 
 
 def definition(images: sql.Composable, trgm_in: str, index: str = INDEX) -> sql.Composed:
@@ -63,6 +68,12 @@ def definition(images: sql.Composable, trgm_in: str, index: str = INDEX) -> sql.
     return sql.SQL("CREATE INDEX IF NOT EXISTS {index} ON {images} USING gin (upper(url) {ops})").format(
         index=sql.Identifier(index), images=images, ops=sql.SQL("{}.gin_trgm_ops").format(sql.Identifier(trgm_in))
     )
+
+
+def trgm_schema() -> str | None:
+    """The schema pg_trgm is created in, None when it is not."""
+    rows = fetch_rows(sql.SQL(TRGM_SCHEMA))
+    return rows[0][0] if rows else None
 
 
 def create(schema: str, trgm_in: str) -> None:

@@ -38,12 +38,12 @@ def trgm_created(django_db_setup, django_db_blocker):
     """Skips where pg_trgm is not created; afterwards, the test tenant has its index again (as tenant migration
     0006 made it: the other tests' tenant has one)."""
     with django_db_blocker.unblock():
-        trgm_in = sql_value("SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'pg_trgm'")
+        trgm_in = url_search_index.trgm_schema()
     if trgm_in is None:
         pytest.skip("pg_trgm is not created on this server (no index to set aside: tenant migration 0006)")
     yield
     with django_db_blocker.unblock():
-        url_search_index.create(TENANT, trgm_in.strip('"'))
+        url_search_index.create(TENANT, trgm_in)
 
 
 @pytest.fixture

@@ -113,12 +113,12 @@ def check_tenant(
     ``accepted``: names of triggers, constraints, indexes or rules on product_images the operator reviewed."""
     tables = ["products", "product_images", ARCHIVE_TABLE] + (["product_images_removed"] if removes_rows else [])
     params = {"schema": schema, "tables": tables}
-    queries = [_COLUMNS, REFERENCING_KEYS, FOLLOWER_VERSION, url_search_index.STATE]
-    queries += [_OBJECTS_ON_PRODUCT_IMAGES] if writes else []
+    queries = [sql.SQL(text) for text in (_COLUMNS, REFERENCING_KEYS, FOLLOWER_VERSION)] + [url_search_index.STATE]
+    queries += [sql.SQL(_OBJECTS_ON_PRODUCT_IMAGES)] if writes else []
     params |= {"trigger": FOLLOWER_TRIGGER, **url_search_index.STATE_PARAMS}
     # One round trip (a thousand small tenants: one statement fewer each); no table, no objects either.
     column_rows, key_rows, follower_rows, [index_row], *object_rows = fetch_result_sets(
-        [bind(sql.SQL(query), params) for query in queries]
+        [bind(query, params) for query in queries]
     )
     columns: dict[str, dict[str, tuple[str, bool, bool]]] = {}
     for table, column, type_name, not_null, has_default in column_rows:

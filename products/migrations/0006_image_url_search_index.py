@@ -16,13 +16,13 @@ def create_index(apps, schema_editor):
         cursor.execute("SELECT EXISTS (SELECT FROM pg_available_extensions WHERE name = 'pg_trgm')")
         if not cursor.fetchone()[0]:
             return
-        cursor.execute("SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'pg_trgm'")
-        row = cursor.fetchone()
-        if row is None:
+    trgm_in = url_search_index.trgm_schema()
+    if trgm_in is None:
+        with schema_editor.connection.cursor() as cursor:
             cursor.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public")
-            row = ("public",)
+        trgm_in = "public"
     # (The index's definition is shared with migrate_images, which sets it aside during a first backfill.)
-    url_search_index.create(schema_editor.connection.schema_name, row[0].strip('"'))
+    url_search_index.create(schema_editor.connection.schema_name, trgm_in)
 
 
 def drop_index(apps, schema_editor):
