@@ -550,12 +550,7 @@ def _write_batch(schema: str, after: int | None, upto: int, options: MigrationOp
         ((stale_ids, read_ids, kept, kept_deleted, stale_deleted),) = fetch_rows(split, params)
         stale_ids, params["read_ids"] = stale_ids or [], read_ids or []
         written_filter = sql.SQL("p.id = ANY(%(read_ids)s::bigint[])")
-        # (error, repairs, soft-deleted, already migrated, products, images, labels, ids)
-        left_as_they_are = [
-            (None, [], deleted, True, count, 0, 0, None)
-            for deleted, count in ((False, kept), (True, kept_deleted))
-            if count
-        ]
+        left_as_they_are = _already_migrated(kept, kept_deleted)
         if not read_ids:
             return left_as_they_are, Reconciled()
     fetch_rows(sql.SQL(_LOCK_BATCH).format(products=products, product_filter=written_filter), params)
@@ -586,10 +581,17 @@ def _reconciled_groups(product_ids: set[int], deleted: set[int], refused: dict[i
         for product_id in sorted(product_ids & refused.keys())
     ]
     accepted = product_ids - refused.keys()
-    for is_deleted, count in ((False, len(accepted - deleted)), (True, len(accepted & deleted))):
-        if count:
-            groups.append((None, [], is_deleted, True, count, 0, 0, None))
-    return groups
+    return groups + _already_migrated(len(accepted - deleted), len(accepted & deleted))
+
+
+def _already_migrated(live: int, soft_deleted: int) -> list[tuple]:
+    """Outcome groups of products counted as migrated already, live and soft-deleted: (error, repairs,
+    soft-deleted, already migrated, products, images, labels, ids)."""
+    return [
+        (None, [], is_deleted, True, count, 0, 0, None)
+        for is_deleted, count in ((False, live), (True, soft_deleted))
+        if count
+    ]
 
 
 def _migrate_first(schema: str, batch_filter: sql.Composable, params: dict) -> list[tuple]:
