@@ -48,6 +48,7 @@ from products.image_timestamps import FIRST_YEAR, LAST_YEAR, created_at_accepted
 from products.image_urls import URL_WHITESPACE, url_problem
 from products.legacy_json import CONVENTIONS, rewrite_in_one_convention
 from products.migration.reconcile import reconcile, record_json_state
+from products.migration.source import json_digest
 from products.models import LabelChange, LabelJob, Product, ProductImage
 from stoflow.raw_sql import as_text, execute, fetch_rows, table
 
@@ -489,9 +490,10 @@ def _refuse_unreconciled(product_id: int) -> None:
     if not _has_json_column():
         return
     query = sql.SQL(
-        "SELECT st.refused, st.json_digest IS NOT DISTINCT FROM md5(p.images::text)::uuid "
+        "SELECT st.refused, st.json_digest IS NOT DISTINCT FROM {json_digest} "
         "FROM {products} AS p JOIN {json_state} AS st ON st.product_id = p.id WHERE p.id = %(id)s"
     ).format(
+        json_digest=json_digest(sql.SQL("p.images")),
         products=table(connection.schema_name, "products"),
         json_state=table(connection.schema_name, "product_json_state"),
     )
@@ -684,7 +686,7 @@ _MIRRORED = """(
 # The JSON about to be written is recorded first, as reconciled with the rows it comes from: when the UPDATE
 # then fires the follower, it finds that digest and leaves the product alone (no bounce back). Plain statements,
 # the state written from values (batches._JSON_DIGESTS says why): Citus runs each whole on the worker.
-_MIRRORED_DIGEST = "SELECT md5({mirrored}::text)::uuid, now()"  # the time recorded, as a value (Citus)
+_MIRRORED_DIGEST = "SELECT {json_digest}, now()"  # the time recorded, as a value (Citus)
 _MIRROR_JSON = "UPDATE {products} SET images = {mirrored} WHERE id = %(product_id)s"
 
 _HAS_JSON_COLUMN = """SELECT EXISTS (
@@ -710,7 +712,9 @@ def _mirror_json(product_id: int) -> None:
         return
     schema = connection.schema_name
     mirrored = sql.SQL(_MIRRORED).format(product_images=table(schema, "product_images"))
-    ((digest, now),) = fetch_rows(sql.SQL(_MIRRORED_DIGEST).format(mirrored=mirrored), {"product_id": product_id})
+    ((digest, now),) = fetch_rows(
+        sql.SQL(_MIRRORED_DIGEST).format(json_digest=json_digest(mirrored)), {"product_id": product_id}
+    )
     execute(
         record_json_state(schema),
         # No rows digest: this JSON is written from the rows, not read by the rule; the validation decodes it.

@@ -31,7 +31,7 @@ from psycopg import sql
 from products.migration.pace import BatchSizer, Gate
 from products.migration.reconcile import Reconciled, reconcile, reserve, stale
 from products.migration.report import Blocked, Pace, ProductError, TenantRun
-from products.migration.source import id_range, rows_digest, source_ctes, yielded_rows
+from products.migration.source import id_range, json_digest, rows_digest, source_ctes, yielded_rows
 from products.migration.validation import RangeFigures, measure_range
 from stoflow.raw_sql import execute, fetch_rows, table
 from stoflow.tenants.blocking import Blocker, BlockerWatch
@@ -240,7 +240,7 @@ ROW_ERROR_CLASSES = ("22", "23", "P0")
 #   copying its result into the table (the one statement whose data passes through the coordinator).
 _READ_BATCH = """WITH {source}
 SELECT s.id, s.product_created_at, s.is_deleted, s.error, s.repairs, r.has_rows,
-       md5(p.images::text)::uuid AS json_digest,
+       {json_digest} AS json_digest,
        -- The rows only where they will be inserted: --sync reads products that have rows.
        CASE WHEN NOT r.has_rows THEN s.urls END AS urls,
        CASE WHEN NOT r.has_rows THEN s.orders END AS orders,
@@ -601,6 +601,7 @@ def _migrate_first(schema: str, batch_filter: sql.Composable, params: dict) -> l
         source=source_ctes(schema, batch_filter),
         products=table(schema, "products"),
         product_images=table(schema, "product_images"),
+        json_digest=json_digest(sql.SQL("p.images")),
     )
     if not is_citus():
         names = {"batch": sql.Identifier("batch"), "batch_filter": sql.SQL("TRUE"), "now": sql.SQL("now()")}

@@ -30,6 +30,7 @@ from psycopg import sql
 
 from products.migration import reconcile
 from products.migration.preflight import FOLLOWER_TRIGGER, FOLLOWER_VERSION
+from products.migration.source import json_digest
 from stoflow.raw_sql import as_text, fetch_rows, table
 from stoflow.tenants.citus import allow_triggers, is_citus
 
@@ -71,7 +72,7 @@ BEGIN
         RETURN NULL;
     END IF;
     _product_id := NEW.id;
-    _digest := md5(NEW.images::text)::uuid;
+    _digest := {new_json_digest};
     -- Already reconciled with this JSON (the image service records the JSON it mirrors from the rows).
     IF EXISTS (SELECT 1 FROM {json_state} AS st
                WHERE st.product_id = _product_id AND st.refused IS NULL
@@ -142,6 +143,7 @@ def function_sql(schema: str) -> sql.Composed:
         product_images=table(schema, "product_images"),
         product_images_name=sql.Literal(as_text(table(schema, "product_images"))),
         json_state=table(schema, "product_json_state"),
+        new_json_digest=json_digest(sql.SQL("NEW.images")),
         removed_by_deleted=sql.Literal(f"{REMOVED_BY}: product deleted"),
         targets=sql.SQL(", ").join(_variable(name) for name in reconcile.PLAN_ARRAYS),
         plan=reconcile.plan_query(schema, sql.SQL("p.id = _product_id")),

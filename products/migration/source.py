@@ -367,6 +367,17 @@ differing AS (
 )"""
 
 
+# A product's JSON as product_json_state records it (``json_digest``): the md5 of its text, as a uuid. Written by
+# the first migration, reconcile, the follower and the image service's mirror; compared by --sync, the follower,
+# the mirror and the validation, so every one of them must compute it the same way: ``{images}`` is the JSON.
+JSON_DIGEST = "md5({images}::text)::uuid"
+
+
+def json_digest(images: sql.Composable) -> sql.Composed:
+    """``JSON_DIGEST`` of the JSON value ``images`` (a column, a subquery in parentheses)."""
+    return sql.SQL(JSON_DIGEST).format(images=images)
+
+
 # A product's rows as one digest: their urls, orders and labels in display order (arrays as ``status`` holds them),
 # with the rule's version and the digest of the JSON they come from. Recorded in product_json_state.rows_digest
 # beside the JSON's digest wherever the rows the JSON yields are read (the first migration, reconcile, the

@@ -19,6 +19,7 @@ from products.migration.source import (
     DIFFERING_CTE,
     id_range,
     images_in_range,
+    json_digest,
     rows_digest,
     source_ctes,
     table_arrays,
@@ -55,7 +56,7 @@ JSON_VS_TABLE = """WITH checked AS MATERIALIZED (
         SELECT st.product_id, st.json_digest, st.rows_digest
         FROM {json_state} AS st
         JOIN {products} AS p ON p.id = st.product_id
-        WHERE st.refused IS NULL AND st.json_digest = md5(p.images::text)::uuid
+        WHERE st.refused IS NULL AND st.json_digest = {json_digest}
           AND st.product_id <> ALL(%(excluded_ids)s::bigint[]) AND {state_range} AND {products_range}
         OFFSET 0  -- joined whole, by a hash: looked up product by product, the JSON cost twice the time
     ) AS s ON s.product_id = t.product_id
@@ -265,6 +266,7 @@ class _Queries:
             "state_range": id_range("st.product_id", self.params["after"], self.params["upto"]),
             # Both sides bounded: the JSON of products outside the range is never digested.
             "products_range": id_range("p.id", self.params["after"], self.params["upto"]),
+            "json_digest": json_digest(sql.SQL("p.images")),
             "rows_digest": rows_digest(
                 sql.SQL("s.json_digest"), sql.SQL("t.urls"), sql.SQL("t.orders"), sql.SQL("t.label_flags")
             ),
