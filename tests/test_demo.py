@@ -6,7 +6,11 @@ from io import StringIO
 from django.core.management import call_command
 
 from products.demo import DEMO_TENANTS, SEED_DISTRIBUTION, demo_image_counts
-from tests.helpers import run_command, verbatim_rows
+from tests.helpers import GOLDEN, assert_golden_report, run_command, verbatim_rows
+
+# The demo's first-backfill report (tests.helpers.assert_golden_report says how it is compared).
+FIRST_BACKFILL_REPORT = GOLDEN / "demo-first-backfill.md"
+
 
 # Copied from docs/seed-migration-report.md ("Validation Queries"), with their results there.
 SEED_QUERIES = [
@@ -84,9 +88,10 @@ def test_seed_demo_then_migrate_images_gives_the_seed_report_figures(db, tmp_pat
     assert "Admin: `make admin`, then http://127.0.0.1:8123/admin/" in out.getvalue()
 
     args = [arg for schema in DEMO_TENANTS for arg in ("--schema", schema)]
-    code, report, output = run_command(*args, tmp_path=tmp_path)
+    code, report, output = run_command(*args, "--report", str(tmp_path / "report.md"), tmp_path=tmp_path)
 
     assert code == 0, output
+    assert_golden_report((tmp_path / "report.md").read_text(), FIRST_BACKFILL_REPORT)
     rows = {t["schema"]: t["run"] for t in report["tenants"]}
     assert [rows["user_1"][k] for k in ("products", "images_migrated", "labels_detected")] == [3281, 19607, 3281]
     assert len(rows["user_1"]["errors"]) == 0
