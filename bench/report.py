@@ -65,10 +65,14 @@ MISSED_TARGETS_TITLE = "Missed targets: measured causes and what was tried"
 @dataclass(frozen=True)
 class Target:
     name: str  # what is measured, as MISSED_TARGETS.md heads its section
-    description: str  # the name and its limit
+    limit: str  # "<= 1 s", ">= 12 x"
     measured: str
     met: bool
     shortfall: str = ""
+
+    @property
+    def description(self) -> str:
+        return f"{self.name} {self.limit}"
 
 
 def figures(result: SetResult) -> Figures:
@@ -178,15 +182,13 @@ def fleet_lines(pace: PaceFigures | None, picker: PickerFigures | None) -> list[
 def at_most(description: str, measured: float, limit: float, unit: str) -> Target:
     met = measured <= limit
     over = f"{measured - limit:.2f} {unit} over ({(measured / limit - 1) * 100:.0f}% above the limit)"
-    return Target(description, f"{description} <= {limit:g} {unit}", f"{measured:.2f} {unit}", met, "" if met else over)
+    return Target(description, f"<= {limit:g} {unit}", f"{measured:.2f} {unit}", met, "" if met else over)
 
 
 def at_least(description: str, measured: float, limit: float, unit: str) -> Target:
     met = measured >= limit
     under = f"{limit - measured:.2f} {unit} short ({(1 - measured / limit) * 100:.0f}% below the target)"
-    return Target(
-        description, f"{description} >= {limit:g} {unit}", f"{measured:.2f} {unit}", met, "" if met else under
-    )
+    return Target(description, f">= {limit:g} {unit}", f"{measured:.2f} {unit}", met, "" if met else under)
 
 
 def written_causes(text: str) -> dict[str, str]:
