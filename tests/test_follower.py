@@ -377,3 +377,31 @@ def test_status_shows_the_follower_on_off_or_outdated_and_unfollow_removes_it(te
     assert sql_value("SELECT count(*) FROM pg_trigger WHERE tgname = %(name)s", {"name": follower.TRIGGER}) == 0
     assert "off" in status_words(run_command("--status", "--schema", TENANT)[2])
     assert run_command("--unfollow", "--schema", TENANT)[2].strip() == f"{TENANT}: no follower"
+
+
+def test_a_disabled_follower_is_named_disabled_and_follow_enables_it_again(tenant):
+    product = make_product(images=entries(2))
+    assert run_command("--schema", TENANT, "--follow")[0] == 0
+    run_sql("ALTER TABLE {products} DISABLE TRIGGER {trigger}", trigger=sql.Identifier(follower.TRIGGER))
+    store_json(product.pk, entries(3))  # not followed: the trigger does not fire
+
+    assert follower.describe(TENANT) == follower.DISABLED
+    assert follower.describe_many([TENANT]) == {TENANT: follower.DISABLED}
+    assert "disabled: run --follow again" in " ".join(run_command("--status", "--schema", TENANT)[2].split())
+    assert len(image_rows_with_ids(product.pk)) == 2
+
+    assert run_command("--sync", "--follow", "--schema", TENANT)[0] == 0
+    assert follower.describe(TENANT) == "on"
+    store_json(product.pk, entries(4))
+    assert len(image_rows_with_ids(product.pk)) == 4
+
+
+@pytest.mark.parametrize("combined", ["--dry-run", "--check", "--follow", "--sync", "--force"])
+def test_unfollow_combined_with_a_mode_or_a_migration_is_a_usage_error_and_removes_nothing(tenant, combined):
+    make_product(images=entries(2))
+    assert run_command("--schema", TENANT, "--follow")[0] == 0
+
+    code, _, output = run_command("--unfollow", combined, "--schema", TENANT)
+
+    assert code == 2 and f"cannot be combined with {combined}" in output
+    assert follower.describe(TENANT) == "on"

@@ -29,7 +29,7 @@ from django.db import connection, transaction
 from psycopg import sql
 
 from products.migration import reconcile
-from products.migration.preflight import FOLLOWER_TRIGGER, FOLLOWER_VERSION
+from products.migration.preflight import FOLLOWER_DISABLED, FOLLOWER_TRIGGER, FOLLOWER_VERSION, FOLLOWER_VERSION_FOR
 from products.migration.source import json_digest
 from stoflow.raw_sql import as_text, fetch_rows, table
 from stoflow.tenants.citus import allow_triggers, is_citus
@@ -38,6 +38,7 @@ FUNCTION = "stoflow_follow_images"
 TRIGGER = FOLLOWER_TRIGGER
 REMOVED_BY = "follower"  # product_images_removed.removed_by of the rows the follower removes
 OUTDATED = "outdated: run --follow again"  # installed by another version of this code
+DISABLED = "disabled: run --follow again"  # there, but its trigger does not fire: JSON writes go unfollowed
 # Written in the function's comment: which text a tenant runs (``--status`` compares it with this code's).
 VERSION_PREFIX = "stoflow follower "
 
@@ -211,7 +212,7 @@ def installed_version(schema: str) -> str | None:
     rows = fetch_rows(sql.SQL(FOLLOWER_VERSION), {"schema": schema, "trigger": TRIGGER})
     if not rows:
         return None
-    return rows[0][0] or ""
+    return rows[0][0]
 
 
 def follows(schema: str) -> bool:
@@ -220,7 +221,7 @@ def follows(schema: str) -> bool:
 
 def describe(schema: str) -> str:
     """The tenant's follower in a word or two, for ``--status`` and the admin: on, off, or outdated."""
-    return _described(installed_version(schema), version())
+    return described(installed_version(schema), version())
 
 
 def describe_many(schemas: list[str]) -> dict[str, str]:
@@ -229,18 +230,19 @@ def describe_many(schemas: list[str]) -> dict[str, str]:
         return {}
     rows = fetch_rows(
         sql.SQL(
-            "SELECT s.name, (SELECT COALESCE(obj_description(f.oid, 'pg_proc'), '') FROM pg_trigger AS t "
-            "JOIN pg_proc AS f ON f.oid = t.tgfoid "
-            "WHERE t.tgrelid = to_regclass(quote_ident(s.name) || '.products') AND t.tgname = %(trigger)s) "
+            "SELECT s.name, (" + FOLLOWER_VERSION_FOR.format(schema="s.name") + ") "
             "FROM unnest(%(schemas)s::text[]) AS s(name)"
         ),
         {"schemas": schemas, "trigger": TRIGGER},
     )
     current = version()
-    return {schema: _described(installed, current) for schema, installed in rows}
+    return {schema: described(installed, current) for schema, installed in rows}
 
 
-def _described(installed: str | None, current: str) -> str:
+def described(installed: str | None, current: str) -> str:
+    """A follower that runs ``installed`` (None: none), in a word or two: on, off, disabled or outdated."""
     if installed is None:
         return "off"
+    if installed == FOLLOWER_DISABLED:
+        return DISABLED
     return "on" if installed == current else OUTDATED

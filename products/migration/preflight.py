@@ -126,7 +126,7 @@ def check_tenant(
     preflight = TenantPreflight(
         schema,
         referencing_keys=[describe_key(*row) for row in key_rows],
-        follower_version=(follower_rows[0][0] or "") if follower_rows else None,
+        follower_version=follower_rows[0][0] if follower_rows else None,
         url_index=url_search_index.IndexState.from_row(*index_row),
     )
     problems = preflight.problems
@@ -198,9 +198,19 @@ ORDER BY 1, 2"""
 # The follower (products/migration/follower.py): its trigger on products, and the version its function's comment
 # names. The preflight reads it with the rest of the catalog; the follower module installs and compares it.
 FOLLOWER_TRIGGER = "stoflow_follow_images"
-FOLLOWER_VERSION = """SELECT obj_description(f.oid, 'pg_proc')
+# What a follower trigger (``t``, its function ``f``) runs: its function's comment ('' without one), or
+# FOLLOWER_DISABLED for a trigger that does not fire in the app's sessions (ALTER TABLE ... DISABLE TRIGGER, or
+# ENABLE REPLICA): there, writes of the JSON go unfollowed although the trigger is there. One row, or none without
+# the trigger, for the tenant whose schema name ``{schema}`` gives: the preflight's query, and a scalar subquery
+# per tenant for the admin's pages.
+FOLLOWER_DISABLED = "disabled"
+FOLLOWER_VERSION_FOR = """SELECT COALESCE(CASE WHEN t.tgenabled IN ('O', 'A') THEN obj_description(f.oid, 'pg_proc')
+                    ELSE {disabled} END, '')
 FROM pg_trigger AS t JOIN pg_proc AS f ON f.oid = t.tgfoid
-WHERE t.tgrelid = to_regclass(quote_ident(%(schema)s) || '.products') AND t.tgname = %(trigger)s"""
+WHERE t.tgrelid = to_regclass(quote_ident({schema}) || '.products') AND t.tgname = %(trigger)s""".replace(
+    "{disabled}", f"'{FOLLOWER_DISABLED}'"
+)
+FOLLOWER_VERSION = FOLLOWER_VERSION_FOR.format(schema="%(schema)s")
 
 # Other tables' foreign keys that point at the tenant's product_images: schema, table, columns, ON DELETE.
 # Found through pg_depend (a foreign key depends on the columns it references; indexed by the referenced table):

@@ -220,8 +220,8 @@ def migrate_tenant(
             installed = preflight.follower_version
             # (Its own version rendered only where a follower is there to compare: 4 ms of a run without any.)
             if installed is not None and installed != follower.version() and not options.follow:
-                # Installed by another version of this code: it applies another rule than this run's.
-                tenant.follower = follower.OUTDATED
+                # Installed by another version of this code (it applies another rule than this run's), or disabled.
+                tenant.follower = follower.described(installed, follower.version())
             if preflight.finalized:
                 # finalize_images dropped the JSON (seen under the lock, which finalize holds while it drops):
                 # nothing is left to migrate from, whatever the options; the checks on the table still run.

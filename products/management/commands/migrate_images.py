@@ -42,6 +42,8 @@ DEFAULT_STATEMENT_TIMEOUT = "10min"
 DEFAULT_MAX_REPLICA_LAG = f"{MigrationOptions.max_replica_lag_ms / 1000:g}s"
 # What --pause, --resume and --cancel ask of a run (control.py), by option name.
 CONTROLS = {"pause": control.PAUSE, "resume": control.RESUME, "cancel": control.CANCEL}
+# The options that ask for something --unfollow does not do (it removes the followers, nothing else).
+UNFOLLOW_EXCLUDES = ("dry_run", "check", "force", "sync", "follow")
 
 
 def wave(schemas: list[str], limit: int | None, sample: int | None) -> list[str]:
@@ -272,6 +274,16 @@ class Command(ImageCommand):
             raise CommandError(
                 "--check writes nothing; it cannot be combined with --force or --sync.", returncode=ExitCode.USAGE
             )
+        if options["unfollow"]:
+            # --unfollow only removes followers: a mode or a migration asked with it would be ignored, and a
+            # --dry-run or --check that removed them anyway would do what its name promises not to.
+            combined = [f"--{name.replace('_', '-')}" for name in UNFOLLOW_EXCLUDES if options[name]]
+            if combined:
+                raise CommandError(
+                    f"--unfollow removes the followers and migrates nothing: it cannot be combined with "
+                    f"{', '.join(combined)}.",
+                    returncode=ExitCode.USAGE,
+                )
         if options["force"] and options["sync"]:
             raise CommandError(
                 "--force rebuilds every product and --sync only those that differ: choose one.",
