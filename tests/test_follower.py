@@ -250,7 +250,8 @@ def test_a_write_dropping_a_photo_another_table_points_at_is_refused_and_the_wri
     json_follows, refused = state(product.pk)
     assert json_follows  # the refused JSON is the one recorded
     assert refused == (
-        f"its JSON drops 1 photo(s) that 1 row(s) of {TENANT}.uploads.image_id point at (ON DELETE {action}): rows kept"
+        f"its JSON drops 1 photo(s) that 1 row(s) of {TENANT}.uploads(image_id) point at (ON DELETE {action}): "
+        "rows kept"
     )
     with schema_context(TENANT):
         assert listing_photos(product.pk, "ebay") == []  # held back
@@ -405,3 +406,42 @@ def test_unfollow_combined_with_a_mode_or_a_migration_is_a_usage_error_and_remov
 
     assert code == 2 and f"cannot be combined with {combined}" in output
     assert follower.describe(TENANT) == "on"
+
+
+@pytest.mark.parametrize(
+    ("key", "named"),
+    [
+        # Two columns, one an image's id, the other its product (a unique index makes them a key).
+        (
+            "FOREIGN KEY (image_id, product_id) REFERENCES {images}(id, product_id) ON DELETE NO ACTION",
+            "uploads(image_id, product_id) point at (ON DELETE NO ACTION)",
+        ),
+        # SET NULL on a NOT NULL column fails; SET DEFAULT here names no image.
+        ("FOREIGN KEY (image_id) REFERENCES {images}(id) ON DELETE SET NULL", "(ON DELETE SET NULL)"),
+        ("FOREIGN KEY (image_id) REFERENCES {images}(id) ON DELETE SET DEFAULT", "(ON DELETE SET DEFAULT)"),
+    ],
+)
+def test_a_key_whose_delete_would_fail_holds_the_product_and_the_writer_goes_on(tenant, key, named):
+    product = make_product(images=entries(3))
+    assert run_command("--schema", TENANT, "--follow")[0] == 0
+    run_sql("SET CONSTRAINTS ALL IMMEDIATE")  # the test's transaction: no pending checks under a new index
+    run_sql("CREATE UNIQUE INDEX uploads_key ON {images} (id, product_id)")
+    run_sql(
+        "CREATE TABLE {schema}.uploads (id bigserial PRIMARY KEY, image_id bigint NOT NULL DEFAULT 0, "
+        "product_id bigint NOT NULL, " + key + ")"
+    )
+    before = image_rows_with_ids(product.pk)
+    run_sql(
+        "INSERT INTO {schema}.uploads (image_id, product_id) VALUES (%(image)s, %(product)s)",
+        {"image": before[0][0], "product": product.pk},
+    )
+
+    store_json(product.pk, entries(3)[1:])  # the uploaded photo left the JSON; the writer's statement goes on
+
+    assert image_rows_with_ids(product.pk) == before
+    json_follows, refused = state(product.pk)
+    assert json_follows and named in refused and refused.endswith(": rows kept"), refused
+    with schema_context(TENANT):
+        assert listing_photos(product.pk, "ebay") == []  # held back
+    # With the follower on and the product held, the checks pass (the held product keeps its rows, listed).
+    assert run_command("--check", "--schema", TENANT)[0] == 0

@@ -5,11 +5,14 @@ from datetime import UTC, datetime
 
 import pytest
 
+from products.migration import follower
 from products.migration.report import ExitCode
 from tests.helpers import (
+    OTHER_TENANT,
     TENANT,
     entries,
     image_rows,
+    image_rows_with_ids,
     make_product,
     other_session,
     run_command,
@@ -288,3 +291,69 @@ def test_sync_does_not_lock_the_products_it_leaves_as_they_are(committed_db):
 
     assert code == ExitCode.OK, output
     assert len(image_rows(changed.pk)) == 3
+
+
+def test_a_product_a_restrict_key_holds_is_listed_and_sync_follow_goes_on_with_every_tenant(tenant, tmp_path):
+    held = make_product(images=entries(3))
+    changed = make_product(images=entries(2))
+    elsewhere = make_product(OTHER_TENANT, images=entries(2))
+    assert run_command("--schema", TENANT, "--schema", OTHER_TENANT)[0] == ExitCode.OK
+    run_sql(
+        "CREATE TABLE {schema}.uploads (id bigserial PRIMARY KEY, "
+        "image_id bigint NOT NULL REFERENCES {images}(id) ON DELETE RESTRICT)"
+    )
+    run_sql(
+        "INSERT INTO {schema}.uploads (image_id) SELECT id FROM {images} WHERE product_id = %(id)s", {"id": held.pk}
+    )
+    kept_rows = image_rows_with_ids(held.pk)
+    store_json(held.pk, entries(3)[1:])  # drops a photo an upload points at
+    store_json(changed.pk, entries(3))
+    store_json(elsewhere.pk, entries(3), schema=OTHER_TENANT)
+
+    # The runbook's step: --sync then the follower, tenant after tenant.
+    code, report, output = run_command(
+        "--sync", "--follow", "--schema", TENANT, "--schema", OTHER_TENANT, tmp_path=tmp_path
+    )
+
+    assert code != ExitCode.DATABASE_FAILURE, output
+    assert [tenant_report["schema"] for tenant_report in report["tenants"]] == [TENANT, OTHER_TENANT]
+    assert f"{held.pk}" in output and "point at (ON DELETE RESTRICT): rows kept" in " ".join(output.split())
+    assert image_rows_with_ids(held.pk) == kept_rows
+    assert len(image_rows_with_ids(changed.pk)) == 3
+    assert len(image_rows_with_ids(elsewhere.pk, OTHER_TENANT)) == 3
+    assert follower.describe(TENANT) == follower.describe(OTHER_TENANT) == "on"
+    # Held, not failing: the checks pass, and the runbook's step run again ends the same way.
+    assert run_command("--check", "--schema", TENANT)[0] == ExitCode.OK
+    assert run_command("--sync", "--follow", "--schema", TENANT)[0] == code
+    assert image_rows_with_ids(held.pk) == kept_rows
+
+
+def test_references_through_a_two_column_key_and_a_partitioned_table_are_counted_once(tenant, tmp_path):
+    product = make_product(images=entries(3))
+    assert run_command("--schema", tenant)[0] == ExitCode.OK
+    run_sql("SET CONSTRAINTS ALL IMMEDIATE")  # the test's transaction: no pending checks under a new index
+    run_sql("CREATE UNIQUE INDEX uploads_key ON {images} (id, product_id)")
+    run_sql(
+        "CREATE TABLE {schema}.uploads (image_id bigint, product_id bigint, "
+        "FOREIGN KEY (image_id, product_id) REFERENCES {images}(id, product_id) ON DELETE CASCADE)"
+    )
+    run_sql(
+        "CREATE TABLE {schema}.listings (image_id bigint REFERENCES {images}(id) ON DELETE CASCADE, market text) "
+        "PARTITION BY LIST (market)"
+    )
+    run_sql("CREATE TABLE {schema}.listings_ebay PARTITION OF {schema}.listings FOR VALUES IN ('ebay')")
+    run_sql("CREATE TABLE {schema}.listings_vinted PARTITION OF {schema}.listings FOR VALUES IN ('vinted')")
+    first = image_rows_with_ids(product.pk)[0][0]
+    run_sql("INSERT INTO {schema}.uploads SELECT id, product_id FROM {images}")
+    run_sql("INSERT INTO {schema}.listings VALUES (%(id)s, 'ebay'), (%(id)s, 'vinted')", {"id": first})
+    store_json(product.pk, entries(3)[1:])
+
+    code, report, output = run_command("--sync", "--allow", "uploads_key", "--schema", tenant, tmp_path=tmp_path)
+
+    assert code == ExitCode.OK, output
+    assert report["tenants"][0]["referencing_keys"] == [
+        f"{tenant}.listings(image_id) ON DELETE CASCADE",
+        f"{tenant}.uploads(image_id, product_id) ON DELETE CASCADE",
+    ]
+    assert report["tenants"][0]["run"]["references_removed"] == 1 + 2  # one upload, a listing in each partition
+    assert sql_value("SELECT count(*) FROM {schema}.uploads") + sql_value("SELECT count(*) FROM {schema}.listings") == 2

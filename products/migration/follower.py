@@ -5,9 +5,10 @@ Per tenant, a trigger on ``products`` (after INSERT, DELETE and UPDATE OF images
 the same rule, ids kept where the URL stays. It never fails the writer's statement: the rule reads bad
 input with ``pg_input_is_valid`` instead of raising, a JSON it refuses leaves the rows as they were and is
 recorded in ``product_json_state`` (``refused``: the product is held back from marketplaces), and a change
-that would delete a photo another table points at with ON DELETE NO ACTION or RESTRICT is refused the same
-way. No EXCEPTION block: each would be a subtransaction, and an app transaction touching more than 64
-products would overflow the subtransaction cache, slowing every session and the standbys.
+that would delete a photo another table points at by a key that keeps it from being deleted (NO ACTION,
+RESTRICT, SET DEFAULT, SET NULL on a NOT NULL column: ``reconcile.REFERENCES``) is refused the same way.
+No EXCEPTION block: each would be a subtransaction, and an app transaction touching more than 64 products
+would overflow the subtransaction cache, slowing every session and the standbys.
 
 Writes that record their own ``product_json_state`` (the image service's JSON mirror, written from the rows)
 do not bounce back: a JSON whose digest the state already holds, not refused, is skipped.
@@ -56,8 +57,8 @@ DECLARE
     _product_id bigint;
     _digest uuid;
 {declarations}
-    _referencing record;
-    _references bigint;
+    _key record;
+    _pointing record;
 BEGIN
     IF TG_OP = 'DELETE' THEN
         INSERT INTO {removed_images} (image_id, product_id, url, "order", is_label, created_at, updated_at,
@@ -81,37 +82,20 @@ BEGIN
         RETURN NULL;
     END IF;
     SELECT * INTO {targets} FROM ({plan}) AS plan;
-    -- A photo another table points at without ON DELETE CASCADE or SET NULL/DEFAULT: deleting it would fail
-    -- the writer's statement. The product keeps its rows and is recorded as refused. Such a key is found by its
-    -- ON DELETE trigger on product_images (pg_trigger is indexed by table; pg_constraint, not by the referenced
-    -- one: scanning it on every delete would cost more with every tenant's constraints), and with none, nothing
-    -- else is read.
+    -- A photo another table points at by a key that keeps it from being deleted (reconcile.REFERENCES says which):
+    -- deleting it would fail the writer's statement. The product keeps its rows and is recorded as refused. With
+    -- no key, nothing else is read.
     IF _delete_ids IS NOT NULL THEN
-        FOR _referencing IN
-            SELECT c.conrelid::regclass AS referencing_table, a.attname AS referencing_column, c.confdeltype
-            FROM pg_trigger AS t
-            JOIN pg_constraint AS c ON c.oid = t.tgconstraint
-            JOIN pg_attribute AS a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
-            WHERE t.tgrelid = {product_images_name}::regclass
-              AND t.tgfoid IN ('pg_catalog."RI_FKey_noaction_del"'::regproc,
-                               'pg_catalog."RI_FKey_restrict_del"'::regproc)
-              AND cardinality(c.conkey) = 1
-        LOOP
-            EXECUTE format('SELECT count(*) FROM %s WHERE %I = ANY($1)',
-                           _referencing.referencing_table, _referencing.referencing_column)
-                INTO _references USING _delete_ids;
-            IF _references > 0 THEN
+        FOR _key IN {references} LOOP
+            CONTINUE WHEN NOT _key.blocks;
+            FOR _pointing IN EXECUTE _key.count_query USING _delete_ids LOOP
                 _product_ids := ARRAY[_product_id];
                 _json_digests := ARRAY[_digest];
                 _rows_digests := ARRAY[NULL::uuid];  -- the rows stay as they were, not what the JSON yields
-                _refusals := ARRAY[format(
-                    'its JSON drops %s photo(s) that %s row(s) of %s.%s point at (ON DELETE %s): rows kept',
-                    cardinality(_delete_ids), _references, _referencing.referencing_table,
-                    _referencing.referencing_column,
-                    CASE _referencing.confdeltype WHEN 'r' THEN 'RESTRICT' ELSE 'NO ACTION' END)];
+                _refusals := ARRAY[{refusal}];
                 {record_state};
                 RETURN NULL;
-            END IF;
+            END LOOP;
         END LOOP;
     END IF;
 {statements}
@@ -142,7 +126,10 @@ def function_sql(schema: str) -> sql.Composed:
         declarations=declarations,
         removed_images=table(schema, "product_images_removed"),
         product_images=table(schema, "product_images"),
-        product_images_name=sql.Literal(as_text(table(schema, "product_images"))),
+        references=reconcile.references_query(schema, sql.Literal("$1")),
+        refusal=reconcile.refusal(
+            *(sql.SQL(name) for name in ("_pointing.photos", "_pointing.pointing_rows", "_key.key", "_key.on_delete"))
+        ),
         json_state=table(schema, "product_json_state"),
         new_json_digest=json_digest(sql.SQL("NEW.images")),
         removed_by_deleted=sql.Literal(f"{REMOVED_BY}: product deleted"),

@@ -230,6 +230,7 @@ JOIN pg_constraint AS c ON c.oid IN (
 JOIN pg_class AS r ON r.oid = c.conrelid
 JOIN pg_namespace AS n ON n.oid = r.relnamespace
 WHERE c.contype = 'f' AND c.confrelid = target.oid
+  AND c.conparentid = 0  -- a partition's key is its parent's, listed once
 ORDER BY 1, 2, 3"""
 ON_DELETE = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
 

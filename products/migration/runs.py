@@ -90,7 +90,8 @@ def migrate_images(schemas: list[str], options: MigrationOptions, progress: Prog
 def _follow(tenant: TenantReport, options: MigrationOptions, guard: Guard) -> str:
     """--follow: install the follower once the tenant's checks pass (its rows are what its JSON yields)."""
     if tenant.validation is None or not tenant.validation.passed:
-        return "not installed: the checks did not pass"
+        # One installed before stays: it keeps following writes (what it applies, the checks measure).
+        return f"{'left as it was' if follower.follows(tenant.schema) else 'not installed'}: the checks did not pass"
     caught_up = guard.run(
         "installing the follower", lambda: follower.install_and_catch_up(tenant.schema, options.run_name)
     )

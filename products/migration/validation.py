@@ -71,8 +71,13 @@ recorded AS (
 ),
 {source},
 excluded AS (
-    -- Products listed as errors keep whatever rows they have.
+    -- Products listed as errors keep whatever rows they have, as do products held back with the JSON they have
+    -- now because a key points at photos it drops (reconcile.REFERENCES; the rule's own refusals are errors).
     SELECT id FROM status WHERE error IS NOT NULL
+    UNION
+    SELECT st.product_id FROM {json_state} AS st
+    JOIN {products} AS p ON p.id = st.product_id
+    WHERE st.refused IS NOT NULL AND st.json_digest = {json_digest} AND {state_range} AND {products_range}
     UNION
     SELECT unnest(%(excluded_ids)s::bigint[])
 ),
