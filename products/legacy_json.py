@@ -84,7 +84,7 @@ def rewrite_in_one_convention(schema: str, product_id: int, convention: str) -> 
         raise ValueError(f"Unknown label convention {convention!r}: {', '.join(CONVENTIONS)}.")
     return bool(
         fetch_rows(
-            sql.SQL(_SETTLE).format(products=table(schema, "products"), decoded_entry=sql.SQL(DECODED_ENTRY)),
+            sql.SQL(_SETTLE).format(products=table(schema, "products"), decoded_entry=DECODED_ENTRY),
             {"id": product_id, "convention": convention},
         )
     )
