@@ -6,6 +6,8 @@ product the image service wrote. After each, ``listing_photos`` must never retur
 rule calls the label nor, in a mixed or malformed product, a photo either convention calls the label.
 """
 
+import json
+
 import pytest
 from django.db import transaction
 from django_tenants.utils import schema_context
@@ -136,6 +138,38 @@ def test_a_person_settles_a_held_product_by_one_convention_and_nothing_is_lost(t
     assert still_held is None
     urls = [url for _, _, url, _ in image_rows(product.pk)]
     assert urls == [entry["url"] for entry in entries(3)] + ["https://cdn.example/price-tag.jpeg"]
+    assert [url for _, is_label, url, _ in image_rows(product.pk) if is_label] == ([label] if label else [])
+    assert photos == [url for url in urls if url != label]
+    assert run_command("--check", "--schema", TENANT)[0] == 0
+
+
+def held_with(images) -> object:
+    """A migrated product whose JSON old code then rewrote to ``images``, which the rule refuses: held back."""
+    product = make_product(images=entries(3))
+    run_command("--schema", TENANT, "-v", "0")
+    store_json(product.pk, images)
+    run_command("--sync", "--schema", TENANT, "-v", "0")
+    with schema_context(TENANT):
+        assert held_back(product.pk) and listing_photos(product.pk, "vinted") == []
+    return product
+
+
+TAG = "https://cdn.example/price-tag.jpeg"
+
+
+@pytest.mark.parametrize(("convention", "label"), [(LAST_PHOTO, TAG), (MARKED, None)], ids=["last-photo", "marked"])
+def test_a_held_product_whose_json_is_a_string_holding_its_array_is_settled(tenant, convention, label):
+    mixed = [{**entry, "is_label": False} for entry in entries(3)] + [{"url": TAG, "order": 9}]
+    product = held_with(json.dumps(mixed))
+
+    with schema_context(TENANT):
+        still_held = settle_label_convention(product.pk, convention)
+        photos = listing_photos(product.pk, "vinted")
+
+    assert still_held is None
+    assert [entry["url"] for entry in json_images(product.pk)] == [entry["url"] for entry in mixed]  # the array
+    urls = [url for _, _, url, _ in image_rows(product.pk)]
+    assert urls == [entry["url"] for entry in mixed]
     assert [url for _, is_label, url, _ in image_rows(product.pk) if is_label] == ([label] if label else [])
     assert photos == [url for url in urls if url != label]
     assert run_command("--check", "--schema", TENANT)[0] == 0

@@ -89,17 +89,7 @@ decoded AS NOT MATERIALIZED (
            p.deleted_at IS NOT NULL AS is_deleted,
            jsonb_typeof(p.images) AS value_type,
            jsonb_typeof(p.images) = 'string' AND {value_too_nested} AS too_nested,
-           CASE jsonb_typeof(p.images)
-               WHEN 'array' THEN p.images
-               WHEN 'string' THEN
-                   -- The guard first: text nested too deeply makes even pg_input_is_valid raise (TOO_NESTED).
-                   CASE WHEN {value_too_nested} THEN NULL
-                        WHEN pg_input_is_valid(p.images #>> '{{}}', 'jsonb') THEN
-                       CASE WHEN jsonb_typeof((p.images #>> '{{}}')::jsonb) = 'array'
-                            THEN (p.images #>> '{{}}')::jsonb
-                       END
-                   END
-           END AS images
+           {decoded_value} AS images
     FROM {products} AS p
     WHERE {product_filter}
 ),
@@ -346,6 +336,23 @@ def too_nested(text: sql.Composable) -> sql.Composed:
     return sql.SQL(_TOO_NESTED).format(text=text, limit=sql.Literal(MAX_JSON_TEXT_BRACKETS))
 
 
+VALUE_TOO_NESTED = too_nested(sql.SQL("(p.images #>> '{}')"))
+# ``p.images`` as the rule reads it: the JSON array, or the array a JSON string holds, decoded (the guard first:
+# text nested too deeply makes even pg_input_is_valid raise; then nested CASEs, the text only cast once it is known
+# to parse); NULL when the value is no array at all. Settling a product's label convention reads the value the
+# same way (``legacy_json``).
+DECODED_VALUE = sql.SQL("""CASE jsonb_typeof(p.images)
+               WHEN 'array' THEN p.images
+               WHEN 'string' THEN
+                   CASE WHEN {too_nested} THEN NULL
+                        WHEN pg_input_is_valid(p.images #>> '{{}}', 'jsonb') THEN
+                       CASE WHEN jsonb_typeof((p.images #>> '{{}}')::jsonb) = 'array'
+                            THEN (p.images #>> '{{}}')::jsonb
+                       END
+                   END
+           END""").format(too_nested=VALUE_TOO_NESTED)
+
+
 # ``e.entry`` as the rule reads it: an entry stored as a JSON string holding the JSON text of an object is read
 # as that object (nested CASEs: the text is only cast once it is known to parse, and first known not to be nested
 # too deeply to try, ``too_nested``; an AND would not promise the order). Settling a product's label convention
@@ -513,7 +520,8 @@ def source_ctes(
         products=table(schema, "products"),
         product_filter=product_filter,
         decoded_entry=DECODED_ENTRY,
-        value_too_nested=too_nested(sql.SQL("(p.images #>> '{}')")),
+        decoded_value=DECODED_VALUE,
+        value_too_nested=VALUE_TOO_NESTED,
         url_too_nested=too_nested(sql.SQL("en.url")),
         too_nested_problem=sql.Literal(TOO_NESTED_PROBLEM),
         max_order=sql.Literal(MAX_ORDER),
