@@ -80,10 +80,23 @@ _SETTLE = """UPDATE {products} AS p SET images = (
 WHERE p.id = %(id)s AND jsonb_array_length({decoded_value}) > 0
 RETURNING p.id"""
 
+# The entries whose is_label is anything but JSON false, by position, with the mark's JSON type ('boolean': true).
+_MARKS = """SELECT x.position, jsonb_typeof(x.entry -> 'is_label')
+FROM {products} AS p
+CROSS JOIN LATERAL ({entries}) AS x
+WHERE p.id = %(id)s AND jsonb_typeof(x.entry) = 'object' AND x.entry -> 'is_label' <> 'false'::jsonb
+ORDER BY x.position"""
+
 
 def _settle_sql(statement: str, schema: str) -> sql.Composed:
     entries = sql.SQL(_ENTRIES).format(decoded_entry=DECODED_ENTRY, decoded_value=DECODED_VALUE)
     return sql.SQL(statement).format(products=table(schema, "products"), entries=entries, decoded_value=DECODED_VALUE)
+
+
+def label_marks(schema: str, product_id: int) -> list[tuple[int, str]]:
+    """The product's entries whose ``is_label`` is anything but false, read as the rule reads them: (position from 1,
+    the mark's JSON type; ``'boolean'`` is true). The caller holds the product's row lock."""
+    return [tuple(row) for row in fetch_rows(_settle_sql(_MARKS, schema), {"id": product_id})]
 
 
 def rewrite_in_one_convention(schema: str, product_id: int, convention: str) -> bool:
