@@ -235,3 +235,16 @@ def test_settling_by_the_marks_never_sends_a_photo_a_mark_may_call_the_label(ten
         else:
             assert not sent(product.pk) & truthy_marks(images), images
         transaction.set_rollback(True)
+
+
+def test_a_held_product_whose_json_string_is_nested_too_deeply_to_read_is_refused_clearly(tenant):
+    # Its text is never parsed (PostgreSQL's parser would exceed its stack): settling finds no list of photos.
+    product = held_with("[" * 100_000 + "]" * 100_000)
+    before = json_images(product.pk)
+
+    with schema_context(TENANT), pytest.raises(ImageServiceError, match="no list of photos"):
+        settle_label_convention(product.pk, LAST_PHOTO)
+
+    assert json_images(product.pk) == before
+    with schema_context(TENANT):
+        assert "nested too deeply" in held_back(product.pk)
