@@ -46,7 +46,7 @@ from psycopg import sql
 
 from products.image_timestamps import FIRST_YEAR, LAST_YEAR, created_at_accepted
 from products.image_urls import URL_WHITESPACE, url_problem
-from products.legacy_json import CONVENTIONS, rewrite_in_one_convention
+from products.legacy_json import CONVENTIONS, LAST_PHOTO, MARKED, label_marks, rewrite_in_one_convention
 from products.migration.reconcile import reconcile, record_json_state
 from products.migration.source import json_digest
 from products.models import LabelChange, LabelJob, Product, ProductImage
@@ -129,6 +129,13 @@ class HeldBack(JsonChanged):
     """The product's legacy JSON was refused (e.g. it mixes label conventions): held back from marketplaces."""
 
     code = "held_back"
+
+
+class MarksUnreadable(ImageServiceError):
+    """Settling by the marks refused: an is_label that is no boolean, or several true, could name another photo as
+    the price label than the one the marks would keep."""
+
+    code = "marks_unreadable"
 
 
 class NotMigrated(ImageServiceError):
@@ -346,14 +353,18 @@ def settle_label_convention(product: Product | int, convention: str) -> str | No
     rewrite every entry by one of them (``legacy_json.LAST_PHOTO``: the last photo is the price label;
     ``legacy_json.MARKED``: the photo marked is_label is), then bring the rows to it (ids kept where the URL
     stays). Nothing is lost: every photo of the JSON stays in it. Returns why the product is still held back
-    (another problem of its JSON), or None when it is released."""
+    (another problem of its JSON), or None when it is released. By the marks it refuses (``MarksUnreadable``)
+    marks that do not say exactly which photo is the label (``_check_marks_readable``)."""
     product_id = _id(product, Product)
     if convention not in CONVENTIONS:
         raise ImageServiceError(f"Unknown label convention {convention!r}: {', '.join(CONVENTIONS)}.")
     with transaction.atomic():
         _lock_product(product_id, refuse_unreconciled=False)
         schema = connection.schema_name
-        if not _has_json_column() or not rewrite_in_one_convention(schema, product_id, convention):
+        has_json = _has_json_column()
+        if has_json and convention == MARKED:
+            _check_marks_readable(schema, product_id)
+        if not has_json or not rewrite_in_one_convention(schema, product_id, convention):
             raise ImageServiceError(
                 f"Product {product_id} has no list of photos in its old images JSON to settle. Nothing was changed."
             )
@@ -364,6 +375,34 @@ def settle_label_convention(product: Product | int, convention: str) -> str | No
 
 
 # --- checks -------------------------------------------------------------------------------
+
+
+def _check_marks_readable(schema: str, product_id: int) -> None:
+    """Settling by the marks keeps a photo from marketplaces only if the marks say exactly which one: every
+    ``is_label`` a JSON boolean, at most one true. A mark such as "true", 1 or null, read as false, would send the
+    photo it may mark; of several true the rule keeps the last as the label and sends the others."""
+    marks = label_marks(schema, product_id)
+    malformed = [(position, kind) for position, kind in marks if kind != "boolean"]
+    if malformed:
+        named = "; ".join(f"entry {position} is_label is a JSON {kind}" for position, kind in malformed)
+        raise MarksUnreadable(
+            f"Product {product_id} cannot be settled by the marks: {named}, not true or false, so it could mark the "
+            f"price label. Write true or false there in its old images JSON, or settle by {LAST_PHOTO!r}. "
+            f"Nothing was changed."
+        )
+    marked = [position for position, _ in marks]
+    if len(marked) > 1:
+        raise MarksUnreadable(
+            f"Product {product_id} cannot be settled by the marks: entries {_and_list(marked)} say is_label true; "
+            f"any of them could be the price label, and all but the last would be sent to marketplaces. Keep one "
+            f"mark in its old images JSON, or settle by {LAST_PHOTO!r}. Nothing was changed."
+        )
+
+
+def _and_list(numbers: list[int]) -> str:
+    """1, 2 and 4."""
+    texts = [str(number) for number in numbers]
+    return ", ".join(texts[:-1]) + " and " + texts[-1]
 
 
 def _id(value: object, model: type[Product] | type[ProductImage]) -> int:

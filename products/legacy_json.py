@@ -9,7 +9,7 @@ import json
 
 from psycopg import sql
 
-from products.migration.source import DECODED_ENTRY
+from products.migration.source import DECODED_ENTRY, DECODED_VALUE
 from stoflow.raw_sql import fetch_rows, table
 
 # A product (alias p) whose JSON holds photos: SQL NULL, JSON null, [] and "[]" hold none, as for the
@@ -54,13 +54,20 @@ def product_json(schema: str, product_id: int):
 
 
 # The two ways to settle a product whose entries mix the label conventions (docs/migrate_images.md, "Two
-# writers"): every entry rewritten by one of them. Entries are read as the migration reads them (``DECODED_ENTRY``:
-# one stored as the JSON text of an object is that object); anything else is left as it is (the rule then says
-# what is wrong).
+# writers"): every entry rewritten by one of them. The value and its entries are read as the migration reads them
+# (``DECODED_VALUE``: the array a JSON string holds is that array; ``DECODED_ENTRY``: an entry stored as the JSON
+# text of an object is that object), and written back as a plain array of them; anything else is left as it is
+# (the rule then says what is wrong).
 LAST_PHOTO = "last-photo"  # the old convention: no is_label anywhere, the last photo by order is the label
 MARKED = "marked"  # the marks: is_label true where it is JSON true, false everywhere else
 CONVENTIONS = (LAST_PHOTO, MARKED)
 
+# The product's entries as the rule reads them (alias x: position, entry); none when its value holds no array.
+_ENTRIES = """SELECT e.position, {decoded_entry} AS entry
+        FROM jsonb_array_elements({decoded_value}) WITH ORDINALITY AS e(entry, position)"""
+
+# jsonb_array_length only ever sees an array or NULL (``DECODED_VALUE``): a test of the value's type beside it in
+# an AND would not be evaluated first for sure.
 _SETTLE = """UPDATE {products} AS p SET images = (
     SELECT jsonb_agg(
         CASE WHEN jsonb_typeof(x.entry) <> 'object' THEN x.entry
@@ -68,13 +75,28 @@ _SETTLE = """UPDATE {products} AS p SET images = (
              ELSE jsonb_set(x.entry, '{{is_label}}', to_jsonb(COALESCE(x.entry -> 'is_label' = 'true'::jsonb, false)))
         END
         ORDER BY x.position)
-    FROM (
-        SELECT e.position, {decoded_entry} AS entry
-        FROM jsonb_array_elements(p.images) WITH ORDINALITY AS e(entry, position)
-    ) AS x
+    FROM ({entries}) AS x
 )
-WHERE p.id = %(id)s AND jsonb_typeof(p.images) = 'array' AND jsonb_array_length(p.images) > 0
+WHERE p.id = %(id)s AND jsonb_array_length({decoded_value}) > 0
 RETURNING p.id"""
+
+# The entries whose is_label is anything but JSON false, by position, with the mark's JSON type ('boolean': true).
+_MARKS = """SELECT x.position, jsonb_typeof(x.entry -> 'is_label')
+FROM {products} AS p
+CROSS JOIN LATERAL ({entries}) AS x
+WHERE p.id = %(id)s AND jsonb_typeof(x.entry) = 'object' AND x.entry -> 'is_label' <> 'false'::jsonb
+ORDER BY x.position"""
+
+
+def _settle_sql(statement: str, schema: str) -> sql.Composed:
+    entries = sql.SQL(_ENTRIES).format(decoded_entry=DECODED_ENTRY, decoded_value=DECODED_VALUE)
+    return sql.SQL(statement).format(products=table(schema, "products"), entries=entries, decoded_value=DECODED_VALUE)
+
+
+def label_marks(schema: str, product_id: int) -> list[tuple[int, str]]:
+    """The product's entries whose ``is_label`` is anything but false, read as the rule reads them: (position from 1,
+    the mark's JSON type; ``'boolean'`` is true). The caller holds the product's row lock."""
+    return [tuple(row) for row in fetch_rows(_settle_sql(_MARKS, schema), {"id": product_id})]
 
 
 def rewrite_in_one_convention(schema: str, product_id: int, convention: str) -> bool:
@@ -82,9 +104,4 @@ def rewrite_in_one_convention(schema: str, product_id: int, convention: str) -> 
     of photos to rewrite. The caller holds the product's row lock."""
     if convention not in CONVENTIONS:
         raise ValueError(f"Unknown label convention {convention!r}: {', '.join(CONVENTIONS)}.")
-    return bool(
-        fetch_rows(
-            sql.SQL(_SETTLE).format(products=table(schema, "products"), decoded_entry=sql.SQL(DECODED_ENTRY)),
-            {"id": product_id, "convention": convention},
-        )
-    )
+    return bool(fetch_rows(_settle_sql(_SETTLE, schema), {"id": product_id, "convention": convention}))

@@ -61,6 +61,48 @@ def test_a_mixed_write_keeps_the_rows_and_holds_the_product(committed_db):
     assert "mix the two label conventions" in refused
 
 
+# JSON text nested deeper than PostgreSQL's parser can follow: reading it raised "stack depth limit exceeded" in the
+# writer's own UPDATE (pg_input_is_valid reports no such error softly). tests/test_migration_rules.py has the limit.
+TOO_NESTED_ARRAY = "[" * 100_000 + "]" * 100_000
+TOO_NESTED_ENTRY = '{"url": "https://cdn.example/x.jpg", "n": ' + TOO_NESTED_ARRAY + "}"
+
+
+@pytest.mark.parametrize(
+    "images",
+    [
+        pytest.param([TOO_NESTED_ENTRY, entries(1)[0]], id="entry"),
+        pytest.param(TOO_NESTED_ARRAY, id="string"),
+    ],
+)
+def test_json_text_too_nested_to_parse_keeps_the_rows_holds_the_product_and_the_writer_goes_on(tenant, images):
+    product = make_product(images=entries(3))
+    assert run_command("--schema", TENANT, "--follow")[0] == 0
+    before = image_rows_with_ids(product.pk)
+
+    store_json(product.pk, images)
+
+    assert image_rows_with_ids(product.pk) == before
+    assert "nested too deeply" in state(product.pk)[1]
+    with schema_context(TENANT):
+        assert listing_photos(product.pk, "vinted") == []
+
+
+def test_json_text_nested_up_to_the_limit_is_followed(tenant):
+    # As many braces as the guard lets through, parsed inside the writer's UPDATE (a deeper stack than a query's).
+    deep = '{"a": ' * 9_999 + "1" + "}" * 9_999
+    product = make_product(images=entries(2))
+    assert run_command("--schema", TENANT, "--follow")[0] == 0
+    photos = entries(2)[:1] + ['{"url": "https://cdn.example/deep.jpeg", "order": 5, "n": ' + deep + "}"]
+
+    store_json(product.pk, photos)
+
+    assert [(url, label) for _, url, _, label in image_rows_with_ids(product.pk)] == [
+        (photos[0]["url"], False),
+        ("https://cdn.example/deep.jpeg", True),
+    ]
+    assert state(product.pk) == (True, None)
+
+
 def test_deleting_a_product_takes_its_rows_copied_aside(committed_db):
     product = make_product(images=entries(2))
     assert run_command("--schema", TENANT)[0] == 0

@@ -23,7 +23,7 @@ from products.image_urls import (
     url_problem,
 )
 from products.migration.batches import MigrationOptions
-from products.migration.report import ProductError
+from products.migration.report import ExitCode, ProductError
 from products.migration.runs import migrate_images
 from products.migration.source import (
     REPAIR_CREATED_AT,
@@ -37,7 +37,7 @@ from products.migration.source import (
     REPAIR_URL_TRIMMED,
 )
 from products.models import Product, ProductImage
-from tests.helpers import TENANT, entries, image_rows, make_product, run_sql, sql_rows, store_json
+from tests.helpers import TENANT, entries, image_rows, make_product, run_command, run_sql, sql_rows, store_json
 
 PRODUCT_CREATED_AT = datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC)
 ENTRY_CREATED_AT = "2025-03-01T10:00:00Z"
@@ -365,6 +365,10 @@ def test_double_encoded_array_migrates_like_the_array(tenant, images):
 
 
 GOOD = {"url": _url(1), "order": 1, "created_at": ENTRY_CREATED_AT}
+# JSON text nested deeper than PostgreSQL's parser can follow: casting it, or even pg_input_is_valid, raises "stack
+# depth limit exceeded" (PostgreSQL 18: 16,000 levels parse, 32,000 raise) instead of saying it does not parse.
+TOO_NESTED_ARRAY = "[" * 100_000 + "]" * 100_000
+TOO_NESTED_ENTRY = '{"url": "https://cdn.example/x.jpg", "n": ' + TOO_NESTED_ARRAY + "}"
 
 
 @pytest.mark.parametrize(
@@ -385,6 +389,8 @@ GOOD = {"url": _url(1), "order": 1, "created_at": ENTRY_CREATED_AT}
         pytest.param([GOOD, {"url": 5, "order": 2}], ["entry 2", "url", "number"], id="url-number"),
         pytest.param([GOOD, {"url": [_url(2)], "order": 2}], ["entry 2", "url", "array"], id="url-array"),
         pytest.param(json.dumps([GOOD, {"order": 2}]), ["entry 2", "no url"], id="double-encoded-url-missing"),
+        pytest.param([GOOD, TOO_NESTED_ENTRY], ["entry 2", "nested too deeply", "10000"], id="entry-text-too-nested"),
+        pytest.param(TOO_NESTED_ARRAY, ["JSON string", "nested too deeply", "10000"], id="string-too-nested"),
     ],
 )
 def test_product_that_cannot_move_faithfully_is_listed_and_neighbours_migrate(tenant, images, reason_words):
@@ -401,6 +407,34 @@ def test_product_that_cannot_move_faithfully_is_listed_and_neighbours_migrate(te
     assert all(word in error.reason for word in reason_words), error.reason
     assert len(_rows(before)) == 2 and len(_rows(after)) == 3
     assert (run.products, run.images_migrated, run.labels_detected, run.repaired) == (3, 5, 2, 0)
+
+
+@pytest.mark.parametrize(
+    "images", [pytest.param([TOO_NESTED_ENTRY, _url(2)], id="entry"), pytest.param(TOO_NESTED_ARRAY, id="string")]
+)
+def test_json_text_too_nested_to_parse_is_listed_like_any_refused_product_and_check_runs(tenant, images, tmp_path):
+    bad = _product(images)
+    good = _product(entries(2))
+
+    code, report, output = run_command("--schema", TENANT, tmp_path=tmp_path)
+
+    assert code == ExitCode.PRODUCT_ERRORS, output
+    [error] = report["tenants"][0]["run"]["errors"]
+    assert error["product_id"] == bad.pk and "nested too deeply" in error["reason"]
+    assert image_rows(bad.pk) == [] and len(_rows(good)) == 2
+    assert run_command("--check", "--schema", TENANT)[0] == ExitCode.OK
+
+
+def test_json_text_nested_up_to_the_limit_is_read(tenant):
+    # 9,999 objects one inside the other, and the entry's own braces: as many as the guard lets through, which
+    # PostgreSQL must parse without reaching its stack's limit (objects cost it the most stack per level).
+    deep = '{"a": ' * 9_999 + "1" + "}" * 9_999
+    product = _product([json.dumps(GOOD), '{"url": "' + _url(2) + '", "order": 2, "n": ' + deep + "}"])
+
+    run = _migrate()
+
+    assert run.errors == []
+    assert _rows(product) == [(1, False, _url(1)), (2, True, _url(2))]
 
 
 def test_a_product_with_several_bad_entries_is_refused_naming_the_first(tenant):

@@ -3,7 +3,8 @@
 Per tenant, a trigger on ``products`` (after INSERT, DELETE and UPDATE OF images, for each row) runs
 ``reconcile``'s plan and statements for that product in the writer's own transaction: the same SQL source,
 the same rule, ids kept where the URL stays. It never fails the writer's statement: the rule reads bad
-input with ``pg_input_is_valid`` instead of raising, a JSON it refuses leaves the rows as they were and is
+input with ``pg_input_is_valid`` instead of raising (and never parses JSON text that could exceed the stack,
+``source.MAX_JSON_TEXT_BRACKETS``), a JSON it refuses leaves the rows as they were and is
 recorded in ``product_json_state`` (``refused``: the product is held back from marketplaces), and a change
 that would delete a photo another table points at by a key that keeps it from being deleted (NO ACTION,
 RESTRICT, SET DEFAULT, SET NULL on a NOT NULL column: ``reconcile.REFERENCES``) is refused the same way.

@@ -6,7 +6,8 @@ One definition serves the migration (which inserts from it) and the validation
 ``source_ctes`` yields these CTEs, for the products matching a filter:
 
 - ``decoded``: one row per product; ``images`` is the JSON array, decoded when the
-  value is a JSON string holding an array, NULL when the value is no array at all.
+  value is a JSON string holding an array, NULL when the value is no array at all
+  (``too_nested``: its text holds too many brackets to be parsed safely, ``too_nested()``).
 - ``status``: one row per product, its entries read in a LATERAL subquery (an entry
   stored as the JSON text of an object is read as that object; each entry's url
   trimmed, its source order: the position for plain string entries and for entries
@@ -87,15 +88,8 @@ decoded AS NOT MATERIALIZED (
            p.created_at AS product_created_at,
            p.deleted_at IS NOT NULL AS is_deleted,
            jsonb_typeof(p.images) AS value_type,
-           CASE jsonb_typeof(p.images)
-               WHEN 'array' THEN p.images
-               WHEN 'string' THEN
-                   CASE WHEN pg_input_is_valid(p.images #>> '{{}}', 'jsonb') THEN
-                       CASE WHEN jsonb_typeof((p.images #>> '{{}}')::jsonb) = 'array'
-                            THEN (p.images #>> '{{}}')::jsonb
-                       END
-                   END
-           END AS images
+           jsonb_typeof(p.images) = 'string' AND {value_too_nested} AS too_nested,
+           {decoded_value} AS images
     FROM {products} AS p
     WHERE {product_filter}
 ),
@@ -106,6 +100,7 @@ status AS (
            pe.image_count,
            CASE
                WHEN d.value_type IS NULL OR d.value_type = 'null' THEN NULL
+               WHEN d.images IS NULL AND d.too_nested THEN 'images is a JSON string whose text ' || {too_nested_problem}
                WHEN d.images IS NULL AND d.value_type = 'string'
                    THEN 'images is a JSON string that does not hold an array'
                WHEN d.images IS NULL THEN 'images is a JSON ' || d.value_type || ', not an array'
@@ -195,7 +190,10 @@ status AS (
                            THEN 'entry ' || en.position || ' url is a JSON ' || en.url_type || ', not a string'
                        WHEN en.url = '' THEN 'entry ' || en.position || ' url is empty'
                        WHEN en.url !~ {url_accepted} THEN
-                           CASE WHEN en.url ~ {url_refused_character}
+                           -- A string left undecoded by DECODED_ENTRY's guard (no URL starts with "{{"): why.
+                           CASE WHEN left(en.url, 1) = '{{' AND {url_too_nested}
+                                    THEN 'entry ' || en.position || ' is JSON text that ' || {too_nested_problem}
+                                WHEN en.url ~ {url_refused_character}
                                 THEN 'entry ' || en.position || ' url ' || {refused_character_problem}
                                 ELSE 'entry ' || en.position || ' url ' || {scheme_problem}
                            END
@@ -316,16 +314,57 @@ _CREATED_AT_REPAIR = "CASE WHEN NOT pe.created_at_all_valid THEN {repair_created
 _NO_CREATED_AT = ("NULL::timestamptz AS parsed_created_at", "NULL")
 
 
+# JSON text is only cast (or given to pg_input_is_valid) when it holds at most this many "[" and "{": PostgreSQL
+# parses JSON text recursively and raises "stack depth limit exceeded" past some depth, an error pg_input_is_valid
+# does not report softly (PostgreSQL 18 with the default max_stack_depth of 2MB: 14,500 nested objects or 16,300
+# nested arrays parse, more raise). The rule must never raise (the follower runs it in the application's own
+# UPDATE; a migration's batch would fail at every retry), so such text is refused like any unreadable input. The
+# depth is at most the count, and the count is what can be computed without a parser; counting strings' brackets
+# too only matters for a value no real product holds (the text of one entry, or of an array of 10,000 photos).
+MAX_JSON_TEXT_BRACKETS = 10_000
+TOO_NESTED_PROBLEM = (
+    f"holds more than {MAX_JSON_TEXT_BRACKETS} '[' and '{{': possibly nested too deeply for PostgreSQL to read, "
+    "so it is not read"
+)
+# Whether the text ``{text}`` holds more "[" and "{" than the limit; never raises. Text of at most that many bytes
+# cannot: its length, which PostgreSQL knows without reading it, spares the count to every usual entry.
+_TOO_NESTED = "(octet_length({text}) > {limit} AND length({text}) - length(translate({text}, '[{{', '')) > {limit})"
+
+
+def too_nested(text: sql.Composable) -> sql.Composed:
+    """The guard ``_TOO_NESTED`` on the JSON text ``text``, to test before any cast of it to jsonb."""
+    return sql.SQL(_TOO_NESTED).format(text=text, limit=sql.Literal(MAX_JSON_TEXT_BRACKETS))
+
+
+VALUE_TOO_NESTED = too_nested(sql.SQL("(p.images #>> '{}')"))
+# ``p.images`` as the rule reads it: the JSON array, or the array a JSON string holds, decoded (the guard first:
+# text nested too deeply makes even pg_input_is_valid raise; then nested CASEs, the text only cast once it is known
+# to parse); NULL when the value is no array at all. Settling a product's label convention reads the value the
+# same way (``legacy_json``).
+DECODED_VALUE = sql.SQL("""CASE jsonb_typeof(p.images)
+               WHEN 'array' THEN p.images
+               WHEN 'string' THEN
+                   CASE WHEN {too_nested} THEN NULL
+                        WHEN pg_input_is_valid(p.images #>> '{{}}', 'jsonb') THEN
+                       CASE WHEN jsonb_typeof((p.images #>> '{{}}')::jsonb) = 'array'
+                            THEN (p.images #>> '{{}}')::jsonb
+                       END
+                   END
+           END""").format(too_nested=VALUE_TOO_NESTED)
+
+
 # ``e.entry`` as the rule reads it: an entry stored as a JSON string holding the JSON text of an object is read
-# as that object (nested CASEs: the text is only cast once it is known to parse; an AND would not promise the
-# order). Settling a product's label convention rewrites its entries read the same way (``legacy_json``).
-DECODED_ENTRY = """CASE WHEN jsonb_typeof(e.entry) <> 'string'
-                                         OR left(ltrim(e.entry #>> '{}'), 1) <> '{' THEN e.entry
-                                    WHEN NOT pg_input_is_valid(e.entry #>> '{}', 'jsonb') THEN e.entry
-                                    WHEN jsonb_typeof((e.entry #>> '{}')::jsonb) = 'object'
-                                        THEN (e.entry #>> '{}')::jsonb
+# as that object (nested CASEs: the text is only cast once it is known to parse, and first known not to be nested
+# too deeply to try, ``too_nested``; an AND would not promise the order). Settling a product's label convention
+# rewrites its entries read the same way (``legacy_json``).
+DECODED_ENTRY = sql.SQL("""CASE WHEN jsonb_typeof(e.entry) <> 'string'
+                                         OR left(ltrim(e.entry #>> '{{}}'), 1) <> '{{' THEN e.entry
+                                    WHEN {too_nested} THEN e.entry
+                                    WHEN NOT pg_input_is_valid(e.entry #>> '{{}}', 'jsonb') THEN e.entry
+                                    WHEN jsonb_typeof((e.entry #>> '{{}}')::jsonb) = 'object'
+                                        THEN (e.entry #>> '{{}}')::jsonb
                                     ELSE e.entry
-                               END"""
+                               END""").format(too_nested=too_nested(sql.SQL("(e.entry #>> '{}')")))
 
 
 # The rows, unnested from status's arrays (``{status}``: where they are read from).
@@ -480,7 +519,11 @@ def source_ctes(
         created_at_repair=sql.SQL(created_at_repair).format(repair_created_at=sql.Literal(REPAIR_CREATED_AT)),
         products=table(schema, "products"),
         product_filter=product_filter,
-        decoded_entry=sql.SQL(DECODED_ENTRY),
+        decoded_entry=DECODED_ENTRY,
+        decoded_value=DECODED_VALUE,
+        value_too_nested=VALUE_TOO_NESTED,
+        url_too_nested=too_nested(sql.SQL("en.url")),
+        too_nested_problem=sql.Literal(TOO_NESTED_PROBLEM),
         max_order=sql.Literal(MAX_ORDER),
         numeric_text=sql.Literal(NUMERIC_TEXT_PATTERN),
         url_whitespace=URL_WHITESPACE_SQL,
