@@ -380,7 +380,7 @@ def settle_label_convention(product: Product | int, convention: str) -> str | No
 def _check_marks_readable(schema: str, product_id: int) -> None:
     """Settling by the marks keeps a photo from marketplaces only if the marks say exactly which one: every
     ``is_label`` a JSON boolean, at most one true. A mark such as "true", 1 or null, read as false, would send the
-    photo it may mark; of several true the rule keeps the last as the label and sends the others."""
+    photo it may mark; of several true, any could be the label (the rule refuses them too)."""
     marks = label_marks(schema, product_id)
     malformed = [(position, kind) for position, kind in marks if kind != "boolean"]
     if malformed:

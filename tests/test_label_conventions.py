@@ -50,18 +50,18 @@ def forbidden(images: list[dict]) -> set[str]:
     """The URLs a marketplace must never receive from this JSON."""
     if len(images) < 2:
         return set()
-    # Both conventions read the images by (order, position): the old one takes the last, the marks the last
-    # marked of several.
+    # Both conventions read the images by (order, position): the old one takes the last, the marks the one marked
+    # (several marked: any of them).
     by_order = [image for _, image in sorted(enumerate(images), key=lambda pair: (pair[1]["order"], pair[0]))]
     last_by_order = by_order[-1]["url"]
     keyed = [image for image in by_order if "is_label" in image]
     marked = [image["url"] for image in keyed if image["is_label"] in (True, "true", 1)]
     well_formed = all(isinstance(image["is_label"], bool) for image in keyed)
-    if keyed and len(keyed) == len(images) and well_formed:
-        return {marked[-1]} if marked else set()  # the marks decide (the last marked, of several)
+    if keyed and len(keyed) == len(images) and well_formed and len(marked) <= 1:
+        return set(marked)  # the marks decide
     if not keyed:
         return {last_by_order}
-    return {last_by_order, *marked}  # mixed or malformed: neither convention's label may go out
+    return {last_by_order, *marked}  # mixed, malformed or several marked: no label of any reading may go out
 
 
 def sent(product_id: int) -> set[str]:

@@ -32,11 +32,11 @@ from products.migration.source import (
     REPAIR_ORDER_AS_NUMBER,
     REPAIR_ORDER_DUPLICATE,
     REPAIR_ORDER_INVALID,
-    REPAIR_SEVERAL_LABELS,
     REPAIR_SINGLE_IMAGE_LABEL,
     REPAIR_URL_TRIMMED,
 )
 from products.models import Product, ProductImage
+from products.selectors import listing_photos
 from tests.helpers import TENANT, entries, image_rows, make_product, run_command, run_sql, sql_rows, store_json
 
 PRODUCT_CREATED_AT = datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -146,14 +146,19 @@ def test_a_marked_label_that_is_not_last_is_moved_last_and_counted_repaired(tena
     assert _repairs(run) == {REPAIR_LABEL_MOVED: (1, [product.pk])}
 
 
-def test_several_marked_labels_keep_the_last_of_them_and_are_listed(tenant):
+def test_several_marked_labels_are_an_error_and_none_of_them_is_sent(tenant):
+    # Keeping the last marked as the label would send the others, each marked as the label too.
     product = _product(_flagged([1, 2, 3, 4], [True, False, True, False]))
 
     run = _migrate()
 
-    assert _rows(product) == [(0, False, _url(1)), (1, False, _url(2)), (2, False, _url(4)), (3, True, _url(3))]
-    assert _repairs(run) == {REPAIR_SEVERAL_LABELS: (1, [product.pk]), REPAIR_LABEL_MOVED: (1, [product.pk])}
-    assert run.labels_detected == 1
+    assert _rows(product) == []
+    assert run.errors == [
+        ProductError(TENANT, product.pk, "2 entries say is_label true, so any of them could be the price label")
+    ]
+    assert run.labels_detected == 0
+    with schema_context(TENANT):
+        assert listing_photos(product.pk, "ebay") == []
 
 
 def test_a_one_image_product_marked_as_label_gets_none(tenant):

@@ -28,15 +28,16 @@ the validation and ``--sync`` use it.
 
 The label: a product with one image has none. Entries that carry ``is_label``
 (the image service's JSON mirror writes it) decide: exactly one true is the
-label (moved last if it is not), all false is no label, several true keep the
-last of them. Entries without the key follow the seed's rule: the last image by
-(order, position) of a product with two or more.
+label (moved last if it is not), all false is no label. Entries without the key
+follow the seed's rule: the last image by (order, position) of a product with two
+or more.
 
 Mixed conventions are an error, never a guess (docs/lifecycle.md, "Two writers"):
 a product whose entries mix keyed and unkeyed ``is_label`` (old code appended a
 photo to JSON the service wrote), or with an ``is_label`` that is not a JSON
-boolean (``"true"``, 1, null), yields no rows. Either convention could name a
-different photo as the price label; the product keeps the rows it has and is
+boolean (``"true"``, 1, null), or with several entries marked true (old code
+appended a copy of the marked last entry), yields no rows. Either convention, or
+either mark, could name a different photo as the price label; the product keeps the rows it has and is
 held back from marketplaces (``products.selectors``) until a person decides.
 """
 
@@ -71,7 +72,6 @@ REPAIR_ORDER_INVALID = "order missing, negative or not an integer: renumbered 0.
 REPAIR_ORDER_DUPLICATE = "duplicate orders: renumbered 0..n-1"
 REPAIR_ORDER_AS_NUMBER = 'order written as text or as a whole-number float ("3", 2.0): read as the number'
 REPAIR_CREATED_AT = f"created_at missing, unparseable or outside {FIRST_YEAR}-{LAST_YEAR}: product's created_at used"
-REPAIR_SEVERAL_LABELS = "several entries marked is_label: the last of them kept as the label"
 REPAIR_LABEL_MOVED = "is_label marked on a photo that is not the last: label moved last, renumbered 0..n-1"
 REPAIR_SINGLE_IMAGE_LABEL = "the only image marked is_label: a one-image product has no label"
 REPAIR_ENTRY_DECODED = "entry stored as the JSON text of an object: decoded"
@@ -111,6 +111,10 @@ status AS (
                                   THEN 'entries mix the two label conventions: ' || pe.keyed_entries || ' of '
                                        || pe.image_count || ' say is_label, entry ' || pe.first_unkeyed_position
                                        || ' does not, so either could be the price label'
+                                  -- Keeping the last of them would send the others, each marked as the label.
+                                  WHEN pe.image_count >= 2 AND pe.marked_labels > 1
+                                  THEN pe.marked_labels || ' entries say is_label true, so any of them could be the '
+                                       || 'price label'
                              END)
            END AS error,
            array_remove(ARRAY[
@@ -118,7 +122,6 @@ status AS (
                     WHEN NOT pe.orders_are_distinct THEN {repair_order_duplicate}
                END,
                {created_at_repair},
-               CASE WHEN pe.image_count >= 2 AND pe.marked_labels > 1 THEN {repair_several_labels} END,
                CASE WHEN pe.image_count >= 2 AND l.label_index < pe.image_count THEN {repair_label_moved} END,
                CASE WHEN pe.image_count = 1 AND pe.marked_labels > 0 THEN {repair_single_image_label} END,
                CASE WHEN pe.orders_read_as_numbers THEN {repair_order_as_number} END,
@@ -533,7 +536,6 @@ def source_ctes(
         url_accepted=sql.Literal(url_patterns().accepted),
         repair_order_invalid=sql.Literal(REPAIR_ORDER_INVALID),
         repair_order_duplicate=sql.Literal(REPAIR_ORDER_DUPLICATE),
-        repair_several_labels=sql.Literal(REPAIR_SEVERAL_LABELS),
         repair_label_moved=sql.Literal(REPAIR_LABEL_MOVED),
         repair_single_image_label=sql.Literal(REPAIR_SINGLE_IMAGE_LABEL),
         repair_order_as_number=sql.Literal(REPAIR_ORDER_AS_NUMBER),
