@@ -1,7 +1,8 @@
 """Product photos as marketplaces receive them: the only way photos leave the system.
 
 A listing carries the product's photos in order, never its price label, and no more than
-the marketplace takes (``settings.STOFLOW_MARKETPLACE_PHOTO_LIMITS``). A photo whose URL the
+the marketplace takes (``settings.STOFLOW_MARKETPLACE_PHOTO_LIMITS``). Nor a photo whose URL is the
+label's, compared without letter case: it is the label's file under a photo's row. A photo whose URL the
 URL rule refuses (``image_urls``) is never sent: the service and the migration store none, but
 a row written around them by raw SQL (``javascript:``, ``//host``, ``/\\host``) would be. A
 product held back (its legacy JSON was refused: ``ProductJsonState.refused``, e.g. entries
@@ -13,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db.models import Count, F, Q, Window
+from django.db.models import Count, Exists, F, OuterRef, Q, Window
 from django.db.models.functions import RowNumber
 
 from products.image_urls import url_patterns, url_problem
@@ -99,20 +100,33 @@ def listing_summaries(photos: int, has_label: bool) -> list[ListingPhotoSummary]
     ]
 
 
-def sendable_urls(urls: Iterable[str], product: Product | int) -> list[str]:
+def sendable_urls(urls: Iterable[str], product: Product | int, label: str | None = None) -> list[str]:
     """Of a product's photo ``urls`` (say, as a change would order them), those a listing would carry: the URL
-    rule's, none when the product is held back; the same rule as ``_sendable``, asked in Python."""
+    rule's, not the ``label``'s file, none when the product is held back; the same rule as ``_sendable``, asked
+    in Python."""
     if held_back(product) is not None:
         return []
-    return [url for url in urls if url_problem(url) is None]
+    return [url for url in urls if url_problem(url) is None and not _is_label_file(url, label)]
+
+
+def _is_label_file(url: str, label: str | None) -> bool:
+    # _sendable's url__iexact (UPPER() = UPPER()) in Python: they agree on the ASCII of URLs.
+    return label is not None and url.upper() == label.upper()
 
 
 def _sendable() -> Q:
     """Photos (never the label) whose URL the rule accepts: the same operator (~) and pattern as the
-    migration's SQL, of products not held back. Applied before any limit, so a refused URL takes no
-    photo's place."""
+    migration's SQL, of products not held back, and not holding the label's own file. Applied before any
+    limit, so a refused URL takes no photo's place."""
     held = ProductJsonState.objects.filter(refused__isnull=False).values("product_id")
-    return Q(is_label=False, url__regex=url_patterns().accepted) & ~Q(product_id__in=held)
+    # A JSON may list the label's URL among the photos too ([A, B, A] migrates to photos A, B and label A), and a
+    # URL differing only in letter case may well name the same file (hosts, and many stores, ignore case): such
+    # a photo would send the price tag. Still one query: an anti-join reaching the product's label through
+    # the one-label-per-product index.
+    label_file = ProductImage.objects.filter(
+        product_id=OuterRef("product_id"), is_label=True, url__iexact=OuterRef("url")
+    )
+    return Q(is_label=False, url__regex=url_patterns().accepted) & ~Q(product_id__in=held) & ~Exists(label_file)
 
 
 def held_back(product: Product | int) -> str | None:

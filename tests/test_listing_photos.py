@@ -3,6 +3,7 @@
 import pytest
 from django_tenants.utils import schema_context
 
+from products.admin.label_plans import plan_make_labels
 from products.image_urls import url_problem
 from products.images import add_image, clear_label, set_label
 from products.selectors import (
@@ -12,8 +13,19 @@ from products.selectors import (
     listing_photos,
     listing_photos_for,
     photo_limit,
+    sendable_urls,
 )
-from tests.helpers import image_ids, image_rows, make_product, migrated_product, run_sql
+from tests.helpers import (
+    TENANT,
+    entries,
+    image_ids,
+    image_rows,
+    make_product,
+    migrated_product,
+    run_command,
+    run_sql,
+    store_json,
+)
 
 
 def urls(product_id: int) -> list[str]:
@@ -185,3 +197,82 @@ def test_a_url_the_rule_refuses_is_never_sent_and_takes_no_photo_s_place(tenant,
     assert summary["tiny"] == ListingPhotoSummary("tiny", 2, photos_sent=2, photos_left_out=1, label_left_out=True)
     assert summary["vinted"].photos_sent == 3
     assert {(line.photos_sent, line.label_left_out) for line in other_summary} == {(0, True)}
+
+
+# --- a photo holding the label's own file (the same URL, whatever its letter case) -------------------------------
+
+A = "https://cdn.example/a.jpg"
+B = "https://cdn.example/b.jpg"
+
+LABEL_FILE_AS_PHOTO = {
+    "the last entry repeats the first": [{"url": A, "order": 1}, {"url": B, "order": 2}, {"url": A, "order": 3}],
+    "in another letter case": [
+        {"url": "HTTPS://CDN.EXAMPLE/a.jpg", "order": 1},
+        {"url": B, "order": 2},
+        {"url": A, "order": 3},
+    ],
+    "the label in upper case": [{"url": A, "order": 1}, {"url": B, "order": 2}, {"url": A.upper(), "order": 3}],
+    "is_label keyed": [{"url": A, "order": 1, "is_label": False}, {"url": A, "order": 2, "is_label": True}],
+}
+
+
+def sent_everywhere(product_id: int) -> tuple:
+    """What the product sends: listing_photos, listing_photos_for and the summary's figure, on vinted."""
+    with schema_context(TENANT):
+        summary = {line.marketplace: line for line in listing_photo_summary(product_id)}["vinted"]
+        return (
+            listing_photos(product_id, "vinted"),
+            listing_photos_for([product_id], "vinted")[product_id],
+            summary.photos_sent,
+        )
+
+
+def photos_then_label(product_id: int) -> list[tuple[str, bool]]:
+    return [(url, is_label) for _, is_label, url, _ in image_rows(product_id)]
+
+
+@pytest.mark.parametrize("images", LABEL_FILE_AS_PHOTO.values(), ids=LABEL_FILE_AS_PHOTO.keys())
+def test_a_photo_holding_the_label_s_file_is_never_sent_after_the_first_migration(tenant, images):
+    product = make_product(images=images)
+    assert run_command("--schema", TENANT)[0] == 0
+    assert photos_then_label(product.pk)[-1] == (images[-1]["url"], True)
+
+    expected = [entry["url"] for entry in images[:-1] if entry["url"].upper() != images[-1]["url"].upper()]
+    assert sent_everywhere(product.pk) == (expected, expected, len(expected))
+
+
+@pytest.mark.parametrize("images", LABEL_FILE_AS_PHOTO.values(), ids=LABEL_FILE_AS_PHOTO.keys())
+def test_a_photo_holding_the_label_s_file_is_never_sent_once_the_follower_wrote_it(tenant, images):
+    product = make_product(images=entries(2))
+    assert run_command("--schema", TENANT, "--follow")[0] == 0
+
+    store_json(product.pk, images)
+
+    assert photos_then_label(product.pk)[-1] == (images[-1]["url"], True)
+    expected = [entry["url"] for entry in images[:-1] if entry["url"].upper() != images[-1]["url"].upper()]
+    assert sent_everywhere(product.pk) == (expected, expected, len(expected))
+
+
+def test_the_label_s_file_is_left_out_only_for_its_own_product(tenant):
+    product = migrated_product(3)
+    other = make_product()
+    first, second, label = urls(product.id)
+    # Another product's label holding this product's first photo, and duplicated photos without a label.
+    insert_rows(other.id, [(second, False), (second, False), (first, True)])
+    with schema_context(tenant):
+        photos = listing_photos_for([product, other], "vinted")
+
+    assert photos == {product.id: [first, second], other.id: [second, second]}
+    assert sent_everywhere(product.id) == ([first, second], [first, second], 2)
+
+
+def test_what_a_label_change_would_send_leaves_the_label_s_file_out_too(tenant):
+    product = make_product()
+    insert_rows(product.id, [(A, False), (B, False), (A.upper(), False)])
+    *_, third = image_ids(product.id)
+    with schema_context(tenant):
+        assert sendable_urls([A, B], product, label=A.upper()) == [B]
+        assert sendable_urls([A, B], product) == [A, B]
+        (plan,) = plan_make_labels({product.id: third})
+
+    assert plan.afterwards[0] == "Vinted: photo 1, label left out"  # B alone: the label's file stays home

@@ -136,7 +136,8 @@ def _clear_label(product: Product, images: list[ProductImage]) -> LabelPlan:
 
 def _plan(product: Product, images: list[ProductImage], now: Arrangement, after: Arrangement) -> LabelPlan:
     urls = {image.pk: image.url for image in images}
-    sent = sendable_urls([urls[pk] for pk in after.photos], product)
+    label = urls[after.label] if after.label is not None else None
+    sent = sendable_urls([urls[pk] for pk in after.photos], product, label)
     afterwards = tuple(listing_line(summary) for summary in listing_summaries(len(sent), after.label is not None))
     changed_label = after.label if after.label is not None else now.label
     return LabelPlan(product, changed_label, True, tuple(label_sentences(now, after, urls, past=False)), afterwards)

@@ -124,15 +124,30 @@ movers AS (
     SELECT id, product_id, row_number() OVER (PARTITION BY product_id ORDER BY id) AS k
     FROM paired WHERE kept AND moves
 ),
+-- Each moving row passes through the k-th smallest free order of its product (k: its rank by id among the
+-- product's movers): k - 1 plus the used orders below it. Of the product's used orders u_1 < u_2 < ... (from 0),
+-- u_i - (i - 1) free ones lie below u_i, so u_i is below the k-th free order exactly when that count is at most
+-- k - 1: one sort of the used orders and the movers together, by that count (a used order first at a tie), gives
+-- every mover its free order.
+-- Free orders stay below (used orders + movers), far from the integer maximum a used order may be. No join: a
+-- mover's own search through the used orders, or a join of movers to numbered free orders (planned on the
+-- product alone, k left as a filter), took time quadratic in the rows moving (3.8 s reversing 2,000 photos).
+ranked AS (
+    SELECT product_id, "order" - row_number() OVER (PARTITION BY product_id ORDER BY "order") + 1 AS frees_below,
+           0 AS kind, NULL::bigint AS id
+    FROM used WHERE "order" >= 0 AND EXISTS (SELECT FROM movers)  -- nothing to sort when no row moves
+    UNION ALL
+    SELECT product_id, k - 1, 1, id FROM movers
+),
 passing AS (
-    SELECT m.id, f.free_order
-    FROM movers AS m
-    CROSS JOIN LATERAL (
-        SELECT g::integer AS free_order
-        FROM generate_series(0, (SELECT count(*) FROM used AS u WHERE u.product_id = m.product_id) + m.k) AS g
-        WHERE NOT EXISTS (SELECT 1 FROM used AS u WHERE u.product_id = m.product_id AND u."order" = g)
-        ORDER BY g OFFSET m.k - 1 LIMIT 1
-    ) AS f
+    SELECT id, (frees_below + used_below)::integer AS free_order
+    FROM (
+        SELECT id, kind, frees_below,
+               count(*) FILTER (WHERE kind = 0)
+                   OVER (PARTITION BY product_id ORDER BY frees_below, kind ROWS UNBOUNDED PRECEDING) AS used_below
+        FROM ranked
+    ) AS r
+    WHERE kind = 1
 ),
 products_seen AS (
     SELECT s.id, j.json_digest, s.error,
