@@ -66,6 +66,10 @@ def embedded_database_settings(pgdata: Path, name: str) -> dict:
     }
 
 
+# Keys of a PostgreSQL config's OPTIONS that Django's backend takes for itself, never passed to libpq.
+DJANGO_ONLY_OPTIONS = frozenset({"isolation_level", "server_side_binding", "assume_role", "pool"})
+
+
 def connection_kwargs(config: dict) -> dict:
     """psycopg.connect keywords for the server of a Django database config (no database name).
 
@@ -78,4 +82,7 @@ def connection_kwargs(config: dict) -> dict:
             "pass connection.settings_dict after the connection is open (connection.ensure_connection())."
         )
     keys = {"USER": "user", "PASSWORD": "password", "HOST": "host", "PORT": "port"}
-    return {keyword: config[key] for key, keyword in keys.items() if config.get(key)}
+    # OPTIONS holds libpq's own keywords too (a DATABASE_URL's ``?host=/socket/dir`` lands there, not in HOST),
+    # besides the ones only Django's backend reads.
+    options = {key: value for key, value in config.get("OPTIONS", {}).items() if key not in DJANGO_ONLY_OPTIONS}
+    return options | {keyword: config[key] for key, keyword in keys.items() if config.get(key)}

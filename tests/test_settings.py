@@ -10,9 +10,12 @@ import os
 import subprocess
 import sys
 
+import dj_database_url
 import pytest
 from django.conf import settings
 from django.core.management.utils import get_random_secret_key
+
+from stoflow.database_settings import connection_kwargs
 
 SECRET_KEY = get_random_secret_key()
 PRODUCTION = {"DJANGO_SECRET_KEY": SECRET_KEY, "DJANGO_ALLOWED_HOSTS": "stoflow.example"}
@@ -152,3 +155,12 @@ def test_a_value_that_cannot_be_read_is_named(tmp_path, env, message):
 
     assert result.returncode == 1
     assert result.stderr.startswith(f"Error in the settings: {message}")
+
+
+def test_a_second_connection_reaches_the_server_a_database_url_names_in_its_query_string():
+    # dj-database-url puts ``?host=/socket/dir`` in OPTIONS; the tests' and the database check's own connections
+    # went to the default socket directory instead.
+    config = dj_database_url.parse("postgresql://stoflow@/shop?host=/run/stoflow&sslmode=disable")
+    config["OPTIONS"]["isolation_level"] = 1  # Django's own: not a libpq keyword
+
+    assert connection_kwargs(config) == {"host": "/run/stoflow", "sslmode": "disable", "user": "stoflow"}
