@@ -85,7 +85,9 @@ def yielded_by(json: list[dict]) -> list[tuple[str, bool]] | str:
             for _, entry in sorted(enumerate(json), key=lambda p: (p[1]["order"], p[0]))
             if entry["is_label"]
         ]
-        label = marked[-1] if marked else None  # the last marked of several; all false: no label
+        if len(marked) > 1:
+            return REFUSED  # several marked: any of them could be the label
+        label = marked[0] if marked else None  # all false: no label
     else:
         label = by_order[-1]  # the old convention: the last photo of two or more
     return [(url, False) for url in by_order if url != label] + ([(label, True)] if label else [])

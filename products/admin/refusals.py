@@ -26,6 +26,10 @@ SUPPORT_SENTENCES = {
         "once they are (the photo migration does it)."
     ),
     "not_migrated": "This product's photos have not been moved to the photo list yet: nothing can be changed here.",
+    "marks_unreadable": (
+        "The original photo list marks no single photo as the price label (a mark is unreadable, or several photos "
+        "are marked): fix the marks there, or settle by the last photo."
+    ),
 }
 
 
