@@ -160,13 +160,9 @@ def other_session() -> Iterator[psycopg.Connection]:
     Its waits are bounded (SESSION_OPTIONS): a lock another session leaked fails the test, it does not hang it.
     """
     settings = connection.settings_dict
-    with psycopg.connect(
-        **connection_kwargs(settings),
-        dbname=settings["NAME"],
-        autocommit=True,
-        connect_timeout=WAIT_SECONDS,
-        options=SESSION_OPTIONS,
-    ) as session:
+    # Its own options in place of the settings' (SESSION_OPTIONS bound the waits).
+    server = connection_kwargs(settings) | {"options": SESSION_OPTIONS}
+    with psycopg.connect(**server, dbname=settings["NAME"], autocommit=True, connect_timeout=WAIT_SECONDS) as session:
         yield session
 
 
