@@ -10,7 +10,7 @@ import json
 from psycopg import sql
 
 from products.migration.source import DECODED_ENTRY, DECODED_VALUE
-from stoflow.raw_sql import fetch_rows, table
+from stoflow.raw_sql import execute, fetch_rows, table
 
 # A product (alias p) whose JSON holds photos: SQL NULL, JSON null, [] and "[]" hold none, as for the
 # migration and the image service.
@@ -68,7 +68,9 @@ _ENTRIES = """SELECT e.position, {decoded_entry} AS entry
 
 # jsonb_array_length only ever sees an array or NULL (``DECODED_VALUE``): a test of the value's type beside it in
 # an AND would not be evaluated first for sure.
-_SETTLE = """UPDATE {products} AS p SET images = (
+# Read first, then written (``rewrite_in_one_convention``): in one UPDATE, Citus refuses the rule's decoding
+# (pg_input_is_valid is not IMMUTABLE) inside CASE. Returned as text, so the JSON's numbers go back as they were.
+_SETTLED = """SELECT (
     SELECT jsonb_agg(
         CASE WHEN jsonb_typeof(x.entry) <> 'object' THEN x.entry
              WHEN %(convention)s = 'last-photo' THEN x.entry - 'is_label'
@@ -76,9 +78,10 @@ _SETTLE = """UPDATE {products} AS p SET images = (
         END
         ORDER BY x.position)
     FROM ({entries}) AS x
-)
-WHERE p.id = %(id)s AND jsonb_array_length({decoded_value}) > 0
-RETURNING p.id"""
+)::text
+FROM {products} AS p
+WHERE p.id = %(id)s AND jsonb_array_length({decoded_value}) > 0"""
+_WRITE_SETTLED = "UPDATE {products} SET images = %(images)s::jsonb WHERE id = %(id)s"
 
 # The entries whose is_label is anything but JSON false, by position, with the mark's JSON type ('boolean': true).
 _MARKS = """SELECT x.position, jsonb_typeof(x.entry -> 'is_label')
@@ -104,4 +107,8 @@ def rewrite_in_one_convention(schema: str, product_id: int, convention: str) -> 
     of photos to rewrite. The caller holds the product's row lock."""
     if convention not in CONVENTIONS:
         raise ValueError(f"Unknown label convention {convention!r}: {', '.join(CONVENTIONS)}.")
-    return bool(fetch_rows(_settle_sql(_SETTLE, schema), {"id": product_id, "convention": convention}))
+    settled = fetch_rows(_settle_sql(_SETTLED, schema), {"id": product_id, "convention": convention})
+    if not settled:
+        return False
+    execute(_settle_sql(_WRITE_SETTLED, schema), {"id": product_id, "images": settled[0][0]})
+    return True

@@ -100,12 +100,13 @@ def test_the_follower_runs_on_the_tenant_s_worker(committed_db):
     assert run_command("--check", "--schema", TENANT)[0] == ExitCode.OK
 
 
-def batch_statements(monkeypatch) -> list[tuple[str, dict]]:
+def batch_statements(monkeypatch) -> list[tuple[str, dict | None]]:
     """Every statement the batches run (their SQL and values), recorded as they run."""
     statements = []
 
     def record(execute, sql, params, many, context):
-        statements.append((sql, dict(params or {})))
+        # None stays None: a statement sent without values is sent as it is (its % signs are no placeholders).
+        statements.append((sql, None if params is None else dict(params)))
         return execute(sql, params, many, context)
 
     write_batch = batches._write_batch
@@ -118,13 +119,15 @@ def batch_statements(monkeypatch) -> list[tuple[str, dict]]:
     return statements
 
 
-def plan(sql: str, params: dict) -> str:
+def plan(sql: str, params: dict | None) -> str:
     with connection.cursor() as cursor:
         cursor.execute("EXPLAIN (COSTS OFF) " + sql, params)
         return "\n".join(line for (line,) in cursor.fetchall())
 
 
-def assert_one_task_each(statements: list[tuple[str, dict]], schema: str, *, pulled: tuple[str, ...] = ()) -> int:
+def assert_one_task_each(
+    statements: list[tuple[str, dict | None]], schema: str, *, pulled: tuple[str, ...] = ()
+) -> int:
     """Each statement that reads or writes the tenant's tables runs as one task on its worker, with no
     subplan: nothing travels through the coordinator. ``pulled``: words of the only statements allowed an
     INSERT ... SELECT whose SELECT is that one task, its rows then copied into the tenant's table. Returns how
