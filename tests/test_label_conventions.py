@@ -230,7 +230,7 @@ def test_settling_by_the_marks_never_sends_a_photo_a_mark_may_call_the_label(ten
             with schema_context(TENANT):
                 settle_label_convention(product.pk, MARKED)
         except ImageServiceError:
-            # Refused: nothing changed (a product marked true twice was migrated by the rule before: the last label).
+            # Refused: nothing changed (a product marked true twice is held by the rule already).
             assert (json_images(product.pk), sent(product.pk)) == before, images
         else:
             assert not sent(product.pk) & truthy_marks(images), images

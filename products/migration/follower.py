@@ -7,7 +7,7 @@ input with ``pg_input_is_valid`` instead of raising (and never parses JSON text 
 ``source.MAX_JSON_TEXT_BRACKETS``), a JSON it refuses leaves the rows as they were and is
 recorded in ``product_json_state`` (``refused``: the product is held back from marketplaces), and a change
 that would delete a photo another table points at by a key that keeps it from being deleted (NO ACTION,
-RESTRICT, SET DEFAULT, SET NULL on a NOT NULL column: ``reconcile.REFERENCES``) is refused the same way.
+RESTRICT, SET DEFAULT, SET NULL on a NOT NULL column: ``preflight.REFERENCES``) is refused the same way.
 No EXCEPTION block: each would be a subtransaction, and an app transaction touching more than 64 products
 would overflow the subtransaction cache, slowing every session and the standbys.
 
@@ -31,7 +31,13 @@ from django.db import connection, transaction
 from psycopg import sql
 
 from products.migration import reconcile
-from products.migration.preflight import FOLLOWER_DISABLED, FOLLOWER_TRIGGER, FOLLOWER_VERSION, FOLLOWER_VERSION_FOR
+from products.migration.preflight import (
+    FOLLOWER_DISABLED,
+    FOLLOWER_TRIGGER,
+    FOLLOWER_VERSION,
+    FOLLOWER_VERSION_FOR,
+    references_query,
+)
 from products.migration.source import json_digest
 from stoflow.raw_sql import as_text, fetch_rows, table
 from stoflow.tenants.citus import allow_triggers, is_citus
@@ -83,7 +89,7 @@ BEGIN
         RETURN NULL;
     END IF;
     SELECT * INTO {targets} FROM ({plan}) AS plan;
-    -- A photo another table points at by a key that keeps it from being deleted (reconcile.REFERENCES says which):
+    -- A photo another table points at by a key that keeps it from being deleted (preflight.REFERENCES says which):
     -- deleting it would fail the writer's statement. The product keeps its rows and is recorded as refused. With
     -- no key, nothing else is read.
     IF _delete_ids IS NOT NULL THEN
@@ -127,7 +133,7 @@ def function_sql(schema: str) -> sql.Composed:
         declarations=declarations,
         removed_images=table(schema, "product_images_removed"),
         product_images=table(schema, "product_images"),
-        references=reconcile.references_query(schema, sql.Literal("$1")),
+        references=references_query(schema, sql.Literal("$1")),
         refusal=reconcile.refusal(
             *(sql.SQL(name) for name in ("_pointing.photos", "_pointing.pointing_rows", "_key.key", "_key.on_delete"))
         ),

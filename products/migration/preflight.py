@@ -25,7 +25,7 @@ from django.db import connection
 from psycopg import sql
 
 from products import url_search_index
-from stoflow.raw_sql import bind, fetch_result_sets, fetch_rows
+from stoflow.raw_sql import as_text, bind, fetch_result_sets, fetch_rows, table
 from stoflow.tenants.sessions import transaction_pooled
 
 MINIMUM_SERVER_VERSION = 160000  # pg_input_is_valid (bad JSON read safely), subqueries without an alias
@@ -113,7 +113,10 @@ def check_tenant(
     ``accepted``: names of triggers, constraints, indexes or rules on product_images the operator reviewed."""
     tables = ["products", "product_images", ARCHIVE_TABLE] + (["product_images_removed"] if removes_rows else [])
     params = {"schema": schema, "tables": tables}
-    queries = [sql.SQL(text) for text in (_COLUMNS, REFERENCING_KEYS, FOLLOWER_VERSION)] + [url_search_index.STATE]
+    # The keys' counts are not run here (no ids); REFERENCES' format() strings hold % signs, which bind() would
+    # read as placeholders.
+    keys = sql.SQL(as_text(references_query(schema, sql.Literal("NULL"))).replace("%", "%%"))
+    queries = [sql.SQL(_COLUMNS), keys, sql.SQL(FOLLOWER_VERSION), url_search_index.STATE]
     queries += [sql.SQL(_OBJECTS_ON_PRODUCT_IMAGES)] if writes else []
     params |= {"trigger": FOLLOWER_TRIGGER, **url_search_index.STATE_PARAMS}
     # One round trip (a thousand small tenants: one statement fewer each); no table, no objects either.
@@ -121,11 +124,11 @@ def check_tenant(
         [bind(query, params) for query in queries]
     )
     columns: dict[str, dict[str, tuple[str, bool, bool]]] = {}
-    for table, column, type_name, not_null, has_default in column_rows:
-        columns.setdefault(table, {})[column] = (type_name, not_null, has_default)
+    for table_name, column, type_name, not_null, has_default in column_rows:
+        columns.setdefault(table_name, {})[column] = (type_name, not_null, has_default)
     preflight = TenantPreflight(
         schema,
-        referencing_keys=[describe_key(*row) for row in key_rows],
+        referencing_keys=[f"{key} ON DELETE {on_delete}" for key, on_delete, _, _ in key_rows],
         follower_version=follower_rows[0][0] if follower_rows else None,
         url_index=url_search_index.IndexState.from_row(*index_row),
     )
@@ -212,31 +215,66 @@ WHERE t.tgrelid = to_regclass(quote_ident({schema}) || '.products') AND t.tgname
 )
 FOLLOWER_VERSION = FOLLOWER_VERSION_FOR.format(schema="%(schema)s")
 
-# Other tables' foreign keys that point at the tenant's product_images: schema, table, columns, ON DELETE.
-# Found through pg_depend (a foreign key depends on the columns it references; indexed by the referenced table):
-# pg_constraint has no index on confrelid, and its scan grew with every tenant's constraints (PostgreSQL 18 adds
-# one per NOT NULL column): 24 ms a tenant with a thousand tenants, against 0.2 ms.
-REFERENCING_KEYS = """WITH target AS (SELECT to_regclass(quote_ident(%(schema)s) || '.product_images') AS oid)
-SELECT n.nspname, r.relname,
-       (SELECT array_agg(a.attname::text ORDER BY k.n)
-        FROM unnest(c.conkey) WITH ORDINALITY AS k(attnum, n)
-        JOIN pg_attribute AS a ON a.attrelid = c.conrelid AND a.attnum = k.attnum),
-       c.confdeltype
-FROM target
-JOIN pg_constraint AS c ON c.oid IN (
-    SELECT d.objid FROM pg_depend AS d
-    WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = target.oid AND d.classid = 'pg_constraint'::regclass
-)
-JOIN pg_class AS r ON r.oid = c.conrelid
-JOIN pg_namespace AS n ON n.oid = r.relnamespace
-WHERE c.contype = 'f' AND c.confrelid = target.oid
-  AND c.conparentid = 0  -- a partition's key is its parent's, listed once
-ORDER BY 1, 2, 3"""
 ON_DELETE = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
+# Other tables' foreign keys pointing at the tenant's product_images ({product_images}, the table's name as a
+# literal; none without the table), one row per key: the key (schema.table(columns)), its ON DELETE action, whether
+# deleting a photo it points at fails (``blocks``), and the query counting, per product, the photos of the image ids
+# {ids} that rows point at and those rows. The preflight lists the keys in the report; the follower runs it before
+# it deletes (PL/pgSQL, the ids as $1), --sync, --force and the follower's catch-up before theirs
+# (products.migration.reconcile): a product whose delete would fail keeps its rows and is recorded as refused, so
+# nothing fails the writer's statement or stops a run. A delete fails for NO ACTION and RESTRICT; for SET NULL on a
+# NOT NULL column (of the ones it sets); and is taken to fail for SET DEFAULT, whose default may name no image.
+# CASCADE and SET NULL remove or clear the pointing rows, counted in the report. (Not followed: a CASCADE whose
+# rows other keys, in turn, keep from being deleted; the database then refuses the writer's statement.)
+# Found through the ON DELETE trigger each key puts on product_images (pg_trigger is indexed by table;
+# pg_constraint is not by the referenced one, and its scan grew with every tenant's constraints, PostgreSQL 18
+# adding one per NOT NULL column: 24 ms a tenant with a thousand tenants, against 0.2 ms); a key inherited by a
+# partition is its parent's, listed and counted once, through the parent.
+REFERENCES = """SELECT format('%s.%s(%s)', rn.nspname, rc.relname, referencing.columns) AS key,
+       {on_delete} AS on_delete,
+       c.confdeltype IN ('a', 'r', 'd') OR (c.confdeltype = 'n' AND EXISTS (
+           SELECT 1 FROM pg_attribute AS a
+           WHERE a.attrelid = c.conrelid AND a.attnotnull
+             AND a.attnum = ANY(COALESCE(NULLIF(c.confdelsetcols, '{{}}'), c.conkey)))) AS blocks,
+       format('SELECT pi.product_id, count(DISTINCT pi.id) AS photos, count(*) AS pointing_rows '
+              'FROM %s AS r JOIN %s AS pi ON (%s) = (%s) WHERE pi.id = ANY(%s) GROUP BY pi.product_id',
+              c.conrelid::regclass, c.confrelid::regclass, referencing.qualified, referenced.qualified, {ids})
+           AS count_query
+FROM pg_trigger AS t
+JOIN pg_constraint AS c ON c.oid = t.tgconstraint
+JOIN pg_class AS rc ON rc.oid = c.conrelid
+JOIN pg_namespace AS rn ON rn.oid = rc.relnamespace
+CROSS JOIN LATERAL (
+    SELECT string_agg(a.attname::text, ', ' ORDER BY k.n) AS columns,
+           string_agg('r.' || quote_ident(a.attname), ', ' ORDER BY k.n) AS qualified
+    FROM unnest(c.conkey) WITH ORDINALITY AS k(attnum, n)
+    JOIN pg_attribute AS a ON a.attrelid = c.conrelid AND a.attnum = k.attnum
+) AS referencing
+CROSS JOIN LATERAL (
+    SELECT string_agg('pi.' || quote_ident(a.attname), ', ' ORDER BY k.n) AS qualified
+    FROM unnest(c.confkey) WITH ORDINALITY AS k(attnum, n)
+    JOIN pg_attribute AS a ON a.attrelid = c.confrelid AND a.attnum = k.attnum
+) AS referenced
+WHERE t.tgrelid = to_regclass({product_images})
+  AND t.tgfoid IN ('pg_catalog."RI_FKey_noaction_del"'::regproc, 'pg_catalog."RI_FKey_restrict_del"'::regproc,
+                   'pg_catalog."RI_FKey_cascade_del"'::regproc, 'pg_catalog."RI_FKey_setnull_del"'::regproc,
+                   'pg_catalog."RI_FKey_setdefault_del"'::regproc)
+  AND c.conparentid = 0
+ORDER BY rn.nspname, rc.relname, referencing.columns"""
+# The ON DELETE action of a key ``c`` in words (ON_DELETE).
+_ON_DELETE_WORD = (
+    "CASE c.confdeltype " + " ".join(f"WHEN '{code}' THEN '{word}'" for code, word in ON_DELETE.items()) + " END"
+)
 
 
-def describe_key(schema: str, table: str, columns: list[str], on_delete: str) -> str:
-    return f"{schema}.{table}({', '.join(columns)}) ON DELETE {ON_DELETE.get(on_delete, on_delete)}"
+def references_query(schema: str, ids: sql.Composable) -> sql.Composed:
+    """REFERENCES for the tenant's product_images, its count queries reading the image ids ``ids`` (the SQL text
+    of a bigint[] as a literal: ``$1`` in the follower, an ARRAY[...] in reconcile)."""
+    return sql.SQL(REFERENCES).format(
+        product_images=sql.Literal(as_text(table(schema, "product_images"))),
+        on_delete=sql.SQL(_ON_DELETE_WORD),
+        ids=ids,
+    )
 
 
 def _unknown_objects(objects: list[tuple], accepted: set[str]) -> list[str]:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 from psycopg import sql
 
-from products.migration.preflight import ON_DELETE
+from products.migration.preflight import references_query
 from products.migration.source import json_digest, source_ctes, status_rows_digest
 from stoflow.raw_sql import as_text, execute, fetch_result_sets, fetch_rows, table
 
@@ -270,51 +270,6 @@ STALE = """NOT EXISTS (
 )"""
 
 
-# Other tables' foreign keys pointing at the tenant's product_images ({product_images}, the table's name as a
-# literal), one row per key: the key (schema.table(columns)), its ON DELETE action, whether deleting a photo it
-# points at fails (``blocks``), and the query counting, per product, the photos of the image ids {ids} that rows
-# point at and those rows. The follower runs it before it deletes (PL/pgSQL, the ids as $1), --sync, --force and
-# the follower's catch-up before theirs: a product whose delete would fail keeps its rows and is recorded as
-# refused (REFUSAL), so nothing fails the writer's statement or stops a run. A delete fails for NO ACTION and
-# RESTRICT; for SET NULL on a NOT NULL column (of the ones it sets); and is taken to fail for SET DEFAULT, whose
-# default may name no image. CASCADE and SET NULL remove or clear the pointing rows, counted in the report.
-# (Not followed: a CASCADE whose rows other keys, in turn, keep from being deleted; the database then refuses
-# the writer's statement.)
-# Found through the ON DELETE trigger each key puts on product_images (pg_trigger is indexed by table; pg_constraint
-# is not by the referenced one); a key inherited by a partition is its parent's, counted once, through the parent.
-REFERENCES = """SELECT format('%s(%s)', c.conrelid::regclass, referencing.columns) AS key,
-       {on_delete} AS on_delete,
-       c.confdeltype IN ('a', 'r', 'd') OR (c.confdeltype = 'n' AND EXISTS (
-           SELECT 1 FROM pg_attribute AS a
-           WHERE a.attrelid = c.conrelid AND a.attnotnull
-             AND a.attnum = ANY(COALESCE(NULLIF(c.confdelsetcols, '{{}}'), c.conkey)))) AS blocks,
-       format('SELECT pi.product_id, count(DISTINCT pi.id) AS photos, count(*) AS pointing_rows '
-              'FROM %s AS r JOIN %s AS pi ON (%s) = (%s) WHERE pi.id = ANY(%s) GROUP BY pi.product_id',
-              c.conrelid::regclass, c.confrelid::regclass, referencing.qualified, referenced.qualified, {ids})
-           AS count_query
-FROM pg_trigger AS t
-JOIN pg_constraint AS c ON c.oid = t.tgconstraint
-CROSS JOIN LATERAL (
-    SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.n) AS columns,
-           string_agg('r.' || quote_ident(a.attname), ', ' ORDER BY k.n) AS qualified
-    FROM unnest(c.conkey) WITH ORDINALITY AS k(attnum, n)
-    JOIN pg_attribute AS a ON a.attrelid = c.conrelid AND a.attnum = k.attnum
-) AS referencing
-CROSS JOIN LATERAL (
-    SELECT string_agg('pi.' || quote_ident(a.attname), ', ' ORDER BY k.n) AS qualified
-    FROM unnest(c.confkey) WITH ORDINALITY AS k(attnum, n)
-    JOIN pg_attribute AS a ON a.attrelid = c.confrelid AND a.attnum = k.attnum
-) AS referenced
-WHERE t.tgrelid = {product_images}::regclass
-  AND t.tgfoid IN ('pg_catalog."RI_FKey_noaction_del"'::regproc, 'pg_catalog."RI_FKey_restrict_del"'::regproc,
-                   'pg_catalog."RI_FKey_cascade_del"'::regproc, 'pg_catalog."RI_FKey_setnull_del"'::regproc,
-                   'pg_catalog."RI_FKey_setdefault_del"'::regproc)
-  AND c.conparentid = 0
-ORDER BY 1"""
-# The ON DELETE action of a key ``c`` in words (preflight.ON_DELETE).
-_ON_DELETE_WORD = (
-    "CASE c.confdeltype " + " ".join(f"WHEN '{code}' THEN '{word}'" for code, word in ON_DELETE.items()) + " END"
-)
 # Why a product keeps its rows when a key that blocks points at photos its JSON drops.
 REFUSAL = """format('its JSON drops %s photo(s) that %s row(s) of %s point at (ON DELETE %s): rows kept',
        {photos}, {rows}, {key}, {on_delete})"""
@@ -421,11 +376,12 @@ def reconcile(schema: str, product_filter: sql.Composable, params: dict, run_nam
         product_filter = sql.SQL("({}) AND p.id <> ALL(%(held_ids)s::bigint[])").format(product_filter)
         (plan,) = fetch_rows(plan_query(schema, product_filter), {**params, "held_ids": sorted(held)})
         arrays = dict(zip(PLAN_ARRAYS, plan, strict=True))
+        held_ids = sorted(held)
         for name, values in (
-            ("product_ids", sorted(held)),
-            ("json_digests", [digests[product_id] for product_id in sorted(held)]),
+            ("product_ids", held_ids),
+            ("json_digests", [digests[product_id] for product_id in held_ids]),
             ("rows_digests", [None] * len(held)),  # the rows stay as they were, not what the JSON yields
-            ("refusals", [held[product_id] for product_id in sorted(held)]),
+            ("refusals", [held[product_id] for product_id in held_ids]),
         ):
             arrays[name] = (arrays[name] or []) + values
     references_removed = sum(
@@ -468,7 +424,7 @@ def ids_array(ids: list[int]) -> str:
 
 def references(schema: str, image_ids: list[int]) -> list[Reference]:
     """Each foreign key pointing at the tenant's product_images, with the rows of each product that point at
-    ``image_ids`` (REFERENCES, the follower's own query): two statements, one for the keys, one for all the
+    ``image_ids`` (preflight.REFERENCES, the follower's own query): two statements, one for the keys, one for all the
     counts (none without a key)."""
     # Sent without parameters (fetch_result_sets): the queries' format() strings hold % signs.
     (keys,) = fetch_result_sets([as_text(references_query(schema, sql.Literal(ids_array(image_ids))))])
@@ -506,17 +462,9 @@ def held_by_references(pointing: list[Reference]) -> dict[int, str]:
     return dict(fetch_rows(reasons, {name: list(values) for name, values in zip(names, columns, strict=True)}))
 
 
-def references_query(schema: str, ids: sql.Composable) -> sql.Composed:
-    """REFERENCES for the tenant's product_images, its count queries reading the image ids ``ids`` (the SQL text
-    of a bigint[] as a literal: ``$1`` in the follower, an ARRAY[...] here)."""
-    return sql.SQL(REFERENCES).format(
-        product_images=sql.Literal(as_text(table(schema, "product_images"))),
-        on_delete=sql.SQL(_ON_DELETE_WORD),
-        ids=ids,
-    )
-
-
-def refusal(photos: sql.Composable, rows: sql.Composable, key: sql.Composable, on_delete: sql.Composable):
+def refusal(
+    photos: sql.Composable, rows: sql.Composable, key: sql.Composable, on_delete: sql.Composable
+) -> sql.Composed:
     """REFUSAL: why a product keeps its rows, as an SQL expression over its parts."""
     return sql.SQL(REFUSAL).format(photos=photos, rows=rows, key=key, on_delete=on_delete)
 

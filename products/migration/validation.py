@@ -72,7 +72,7 @@ recorded AS (
 {source},
 excluded AS (
     -- Products listed as errors keep whatever rows they have, as do products held back with the JSON they have
-    -- now because a key points at photos it drops (reconcile.REFERENCES; the rule's own refusals are errors).
+    -- now because a key points at photos it drops (preflight.REFERENCES; the rule's own refusals are errors).
     SELECT id FROM status WHERE error IS NOT NULL
     UNION
     SELECT st.product_id FROM {json_state} AS st
